@@ -23,15 +23,14 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "torch==$(TORCH_VERSION)" "fbgemm-gpu-cpu==$(FBGEMM_VERSION)"
 	$(PIP) install -q --no-deps "torchrec==$(TORCHREC_VERSION)"
-	$(PIP) install -q -e ".[dev]" 2>&1 | grep -v "torchrec .* requires fbgemm-gpu" || true
+	$(PIP) install -q -e ".[dev]"
 	@$(BIN)/python -c "import torchrec, faiss, lightgbm, polars" || (echo "set-up check failed" && exit 1)
 	@touch $@
 
-# GPU hosts (CUDA 12): CUDA torch + fbgemm-gpu, faiss-gpu instead of faiss-cpu (never both).
+# GPU hosts (CUDA 12): PyPI's Linux torch and fbgemm-gpu wheels are CUDA builds; faiss-gpu replaces faiss-cpu (never both).
 setup-gpu:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cu126
-	$(PIP) install -q "fbgemm-gpu==$(FBGEMM_VERSION)" --index-url https://download.pytorch.org/whl/cu126
+	$(PIP) install -q "torch==$(TORCH_VERSION)" "fbgemm-gpu==$(FBGEMM_VERSION)"
 	$(PIP) install -q --no-deps "torchrec==$(TORCHREC_VERSION)"
 	$(PIP) install -q --no-deps -e .
 	$(PIP) install -q tensordict "torchmetrics==1.0.3" pyre-extensions tqdm polars==2.1.0 pyarrow \

@@ -1,0 +1,1 @@
+"""TorchRec two-tower models: train (sharded), checkpoint, export vectors."""

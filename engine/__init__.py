@@ -1,0 +1,1 @@
+"""Retrieval, re-ranking, ads, business rules, jobs, evaluation and the CLI."""

@@ -1,0 +1,183 @@
+"""Typed configuration for the pipeline layer, loaded from one TOML file.
+
+Each component declares its settings as a frozen pydantic model, documented where each field is
+declared. Unknown keys and bad values are errors that name the key path (``split.valid_start``),
+and a config round-trips through ``model_dump`` / JSON. Layers above extend `PipelineConfig`
+with their own sections; `load_config` works for any of them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.errors import ConfigError
+
+EventName = Literal["impression", "view", "click", "add_to_cart", "purchase", "rating"]
+EVENTS: tuple[str, ...] = ("impression", "view", "click", "add_to_cart", "purchase", "rating")
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """Where the three input tables are (Parquet or CSV), relative to the config file."""
+
+    interactions: Path
+    items: Path
+    users: Path
+    ground_truth: Path | None = None
+    """Folder of the generator's hidden model (only for generated data): enables oracle metrics."""
+
+
+class ColumnsConfig(Section):
+    """Names of the data-contract columns in the input files (defaults follow the contract)."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    ts: str = "ts"
+    event: str = "event"
+    value: str = "value"
+    user_attributes: tuple[str, ...] | None = None
+    """Categorical user columns used as features; None means every other column of users."""
+
+
+class SplitConfig(Section):
+    """Temporal split: train < valid_start <= valid < test_start <= test.
+
+    Give the cutoffs as TOML datetimes, or as day counts before the last interaction
+    (`valid_days`, `test_days`). `leave_last_out` puts each user's last interaction in test and
+    the one before it in valid instead.
+    """
+
+    strategy: Literal["temporal", "leave_last_out"] = "temporal"
+    valid_start: datetime | None = None
+    test_start: datetime | None = None
+    valid_days: float | None = Field(default=None, gt=0)
+    test_days: float | None = Field(default=None, gt=0)
+
+    @field_validator("valid_start", "test_start")
+    @classmethod
+    def _naive_utc(cls, v: datetime | None) -> datetime | None:
+        """Timestamps are naive UTC everywhere in recengine."""
+        if v is not None and v.tzinfo is not None:
+            v = v.astimezone(UTC).replace(tzinfo=None)
+        return v
+
+    @model_validator(mode="after")
+    def _cutoffs_given(self) -> SplitConfig:
+        if self.strategy == "leave_last_out":
+            return self
+        absolute = self.valid_start is not None and self.test_start is not None
+        relative = self.valid_days is not None and self.test_days is not None
+        if absolute == relative:
+            raise ValueError(
+                "temporal split needs either valid_start and test_start, or valid_days and test_days"
+            )
+        if absolute and self.valid_start >= self.test_start:  # type: ignore[operator]
+            raise ValueError("valid_start must be before test_start")
+        return self
+
+
+class FeaturesConfig(Section):
+    """How features are built from the training window."""
+
+    history_length: int = Field(default=50, ge=1, le=10_000)
+    """Last N positive items kept per user, oldest first."""
+    price_buckets: int = Field(default=10, ge=2, le=1000)
+    """Price is bucketed by quantiles of the item table."""
+    title_vocab_size: int = Field(default=50_000, ge=1)
+    """Most frequent title tokens kept; rarer ones map to the OOV index."""
+    min_token_count: int = Field(default=2, ge=1)
+    popularity_windows_days: tuple[float, ...] = (1.0, 7.0, 30.0)
+    affinity_half_life_days: float = Field(default=30.0, gt=0)
+    event_weights: dict[EventName, float] = Field(
+        default_factory=lambda: {
+            "impression": 0.0,
+            "view": 1.0,
+            "click": 1.0,
+            "add_to_cart": 2.0,
+            "purchase": 4.0,
+            "rating": 1.0,
+        }
+    )
+    """Weight of each event; weight 0 means the event is not a positive (impressions)."""
+
+
+class BatchesConfig(Section):
+    """Size of the KeyedJaggedTensor batches."""
+
+    batch_size: int = Field(default=1024, ge=1)
+
+
+class ArtifactsConfig(Section):
+    """Where outputs go; relative to the config file."""
+
+    root: Path = Path("artifacts")
+
+
+class PipelineConfig(Section):
+    """The whole pipeline-layer config: one TOML file."""
+
+    data: DataConfig
+    columns: ColumnsConfig = ColumnsConfig()
+    split: SplitConfig = SplitConfig(valid_days=7, test_days=7)
+    features: FeaturesConfig = FeaturesConfig()
+    batches: BatchesConfig = BatchesConfig()
+    artifacts: ArtifactsConfig = ArtifactsConfig()
+
+    def with_base_dir(self, base: Path) -> PipelineConfig:
+        """Resolve the relative paths against `base` (the config file's folder)."""
+
+        def res(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+        data = self.data.model_copy(
+            update={
+                "interactions": res(self.data.interactions),
+                "items": res(self.data.items),
+                "users": res(self.data.users),
+                "ground_truth": res(self.data.ground_truth),
+            }
+        )
+        artifacts = self.artifacts.model_copy(update={"root": res(self.artifacts.root)})
+        return self.model_copy(update={"data": data, "artifacts": artifacts})
+
+
+C = TypeVar("C", bound=PipelineConfig)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def load_config(path: Path | str, schema: type[C] = PipelineConfig) -> C:  # type: ignore[assignment]
+    """Read and validate a TOML config; relative paths resolve against its folder.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has unknown keys or bad values
+            (each named by its key path).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "config file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"not valid TOML: {exc}") from None
+    try:
+        cfg = schema.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"  {_where(err['loc'])}: {msg}")
+        raise ConfigError(path, "invalid config:\n" + "\n".join(problems)) from None
+    return cfg.with_base_dir(path.parent.resolve())  # type: ignore[return-value]

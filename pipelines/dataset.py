@@ -1,0 +1,170 @@
+"""From validated tables to a persisted feature set: vocabularies, encoded interactions with
+their split, item content, user attributes, histories, popularity and affinities.
+
+`build_features` is what the nightly job and the demo call; `FeatureSet.save` / `load` persist
+everything as Parquet (plus a small JSON of scalars) so the stages above can run separately.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from pipelines.config import PipelineConfig
+from pipelines.encode import Vocabulary
+from pipelines.errors import DataError
+from pipelines.features import (
+    category_prefixes, item_content, item_popularity, positives, price_edges, text_tokens,
+    user_attribute_tokens, user_category_affinity, user_history,
+)
+from pipelines.features.users import attribute_strings
+from pipelines.io import write_parquet
+from pipelines.split import SPLIT, resolve_cutoffs, split_interactions
+from pipelines.validate import Tables, validate_tables
+
+Window = Literal["train", "valid", "all"]
+"""Which interactions feed histories and statistics: train only (model selection), train and
+valid (the test-time view), or all (what a published model is fitted on)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Vocabularies:
+    """All id and token vocabularies of a data set."""
+
+    user: Vocabulary
+    item: Vocabulary
+    category: Vocabulary
+    brand: Vocabulary
+    token: Vocabulary
+    user_attr: Vocabulary
+
+    @classmethod
+    def fit(cls, tables: Tables, cfg: PipelineConfig) -> Vocabularies:
+        items, users = tables.items, tables.users
+        attrs = [c for c in users.columns if c not in ("user_id", "signup_ts")]
+        cats = items.select(category_prefixes(pl.col("category"))).to_series().explode()
+        tokens = items.select(text_tokens(pl.col("title"), pl.col("tags"))).to_series().explode()
+        return cls(
+            user=Vocabulary.fit("user", users["user_id"]),
+            item=Vocabulary.fit("item", items["item_id"]),
+            category=Vocabulary.fit("category", cats),
+            brand=Vocabulary.fit("brand", items["brand"]),
+            token=Vocabulary.fit("token", tokens, max_size=cfg.features.title_vocab_size,
+                                 min_count=cfg.features.min_token_count),
+            user_attr=Vocabulary.fit(
+                "user_attr", users.select(attribute_strings(attrs)).to_series().explode()),
+        )
+
+    def save(self, folder: Path) -> None:
+        for f in fields(self):
+            getattr(self, f.name).save(folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> Vocabularies:
+        return cls(**{f.name: Vocabulary.load(folder, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureSet:
+    """Everything the models need, keyed by contiguous indices (0 = OOV)."""
+
+    vocabs: Vocabularies
+    interactions: pl.DataFrame  # user_idx, item_idx, ts, event, value, weight, split (positives)
+    items: pl.DataFrame         # item content, one row per item_idx (1..n)
+    users: pl.DataFrame         # user_idx, attr_tok, signup_ts
+    history: pl.DataFrame       # user_idx, history (oldest first), history_ts
+    popularity: pl.DataFrame    # item_idx, counts per window, days_since_last
+    affinity: pl.DataFrame      # user_idx, top_category, affinity, share
+    as_of: datetime             # the time histories and statistics are computed at
+    valid_start: datetime | None
+    test_start: datetime | None
+    window: Window
+
+    FRAMES = ("interactions", "items", "users", "history", "popularity", "affinity")
+
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        self.vocabs.save(folder / "vocab")
+        for name in self.FRAMES:
+            write_parquet(getattr(self, name), folder / "features" / f"{name}.parquet")
+        meta = {"as_of": self.as_of.isoformat(), "window": self.window,
+                "valid_start": self.valid_start and self.valid_start.isoformat(),
+                "test_start": self.test_start and self.test_start.isoformat()}
+        (folder / "features" / "meta.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> FeatureSet:
+        folder = Path(folder)
+        meta_path = folder / "features" / "meta.json"
+        if not meta_path.is_file():
+            raise DataError(meta_path, "feature set not found (run the features stage first)")
+        meta = json.loads(meta_path.read_text())
+        frames = {n: pl.read_parquet(folder / "features" / f"{n}.parquet") for n in cls.FRAMES}
+
+        def ts(v: str | None) -> datetime | None:
+            return None if v is None else datetime.fromisoformat(v)
+
+        return cls(vocabs=Vocabularies.load(folder / "vocab"), **frames,
+                   as_of=datetime.fromisoformat(meta["as_of"]), window=meta["window"],
+                   valid_start=ts(meta["valid_start"]), test_start=ts(meta["test_start"]))
+
+
+def _window_filter(window: Window) -> pl.Expr:
+    return {"train": pl.col(SPLIT) == "train",
+            "valid": pl.col(SPLIT).is_in(["train", "valid"]),
+            "all": pl.lit(True)}[window]
+
+
+def build_features(cfg: PipelineConfig, *, window: Window = "train",
+                   tables: Tables | None = None) -> FeatureSet:
+    """Validate the inputs (unless `tables` is given) and build every feature.
+
+    Interactions of all splits are kept (with their `split` label) for training and
+    evaluation; histories, popularity and affinity use only the rows of `window`, as of the
+    end of that window.
+    """
+    tables = tables or validate_tables(cfg.data, cfg.columns)
+    fc = cfg.features
+    vocabs = Vocabularies.fit(tables, cfg)
+    last_ts = tables.interactions["ts"].max()
+    pos = (
+        tables.interactions.lazy()
+        .pipe(positives, fc.event_weights)
+        .pipe(split_interactions, cfg.split, last_ts)
+        .select(vocabs.user.encode(pl.col("user_id")).alias("user_idx"),
+                vocabs.item.encode(pl.col("item_id")).alias("item_idx"),
+                "ts", "event", "value", "weight", SPLIT)
+        .sort("ts", "user_idx", "item_idx")
+        .collect(engine="streaming")
+    )
+    if cfg.split.strategy == "temporal":
+        cut = resolve_cutoffs(cfg.split, last_ts)
+        valid_start, test_start = cut.valid_start, cut.test_start
+        as_of = {"train": valid_start, "valid": test_start, "all": None}[window]
+    else:
+        valid_start = test_start = None
+        as_of = None
+    seen = pos.lazy().filter(_window_filter(window))
+    if as_of is None:  # just after the window's last row: statistics count rows with ts < as_of
+        as_of = (pos.filter(_window_filter(window))["ts"].max() or last_ts) + timedelta(seconds=1)
+
+    items = item_content(tables.items.lazy(), item=vocabs.item, category=vocabs.category,
+                         brand=vocabs.brand, token=vocabs.token,
+                         edges=price_edges(tables.items["price"], fc.price_buckets)).collect()
+    attrs = [c for c in tables.users.columns if c not in ("user_id", "signup_ts")]
+    users = user_attribute_tokens(tables.users.lazy(), user=vocabs.user,
+                                  token=vocabs.user_attr, attrs=attrs).collect()
+    history = seen.pipe(user_history, length=fc.history_length).collect(engine="streaming")
+    popularity = seen.pipe(item_popularity, at=as_of, windows_days=fc.popularity_windows_days,
+                           ).collect(engine="streaming")
+    affinity = seen.pipe(user_category_affinity, items.lazy(), at=as_of,
+                         half_life_days=fc.affinity_half_life_days).collect(engine="streaming")
+    return FeatureSet(vocabs=vocabs, interactions=pos, items=items, users=users,
+                      history=history, popularity=popularity, affinity=affinity, as_of=as_of,
+                      valid_start=valid_start, test_start=test_start, window=window)

@@ -1,0 +1,56 @@
+"""The library's own error types.
+
+Every failure a user can cause (bad data, bad config) is raised as a `RecengineError`, so the CLI
+can print it without a traceback and callers can catch one type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+MAX_ROWS_SHOWN = 5
+
+
+class RecengineError(Exception):
+    """Base class of errors caused by input the user gave (data, config, paths)."""
+
+
+class ConfigError(RecengineError):
+    """A config file that cannot be read or does not match the schema."""
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class DataError(RecengineError):
+    """An input table that breaks the data contract.
+
+    Names the file, the column and, where it applies, a few offending rows so that the user can
+    find and fix them without reading our code.
+    """
+
+    def __init__(
+        self,
+        file: Path | str,
+        message: str,
+        *,
+        column: str | None = None,
+        rows: pl.DataFrame | None = None,
+        n_bad: int | None = None,
+    ) -> None:
+        self.file = str(file)
+        self.column = column
+        self.rows = rows.head(MAX_ROWS_SHOWN) if rows is not None else None
+        self.n_bad = n_bad if n_bad is not None else (rows.height if rows is not None else None)
+        where = f"{self.file}" + (f", column '{column}'" if column else "")
+        text = f"{where}: {message}"
+        if self.rows is not None and self.rows.height:
+            with pl.Config(tbl_rows=MAX_ROWS_SHOWN, tbl_cols=8, fmt_str_lengths=40):
+                text += (
+                    f"\n{self.n_bad} offending row(s); the first {self.rows.height} "
+                    f"(row = 0-based row number in the file):\n{self.rows}"
+                )
+        super().__init__(text)

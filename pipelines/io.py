@@ -1,0 +1,70 @@
+"""Reading input tables and writing outputs safely.
+
+Reads Parquet or CSV and turns every way a file can be unreadable (missing, empty, truncated,
+ragged, not UTF-8) into a `DataError` that names the file. Writes go to a temporary name and are
+renamed into place, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.errors import DataError
+
+
+def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pl.DataFrame:
+    """Read a Parquet or CSV file (by extension), failing with a `DataError` that names it.
+
+    `string_columns` are read as text from CSV so ids like ``007`` keep their leading zeros.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a folder, expected a Parquet or CSV file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+        if suffix in (".csv", ".tsv"):
+            with path.open("rb") as fh:
+                header = fh.readline().decode("utf-8", errors="replace")
+            sep = "\t" if suffix == ".tsv" else ","
+            present = {c.strip().strip('"') for c in header.rstrip("\r\n").split(sep)}
+            overrides = {c: pl.String for c in string_columns if c in present}
+            return pl.read_csv(path, separator=sep, schema_overrides=overrides, encoding="utf8")
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        kind = "Parquet" if suffix in (".parquet", ".pq") else "CSV"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(path, f"cannot be read as {kind} (truncated or malformed?): {first}") from None
+    raise DataError(path, f"unsupported file type '{suffix}': use .parquet or .csv")
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it into place only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(df: pl.DataFrame, path: Path) -> Path:
+    """Write `df` to `path` atomically (temporary file + rename)."""
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+    return Path(path)

@@ -1,0 +1,64 @@
+"""Train / valid / test splits of the interactions.
+
+Temporal (the default): rows before `valid_start` train, rows in [valid_start, test_start)
+validate, rows from `test_start` on test, so no model ever sees the future of what it is scored
+on. Leave-last-out: each user's last interaction is test and the one before it valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from pipelines.config import SplitConfig
+
+SPLIT = "split"
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Absolute cutoffs of a temporal split (naive UTC)."""
+
+    valid_start: datetime
+    test_start: datetime
+
+
+def resolve_cutoffs(cfg: SplitConfig, last_ts: datetime) -> Cutoffs:
+    """Absolute cutoffs from the config; day counts count back from the last interaction."""
+    if cfg.valid_start is not None and cfg.test_start is not None:
+        return Cutoffs(cfg.valid_start, cfg.test_start)
+    assert cfg.valid_days is not None and cfg.test_days is not None
+    test_start = last_ts - timedelta(days=cfg.test_days)
+    return Cutoffs(test_start - timedelta(days=cfg.valid_days), test_start)
+
+
+def temporal_split(lf: pl.LazyFrame, cutoffs: Cutoffs, *, ts: str = "ts") -> pl.LazyFrame:
+    """Add a `split` column: train < valid_start <= valid < test_start <= test."""
+    return lf.with_columns(
+        pl.when(pl.col(ts) < cutoffs.valid_start).then(pl.lit("train"))
+        .when(pl.col(ts) < cutoffs.test_start).then(pl.lit("valid"))
+        .otherwise(pl.lit("test"))
+        .alias(SPLIT)
+    )
+
+
+def leave_last_out(lf: pl.LazyFrame, *, user: str = "user_id", ts: str = "ts") -> pl.LazyFrame:
+    """Add a `split` column: each user's last row is test, the one before valid (users with at
+    least three rows; shorter histories stay in train). Ties in time break by row order."""
+    pos = pl.int_range(pl.len()).over(user, order_by=ts, descending=True)
+    n = pl.len().over(user)
+    return lf.with_columns(
+        pl.when((n >= 3) & (pos == 0)).then(pl.lit("test"))
+        .when((n >= 3) & (pos == 1)).then(pl.lit("valid"))
+        .otherwise(pl.lit("train"))
+        .alias(SPLIT)
+    )
+
+
+def split_interactions(lf: pl.LazyFrame, cfg: SplitConfig, last_ts: datetime) -> pl.LazyFrame:
+    """Apply the configured split strategy."""
+    if cfg.strategy == "leave_last_out":
+        return leave_last_out(lf)
+    return temporal_split(lf, resolve_cutoffs(cfg, last_ts))

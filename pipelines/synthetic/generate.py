@@ -1,0 +1,180 @@
+"""Write a generated data set: the three contract tables plus the hidden ground truth."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipelines.io import write_parquet
+from pipelines.synthetic.ads import DAY, Campaigns, draw_campaigns, sample_ad_log
+from pipelines.synthetic.events import EVENT_NAMES, Events, Timeline, sample_impressions, sample_sessions
+from pipelines.synthetic.world import AGE_BUCKETS, COUNTRIES, GENDERS, World, build_world, item_titles
+
+TS = pl.Datetime("us")
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """What to generate. Same spec and seed, same files."""
+
+    users: int = 2_000
+    items: int = 1_000
+    interactions: int = 60_000
+    days: int = 90
+    end: datetime = datetime(2026, 10, 1)
+    """End of the simulated span (naive UTC)."""
+    ad_share: float = 0.03
+    late_item_share: float = 0.10
+    late_user_share: float = 0.15
+    unavailable_share: float = 0.03
+    dim: int = 16
+    tau: float = 1.5
+    seed: int = 0
+
+    @property
+    def start(self) -> datetime:
+        return self.end - timedelta(days=self.days)
+
+
+@dataclass(frozen=True)
+class GeneratedPaths:
+    interactions: Path
+    items: Path
+    users: Path
+    ground_truth: Path
+    n_interactions: int
+
+
+def _timeline(spec: GeneratorSpec, world: World, camp: Campaigns,
+              rng: np.random.Generator) -> Timeline:
+    span = spec.days * DAY
+    n_u, n_i = len(world.user_vecs), len(world.item_vecs)
+    late_u = rng.random(n_u) < spec.late_user_share
+    signup = np.where(late_u, rng.random(n_u) * span * 0.95, -rng.random(n_u) * 2 * 365 * DAY)
+    late_i = rng.random(n_i) < spec.late_item_share
+    created = np.where(late_i, rng.random(n_i) * span * 0.95, -rng.random(n_i) * 365 * DAY)
+    created[camp.ads] = np.minimum(created[camp.ads], camp.start_day * DAY)
+    user_from = np.maximum(signup, 0.0)
+    activity = np.exp(rng.normal(0, 1.0, n_u)) * (span - user_from) / span
+    return Timeline(span=span, user_from=user_from, item_from=created,
+                    activity=activity / activity.sum()), signup
+
+
+def _epoch(spec: GeneratorSpec, seconds: np.ndarray) -> pl.Series:
+    base = int(spec.start.timestamp() * 1_000_000) if spec.start.tzinfo else int(
+        (spec.start - datetime(1970, 1, 1)).total_seconds() * 1_000_000)
+    return pl.Series((base + np.round(seconds * 1e6)).astype(np.int64)).cast(TS)
+
+
+def _items_frame(spec: GeneratorSpec, world: World, camp: Campaigns, tl: Timeline,
+                 prices: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    n = len(world.item_vecs)
+    titles = item_titles(world, rng)
+    ids = np.where(world.item_is_ad, "A", "P")
+    camp_id: list[str | None] = [None] * n
+    for a, c in zip(camp.ads, camp.campaign, strict=True):
+        camp_id[a] = f"C{c:05d}"
+    bid, budget = np.full(n, np.nan), np.full(n, np.nan)
+    bid[camp.ads], budget[camp.ads] = camp.bid, camp.daily_budget
+    start, end = np.full(n, np.nan), np.full(n, np.nan)
+    start[camp.ads], end[camp.ads] = camp.start_day * DAY, camp.end_day * DAY
+    is_ad = pl.Series(world.item_is_ad)
+    return pl.DataFrame({
+        "item_id": [f"{p}{i:07d}" for p, i in zip(ids, range(n), strict=True)],
+        "kind": np.where(world.item_is_ad, "ad", "product"),
+        "title": titles,
+        "category": np.array(world.leaf_names)[world.item_leaf],
+        "brand": np.array(world.brand_names)[world.item_brand],
+        "price": prices,
+        "tags": [t.split()[1:3] for t in titles],
+        "available": rng.random(n) >= spec.unavailable_share,
+        "created_ts": _epoch(spec, tl.item_from),
+        "campaign_id": pl.Series(camp_id, dtype=pl.String),
+        "bid": pl.Series(bid).fill_nan(None),
+        "daily_budget": pl.Series(budget).fill_nan(None),
+        "start_ts": _epoch(spec, np.nan_to_num(start)),
+        "end_ts": _epoch(spec, np.nan_to_num(end)),
+    }).with_columns(
+        [pl.when(is_ad).then(pl.col(c)).otherwise(None).alias(c) for c in ("start_ts", "end_ts")]
+    )
+
+
+def _users_frame(spec: GeneratorSpec, world: World, signup: np.ndarray) -> pl.DataFrame:
+    a = world.user_attrs
+    return pl.DataFrame({
+        "user_id": np.arange(1, len(world.user_vecs) + 1, dtype=np.int64),
+        "age_bucket": np.array(AGE_BUCKETS)[a["age_bucket"]],
+        "gender": np.array(GENDERS)[a["gender"]],
+        "country": np.array(COUNTRIES)[a["country"]],
+        "signup_ts": _epoch(spec, signup),
+    })
+
+
+def _interactions_frame(spec: GeneratorSpec, ev: Events, items: pl.DataFrame) -> pl.DataFrame:
+    order = np.argsort(ev.t, kind="stable")
+    return pl.DataFrame({
+        "user_id": (ev.user[order] + 1).astype(np.int64),
+        "item_id": items["item_id"].gather(ev.item[order]),
+        "ts": _epoch(spec, ev.t[order]),
+        "event": pl.Series(np.array(EVENT_NAMES)[ev.event[order]]),
+        "value": pl.Series(ev.value[order]).fill_nan(None),
+        "propensity": pl.Series(ev.propensity[order]).fill_nan(None),
+    })
+
+
+def _write_truth(out: Path, spec: GeneratorSpec, world: World, users: pl.DataFrame,
+                 items: pl.DataFrame) -> Path:
+    gt = out / "ground_truth"
+    d = world.dim
+    write_parquet(pl.DataFrame({
+        "user_id": users["user_id"],
+        "factor": pl.Series(world.user_vecs).cast(pl.Array(pl.Float32, d)),
+        "drift": pl.Series(world.user_drift).cast(pl.Array(pl.Float32, d)),
+    }), gt / "users.parquet")
+    write_parquet(pl.DataFrame({
+        "item_id": items["item_id"],
+        "factor": pl.Series(world.item_vecs).cast(pl.Array(pl.Float32, d)),
+        "bias": world.item_bias,
+    }), gt / "items.parquet")
+    meta = {"formula": "util(u,i,t) = (factor_u + f(t) * drift_u) . factor_i / tau + bias_i; "
+                       "f(t) = (t - start) / (end - start)",
+            "tau": spec.tau, "start": spec.start.isoformat(), "end": spec.end.isoformat(),
+            "spec": {k: (v.isoformat() if isinstance(v, datetime) else v)
+                     for k, v in asdict(spec).items()}}
+    (gt / "meta.json").write_text(json.dumps(meta, indent=2))
+    return gt
+
+
+def generate(spec: GeneratorSpec, out: Path) -> GeneratedPaths:
+    """Generate users, items (products and ads), interactions and the ground truth into `out`."""
+    out = Path(out)
+    rng = np.random.default_rng(spec.seed)
+    world = build_world(spec.users, spec.items, ad_share=spec.ad_share, dim=spec.dim,
+                        tau=spec.tau, rng=rng)
+    camp = draw_campaigns(world, spec.days, rng)
+    tl, signup = _timeline(spec, world, camp, rng)
+    top_level = np.exp(rng.normal(3.0, 0.6, int(world.leaf_top.max()) + 1))
+    prices = np.round(top_level[world.leaf_top[world.item_leaf]]
+                      * np.exp(rng.normal(0, 0.5, len(world.item_vecs))), 2) + 0.99
+    n = spec.interactions
+    events = Events.concat([
+        sample_sessions(world, tl, prices, int(0.38 * n), rng),
+        sample_impressions(world, tl, int(0.40 * n), rng),
+        sample_ad_log(world, tl, camp, int(0.095 * n), rng),
+    ])
+    items = _items_frame(spec, world, camp, tl, prices, rng)
+    users = _users_frame(spec, world, signup)
+    inter = _interactions_frame(spec, events, items)
+    paths = GeneratedPaths(
+        interactions=write_parquet(inter, out / "interactions.parquet"),
+        items=write_parquet(items, out / "items.parquet"),
+        users=write_parquet(users, out / "users.parquet"),
+        ground_truth=_write_truth(out, spec, world, users, items),
+        n_interactions=inter.height,
+    )
+    return paths

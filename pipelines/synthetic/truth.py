@@ -1,0 +1,46 @@
+"""The generator's hidden model, loaded back for oracle rankings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """True utilities: util(u, i, t) = (p_u + f(t) d_u) . q_i / tau + b_i."""
+
+    user_ids: pl.Series
+    item_ids: pl.Series
+    user_factor: np.ndarray   # (U, d)
+    user_drift: np.ndarray    # (U, d)
+    item_factor: np.ndarray   # (I, d)
+    item_bias: np.ndarray     # (I,)
+    tau: float
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def load(cls, folder: Path) -> GroundTruth:
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        u = pl.read_parquet(folder / "users.parquet")
+        i = pl.read_parquet(folder / "items.parquet")
+        return cls(
+            user_ids=u["user_id"].cast(pl.String), item_ids=i["item_id"].cast(pl.String),
+            user_factor=u["factor"].to_numpy(), user_drift=u["drift"].to_numpy(),
+            item_factor=i["factor"].to_numpy(), item_bias=i["bias"].to_numpy(),
+            tau=float(meta["tau"]), start=datetime.fromisoformat(meta["start"]),
+            end=datetime.fromisoformat(meta["end"]),
+        )
+
+    def utility(self, user_rows: np.ndarray, at: datetime) -> np.ndarray:
+        """True utility of every item for the given user rows at time `at`: shape (n, I)."""
+        f = (at - self.start).total_seconds() / (self.end - self.start).total_seconds()
+        taste = self.user_factor[user_rows] + np.float32(f) * self.user_drift[user_rows]
+        return taste @ self.item_factor.T / self.tau + self.item_bias[None, :]
