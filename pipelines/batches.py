@@ -131,7 +131,10 @@ class UserTable:
         before position positions[k] (no leakage of the item being predicted); without, it is
         the history as of the feature set's time (inference)."""
         if positions is None:
-            hist = self.history.take(users)
+            off = self.history.offsets
+            hist = gather_ranges(self.history.values,
+                                 np.maximum(off[users], off[users + 1] - self.history_length),
+                                 off[users + 1])
         else:
             start = self.sequence.offsets[users]
             hist = gather_ranges(self.sequence.values,

@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.errors import ConfigError
+from pipelines.io import atomic_path
 
 EventName = Literal["impression", "view", "click", "add_to_cart", "purchase", "rating"]
 EVENTS: tuple[str, ...] = ("impression", "view", "click", "add_to_cart", "purchase", "rating")
@@ -181,3 +182,34 @@ def load_config(path: Path | str, schema: type[C] = PipelineConfig) -> C:  # typ
             problems.append(f"  {_where(err['loc'])}: {msg}")
         raise ConfigError(path, "invalid config:\n" + "\n".join(problems)) from None
     return cfg.with_base_dir(path.parent.resolve())  # type: ignore[return-value]
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def write_data_config(path: Path, *, split: dict[str, object], ground_truth: str | None = None,
+                      comment: str = "") -> Path:
+    """Write a minimal config next to `interactions/items/users.parquet` that runs as-is.
+
+    `split` holds the [split] keys (e.g. ``{"valid_days": 7, "test_days": 7}``); the file is
+    validated by loading it back before it is put in place.
+    """
+    lines = [f"# {line}" for line in comment.splitlines()] + [
+        "[data]",
+        'interactions = "interactions.parquet"',
+        'items = "items.parquet"',
+        'users = "users.parquet"',
+    ]
+    if ground_truth:
+        lines.append(f"ground_truth = {_toml_value(ground_truth)}")
+    lines += ["", "[split]"] + [f"{k} = {_toml_value(v)}" for k, v in split.items()]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        load_config(tmp)
+    return path

@@ -24,6 +24,7 @@ from pipelines.features import (
 )
 from pipelines.features.users import attribute_strings
 from pipelines.io import write_parquet
+from pipelines.progress import Report, silent
 from pipelines.split import SPLIT, resolve_cutoffs, split_interactions
 from pipelines.validate import Tables, validate_tables
 
@@ -121,17 +122,23 @@ def _window_filter(window: Window) -> pl.Expr:
             "all": pl.lit(True)}[window]
 
 
+FEATURE_STEPS = 6
+
+
 def build_features(cfg: PipelineConfig, *, window: Window = "train",
-                   tables: Tables | None = None) -> FeatureSet:
+                   tables: Tables | None = None, report: Report = silent) -> FeatureSet:
     """Validate the inputs (unless `tables` is given) and build every feature.
 
     Interactions of all splits are kept (with their `split` label) for training and
     evaluation; histories, popularity and affinity use only the rows of `window`, as of the
     end of that window.
     """
+    report("validate inputs")
     tables = tables or validate_tables(cfg.data, cfg.columns)
     fc = cfg.features
+    report("vocabularies")
     vocabs = Vocabularies.fit(tables, cfg)
+    report("encode and split")
     last_ts = tables.interactions["ts"].max()
     pos = (
         tables.interactions.lazy()
@@ -154,13 +161,16 @@ def build_features(cfg: PipelineConfig, *, window: Window = "train",
     if as_of is None:  # just after the window's last row: statistics count rows with ts < as_of
         as_of = (pos.filter(_window_filter(window))["ts"].max() or last_ts) + timedelta(seconds=1)
 
+    report("item content and user attributes")
     items = item_content(tables.items.lazy(), item=vocabs.item, category=vocabs.category,
                          brand=vocabs.brand, token=vocabs.token,
                          edges=price_edges(tables.items["price"], fc.price_buckets)).collect()
     attrs = [c for c in tables.users.columns if c not in ("user_id", "signup_ts")]
     users = user_attribute_tokens(tables.users.lazy(), user=vocabs.user,
                                   token=vocabs.user_attr, attrs=attrs).collect()
+    report("histories")
     history = seen.pipe(user_history, length=fc.history_length).collect(engine="streaming")
+    report("popularity and affinity")
     popularity = seen.pipe(item_popularity, at=as_of, windows_days=fc.popularity_windows_days,
                            ).collect(engine="streaming")
     affinity = seen.pipe(user_category_affinity, items.lazy(), at=as_of,

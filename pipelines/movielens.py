@@ -15,9 +15,9 @@ from typing import Literal
 
 import polars as pl
 
-from pipelines.config import load_config
+from pipelines.config import load_config, write_data_config
 from pipelines.errors import DataError
-from pipelines.io import atomic_path, read_table, write_parquet
+from pipelines.io import read_table, write_parquet
 from pipelines.validate import validate_tables
 
 Format = Literal["100k", "1m", "latest-small"]
@@ -168,29 +168,16 @@ def _detect(src: Path) -> Format:
     raise DataError(src, f"no MovieLens files found: expected {expected}")
 
 
-def _toml_ts(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _write_config(path: Path, ts: pl.Series) -> None:
-    """Config with a temporary split at the 90% / 95% quantiles of the timestamps."""
+    """Config with a temporal split at the 90% / 95% quantiles of the timestamps."""
     secs = ts.dt.epoch("s")
     valid = datetime.fromtimestamp(int(secs.quantile(0.9, "lower")), UTC)
     test = datetime.fromtimestamp(int(secs.quantile(0.95, "lower")), UTC)
     if test <= valid:
         test = valid + timedelta(seconds=1)
-    text = (
-        "[data]\n"
-        'interactions = "interactions.parquet"\n'
-        'items = "items.parquet"\n'
-        'users = "users.parquet"\n\n'
-        "[split]\n"
-        'strategy = "temporal"\n'
-        f"valid_start = {_toml_ts(valid)}\n"
-        f"test_start = {_toml_ts(test)}\n"
-    )
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_data_config(path, split={"strategy": "temporal", "valid_start": valid,
+                                   "test_start": test},
+                      comment="MovieLens imported by `recengine import movielens`.")
 
 
 def import_movielens(src: Path, out: Path) -> ImportSummary:

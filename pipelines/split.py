@@ -8,7 +8,7 @@ on. Leave-last-out: each user's last interaction is test and the one before it v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 import polars as pl
 
@@ -26,11 +26,13 @@ class Cutoffs:
 
 
 def resolve_cutoffs(cfg: SplitConfig, last_ts: datetime) -> Cutoffs:
-    """Absolute cutoffs from the config; day counts count back from the last interaction."""
+    """Absolute cutoffs from the config; day counts count back from the midnight that ends
+    the day of the last interaction (so cutoffs fall on day boundaries)."""
     if cfg.valid_start is not None and cfg.test_start is not None:
         return Cutoffs(cfg.valid_start, cfg.test_start)
     assert cfg.valid_days is not None and cfg.test_days is not None
-    test_start = last_ts - timedelta(days=cfg.test_days)
+    end = datetime.combine(last_ts.date(), time()) + timedelta(days=1)  # midnight after the end
+    test_start = end - timedelta(days=cfg.test_days)
     return Cutoffs(test_start - timedelta(days=cfg.valid_days), test_start)
 
 
