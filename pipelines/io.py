@@ -36,7 +36,7 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pl.DataFram
             return pl.read_parquet(path)
         if suffix in (".csv", ".tsv"):
             with path.open("rb") as fh:
-                header = fh.readline().decode("utf-8", errors="replace")
+                header = fh.readline().decode("utf-8-sig")  # strict: the header must be UTF-8 too
             sep = "\t" if suffix == ".tsv" else ","
             present = {c.strip().strip('"') for c in header.rstrip("\r\n").split(sep)}
             overrides = {c: pl.String for c in string_columns if c in present}

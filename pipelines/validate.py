@@ -38,6 +38,9 @@ class _Checker:
 
     def __init__(self, file: Path, df: pl.DataFrame) -> None:
         self.file = file
+        if ROW in df.columns:
+            raise DataError(file, f"column name '{ROW}' is reserved (it numbers offending rows in "
+                                  "errors); rename that column", column=ROW)
         self.df = df.with_row_index(ROW)
 
     def fail(self, message: str, column: str | None = None, bad: pl.Expr | None = None) -> None:
@@ -64,7 +67,7 @@ class _Checker:
     def ids(self, col: str) -> None:
         """Ids are integers or strings, never null or blank; normalised to strings."""
         dtype = self.df.schema[col]
-        if not (dtype.is_integer() or dtype == pl.String or dtype == pl.Categorical):
+        if not (dtype.is_integer() or dtype in (pl.String, pl.Categorical, pl.Null)):
             self.fail(f"ids must be integers or strings, found {dtype}", col)
         self.df = self.df.with_columns(pl.col(col).cast(pl.String))
         self.fail("null or blank id", col, pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""))
@@ -84,6 +87,8 @@ class _Checker:
             expr = c.cast(TS)
         elif dtype.is_integer():
             expr = pl.from_epoch(c, time_unit="s").cast(TS)
+        elif dtype == pl.Null:  # an all-null column (Parquet from polars)
+            expr = c.cast(TS)
         elif dtype == pl.String:
             expr = c.str.to_datetime(time_unit="us", strict=False, time_zone="UTC").dt.replace_time_zone(None)
             self.fail("unparseable timestamp text", col, c.is_not_null() & expr.is_null())
@@ -102,7 +107,7 @@ class _Checker:
 
     def number(self, col: str, *, non_negative: bool = False) -> None:
         dtype = self.df.schema[col]
-        if not dtype.is_numeric():
+        if not (dtype.is_numeric() or dtype == pl.Null):
             self.fail(f"must be numeric, found {dtype}", col)
         self.df = self.df.with_columns(pl.col(col).cast(pl.Float64))
         self.fail("not a finite number", col, pl.col(col).is_nan() | pl.col(col).is_infinite())
@@ -111,7 +116,7 @@ class _Checker:
 
     def text(self, col: str) -> None:
         dtype = self.df.schema[col]
-        if dtype not in (pl.String, pl.Categorical) and not dtype.is_integer():
+        if dtype not in (pl.String, pl.Categorical, pl.Null) and not dtype.is_integer():
             self.fail(f"must be text, found {dtype}", col)
         self.df = self.df.with_columns(pl.col(col).cast(pl.String))
 
@@ -120,7 +125,8 @@ class _Checker:
 
 
 def _load(path: Path, rename: dict[str, str], id_cols: list[str]) -> _Checker:
-    raw = read_table(path, string_columns=[k for k, v in rename.items() if v in id_cols])
+    source = {v: k for k, v in rename.items()}
+    raw = read_table(path, string_columns=[source.get(c, c) for c in id_cols])
     raw = raw.rename({k: v for k, v in rename.items() if k in raw.columns and k != v})
     return _Checker(path, raw)
 
@@ -164,7 +170,8 @@ def validate_items(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
     df = ck.df
     if "kind" in df.columns:
         ck.text("kind")
-        ck.fail("kind must be 'product' or 'ad'", "kind", ~pl.col("kind").is_in(ITEM_KINDS))
+        ck.fail("kind must be 'product' or 'ad'", "kind",
+                pl.col("kind").is_null() | ~pl.col("kind").is_in(ITEM_KINDS))
     else:
         ck.df = ck.df.with_columns(pl.lit("product").alias("kind"))
     for col in ("title", "category", "brand", "campaign_id"):
@@ -183,14 +190,15 @@ def validate_items(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
         dtype = ck.df.schema["tags"]
         if dtype == pl.String:  # CSV: tags joined by '|'
             ck.df = ck.df.with_columns(pl.col("tags").str.split("|"))
-        elif not (isinstance(dtype, pl.List) and dtype.inner in (pl.String, pl.Categorical)):
+        elif dtype != pl.Null and not (isinstance(dtype, pl.List)
+                                       and dtype.inner in (pl.String, pl.Categorical, pl.Null)):
             ck.fail(f"tags must be a list of text or '|'-joined text, found {dtype}", "tags")
         ck.df = ck.df.with_columns(pl.col("tags").cast(pl.List(pl.String)))
     else:
         ck.df = ck.df.with_columns(pl.lit(None, pl.List(pl.String)).alias("tags"))
     if "available" in ck.df.columns:
         dtype = ck.df.schema["available"]
-        if dtype != pl.Boolean and not dtype.is_integer():
+        if dtype not in (pl.Boolean, pl.Null) and not dtype.is_integer():
             ck.fail(f"available must be boolean, found {dtype}", "available")
         ck.df = ck.df.with_columns(pl.col("available").cast(pl.Boolean).fill_null(True))
     else:
@@ -225,7 +233,7 @@ def validate_users(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
     ck.require(list(attrs))
     for col in attrs:
         dtype = ck.df.schema[col]
-        if dtype.is_float() or isinstance(dtype, (pl.List, pl.Struct)):
+        if dtype.is_float() or isinstance(dtype, (pl.List, pl.Array, pl.Struct, pl.Binary, pl.Duration)):
             ck.fail(f"user attributes must be categorical (text, integer, boolean), found {dtype}", col)
         ck.df = ck.df.with_columns(pl.col(col).cast(pl.String))
     return ck.result().select(["user_id", "signup_ts", *attrs])
