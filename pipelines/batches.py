@@ -6,7 +6,9 @@ The contract with the embeddings layer:
   interacted with *before* the example, at most `history_length`), ``user_attrs`` (attribute
   tokens);
 * item side, keys `ITEM_KEYS`: ``item_id`` (1), ``item_category`` (path prefixes),
-  ``item_brand`` (1), ``item_title`` (title and tag tokens), ``item_price`` (1 bucket).
+  ``item_brand`` (1), ``item_title`` (title and tag tokens), ``item_price`` (1 bucket),
+  ``item_popularity`` (1: log2 bucket of the item's interaction count in the feature window,
+  0 for an item nobody has touched yet).
 
 All values are vocabulary indices (0 = OOV). Rows are stored as flat numpy arrays with offsets,
 so a batch is a few vectorised gathers, not a Python loop per example.
@@ -26,7 +28,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from pipelines.dataset import FeatureSet
 
 USER_KEYS = ("user_id", "user_history", "user_attrs")
-ITEM_KEYS = ("item_id", "item_category", "item_brand", "item_title", "item_price")
+ITEM_KEYS = ("item_id", "item_category", "item_brand", "item_title", "item_price",
+             "item_popularity")
+POPULARITY_BUCKETS = 24  # log2 buckets 0..23: counts up to ~8M
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class ItemTable:
     title: Jagged
     brand: np.ndarray
     price: np.ndarray
+    popularity: np.ndarray
 
     @classmethod
     def from_features(cls, fs: FeatureSet) -> ItemTable:
@@ -97,13 +102,18 @@ class ItemTable:
         rows = it["item_idx"].to_numpy()
         brand, price = np.zeros(n, np.int64), np.zeros(n, np.int64)
         brand[rows], price[rows] = it["brand_idx"].to_numpy(), it["price_bucket"].to_numpy()
+        counts = np.zeros(n, np.int64)
+        counts[fs.popularity["item_idx"].to_numpy()] = fs.popularity["count_all"].to_numpy()
+        popularity = np.minimum(np.ceil(np.log2(counts + 1)), POPULARITY_BUCKETS - 1)
         return cls(category=Jagged.from_lists(it["category_tok"], n, rows),
-                   title=Jagged.from_lists(it["title_tok"], n, rows), brand=brand, price=price)
+                   title=Jagged.from_lists(it["title_tok"], n, rows), brand=brand, price=price,
+                   popularity=popularity.astype(np.int64))
 
     def kjt(self, items: np.ndarray) -> KeyedJaggedTensor:
         """Item-side KJT for a batch of item indices (keys `ITEM_KEYS`, batch size len(items))."""
         return _kjt(ITEM_KEYS, [_single(items), self.category.take(items), _single(self.brand[items]),
-                                self.title.take(items), _single(self.price[items])])
+                                self.title.take(items), _single(self.price[items]),
+                                _single(self.popularity[items])])
 
 
 @dataclass(frozen=True)
@@ -117,13 +127,16 @@ class UserTable:
 
     @classmethod
     def from_features(cls, fs: FeatureSet, *, history_length: int,
-                      sequences: pl.DataFrame) -> UserTable:
+                      sequences: pl.DataFrame | None = None) -> UserTable:
+        """Tables indexed by user_idx. Without `sequences` (user_idx, items) the table serves
+        inference only: the latest history stands in for the sequence."""
         n = fs.vocabs.user.size
+        history = Jagged.from_lists(fs.history["history"], n, fs.history["user_idx"].to_numpy())
+        sequence = history if sequences is None else Jagged.from_lists(
+            sequences["items"], n, sequences["user_idx"].to_numpy())
         return cls(
             attrs=Jagged.from_lists(fs.users["attr_tok"], n, fs.users["user_idx"].to_numpy()),
-            sequence=Jagged.from_lists(sequences["items"], n, sequences["user_idx"].to_numpy()),
-            history=Jagged.from_lists(fs.history["history"], n, fs.history["user_idx"].to_numpy()),
-            history_length=history_length,
+            sequence=sequence, history=history, history_length=history_length,
         )
 
     def kjt(self, users: np.ndarray, positions: np.ndarray | None = None) -> KeyedJaggedTensor:
@@ -168,12 +181,23 @@ class TrainingExamples:
     def __len__(self) -> int:
         return len(self.user_idx)
 
-    def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0
-                ) -> Iterator[TrainingBatch]:
+    def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                rank: int = 0, world: int = 1) -> Iterator[TrainingBatch]:
+        """Batches of `batch_size` examples for process `rank` of `world`.
+
+        All processes draw the same permutation; each global step of ``batch_size * world``
+        examples is cut into equal parts, one per rank (a short last step is trimmed to a
+        multiple of `world`), so every rank takes the same number of equal-sized steps, as
+        sharded embedding lookups need.
+        """
         order = np.random.default_rng(seed).permutation(len(self)) if shuffle \
             else np.arange(len(self))
-        for a in range(0, len(order), batch_size):
-            sel = order[a:a + batch_size]
+        for a in range(0, len(order), batch_size * world):
+            step = order[a:a + batch_size * world]
+            part = len(step) // world
+            if part == 0:
+                return
+            sel = step[rank * part:(rank + 1) * part]
             items = self.item_idx[sel]
             yield TrainingBatch(
                 user=self.users.kjt(self.user_idx[sel], self.position[sel]),
@@ -184,19 +208,29 @@ class TrainingExamples:
             )
 
 
-def training_examples(fs: FeatureSet, *, history_length: int, splits: tuple[str, ...] = ("train",)
-                      ) -> TrainingExamples:
+def training_examples(fs: FeatureSet, *, history_length: int, splits: tuple[str, ...] = ("train",),
+                      distinct: bool = False) -> TrainingExamples:
     """Examples from the positives of `splits`; each carries its position in the user's
-    time-ordered sequence so its history holds only earlier items."""
+    time-ordered sequence so its history holds only earlier items.
+
+    With `distinct`, each (user, item) pair is one example at its first interaction, weighted
+    by its strongest event: the examples of retrieval, whose task is finding items new to the
+    user (returning to known items is a separate, simpler signal).
+    """
     rows = (fs.interactions.filter(pl.col("split").is_in(list(splits)))
             .sort("user_idx", "ts", "item_idx", maintain_order=True))
-    # Back-to-back events on one item (view -> add_to_cart -> purchase) are one example with
-    # the strongest event's weight, so the funnel does not repeat items in histories.
-    new_run = (pl.col("item_idx") != pl.col("item_idx").shift(1).over("user_idx")).fill_null(True)
-    pos = (rows.with_columns(new_run.cum_sum().over("user_idx").alias("run"))
-           .group_by("user_idx", "run", maintain_order=True)
-           .agg(pl.col("item_idx").first(), pl.col("ts").max(), pl.col("weight").max())
-           .with_columns(pl.int_range(pl.len()).over("user_idx").alias("position")))
+    if distinct:
+        pos = (rows.group_by("user_idx", "item_idx", maintain_order=True)
+               .agg(pl.col("ts").first(), pl.col("weight").max())
+               .sort("user_idx", "ts", "item_idx", maintain_order=True))
+    else:
+        # Back-to-back events on one item (view -> add_to_cart -> purchase) are one example
+        # with the strongest event's weight, so the funnel does not repeat items in histories.
+        new_run = (pl.col("item_idx") != pl.col("item_idx").shift(1).over("user_idx")).fill_null(True)
+        pos = (rows.with_columns(new_run.cum_sum().over("user_idx").alias("run"))
+               .group_by("user_idx", "run", maintain_order=True)
+               .agg(pl.col("item_idx").first(), pl.col("ts").max(), pl.col("weight").max()))
+    pos = pos.with_columns(pl.int_range(pl.len()).over("user_idx").alias("position"))
     seqs = pos.group_by("user_idx", maintain_order=True).agg(pl.col("item_idx").alias("items"))
     users = UserTable.from_features(fs, history_length=history_length, sequences=seqs)
     item_idx = pos["item_idx"].to_numpy().astype(np.int64)

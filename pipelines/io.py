@@ -17,6 +17,9 @@ import polars as pl
 
 from pipelines.errors import DataError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pl.DataFrame:
     """Read a Parquet or CSV file (by extension), failing with a `DataError` that names it.
@@ -55,6 +58,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files follow the umask
     try:
         yield Path(tmp)
         os.replace(tmp, final)
