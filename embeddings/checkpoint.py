@@ -1,0 +1,56 @@
+"""Checkpoints: a plain (unsharded) state dict plus a small JSON of what is needed to rebuild
+the model. Loaded with ``torch.load(weights_only=True)``: tensors only, never pickle objects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from embeddings.config import TwoTowerConfig
+from embeddings.model import TableSizes, TwoTower
+from pipelines.errors import DataError
+from pipelines.io import atomic_path
+
+WEIGHTS = "model.pt"
+META = "model.json"
+
+
+def save_checkpoint(folder: Path, state_dict: dict[str, torch.Tensor], sizes: TableSizes,
+                    cfg: TwoTowerConfig) -> Path:
+    """Write `model.pt` and `model.json` into `folder`, each atomically."""
+    folder = Path(folder)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
+    with atomic_path(folder / META) as tmp:
+        tmp.write_text(json.dumps({"sizes": asdict(sizes), "model": cfg.model_dump(mode="json")},
+                                  indent=2))
+    return folder
+
+
+def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    path = Path(folder) / WEIGHTS
+    if not path.is_file():
+        raise DataError(path, "model weights not found (train the model first)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign files: torch raises many types
+        raise DataError(path, f"cannot be read as a weights-only state dict: {exc}") from None
+
+
+def load_meta(folder: Path) -> tuple[TableSizes, TwoTowerConfig]:
+    path = Path(folder) / META
+    if not path.is_file():
+        raise DataError(path, "model description not found (train the model first)")
+    meta = json.loads(path.read_text())
+    return TableSizes(**meta["sizes"]), TwoTowerConfig.model_validate(meta["model"])
+
+
+def load_checkpoint(folder: Path, device: torch.device | None = None) -> TwoTower:
+    """A plain `TwoTower` with the saved weights, in eval mode, on one process."""
+    sizes, cfg = load_meta(folder)
+    model = TwoTower(sizes, cfg)
+    model.load_state_dict(load_state_dict(folder))
+    return model.to(device or torch.device("cpu")).eval()

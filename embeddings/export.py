@@ -1,0 +1,77 @@
+"""Export user and item vectors to Parquet, keyed by the original ids.
+
+Every item gets a vector; items without training examples get their content-only vector (id
+masked to OOV), which is also what a brand-new item gets. Every user of the users table gets a
+vector from the latest history and attributes; users without training examples are placed by
+content alone. A `content_only` column says which is which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from embeddings.encode import item_vectors, user_vectors
+from embeddings.model import TwoTower
+from pipelines.batches import ItemTable, UserTable
+from pipelines.dataset import FeatureSet
+from pipelines.errors import DataError
+from pipelines.io import write_parquet
+
+ITEMS = "items.parquet"
+USERS = "users.parquet"
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """Ids, indices and an (n, dim) float32 matrix of unit vectors, row-aligned."""
+
+    ids: pl.Series
+    index: np.ndarray
+    matrix: np.ndarray
+    content_only: np.ndarray
+
+    def to_frame(self, id_col: str) -> pl.DataFrame:
+        return pl.DataFrame({
+            id_col: self.ids, id_col.replace("_id", "_idx"): self.index,
+            "content_only": self.content_only,
+            "vector": pl.Series(self.matrix.astype(np.float32)),
+        })
+
+
+def export_vectors(model: TwoTower, fs: FeatureSet, *, known_items: np.ndarray,
+                   known_users: np.ndarray, history_length: int, folder: Path,
+                   batch_size: int = 4096, device: torch.device | None = None
+                   ) -> tuple[Vectors, Vectors]:
+    """Write `items.parquet` and `users.parquet` into `folder`; return both vector sets."""
+    dev = device or torch.device("cpu")
+    model.eval()
+    all_items = item_vectors(model, ItemTable.from_features(fs), known_items,
+                             batch_size=batch_size, device=dev).numpy()
+    item_idx = fs.items["item_idx"].to_numpy()
+    items = Vectors(fs.items["item_id"], item_idx, all_items[item_idx], ~known_items[item_idx])
+    table = UserTable.from_features(fs, history_length=history_length)
+    user_idx = fs.users["user_idx"].to_numpy().astype(np.int64)
+    uv = user_vectors(model, table, user_idx, known_users, batch_size=batch_size,
+                      device=dev).numpy()
+    users = Vectors(fs.users["user_id"], user_idx, uv, ~known_users[user_idx])
+    write_parquet(items.to_frame("item_id"), Path(folder) / ITEMS)
+    write_parquet(users.to_frame("user_id"), Path(folder) / USERS)
+    return items, users
+
+
+def load_vectors(path: Path) -> Vectors:
+    """Read an exported `items.parquet` or `users.parquet` back."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "vector file not found (export the model first)")
+    df = pl.read_parquet(path)
+    id_col = next((c for c in ("item_id", "user_id") if c in df.columns), None)
+    if id_col is None or "vector" not in df.columns:
+        raise DataError(path, "not a recengine vector file (item_id or user_id, vector)")
+    return Vectors(df[id_col], df[id_col.replace("_id", "_idx")].to_numpy(),
+                   df["vector"].to_numpy().astype(np.float32), df["content_only"].to_numpy())
