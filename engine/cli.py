@@ -4,6 +4,11 @@ errors the user can fix are printed without a traceback and exit with status 1."
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -14,9 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.progress import steps
+from embeddings.config import EmbeddingsConfig
+from engine.progress import steps, training_bar
 from pipelines.config import PipelineConfig, load_config
 from pipelines.errors import RecengineError
+
+# TorchRec's planner and DDP explain themselves at length on every run; their warnings are
+# about GPU topologies and deprecations, not about the user's data or config.
+for name in ("torchrec", "torch.fx"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", module=r"torchrec\..*")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
 
 app = typer.Typer(help="recengine: product and ad recommendations from raw interaction logs.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -24,6 +37,8 @@ console = Console()
 errors = Console(stderr=True)
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CONFIG = REPO / "data_samples" / "config.toml"
+Config = EmbeddingsConfig
+"""The schema of a whole config file: every layer's sections."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,7 +126,7 @@ def validate(config: ConfigOpt) -> None:
     """Check the config and the three input tables against the data contract."""
     from pipelines.validate import validate_tables
 
-    cfg = load_config(config)
+    cfg = load_config(config, Config)
     with console.status("validating"):
         t = validate_tables(cfg.data, cfg.columns)
     ts = t.interactions["ts"]
@@ -147,17 +162,57 @@ def features(
     out: Annotated[Path | None, typer.Option(help="Folder (default: <artifacts>/work).")] = None,
 ) -> None:
     """Validate the inputs and build every feature table and vocabulary."""
-    _features(load_config(config), out)
+    _features(load_config(config, Config), out)
+
+
+@app.command()
+@user_errors
+def train(
+    config: ConfigOpt,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for model.pt, vectors and train.json (default: <artifacts>/work/embeddings).")
+    ] = None,
+    nproc: Annotated[int, typer.Option(min=1, help="Processes to shard the embedding tables "
+                                                   "over (runs itself under torchrun).")] = 1,
+) -> None:
+    """Train the two-tower model (early stopping on validation recall) and export vectors."""
+    cfg = load_config(config, Config)
+    out = (out or cfg.artifacts.root / "work" / "embeddings").resolve()
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "engine.cli", "train",
+               "--config", str(config.resolve()), "--out", str(out)]
+        raise typer.Exit(subprocess.call(cmd))
+    from embeddings.fit import fit
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    with training_bar(console, enabled=main) as progress:
+        summary = fit(cfg, out, progress=progress)
+    if summary is None:
+        return
+    k = summary.recall_k
+    console.print(_table(f"two-tower model written to {out}", [
+        ("processes", str(summary.world_size)),
+        ("tables per rank", "; ".join(f"{r}: {', '.join(t)}"
+                                      for r, t in sorted(summary.tables_per_rank.items()))),
+        ("epochs run (best)", f"{len(summary.epochs)} ({summary.best_epoch + 1})"),
+        (f"valid recall@{k}", f"{summary.recall:.4f}"),
+        (f"popularity recall@{k}", f"{summary.popularity_recall:.4f}"),
+    ]))
 
 
 @app.command()
 @user_errors
 def demo(config: ConfigOpt = SAMPLE_CONFIG) -> None:
     """Run the main job on the sample data shipped in data_samples/."""
-    cfg = load_config(config)
+    cfg = load_config(config, Config)
     console.print(f"[bold]recengine demo[/] on {config}")
     _features(cfg, None)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # `torchrun -m engine.cli train ...` runs each rank through here
     app()

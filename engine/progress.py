@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from embeddings.progress import StepInfo
 from pipelines.progress import Report
 
 
@@ -30,3 +31,24 @@ def steps(title: str, total: int, console: Console) -> Iterator[Report]:
 
         yield report
         bar.update(task, completed=total, step="done")
+
+
+@contextmanager
+def training_bar(console: Console, *, enabled: bool = True) -> Iterator[Callable[[StepInfo], None]]:
+    """One bar per epoch showing steps, the running loss and examples/s."""
+    if not enabled:
+        yield lambda _: None
+        return
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}"),
+                  TextColumn("{task.fields[rate]:,.0f} examples/s"), console=console) as bar:
+        tasks: dict[int, TaskID] = {}
+
+        def progress(s: StepInfo) -> None:
+            if s.epoch not in tasks:
+                tasks[s.epoch] = bar.add_task("train", total=s.steps, epoch=s.epoch + 1,
+                                              loss=s.loss, rate=0.0)
+            bar.update(tasks[s.epoch], completed=s.step, loss=s.loss, rate=s.examples_per_s)
+
+        yield progress

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import SAMPLE_CONFIG, app
+from engine.cli import SAMPLE_CONFIG, Config, app
 from pipelines.config import load_config
 from pipelines.dataset import FeatureSet
 
@@ -69,5 +69,5 @@ def test_import_of_a_folder_without_movielens_files_fails_cleanly(tmp_path: Path
 
 
 def test_sample_config_is_valid() -> None:
-    cfg = load_config(SAMPLE_CONFIG)
+    cfg = load_config(SAMPLE_CONFIG, Config)
     assert cfg.data.interactions.is_file() and cfg.data.ground_truth.is_dir()
