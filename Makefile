@@ -47,8 +47,14 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
+BENCH_DATA := artifacts/bench-data
+
 bench: setup
 	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_two_tower_quality.py --config data_samples/config.toml
+	test -f $(BENCH_DATA)/config.toml || $(BIN)/recengine generate --users 1000000 \
+		--items 200000 --interactions 20000000 --out $(BENCH_DATA)
+	$(BIN)/python bench/bench_train_throughput.py --data $(BENCH_DATA)
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

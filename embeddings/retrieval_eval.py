@@ -7,6 +7,7 @@ truth (the task is finding new items). The corpus is the products (ads are ranke
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,21 @@ def held_out(fs: FeatureSet, *, split: str = "valid", before: tuple[str, ...] = 
     n = len(users)
     return HeldOut(users, Jagged.from_lists(truth["item_idx"], n, np.arange(n)),
                    Jagged.from_lists(seen_lists["item_idx"], n, np.arange(n)), corpus)
+
+
+def hide_items(fs: FeatureSet, items: np.ndarray) -> FeatureSet:
+    """The feature set as if `items` had appeared only after the training window: their
+    training rows, popularity and places in histories removed. Training on it and scoring those
+    items by content alone measures cold start on items whose true audience is known."""
+    gone = items.tolist()
+    train_row = pl.col("split") == "train"
+    return dataclasses.replace(
+        fs,
+        interactions=fs.interactions.filter(~(train_row & pl.col("item_idx").is_in(gone))),
+        popularity=fs.popularity.filter(~pl.col("item_idx").is_in(gone)),
+        history=fs.history.with_columns(
+            pl.col("history").list.eval(pl.element().filter(~pl.element().is_in(gone)))),
+    )
 
 
 def recall_at_k(scores_fn, ho: HeldOut, k: int, *, chunk: int = 1024) -> float:

@@ -183,6 +183,10 @@ def train(
                f"--nproc_per_node={nproc}", "-m", "engine.cli", "train",
                "--config", str(config.resolve()), "--out", str(out)]
         raise typer.Exit(subprocess.call(cmd))
+    _train(cfg, out)
+
+
+def _train(cfg: EmbeddingsConfig, out: Path) -> None:
     from embeddings.fit import fit
 
     main = int(os.environ.get("RANK", "0")) == 0
@@ -207,7 +211,8 @@ def demo(config: ConfigOpt = SAMPLE_CONFIG) -> None:
     """Run the main job on the sample data shipped in data_samples/."""
     cfg = load_config(config, Config)
     console.print(f"[bold]recengine demo[/] on {config}")
-    _features(cfg, None)
+    work = _features(cfg, None)
+    _train(cfg, work / "embeddings")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -3,6 +3,7 @@ exit non-zero without a traceback."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pipelines.config import load_config
 from pipelines.dataset import FeatureSet
 
 runner = CliRunner()
-COMMANDS = ["demo", "generate", "import", "validate", "features"]
+COMMANDS = ["demo", "generate", "import", "validate", "features", "train"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -34,6 +35,11 @@ def test_demo_runs_on_the_shipped_sample(tmp_path: Path) -> None:
     fs = FeatureSet.load(tmp_path / "artifacts" / "work")
     assert fs.items.height == pl.read_parquet(sample / "items.parquet").height
     assert fs.interactions.filter(pl.col("split") == "test").height > 0
+    assert "two-tower model written to" in result.output
+    summary = json.loads((tmp_path / "artifacts" / "work" / "embeddings" / "train.json").read_text())
+    assert summary["recall"] > summary["popularity_recall"]
+    items = pl.read_parquet(tmp_path / "artifacts" / "work" / "embeddings" / "items.parquet")
+    assert items.height == fs.items.height
 
 
 def test_generate_then_validate_then_features(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ vector export that round-trip, the serving-time user encoder, and cold-start qua
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -20,12 +19,12 @@ from embeddings.export import export_vectors, load_vectors
 from embeddings.id_dropout import drop_ids, mask_ids
 from embeddings.loss import sampled_softmax_loss
 from embeddings.model import TableSizes, TwoTower
-from embeddings.retrieval_eval import held_out, random_scores, recall_at_k, vector_scores
+from embeddings.retrieval_eval import (hide_items, held_out, random_scores, recall_at_k,
+                                       vector_scores)
 from embeddings.train import TrainResult, train_two_tower
 from embeddings.user_encoder import UserEncoder
 from pipelines.batches import ItemTable, UserTable, training_examples
-from pipelines.config import PipelineConfig
-from pipelines.config import load_config
+from pipelines.config import PipelineConfig, load_config
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.synthetic import GeneratorSpec, generate
 
@@ -190,20 +189,6 @@ def test_user_encoder_matches_the_user_tower_without_torchrec(tmp_path: Path, tr
     np.testing.assert_allclose(np.linalg.norm(new, axis=1), 1.0, rtol=1e-5)
 
 
-def without_items(fs: FeatureSet, gone: np.ndarray) -> FeatureSet:
-    """The feature set as if the items `gone` had appeared only after the training window:
-    their training rows, popularity and places in histories removed."""
-    g = gone.tolist()
-    train_row = pl.col("split") == "train"
-    return dataclasses.replace(
-        fs,
-        interactions=fs.interactions.filter(~(train_row & pl.col("item_idx").is_in(g))),
-        popularity=fs.popularity.filter(~pl.col("item_idx").is_in(g)),
-        history=fs.history.with_columns(
-            pl.col("history").list.eval(pl.element().filter(~pl.element().is_in(g)))),
-    )
-
-
 @pytest.fixture(scope="module")
 def medium(tmp_path_factory: pytest.TempPathFactory) -> tuple[PipelineConfig, FeatureSet]:
     """Enough items per category for content to carry signal (the small set has ~1.5)."""
@@ -220,7 +205,7 @@ def test_content_only_vectors_rank_new_items_better_than_chance(
     base, features = medium
     products = features.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
     gone = np.random.default_rng(0).choice(products, len(products) // 10, replace=False)
-    fs = without_items(features, gone)
+    fs = hide_items(features, gone)
     result = train_two_tower(fs, small_cfg(base, epochs=3))
     assert not result.known_items[gone].any()
     model = TwoTower(result.sizes, SMALL_MODEL)
