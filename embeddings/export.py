@@ -3,7 +3,8 @@
 Every item gets a vector; items without training examples get their content-only vector (id
 masked to OOV), which is also what a brand-new item gets. Every user of the users table gets a
 vector from the latest history and attributes; users without training examples are placed by
-content alone. A `content_only` column says which is which.
+content alone. A `content_only` column says which is which; items also carry their
+`content_vector` (id masked for every item), which the content-neighbour candidates use.
 """
 
 from __future__ import annotations
@@ -34,13 +35,17 @@ class Vectors:
     index: np.ndarray
     matrix: np.ndarray
     content_only: np.ndarray
+    content: np.ndarray | None = None  # items: content-only vectors of every item
 
     def to_frame(self, id_col: str) -> pl.DataFrame:
-        return pl.DataFrame({
+        df = pl.DataFrame({
             id_col: self.ids, id_col.replace("_id", "_idx"): self.index,
             "content_only": self.content_only,
             "vector": pl.Series(self.matrix.astype(np.float32)),
         })
+        if self.content is not None:
+            df = df.with_columns(content_vector=pl.Series(self.content.astype(np.float32)))
+        return df
 
 
 def export_vectors(model: TwoTower, fs: FeatureSet, *, known_items: np.ndarray,
@@ -50,13 +55,16 @@ def export_vectors(model: TwoTower, fs: FeatureSet, *, known_items: np.ndarray,
     """Write `items.parquet` and `users.parquet` into `folder`; return both vector sets."""
     dev = device or torch.device("cpu")
     model.eval()
-    all_items = item_vectors(model, ItemTable.from_features(fs), known_items,
-                             batch_size=batch_size, device=dev).numpy()
+    table = ItemTable.from_features(fs)
+    all_items = item_vectors(model, table, known_items, batch_size=batch_size, device=dev).numpy()
+    content = item_vectors(model, table, np.zeros_like(known_items), batch_size=batch_size,
+                           device=dev).numpy()
     item_idx = fs.items["item_idx"].to_numpy()
-    items = Vectors(fs.items["item_id"], item_idx, all_items[item_idx], ~known_items[item_idx])
-    table = UserTable.from_features(fs, history_length=history_length)
+    items = Vectors(fs.items["item_id"], item_idx, all_items[item_idx], ~known_items[item_idx],
+                    content[item_idx])
+    users_table = UserTable.from_features(fs, history_length=history_length)
     user_idx = fs.users["user_idx"].to_numpy().astype(np.int64)
-    uv = user_vectors(model, table, user_idx, known_users, batch_size=batch_size,
+    uv = user_vectors(model, users_table, user_idx, known_users, batch_size=batch_size,
                       device=dev).numpy()
     users = Vectors(fs.users["user_id"], user_idx, uv, ~known_users[user_idx])
     write_parquet(items.to_frame("item_id"), Path(folder) / ITEMS)
@@ -73,5 +81,8 @@ def load_vectors(path: Path) -> Vectors:
     id_col = next((c for c in ("item_id", "user_id") if c in df.columns), None)
     if id_col is None or "vector" not in df.columns:
         raise DataError(path, "not a recengine vector file (item_id or user_id, vector)")
+    content = df["content_vector"].to_numpy().astype(np.float32) \
+        if "content_vector" in df.columns else None
     return Vectors(df[id_col], df[id_col.replace("_id", "_idx")].to_numpy(),
-                   df["vector"].to_numpy().astype(np.float32), df["content_only"].to_numpy())
+                   df["vector"].to_numpy().astype(np.float32), df["content_only"].to_numpy(),
+                   content)

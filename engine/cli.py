@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from embeddings.config import EmbeddingsConfig
+from engine.config import EngineConfig
 from engine.progress import steps, training_bar
 from pipelines.config import PipelineConfig, load_config
 from pipelines.errors import RecengineError
@@ -37,7 +38,7 @@ console = Console()
 errors = Console(stderr=True)
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CONFIG = REPO / "data_samples" / "config.toml"
-Config = EmbeddingsConfig
+Config = EngineConfig
 """The schema of a whole config file: every layer's sections."""
 
 P = ParamSpec("P")

@@ -88,6 +88,10 @@ class FeatureSet:
 
     FRAMES = ("interactions", "items", "users", "history", "popularity", "affinity")
 
+    def window_interactions(self) -> pl.DataFrame:
+        """The positives histories and statistics were built from (those of `window`)."""
+        return self.interactions.filter(_window_filter(self.window))
+
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
         self.vocabs.save(folder / "vocab")

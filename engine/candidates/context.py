@@ -1,0 +1,60 @@
+"""What every candidate source reads: the feature set as of the request time, which items may
+be recommended, what each user has seen, and (when a model is trained) the vectors and index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from engine.candidates.config import CandidatesConfig
+from engine.index import ItemIndex
+from pipelines.dataset import FeatureSet
+
+
+@dataclass(frozen=True)
+class CandidateContext:
+    """Shared inputs of the candidate sources, built once per run."""
+
+    fs: FeatureSet
+    cfg: CandidatesConfig
+    eligible: np.ndarray                  # (n_items,) bool: products that are available
+    seen: pl.DataFrame                    # user_idx, item_idx: consumed in the feature window
+    user_vectors: np.ndarray | None = None  # (n_users, D) by user_idx, from the two-tower model
+    index: ItemIndex | None = None          # over the item vectors
+    content_vectors: np.ndarray | None = None  # (n_items, D) content-only item vectors
+
+    @classmethod
+    def build(cls, fs: FeatureSet, cfg: CandidatesConfig, **models: object) -> CandidateContext:
+        items = fs.items.filter((pl.col("kind") == "product") & pl.col("available"))
+        eligible = np.zeros(fs.vocabs.item.size, bool)
+        eligible[items["item_idx"].to_numpy()] = True
+        seen = fs.window_interactions().select("user_idx", "item_idx").unique()
+        return cls(fs=fs, cfg=cfg, eligible=eligible, seen=seen, **models)  # type: ignore[arg-type]
+
+    def recent(self, users: np.ndarray) -> pl.DataFrame:
+        """user_idx, item_idx, weight: each user's last `recent_items` history items, the
+        latest weighing 1, the one before 1/2, and so on."""
+        n = self.cfg.recent_items
+        return (self.fs.history.join(pl.DataFrame({"user_idx": users}).cast(
+                    {"user_idx": self.fs.history.schema["user_idx"]}), on="user_idx", how="semi")
+                .select("user_idx", pl.col("history").list.tail(n).alias("item_idx"))
+                .with_columns(pl.col("item_idx").list.len().alias("_n"))
+                .explode("item_idx").drop_nulls("item_idx")
+                .with_columns((1.0 / (pl.col("_n") - pl.int_range(pl.len()).over("user_idx")))
+                              .alias("weight"))
+                .drop("_n"))
+
+    def finish(self, df: pl.DataFrame, n: int, *, drop_seen: bool = True) -> pl.DataFrame:
+        """Keep eligible items the user has not seen, the best `n` per user, ranked from 1."""
+        ok = pl.DataFrame({"item_idx": np.flatnonzero(self.eligible)})
+        df = df.with_columns(pl.col("item_idx").cast(pl.Int64)).join(ok, on="item_idx",
+                                                                      how="semi")
+        if drop_seen:
+            df = df.join(self.seen, on=["user_idx", "item_idx"], how="anti")
+        return (df.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
+                .group_by("user_idx", maintain_order=True).head(n)
+                .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank"))
+                .select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64),
+                        pl.col("score").cast(pl.Float64), pl.col("rank").cast(pl.Int32)))

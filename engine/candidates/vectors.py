@@ -1,0 +1,80 @@
+"""Candidates from vectors: two-tower nearest neighbours of the user, and content neighbours
+(content-only item vectors) of the user's last items."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from engine.candidates.context import CandidateContext
+from engine.index import exact_top_k
+
+
+class AnnSource:
+    """The user's two-tower vector searched in the item index, seen and ineligible items
+    excluded inside the search so none of the `ann` slots is wasted."""
+
+    name = "ann"
+
+    def __init__(self, ctx: CandidateContext) -> None:
+        if ctx.user_vectors is None or ctx.index is None:
+            raise ValueError("the ann source needs user vectors and an item index")
+        self.ctx = ctx
+        seen = ctx.seen.group_by("user_idx").agg("item_idx")
+        self.seen = dict(zip(seen["user_idx"].to_list(),
+                             (np.asarray(v, np.int64) for v in seen["item_idx"].to_list()),
+                             strict=True))
+
+    def __call__(self, users: np.ndarray) -> pl.DataFrame:
+        ctx = self.ctx
+        empty = np.empty(0, np.int64)
+        scores, items = ctx.index.search(  # type: ignore[union-attr]
+            ctx.user_vectors[users], ctx.cfg.ann,  # type: ignore[index]
+            exclude=[self.seen.get(int(u), empty) for u in users], allowed=ctx.eligible)
+        df = pl.DataFrame({"user_idx": np.repeat(users, items.shape[1]),
+                           "item_idx": items.ravel(), "score": scores.ravel().astype(np.float64)})
+        return ctx.finish(df.filter(pl.col("item_idx") >= 0), ctx.cfg.ann)
+
+
+class ContentSource:
+    """Items whose content-only vectors are nearest to those of the user's recent items: what
+    looks like what the user just looked at, new items included."""
+
+    name = "content"
+
+    def __init__(self, ctx: CandidateContext) -> None:
+        if ctx.content_vectors is None:
+            raise ValueError("the content source needs content-only item vectors")
+        self.ctx = ctx
+        self.items = np.flatnonzero(ctx.eligible)
+        self._neighbours: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _table(self, seeds: np.ndarray) -> pl.DataFrame:
+        """item_idx, neighbour, weight for the seed items (computed once per item)."""
+        vecs = self.ctx.content_vectors
+        todo = np.array([s for s in seeds if s not in self._neighbours], np.int64)
+        k = min(self.ctx.cfg.neighbours + 1, len(self.items))
+        for a in range(0, len(todo), 2048):
+            chunk = todo[a:a + 2048]
+            q = vecs[chunk]  # type: ignore[index]
+            cand = vecs[self.items]  # type: ignore[index]
+            rows = exact_top_k(q, cand, k)
+            sims = np.take_along_axis(q @ cand.T, rows, axis=1)
+            for s, r, w in zip(chunk, rows, sims, strict=True):
+                self._neighbours[int(s)] = (self.items[r], w)
+        parts = [(s, *self._neighbours[int(s)]) for s in seeds]
+        return pl.DataFrame({
+            "item_idx": np.concatenate([np.full(len(n), s) for s, n, _ in parts]),
+            "neighbour": np.concatenate([n for _, n, _ in parts]),
+            "sim": np.concatenate([w for _, _, w in parts]).astype(np.float64),
+        }) if parts else pl.DataFrame(schema={"item_idx": pl.Int64, "neighbour": pl.Int64,
+                                              "sim": pl.Float64})
+
+    def __call__(self, users: np.ndarray) -> pl.DataFrame:
+        recent = self.ctx.recent(users).with_columns(pl.col("item_idx").cast(pl.Int64))
+        table = self._table(recent["item_idx"].unique().to_numpy())
+        scored = (recent.join(table, on="item_idx")
+                  .filter(pl.col("neighbour") != pl.col("item_idx"))
+                  .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
+                  .agg((pl.col("weight") * pl.col("sim")).max().alias("score")))
+        return self.ctx.finish(scored, self.ctx.cfg.content)

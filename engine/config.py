@@ -1,0 +1,14 @@
+"""The whole config file: every layer's sections. The CLI and the jobs load this schema."""
+
+from __future__ import annotations
+
+from embeddings.config import EmbeddingsConfig
+from engine.candidates.config import CandidatesConfig
+from engine.index.config import IndexConfig
+
+
+class EngineConfig(EmbeddingsConfig):
+    """Pipeline, model and training sections, plus `[index]` and `[candidates]`."""
+
+    index: IndexConfig = IndexConfig()
+    candidates: CandidatesConfig = CandidatesConfig()
