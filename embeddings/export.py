@@ -67,7 +67,8 @@ def export_vectors(model: TwoTower, fs: FeatureSet, *, known_items: np.ndarray,
     uv = user_vectors(model, users_table, user_idx, known_users, batch_size=batch_size,
                       device=dev).numpy()
     users = Vectors(fs.users["user_id"], user_idx, uv, ~known_users[user_idx])
-    write_parquet(items.to_frame("item_id"), Path(folder) / ITEMS)
+    write_parquet(items.to_frame("item_id").with_columns(kind=fs.items["kind"]),
+                  Path(folder) / ITEMS)
     write_parquet(users.to_frame("user_id"), Path(folder) / USERS)
     return items, users
 

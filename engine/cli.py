@@ -208,12 +208,47 @@ def _train(cfg: EmbeddingsConfig, out: Path) -> None:
 
 @app.command()
 @user_errors
+def index(
+    config: ConfigOpt,
+    vectors: Annotated[Path | None, typer.Option(
+        help="Folder of the exported vectors (default: <artifacts>/work/embeddings).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for items.faiss and index.json (default: <artifacts>/work/index).")] = None,
+) -> None:
+    """Build the item index from the exported vectors, tuned to the config's recall target."""
+    cfg = load_config(config, Config)
+    work = cfg.artifacts.root / "work"
+    _index(cfg, vectors or work / "embeddings", out or work / "index")
+
+
+def _index(cfg: EngineConfig, vectors: Path, out: Path) -> None:
+    import polars as pl
+
+    from embeddings.export import ITEMS, USERS, load_vectors
+    from engine.index import build_index
+
+    items, users = load_vectors(vectors / ITEMS), load_vectors(vectors / USERS)
+    products = pl.read_parquet(vectors / ITEMS, columns=["kind"])["kind"].to_numpy() == "product"
+    with console.status(f"building the index over {int(products.sum()):,} products"):
+        built, figures = build_index(items.matrix[products], items.index[products], cfg.index,
+                                     queries=users.matrix)
+        built.save(out)
+    console.print(_table(f"index written to {out}", [
+        ("kind", built.kind), ("parameters", ", ".join(f"{k}={v}" for k, v in built.params.items()) or "-"),
+        (f"recall@{figures['recall_k']} vs exact", f"{figures['recall']:.4f}"),
+        ("build time", f"{figures['build_seconds']:.2f} s"), ("on GPU", str(built.on_gpu)),
+    ]))
+
+
+@app.command()
+@user_errors
 def demo(config: ConfigOpt = SAMPLE_CONFIG) -> None:
     """Run the main job on the sample data shipped in data_samples/."""
     cfg = load_config(config, Config)
     console.print(f"[bold]recengine demo[/] on {config}")
     work = _features(cfg, None)
     _train(cfg, work / "embeddings")
+    _index(cfg, work / "embeddings", work / "index")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -16,7 +16,7 @@ from pipelines.config import load_config
 from pipelines.dataset import FeatureSet
 
 runner = CliRunner()
-COMMANDS = ["demo", "generate", "import", "validate", "features", "train"]
+COMMANDS = ["demo", "generate", "import", "validate", "features", "train", "index"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -40,6 +40,8 @@ def test_demo_runs_on_the_shipped_sample(tmp_path: Path) -> None:
     assert summary["recall"] > summary["popularity_recall"]
     items = pl.read_parquet(tmp_path / "artifacts" / "work" / "embeddings" / "items.parquet")
     assert items.height == fs.items.height
+    index = json.loads((tmp_path / "artifacts" / "work" / "index" / "index.json").read_text())
+    assert index["kind"] == "flat" and index["recall"] == 1.0
 
 
 def test_generate_then_validate_then_features(tmp_path: Path) -> None:

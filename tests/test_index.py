@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from engine.index import IndexConfig, ItemIndex, build_index, choose_kind, exact_top_k
+from engine.index import (IndexConfig, ItemIndex, build_index, choose_kind, exact_top_k,
+                          search_all)
 from engine.index.faiss_device import gpu_count
 from pipelines.errors import DataError
 
@@ -135,3 +136,17 @@ def test_gpu_index_matches_cpu(corpus: tuple[np.ndarray, np.ndarray]) -> None:
     allowed[::3] = False
     np.testing.assert_array_equal(gpu.search(q, 20, allowed=allowed)[1],
                                   cpu.search(q, 20, allowed=allowed)[1])
+
+
+def test_batch_search_in_chunks_equals_one_search(built: tuple[ItemIndex, dict],
+                                                  corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    idx, _ = built
+    x, _ = corpus
+    q = near(x, 50, seed=11)
+    seen = [np.array([i + 1, i + 2]) for i in range(50)]
+    done: list[int] = []
+    chunks = list(search_all(idx, q, 10, exclude=lambda rows: [seen[r] for r in rows], chunk=16,
+                             report=done.append))
+    assert done == [16, 16, 16, 2]
+    items = np.concatenate([c[2] for c in chunks])
+    np.testing.assert_array_equal(items, idx.search(q, 10, exclude=seen)[1])
