@@ -150,3 +150,22 @@ def test_batch_search_in_chunks_equals_one_search(built: tuple[ItemIndex, dict],
     assert done == [16, 16, 16, 2]
     items = np.concatenate([c[2] for c in chunks])
     np.testing.assert_array_equal(items, idx.search(q, 10, exclude=seen)[1])
+
+
+def test_eligibility_keeps_available_items_and_ads_in_flight() -> None:
+    from datetime import datetime
+
+    import polars as pl
+
+    from engine.index.eligibility import eligible_items
+
+    t = datetime(2026, 5, 1)
+    items = pl.DataFrame({
+        "item_idx": [1, 2, 3, 4, 5, 6],
+        "kind": ["product", "product", "ad", "ad", "ad", "ad"],
+        "available": [True, False, True, True, True, True],
+        "start_ts": [None, None, datetime(2026, 4, 1), datetime(2026, 5, 2), None, None],
+        "end_ts": [None, None, datetime(2026, 6, 1), None, t, None],
+    })
+    assert eligible_items(items, 7, at=t).tolist() == [False, True, False, True, False, False, True]
+    assert np.flatnonzero(eligible_items(items, 7, at=t, kind="ad")).tolist() == [3, 6]

@@ -10,6 +10,7 @@ import polars as pl
 
 from engine.candidates.config import CandidatesConfig
 from engine.index import ItemIndex
+from engine.index.eligibility import eligible_items
 from pipelines.dataset import FeatureSet
 
 
@@ -27,9 +28,7 @@ class CandidateContext:
 
     @classmethod
     def build(cls, fs: FeatureSet, cfg: CandidatesConfig, **models: object) -> CandidateContext:
-        items = fs.items.filter((pl.col("kind") == "product") & pl.col("available"))
-        eligible = np.zeros(fs.vocabs.item.size, bool)
-        eligible[items["item_idx"].to_numpy()] = True
+        eligible = eligible_items(fs.items, fs.vocabs.item.size, at=fs.as_of, kind="product")
         seen = fs.window_interactions().select("user_idx", "item_idx").unique()
         return cls(fs=fs, cfg=cfg, eligible=eligible, seen=seen, **models)  # type: ignore[arg-type]
 

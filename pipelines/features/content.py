@@ -57,7 +57,7 @@ def price_bucket(price: pl.Expr, edges: Sequence[float]) -> pl.Expr:
 def item_content(items: pl.LazyFrame, *, item: _Encoder, category: _Encoder, brand: _Encoder,
                  token: _Encoder, edges: Sequence[float], levels: int = 3) -> pl.LazyFrame:
     """One row per item: item_idx, kind, category / brand / token indices, price bucket,
-    availability and creation time."""
+    availability, creation time, and for ads their campaign, bid, budget and flight dates."""
     return items.select(
         item.encode(pl.col("item_id")).alias("item_idx"),
         "item_id", "kind",
@@ -68,5 +68,6 @@ def item_content(items: pl.LazyFrame, *, item: _Encoder, category: _Encoder, bra
         brand.encode(pl.col("brand")).alias("brand_idx"),
         token.encode_list(text_tokens(pl.col("title"), pl.col("tags"))).alias("title_tok"),
         price_bucket(pl.col("price"), edges).alias("price_bucket"),
-        "price", "available", "created_ts",
+        "price", "available", "created_ts", "campaign_id", "bid", "daily_budget", "start_ts",
+        "end_ts",
     ).sort("item_idx")
