@@ -17,17 +17,11 @@ import warnings
 
 import numpy as np
 import polars as pl
-import torch
 
-from embeddings.config import EmbeddingsConfig
-from embeddings.encode import item_vectors, user_vectors
-from embeddings.model import TwoTower
 from embeddings.retrieval_eval import held_out
-from embeddings.train import train_two_tower
-from engine.candidates import (CandidateContext, CandidatesConfig, candidate_recall,
-                               default_sources, generate_candidates)
-from engine.index import IndexConfig, build_index
-from pipelines.batches import ItemTable, UserTable
+from engine.candidates import candidate_recall, default_sources, generate_candidates
+from engine.config import EngineConfig
+from engine.retrieval import retrieval_context, train_retrieval
 from pipelines.config import load_config
 from pipelines.dataset import build_features
 
@@ -38,26 +32,11 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    cfg = load_config(args.config, EmbeddingsConfig)
-    train_fs = build_features(cfg, window="train")
-    result = train_two_tower(train_fs, cfg, validation=held_out(train_fs))
-    model = TwoTower(result.sizes, cfg.model)
-    model.load_state_dict(result.state_dict)
-    model.eval()
-
+    cfg = load_config(args.config, EngineConfig)
+    trained = train_retrieval(cfg)
     fs = build_features(cfg, window="valid")  # as of the test start
-    cpu = torch.device("cpu")
-    items = ItemTable.from_features(fs)
-    iv = item_vectors(model, items, result.known_items, batch_size=4096, device=cpu).numpy()
-    cv = item_vectors(model, items, np.zeros_like(result.known_items), batch_size=4096,
-                      device=cpu).numpy()
-    all_users = np.arange(fs.vocabs.user.size)
-    uv = user_vectors(model, UserTable.from_features(fs, history_length=cfg.features.history_length),
-                      all_users, result.known_users, batch_size=4096, device=cpu).numpy()
-    products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
-    index, figures = build_index(iv[products], products, IndexConfig(), queries=uv[1:])
-    ctx = CandidateContext.build(fs, CandidatesConfig(), user_vectors=uv, index=index,
-                                 content_vectors=cv)
+    ctx, figures = retrieval_context(cfg, fs, trained)
+    index = ctx.index
     test = held_out(fs, split="test", before=("train", "valid"))
     truth = pl.DataFrame({"user_idx": np.repeat(test.users, np.diff(test.truth.offsets)),
                           "item_idx": test.truth.values})

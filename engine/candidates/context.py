@@ -25,6 +25,7 @@ class CandidateContext:
     user_vectors: np.ndarray | None = None  # (n_users, D) by user_idx, from the two-tower model
     index: ItemIndex | None = None          # over the item vectors
     content_vectors: np.ndarray | None = None  # (n_items, D) content-only item vectors
+    item_vectors: np.ndarray | None = None     # (n_items, D) two-tower item vectors
 
     @classmethod
     def build(cls, fs: FeatureSet, cfg: CandidatesConfig, **models: object) -> CandidateContext:

@@ -38,7 +38,8 @@ class TrendingSource:
                             .head(cfg.trending * 3)
                             .select("top_category", pl.col("item_idx").cast(pl.Int64),
                                     pl.col("count").cast(pl.Float64)))
-        self.top = (fs.affinity.sort(["user_idx", "share"], descending=[False, True])
+        self.top = (fs.affinity.sort(["user_idx", "share", "top_category"],
+                                     descending=[False, True, False])
                     .group_by("user_idx", maintain_order=True).head(cfg.top_categories)
                     .select(pl.col("user_idx").cast(pl.Int64), "top_category", "share"))
 
@@ -86,12 +87,13 @@ class ColdUserSource:
                      .group_by("attr_tok", "item_idx").agg(pl.len().alias("n"))
                      .with_columns((pl.col("n") / pl.col("n").sum().over("attr_tok")).alias("share")))
         keep = ctx.cfg.cold_user * 3
-        self.per_token = (per_token.sort(["attr_tok", "share"], descending=[False, True])
+        self.per_token = (per_token.sort(["attr_tok", "share", "item_idx"],
+                                         descending=[False, True, False])
                           .group_by("attr_tok", maintain_order=True).head(keep)
                           .select("attr_tok", pl.col("item_idx").cast(pl.Int64), "share"))
         overall = pos.group_by("item_idx").agg(pl.len().alias("n"))
         self.overall = (overall.with_columns((pl.col("n") / pl.col("n").sum()).alias("share"))
-                        .sort("share", descending=True).head(keep)
+                        .sort(["share", "item_idx"], descending=[True, False]).head(keep)
                         .select(pl.col("item_idx").cast(pl.Int64), "share"))
         self.tokens = tokens
         self.with_history = fs.history.filter(pl.col("history").list.len() > 0).select(

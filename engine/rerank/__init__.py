@@ -1,0 +1,1 @@
+"""The LightGBM LambdaRank re-ranker: candidate features, graded labels, query groups."""

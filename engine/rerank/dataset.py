@@ -1,0 +1,42 @@
+"""From labelled candidate frames to LambdaRank query groups.
+
+A query is one user's candidate list; its rows are contiguous and sorted by user. Lists with
+no positive teach a ranker nothing and are dropped; users are split into fit and early-stopping
+sets whole, never row by row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from engine.rerank.features import KEYS
+from engine.rerank.ranker import RankData
+
+
+def attach_labels(frame: pl.DataFrame, labels: pl.DataFrame, *,
+                  drop_without_positive: bool = True) -> pl.DataFrame:
+    """`frame` with a `label` column (0 where the user did nothing with the item), sorted by
+    user then item."""
+    out = (frame.join(labels, on=KEYS, how="left").with_columns(pl.col("label").fill_null(0))
+           .sort(KEYS))
+    if drop_without_positive:
+        out = out.filter((pl.col("label") > 0).any().over("user_idx"))
+    return out
+
+
+def rank_data(frame: pl.DataFrame, names: list[str]) -> RankData:
+    """Features (nulls as NaN, which LightGBM treats as missing), labels and group sizes of a
+    labelled frame sorted by user."""
+    x = frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
+    group = frame.group_by("user_idx", maintain_order=True).len()["len"].to_numpy()
+    return RankData(x, frame["label"].to_numpy().astype(np.float64), group)
+
+
+def split_users(frame: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(fit, holdout) frames with a random `share` of the users in holdout."""
+    users = frame["user_idx"].unique().sort().to_numpy()
+    rng = np.random.default_rng(seed)
+    held = pl.DataFrame({"user_idx": rng.choice(users, int(len(users) * share), replace=False)})
+    return (frame.join(held, on="user_idx", how="anti"),
+            frame.join(held, on="user_idx", how="semi"))

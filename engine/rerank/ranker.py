@@ -1,0 +1,96 @@
+"""The LightGBM LambdaRank wrapper: query groups in, a text model out (no pickle).
+
+`train_ranker` is plain `lightgbm.train` with the objective, the query groups and early
+stopping on validation NDCG@k filled in, so that it gives what LightGBM gives with the same
+parameters (tests check this on LightGBM's own lambdarank example).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+from pydantic import Field
+
+from pipelines.config import Section
+from pipelines.errors import DataError
+from pipelines.io import atomic_path
+
+MODEL_FILE = "model.txt"
+FEATURES_FILE = "features.json"
+
+
+class RankerConfig(Section):
+    """LambdaRank settings: the `[rerank]` section."""
+
+    num_leaves: int = Field(default=31, ge=2)
+    learning_rate: float = Field(default=0.05, gt=0)
+    num_boost_round: int = Field(default=300, ge=1)
+    min_data_in_leaf: int = Field(default=20, ge=1)
+    feature_fraction: float = Field(default=0.9, gt=0, le=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    ndcg_at: int = Field(default=10, ge=1)
+    """Early stopping watches validation NDCG at this depth."""
+    seed: int = 0
+
+    def params(self) -> dict[str, object]:
+        return {"objective": "lambdarank", "metric": "ndcg", "ndcg_eval_at": [self.ndcg_at],
+                "num_leaves": self.num_leaves, "learning_rate": self.learning_rate,
+                "min_data_in_leaf": self.min_data_in_leaf,
+                "feature_fraction": self.feature_fraction, "seed": self.seed,
+                "deterministic": True, "force_col_wise": True, "verbosity": -1}
+
+
+@dataclass(frozen=True)
+class RankData:
+    """Rows grouped by query: rows of one query are contiguous, `group` holds the sizes."""
+
+    x: np.ndarray         # (N, F) float
+    y: np.ndarray         # (N,) graded relevance (0 = not relevant)
+    group: np.ndarray     # (Q,) rows per query, sum = N
+
+    def __post_init__(self) -> None:
+        if int(self.group.sum()) != len(self.y) or len(self.x) != len(self.y):
+            raise ValueError(f"query groups cover {int(self.group.sum())} rows, data has "
+                             f"{len(self.y)} labels and {len(self.x)} feature rows")
+
+    def dataset(self, names: list[str], reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        return lgb.Dataset(self.x, label=self.y, group=self.group, feature_name=names,
+                           reference=reference, free_raw_data=False)
+
+
+def train_ranker(train: RankData, names: list[str], cfg: RankerConfig,
+                 valid: RankData | None = None) -> lgb.Booster:
+    """LambdaRank on `train`, early-stopped on `valid` NDCG@`cfg.ndcg_at` when given."""
+    dtrain = train.dataset(names)
+    sets, callbacks = [dtrain], []
+    if valid is not None:
+        sets = [valid.dataset(names, reference=dtrain)]
+        callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
+    return lgb.train(cfg.params(), dtrain, num_boost_round=cfg.num_boost_round,
+                     valid_sets=sets, callbacks=callbacks)
+
+
+def save_ranker(booster: lgb.Booster, folder: Path) -> Path:
+    """model.txt (LightGBM's text format, best iteration) and features.json (names and gain
+    importance, best first)."""
+    folder = Path(folder)
+    with atomic_path(folder / MODEL_FILE) as tmp:
+        booster.save_model(str(tmp), num_iteration=booster.best_iteration or None)
+    gain = booster.feature_importance("gain", iteration=booster.best_iteration or None)
+    importance = sorted(zip(booster.feature_name(), gain.tolist(), strict=True),
+                        key=lambda p: -p[1])
+    with atomic_path(folder / FEATURES_FILE) as tmp:
+        tmp.write_text(json.dumps({"features": booster.feature_name(),
+                                   "importance_gain": dict(importance)}, indent=2))
+    return folder
+
+
+def load_ranker(folder: Path) -> lgb.Booster:
+    path = Path(folder) / MODEL_FILE
+    if not path.is_file():
+        raise DataError(path, "re-ranker model not found (train it first)")
+    return lgb.Booster(model_file=str(path))

@@ -1,0 +1,64 @@
+"""The retrieval stack for one point in time: a trained two-tower model applied to the feature
+set as of that time, its vectors, the item index, and the candidate context built on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from embeddings.encode import item_vectors, user_vectors
+from embeddings.model import TwoTower
+from embeddings.retrieval_eval import held_out
+from embeddings.train import TrainResult, train_two_tower
+from engine.candidates import CandidateContext
+from engine.config import EngineConfig
+from engine.index import build_index
+from pipelines.batches import ItemTable, UserTable
+from pipelines.dataset import FeatureSet, build_features
+
+
+@dataclass(frozen=True)
+class TrainedRetrieval:
+    """A two-tower model and what it was trained on."""
+
+    model: TwoTower
+    result: TrainResult
+
+
+def train_retrieval(cfg: EngineConfig, *, window: str = "train",
+                    epochs: int | None = None) -> TrainedRetrieval:
+    """Train on the positives of `window`: "train" early-stops on the validation window;
+    "valid" (train + valid, the refit for scoring the test window) runs `epochs` epochs,
+    which the early-stopped run chose."""
+    fs = build_features(cfg, window=window)  # type: ignore[arg-type]
+    splits = {"train": ("train",), "valid": ("train", "valid")}[window]
+    validation = held_out(fs) if window == "train" else None
+    if epochs is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
+    result = train_two_tower(fs, cfg, validation=validation, splits=splits)
+    model = TwoTower(result.sizes, cfg.model)
+    model.load_state_dict(result.state_dict)
+    return TrainedRetrieval(model.eval(), result)
+
+
+def retrieval_context(cfg: EngineConfig, fs: FeatureSet, trained: TrainedRetrieval
+                      ) -> tuple[CandidateContext, dict[str, float]]:
+    """Vectors of every user and item as of `fs` (items and users the model never trained on
+    by content), the product index tuned on the user vectors, and the candidate context."""
+    cpu = torch.device("cpu")
+    known_items, known_users = trained.result.known_items, trained.result.known_users
+    items = ItemTable.from_features(fs)
+    iv = item_vectors(trained.model, items, known_items, batch_size=4096, device=cpu).numpy()
+    cv = item_vectors(trained.model, items, np.zeros_like(known_items), batch_size=4096,
+                      device=cpu).numpy()
+    table = UserTable.from_features(fs, history_length=cfg.features.history_length)
+    uv = user_vectors(trained.model, table, np.arange(fs.vocabs.user.size), known_users,
+                      batch_size=4096, device=cpu).numpy()
+    products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
+    index, figures = build_index(iv[products], products, cfg.index, queries=uv[1:])
+    ctx = CandidateContext.build(fs, cfg.candidates, user_vectors=uv, index=index,
+                                 content_vectors=cv, item_vectors=iv)
+    return ctx, figures

@@ -1,0 +1,83 @@
+"""Re-ranker features: computed only from the feature window (a test that fails if anything
+from the label window leaks in), graded labels, and query groups of whole users."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from engine.candidates import CandidateContext, CandidatesConfig, default_sources, generate_candidates
+from engine.rerank.dataset import attach_labels, rank_data, split_users
+from engine.rerank.features import GRADES, feature_frame, feature_names, labels
+from pipelines.dataset import FeatureSet
+
+CFG = CandidatesConfig(ann=0, covisit=20, content=10, trending=10, repeat=5, cold_user=10)
+
+
+def context(fs: FeatureSet) -> CandidateContext:
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(fs.vocabs.item.size, 8)).astype(np.float32)
+    users = rng.normal(size=(fs.vocabs.user.size, 8)).astype(np.float32)
+    return CandidateContext.build(fs, CFG, content_vectors=vec, item_vectors=vec,
+                                  user_vectors=users)
+
+
+@pytest.fixture(scope="module")
+def frame(small_features: FeatureSet) -> pl.DataFrame:
+    ctx = context(small_features)
+    users = small_features.users["user_idx"].to_numpy()[:120].astype(np.int64)
+    return feature_frame(generate_candidates(default_sources(ctx), users), ctx)
+
+
+def test_features_do_not_depend_on_the_label_window(small_features: FeatureSet,
+                                                    frame: pl.DataFrame) -> None:
+    """Change everything after the feature window (drop it, or double it): same features."""
+    later = pl.col("split") != "train"
+    for changed in (small_features.interactions.filter(~later),
+                    pl.concat([small_features.interactions,
+                               small_features.interactions.filter(later)])):
+        fs = dataclasses.replace(small_features, interactions=changed)
+        ctx = context(fs)
+        users = small_features.users["user_idx"].to_numpy()[:120].astype(np.int64)
+        again = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
+        assert_frame_equal(again, frame)
+
+
+def test_feature_frame_has_the_documented_features(frame: pl.DataFrame) -> None:
+    names = feature_names(frame)
+    for col in ("two_tower", "content_sim", "count_7d", "count_all", "days_since_last",
+                "item_age_days", "price", "price_ratio", "category_share", "brand_share",
+                "days_since_category", "user_events", "covisit_score", "trending_rank",
+                "n_sources"):
+        assert col in names, col
+    assert frame.select(pl.struct("user_idx", "item_idx").is_unique().all()).item()
+
+
+def test_labels_grade_the_strongest_event(small_features: FeatureSet) -> None:
+    ctx = context(small_features)
+    lab = labels(ctx, "valid")
+    valid = small_features.interactions.filter(pl.col("split") == "valid")
+    row = valid.row(0, named=True)
+    events = valid.filter((pl.col("user_idx") == row["user_idx"])
+                          & (pl.col("item_idx") == row["item_idx"]))["event"].to_list()
+    got = lab.filter((pl.col("user_idx") == row["user_idx"])
+                     & (pl.col("item_idx") == row["item_idx"]))["label"].item()
+    assert got == max(GRADES[e] for e in events)
+    assert lab["label"].min() >= 1 and lab["label"].max() <= 4
+
+
+def test_query_groups_are_whole_users_with_a_positive(frame: pl.DataFrame,
+                                                      small_features: FeatureSet) -> None:
+    lab = labels(context(small_features), "train")  # any window works for the bookkeeping
+    labelled = attach_labels(frame, lab)
+    assert labelled.group_by("user_idx").agg((pl.col("label") > 0).any())["label"].all()
+    data = rank_data(labelled, feature_names(labelled))
+    sizes = labelled.group_by("user_idx", maintain_order=True).len()["len"].to_numpy()
+    np.testing.assert_array_equal(data.group, sizes)
+    fit, hold = split_users(labelled, 0.25, seed=1)
+    assert not set(fit["user_idx"].to_list()) & set(hold["user_idx"].to_list())
+    assert fit.height + hold.height == labelled.height
