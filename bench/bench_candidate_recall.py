@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from embeddings.retrieval_eval import held_out
-from engine.candidates import candidate_recall, default_sources, generate_candidates
+from engine.candidates import candidate_recall, default_sources, generate_candidates, merge
 from engine.config import EngineConfig
 from engine.retrieval import retrieval_context, train_retrieval
 from pipelines.config import load_config
@@ -34,8 +34,10 @@ def main() -> None:
     logging.disable(logging.WARNING)
     cfg = load_config(args.config, EngineConfig)
     trained = train_retrieval(cfg)
+    # refit on train + valid with the early-stopped epoch count, as a published model would be
+    refit = train_retrieval(cfg, window="valid", epochs=trained.result.best_epoch + 1)
     fs = build_features(cfg, window="valid")  # as of the test start
-    ctx, figures = retrieval_context(cfg, fs, trained)
+    ctx, figures = retrieval_context(cfg, fs, refit)
     index = ctx.index
     test = held_out(fs, split="test", before=("train", "valid"))
     truth = pl.DataFrame({"user_idx": np.repeat(test.users, np.diff(test.truth.offsets)),
@@ -56,6 +58,13 @@ def main() -> None:
     for n in [*names, "union"]:
         per_user = sizes.get(n, cands.height / len(test))
         print(f"  {n:10s} candidate recall {recall[n]:.4f}   {per_user:6.1f} candidates/user")
+    # the same number of candidates from popularity alone, for scale
+    budget = round(cands.height / len(test))
+    pop = ctx.fs.popularity.select(pl.col("item_idx").cast(pl.Int64), pl.col("count_all")
+                                   .cast(pl.Float64).alias("score"))
+    pop_c = ctx.finish(pl.DataFrame({"user_idx": test.users}).join(pop, how="cross"), budget)
+    pop_recall = candidate_recall(merge({"popularity": pop_c}), truth, sources=["popularity"])
+    print(f"  popularity alone, {budget} per user: candidate recall {pop_recall['union']:.4f}")
 
 
 if __name__ == "__main__":
