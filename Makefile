@@ -55,6 +55,9 @@ bench: setup
 	test -f $(BENCH_DATA)/config.toml || $(BIN)/recengine generate --users 1000000 \
 		--items 200000 --interactions 20000000 --out $(BENCH_DATA)
 	$(BIN)/python bench/bench_train_throughput.py --data $(BENCH_DATA)
+	$(BIN)/python bench/bench_index.py --n 1000000 --dim 64
+	$(BIN)/python bench/bench_candidate_recall.py --config data_samples/config.toml
+	$(BIN)/python bench/bench_rerank_quality.py --config data_samples/config.toml
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

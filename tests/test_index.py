@@ -169,3 +169,18 @@ def test_eligibility_keeps_available_items_and_ads_in_flight() -> None:
     })
     assert eligible_items(items, 7, at=t).tolist() == [False, True, False, True, False, False, True]
     assert np.flatnonzero(eligible_items(items, 7, at=t, kind="ad")).tolist() == [3, 6]
+
+
+@pytest.mark.parametrize("mask", ["selector", "overfetch"])
+def test_both_mask_mechanisms_filter_and_agree_on_exact_search(
+        mask: str, corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    x, ids = corpus
+    idx, _ = build_index(x, ids, IndexConfig(kind="flat", k=20, eval_queries=20))
+    allowed = np.random.default_rng(3).random(len(x) + 1) > 0.3
+    q = near(x, 40, seed=4)
+    _, items = idx.search(q, 20, allowed=allowed, mask=mask)  # type: ignore[arg-type]
+    assert allowed[items].all()
+    scores = q @ x.T
+    scores[:, ~allowed[1:]] = -np.inf
+    want = np.argsort(-scores, axis=1)[:, :20] + 1
+    np.testing.assert_array_equal(np.sort(items, axis=1), np.sort(want, axis=1))

@@ -99,7 +99,8 @@ def build_index(vectors: np.ndarray, item_idx: np.ndarray, cfg: IndexConfig,
             queries[rng.choice(len(queries), min(len(queries), cfg.eval_queries), replace=False)],
             dtype=np.float32)
     k = min(cfg.k, n)
-    truth = exact_top_k(queries, vectors, k)
+    truth = np.concatenate([exact_top_k(queries[a:a + 64], vectors, k)  # bounded memory
+                            for a in range(0, len(queries), 64)])
     recall = measure_recall(built, queries, truth, k)
     knob = "nprobe" if "nprobe" in params else "ef_search" if "ef_search" in params else None
     forced = {"nprobe": cfg.nprobe, "ef_search": cfg.ef_search}.get(knob or "")

@@ -3,12 +3,12 @@
 Rows of the FAISS index are positions 0..n-1; `item_idx[row]` maps them back to item indices.
 Two kinds of exclusion, each applied where it is cheapest:
 
-* global (`allowed`, a mask over rows: unavailable items, ads out of flight) goes into the
-  search itself as a FAISS `IDSelectorBitmap` on CPU, so excluded items cost nothing and
-  never take a slot; on GPU, where selectors are not supported, it joins the per-query path;
+* global (`allowed`, a mask over items: unavailable items, ads out of flight) goes into the
+  search itself as a FAISS `IDSelectorBitmap` for IVF and HNSW, so blocked items never take a
+  slot; for the exact kind and on GPU it is an over-fetch scaled by the blocked share;
 * per query (`exclude`, the items a user has consumed) is over-fetch + filter: ask for
   k + (longest exclusion list) and drop hits in the list; a query that still comes up short
-  (a selector-less GPU search with many blocked rows) is searched again deeper.
+  is searched again, four times deeper.
 
 Result: (scores, items) of shape (Q, k), best first; -1 / -inf pad rows with fewer than k
 eligible items.
@@ -20,6 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -66,6 +67,9 @@ class ItemIndex:
     vectors: np.ndarray | None = None        # kept for the exact kind's numpy path
 
     def __post_init__(self) -> None:
+        self._last_allowed: np.ndarray | None = None
+        self._last_rows: np.ndarray | None = None
+        self._last_bits: np.ndarray | None = None
         self._row_of = np.full(int(self.item_idx.max(initial=0)) + 1, -1, np.int64)
         self._row_of[self.item_idx] = np.arange(len(self.item_idx))
         self._apply_params()
@@ -92,55 +96,87 @@ class ItemIndex:
         self._apply_params()
 
     # ----------------------------------------------------------------- search
-    def _raw(self, queries: np.ndarray, depth: int, allowed: np.ndarray | None
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def _mask(self, allowed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(allowed rows, their bitmap) for an item mask; the last mask's are kept, since a
+        job or a service passes the same eligibility array with every call."""
+        if allowed is None:
+            return None, None
+        if allowed is not self._last_allowed:
+            rows = np.asarray(allowed, bool)[self.item_idx]
+            self._last_allowed = allowed
+            self._last_rows = None if rows.all() else rows
+            self._last_bits = None if rows.all() else np.packbits(rows, bitorder="little")
+        return self._last_rows, self._last_bits
+
+    def _selector_params(self, bits: np.ndarray) -> faiss.SearchParameters:
+        sel = faiss.IDSelectorBitmap(bits)
+        if "nprobe" in self.params:
+            return faiss.SearchParametersIVF(sel=sel, nprobe=int(self.params["nprobe"]))
+        if "ef_search" in self.params:
+            return faiss.SearchParametersHNSW(sel=sel, efSearch=int(self.params["ef_search"]))
+        return faiss.SearchParameters(sel=sel)
+
+    def _raw(self, queries: np.ndarray, depth: int, rows_ok: np.ndarray | None,
+             bits: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`depth` (scores, rows); `bits` filters inside FAISS, `rows_ok` in numpy."""
         depth = min(depth, self.size)
-        if self.vectors is not None and len(queries) <= SINGLE_QUERY_MAX and allowed is None:
-            rows = exact_top_k(queries, self.vectors, depth)
-            return np.take_along_axis(queries @ self.vectors.T, rows, axis=1), rows
-        params = None
-        if allowed is not None and not self.on_gpu:
-            bits = np.packbits(allowed, bitorder="little")  # must outlive the search
-            sel = faiss.IDSelectorBitmap(bits)
-            if "nprobe" in self.params:
-                params = faiss.SearchParametersIVF(sel=sel, nprobe=int(self.params["nprobe"]))
-            elif "ef_search" in self.params:
-                params = faiss.SearchParametersHNSW(sel=sel, efSearch=int(self.params["ef_search"]))
-            else:
-                params = faiss.SearchParameters(sel=sel)
-        scores, rows = self.index.search(queries, depth, params=params)
-        del params  # the selector (and its bitmap) only had to live through the search
+        if self.vectors is not None and len(queries) <= SINGLE_QUERY_MAX:
+            scores = queries @ self.vectors.T
+            if rows_ok is not None:
+                scores[:, ~rows_ok] = -np.inf
+            part = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+            top = np.take_along_axis(scores, part, axis=1)
+            order = np.argsort(-top, axis=1, kind="stable")
+            rows = np.take_along_axis(part, order, axis=1)
+            top = np.take_along_axis(top, order, axis=1)
+            return top, np.where(np.isfinite(top), rows, -1)
+        params = self._selector_params(bits) if bits is not None else None
+        # a few queries: one thread (OpenMP start-up costs more than the scan, 0.48 vs 0.11 ms)
+        threads = faiss.omp_get_max_threads()
+        if len(queries) <= SINGLE_QUERY_MAX:
+            faiss.omp_set_num_threads(1)
+        try:
+            scores, rows = self.index.search(queries, depth, params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        del params  # the selector only had to live through the search; `bits` is cached
         return scores, rows
 
     def search(self, queries: np.ndarray, k: int, *, exclude: list[np.ndarray] | None = None,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               allowed: np.ndarray | None = None,
+               mask: Literal["auto", "selector", "overfetch"] = "auto"
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items per query (Q, D) float32, never returning an item in that query's
-        `exclude` (item indices) nor a row where `allowed` (bool, by item index) is False."""
+        `exclude` (item indices) nor one where `allowed` (bool, by item index) is False.
+
+        The global mask goes where it was measured to be fastest (BENCHMARKS.md): into the
+        search as an `IDSelectorBitmap` for IVF and HNSW; for the exact kind (where a selector
+        turns off faiss's BLAS path, 16x slower) and on GPU (no selectors) it is an over-fetch
+        scaled by the blocked share, then filtered. `mask` forces one way (for measuring).
+        """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         q = len(queries)
-        allowed_rows = None if allowed is None else np.asarray(allowed, bool)[self.item_idx]
-        if allowed_rows is not None and allowed_rows.all():
-            allowed_rows = None
+        rows_ok, bits = self._mask(allowed)
+        selector_pays = self.kind != "flat" if mask == "auto" else mask == "selector"
+        use_selector = rows_ok is not None and not self.on_gpu and selector_pays
         blocked = [self.rows_of(e) for e in exclude] if exclude is not None else [
             np.empty(0, np.int64)] * q
         blocked = [b[b >= 0] for b in blocked]
-        if allowed_rows is not None and self.on_gpu:  # no selectors there: filter after
-            off = np.flatnonzero(~allowed_rows)
-            blocked = [np.union1d(b, off) for b in blocked]
-            allowed_rows = None
-        if allowed_rows is not None and self.vectors is not None and q <= SINGLE_QUERY_MAX:
-            # numpy path for a few queries: fold the mask into the per-query exclusions
-            off = np.flatnonzero(~allowed_rows)
-            blocked = [np.union1d(b, off) for b in blocked]
-            allowed_rows = None
+        extra = max((len(b) for b in blocked), default=0)
+        depth = k + extra
+        post_mask = rows_ok is not None and not use_selector
+        if post_mask:
+            share = max(float(rows_ok.mean()), 1e-3)  # type: ignore[union-attr]
+            depth = int(np.ceil(depth / share * 1.2)) + 16
         out_s = np.full((q, k), -np.inf, np.float32)
         out_i = np.full((q, k), -1, np.int64)
         todo = np.arange(q)
-        extra = max((len(b) for b in blocked), default=0)
-        depth = k + extra
         while len(todo):
-            scores, rows = self._raw(queries[todo], depth, allowed_rows)
+            scores, rows = self._raw(queries[todo], depth, rows_ok if post_mask else None,
+                                     bits if use_selector else None)
             keep = rows >= 0
+            if post_mask:
+                keep &= rows_ok[np.maximum(rows, 0)]  # type: ignore[index]
             if extra:
                 lengths = np.array([len(blocked[t]) for t in todo])
                 flat = np.concatenate([blocked[t] for t in todo]) if lengths.sum() else \
