@@ -180,6 +180,9 @@ def test_both_mask_mechanisms_filter_and_agree_on_exact_search(
     q = near(x, 40, seed=4)
     _, items = idx.search(q, 20, allowed=allowed, mask=mask)  # type: ignore[arg-type]
     assert allowed[items].all()
+    _, few = idx.search(q[:3], 20, allowed=allowed, mask=mask)  # type: ignore[arg-type]
+    assert allowed[few].all()  # the numpy path for a few queries honours the mask too
+    np.testing.assert_array_equal(np.sort(few, axis=1), np.sort(items[:3], axis=1))
     scores = q @ x.T
     scores[:, ~allowed[1:]] = -np.inf
     want = np.argsort(-scores, axis=1)[:, :20] + 1

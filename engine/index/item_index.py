@@ -158,7 +158,8 @@ class ItemIndex:
         q = len(queries)
         rows_ok, bits = self._mask(allowed)
         selector_pays = self.kind != "flat" if mask == "auto" else mask == "selector"
-        use_selector = rows_ok is not None and not self.on_gpu and selector_pays
+        numpy_path = self.vectors is not None and q <= SINGLE_QUERY_MAX  # masks the scores
+        use_selector = rows_ok is not None and not self.on_gpu and selector_pays and not numpy_path
         blocked = [self.rows_of(e) for e in exclude] if exclude is not None else [
             np.empty(0, np.int64)] * q
         blocked = [b[b >= 0] for b in blocked]
