@@ -25,7 +25,7 @@ from engine.config import EngineConfig
 from engine.rerank.dataset import attach_labels, rank_data, split_users
 from engine.rerank.features import feature_frame, feature_names, labels
 from engine.rerank.ndcg import mean_ndcg
-from engine.rerank.ranker import RankerConfig, train_ranker
+from engine.rerank.ranker import train_ranker
 from engine.retrieval import retrieval_context, train_retrieval
 from pipelines.config import load_config
 from pipelines.dataset import build_features
@@ -57,7 +57,7 @@ def main() -> None:
     test = labelled_candidates(cfg, "valid", "test", refit)
     names = feature_names(train)
     fit, hold = split_users(train, 0.2, seed=0)
-    rcfg = RankerConfig()
+    rcfg = cfg.rerank
     booster = train_ranker(rank_data(fit, names), names, rcfg, valid=rank_data(hold, names))
     seconds = time.perf_counter() - t0
     data = rank_data(test, names)

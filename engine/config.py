@@ -5,10 +5,15 @@ from __future__ import annotations
 from embeddings.config import EmbeddingsConfig
 from engine.candidates.config import CandidatesConfig
 from engine.index.config import IndexConfig
+from engine.rerank.ranker import RankerConfig
+from engine.rules import RulesConfig
 
 
 class EngineConfig(EmbeddingsConfig):
-    """Pipeline, model and training sections, plus `[index]` and `[candidates]`."""
+    """Pipeline, model and training sections, plus `[index]`, `[candidates]`, `[rerank]` and
+    `[rules]`."""
 
     index: IndexConfig = IndexConfig()
     candidates: CandidatesConfig = CandidatesConfig()
+    rerank: RankerConfig = RankerConfig()
+    rules: RulesConfig = RulesConfig()
