@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/bench_index.py --n 1000000 --dim 64
 	$(BIN)/python bench/bench_candidate_recall.py --config data_samples/config.toml
 	$(BIN)/python bench/bench_rerank_quality.py --config data_samples/config.toml
+	$(BIN)/python bench/bench_pctr.py --config data_samples/config.toml
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -1,0 +1,1 @@
+"""Ads: the labelled impression log, pCTR (LightGBM binary) and its isotonic calibration."""

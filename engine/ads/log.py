@@ -1,0 +1,69 @@
+"""The logged ad impressions of a time window, labelled with whether they were clicked, with
+the features a pCTR model sees: the ad's bid, category and past click rate, the user's past ad
+click rate, activity and affinity to the ad's category, and the hour and weekday.
+
+Past rates come only from log rows before the feature set's `as_of`, so a window after it can be
+learned and scored without its own clicks leaking into the features.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from pipelines.dataset import FeatureSet
+
+CLICK_WITHIN = timedelta(hours=1)
+FEATURES = ["bid", "ad_ctr", "ad_impressions", "user_ad_ctr", "user_ad_impressions",
+            "category_share", "user_events", "hour", "weekday", "top_category"]
+PRIOR_IMPRESSIONS = 20.0  # smoothing of past click rates towards the overall rate
+
+
+def ad_impressions(interactions: pl.DataFrame, items: pl.DataFrame, *, start: datetime | None,
+                   end: datetime | None) -> pl.DataFrame:
+    """user_id, item_id, ts, propensity, clicked for ad impressions with start <= ts < end."""
+    ads = items.filter(pl.col("kind") == "ad").select("item_id")
+    rows = interactions.join(ads, on="item_id", how="semi")
+    if start is not None:
+        rows = rows.filter(pl.col("ts") >= start)
+    if end is not None:
+        rows = rows.filter(pl.col("ts") < end)
+    shown = rows.filter(pl.col("event") == "impression").with_row_index("_row")
+    clicks = rows.filter(pl.col("event") == "click").select("user_id", "item_id",
+                                                            pl.col("ts").alias("click_ts"))
+    clicked = (shown.join(clicks, on=["user_id", "item_id"])
+               .filter((pl.col("click_ts") >= pl.col("ts"))
+                       & (pl.col("click_ts") <= pl.col("ts") + CLICK_WITHIN))
+               .select("_row").unique())
+    keep = ["user_id", "item_id", "ts"] + (["propensity"] if "propensity" in shown.columns else [])
+    return (shown.with_columns(pl.col("_row").is_in(clicked["_row"].implode()).alias("clicked"))
+            .select(*keep, "clicked"))
+
+
+def ad_features(log: pl.DataFrame, past: pl.DataFrame, fs: FeatureSet) -> pl.DataFrame:
+    """`log` with the pCTR features; `past` is the labelled log before `fs.as_of`."""
+    rate = past["clicked"].mean() if past.height else 0.0
+    prior = PRIOR_IMPRESSIONS
+
+    def smoothed(by: str, name: str) -> pl.DataFrame:
+        return past.group_by(by).agg(
+            ((pl.col("clicked").sum() + prior * rate) / (pl.len() + prior)).alias(f"{name}_ctr"),
+            pl.len().alias(f"{name}_impressions"))
+
+    item_idx = fs.vocabs.item.encode(pl.col("item_id"))
+    user_idx = fs.vocabs.user.encode(pl.col("user_id"))
+    items = fs.items.select("item_id", "bid", "top_category")
+    users = fs.window_interactions().group_by("user_idx").agg(pl.len().alias("user_events"))
+    aff = fs.affinity.select("user_idx", "top_category", pl.col("share").alias("category_share"))
+    return (log.with_columns(item_idx.alias("item_idx"), user_idx.alias("user_idx"))
+            .join(items, on="item_id", how="left")
+            .join(smoothed("item_id", "ad"), on="item_id", how="left")
+            .join(smoothed("user_id", "user_ad"), on="user_id", how="left")
+            .join(users, on="user_idx", how="left")
+            .join(aff, on=["user_idx", "top_category"], how="left")
+            .with_columns(pl.col("ad_ctr").fill_null(rate), pl.col("user_ad_ctr").fill_null(rate),
+                          pl.col("ad_impressions", "user_ad_impressions", "user_events",
+                                 "category_share").fill_null(0),
+                          pl.col("ts").dt.hour().alias("hour"),
+                          pl.col("ts").dt.weekday().alias("weekday")))
