@@ -4,7 +4,8 @@ feature set as of the request time only (nothing from the label window can leak 
 Besides each source's score and rank: the two-tower dot product, content similarity to the
 user's recent items, item popularity and recency over several windows, item age, price and
 price relative to what the user usually buys, user x category and user x brand affinity, the
-time since the user last touched the item's category, and the user's activity level.
+share of the user's last items in the item's category (current intent), the time since the
+user last touched the item's category, and the user's activity level.
 """
 
 from __future__ import annotations
@@ -48,6 +49,23 @@ def _user_stats(ctx: CandidateContext) -> tuple[pl.DataFrame, pl.DataFrame, pl.D
     return users, brands, cats
 
 
+def _recent_intent(ctx: CandidateContext, users: np.ndarray) -> dict[str, pl.DataFrame]:
+    """Share of the user's last items (recency-weighted) in each top and leaf category: what
+    the user is shopping for now, which a mean over the whole history blurs."""
+    recent = ctx.recent(users).with_columns(pl.col("user_idx").cast(pl.Int64),
+                                            pl.col("item_idx").cast(pl.Int64))
+    cats = ctx.fs.items.select(pl.col("item_idx").cast(pl.Int64), "top_category", "leaf_category")
+    joined = recent.join(cats, on="item_idx")
+    out = {}
+    for level in ("top", "leaf"):
+        col = f"{level}_category"
+        out[level] = (joined.group_by("user_idx", col).agg(pl.col("weight").sum().alias("w"))
+                      .with_columns((pl.col("w") / pl.col("w").sum().over("user_idx"))
+                                    .alias(f"recent_{level}_share"))
+                      .drop("w"))
+    return out
+
+
 def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     """`cands` (merged candidates) with every re-ranker feature column added."""
     fs = ctx.fs
@@ -69,12 +87,14 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
 
     pop = fs.popularity.with_columns(pl.col("item_idx").cast(pl.Int64))
     items = fs.items.select(
-        pl.col("item_idx").cast(pl.Int64), "top_category", "brand_idx", "price", "price_bucket",
+        pl.col("item_idx").cast(pl.Int64), "top_category", "leaf_category", "brand_idx", "price",
+        "price_bucket",
         _days(pl.col("created_ts"), fs.as_of).alias("item_age_days"))
     aff = fs.affinity.select(pl.col("user_idx").cast(pl.Int64), "top_category",
                              pl.col("affinity").alias("category_affinity"),
                              pl.col("share").alias("category_share"))
     users, brands, cats = _user_stats(ctx)
+    intent = _recent_intent(ctx, np.unique(u))
     counts = [c for c in pop.columns if c.startswith("count_") or c == "weight_all"]
     return (df.join(items, on="item_idx", how="left")
             .join(pop, on="item_idx", how="left")
@@ -82,11 +102,14 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
             .join(brands, on=["user_idx", "brand_idx"], how="left")
             .join(cats, on=["user_idx", "top_category"], how="left")
             .join(users, on="user_idx", how="left")
+            .join(intent["top"], on=["user_idx", "top_category"], how="left")
+            .join(intent["leaf"], on=["user_idx", "leaf_category"], how="left")
             .with_columns(*[pl.col(c).fill_null(0) for c in
                             [*counts, "category_affinity", "category_share", "brand_share",
-                             "user_events", "user_items"]],
+                             "user_events", "user_items", "recent_top_share",
+                             "recent_leaf_share"]],
                           (pl.col("price") / pl.col("user_mean_price")).alias("price_ratio"))
-            .drop("top_category", "brand_idx", "user_mean_price"))
+            .drop("top_category", "leaf_category", "brand_idx", "user_mean_price"))
 
 
 def feature_names(frame: pl.DataFrame) -> list[str]:
