@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from embeddings.config import EmbeddingsConfig
+from engine.ads.auction import AuctionConfig
 from engine.ads.pctr import PctrConfig
 from engine.candidates.config import CandidatesConfig
 from engine.index.config import IndexConfig
@@ -12,10 +13,11 @@ from engine.rules import RulesConfig
 
 class EngineConfig(EmbeddingsConfig):
     """Pipeline, model and training sections, plus `[index]`, `[candidates]`, `[rerank]`,
-    `[rules]` and `[ads]`."""
+    `[rules]`, `[ads]` and `[auction]`."""
 
     index: IndexConfig = IndexConfig()
     candidates: CandidatesConfig = CandidatesConfig()
     rerank: RankerConfig = RankerConfig()
     rules: RulesConfig = RulesConfig()
     ads: PctrConfig = PctrConfig()
+    auction: AuctionConfig = AuctionConfig()
