@@ -64,3 +64,22 @@ def test_text_model_round_trip(tmp_path: Path) -> None:
 def test_query_groups_must_cover_the_rows() -> None:
     with pytest.raises(ValueError, match="query groups"):
         RankData(np.zeros((10, 2)), np.zeros(10), np.array([4, 5]))
+
+
+def test_explanations_name_sources_and_the_largest_contributions() -> None:
+    import polars as pl
+
+    from engine.rerank.explain import contributions, explain
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 1] > 0.5).astype(float)
+    booster = train_ranker(RankData(x, y, np.full(20, 20)), ["a", "b", "c"],
+                           RankerConfig(num_boost_round=15))
+    contrib = contributions(booster, x)
+    np.testing.assert_allclose(contrib.sum(axis=1), booster.predict(x), rtol=1e-6, atol=1e-9)
+    frame = pl.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2],
+                          "sources": ["ann,covisit"] * 400})
+    why = explain(booster, frame, ["a", "b", "c"], top=1)
+    assert why[0].startswith("sources: ann,covisit; ")
+    assert (why.str.contains("b ")).mean() > 0.8  # b drives the label, so it leads
