@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch.distributed as dist
-
 from embeddings.checkpoint import load_checkpoint, save_checkpoint
 from embeddings.config import EmbeddingsConfig
 from embeddings.export import export_vectors
@@ -55,8 +53,7 @@ def fit(cfg: EmbeddingsConfig, out: Path, *, report: Report = silent,
     validation = held_out(fs)
     report("train")
     result: TrainResult = train_two_tower(fs, cfg, validation=validation, progress=progress)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank != 0:
+    if result.rank != 0:  # the process group is closed by now: the result knows the rank
         return None
     report("export")
     save_checkpoint(out, result.state_dict, result.sizes, cfg.model)

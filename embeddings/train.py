@@ -52,6 +52,7 @@ class TrainResult:
     known_users: np.ndarray   # (n_users,) bool: users with training examples
     tables_per_rank: dict[int, list[str]] = field(default_factory=dict)
     world_size: int = 1
+    rank: int = 0  # this process's rank in the (now closed) process group
 
     @property
     def best_recall(self) -> float | None:
@@ -164,6 +165,6 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
         return TrainResult(state_dict=best_state if world.is_main else {}, sizes=sizes,
                            epochs=history, best_epoch=best_epoch, known_items=known_items,
                            known_users=known_users, tables_per_rank=tables_per_rank(plan),
-                           world_size=world.size)
+                           world_size=world.size, rank=world.rank)
     finally:
         leave_world(world)
