@@ -4,7 +4,7 @@ Order of application (`apply_rules`): drop excluded and ineligible items, drop d
 (first occurrence wins), then fill the top k greedily by score, optionally trading score for
 diversity (MMR over item vectors), while holding at most `max_per_brand` / `max_per_category`
 items of one brand / category in the top k. `mix_ads` puts ads into a product list at configured
-slots when a caller asks for a mixed list. Every item removed or passed over gets a reason, so
+slots, or `allocate_slots` only where an ad is worth more than the organic item it displaces. Every item removed or passed over gets a reason, so
 the final list can say why it looks the way it does.
 """
 
@@ -30,7 +30,11 @@ class RulesConfig(Section):
     """1: rank by score alone; lower trades score for dissimilarity to what is already chosen
     (maximal marginal relevance over item vectors)."""
     ad_slots: tuple[int, ...] = (3, 8)
-    """0-based positions of ads in a mixed list, when ads are asked for."""
+    """0-based positions of ads in a mixed list with fixed slots (`mix_ads`)."""
+    ad_exchange_rate: float = Field(default=1.0, gt=0)
+    """Revenue per unit of organic score: an ad displaces an organic item only when its
+    expected revenue beats the item's score x this rate (`allocate_slots`)."""
+    max_ads_in_list: int = Field(default=2, ge=0)
 
 
 @dataclass(frozen=True)
@@ -120,4 +124,40 @@ def mix_ads(products: list[Candidate], ads: list[Candidate], slots: tuple[int, .
         if item is None:
             break
         out.append((kind, item))
+    return out
+
+
+def allocate_slots(products: list[Candidate], ads: list[tuple[Candidate, float]], k: int, *,
+                   exchange_rate: float, max_ads: int) -> list[tuple[str, Candidate]]:
+    """A mixed list where ads take a slot only when they are worth more than the organic item
+    they would push out of the list.
+
+    `ads` are (ad, expected revenue per impression, i.e. pCTR x bid), best first; an organic
+    item's value is its score x `exchange_rate` (revenue per unit of score). Walking the list
+    top-down, the next ad goes in at a position when its revenue exceeds the value of the last
+    organic item still in the list (the one the ad would displace), at most `max_ads` times.
+    """
+    organic = list(products[:k])
+    queue = list(ads)
+    out: list[tuple[str, Candidate]] = []
+    placed = 0
+    while len(out) < k and (organic or queue):
+        if queue and placed < max_ads and organic:
+            ad, revenue = queue[0]
+            displaced = organic[-1] if len(out) + len(organic) >= k else None
+            if displaced is None or revenue > displaced.score * exchange_rate:
+                queue.pop(0)
+                if displaced is not None:
+                    organic.pop()
+                out.append(("ad", ad))
+                placed += 1
+                continue
+        if organic:
+            out.append(("product", organic.pop(0)))
+        elif queue and placed < max_ads:
+            ad, _ = queue.pop(0)
+            out.append(("ad", ad))
+            placed += 1
+        else:
+            break
     return out

@@ -66,3 +66,26 @@ def test_ads_go_to_their_slots() -> None:
     assert [c.item for _, c in mixed] == [0, 100, 1, 2, 101, 3, 4, 5]
     assert len(mix_ads(products[:2], [], (0,), 5)) == 2
 
+
+
+@settings(max_examples=150, deadline=None)
+@given(scores=st.lists(st.floats(0, 1), min_size=0, max_size=15),
+       revenues=st.lists(st.floats(0, 1), max_size=6), k=st.integers(1, 12),
+       rate=st.floats(0.01, 2), max_ads=st.integers(0, 4))
+def test_ads_only_displace_less_valuable_organic_items(scores, revenues, k, rate, max_ads) -> None:
+    from engine.rules import allocate_slots
+
+    products = [Candidate(i, s) for i, s in enumerate(sorted(scores, reverse=True))]
+    ads = [(Candidate(1000 + i, 0.0), r) for i, r in enumerate(sorted(revenues, reverse=True))]
+    mixed = allocate_slots(products, ads, k, exchange_rate=rate, max_ads=max_ads)
+    kinds = [kind for kind, _ in mixed]
+    assert len(mixed) <= k and kinds.count("ad") <= max_ads
+    shown = [c for kind, c in mixed if kind == "product"]
+    assert shown == products[:len(shown)], "organic order is kept"
+    revenue = dict((c.item, r) for c, r in ads)
+    dropped = products[len(shown):k]
+    for kind, c in mixed:
+        if kind == "ad" and dropped:
+            assert revenue[c.item] > min(p.score for p in dropped) * rate
+    if len(products) >= k and max_ads and ads and ads[0][1] <= products[k - 1].score * rate:
+        assert "ad" not in kinds  # no ad is worth the last organic slot
