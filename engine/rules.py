@@ -3,9 +3,10 @@
 Order of application (`apply_rules`): drop excluded and ineligible items, drop duplicates
 (first occurrence wins), then fill the top k greedily by score, optionally trading score for
 diversity (MMR over item vectors), while holding at most `max_per_brand` / `max_per_category`
-items of one brand / category in the top k. `mix_ads` puts ads into a product list at configured
-slots, or `allocate_slots` only where an ad is worth more than the organic item it displaces. Every item removed or passed over gets a reason, so
-the final list can say why it looks the way it does.
+items of one brand / category in the top k. `mix_ads` puts ads into a product list at
+configured slots; `allocate_slots` only where an ad is worth more than the organic item it
+displaces. Every item removed or passed over gets a reason, so the final list can say why it
+looks the way it does.
 """
 
 from __future__ import annotations
