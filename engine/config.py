@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from embeddings.config import EmbeddingsConfig
 from engine.ads.auction import AuctionConfig
-from engine.ads.pctr import PctrConfig
+from engine.ads.config import PctrConfig
 from engine.candidates.config import CandidatesConfig
 from engine.index.config import IndexConfig
-from engine.rerank.ranker import RankerConfig
+from engine.rerank.config import RankerConfig
 from engine.rules import RulesConfig
 
 

@@ -10,29 +10,15 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import polars as pl
-from pydantic import Field
 from sklearn.metrics import log_loss, roc_auc_score
 
 from engine.ads.calibration import Calibrator, expected_calibration_error
+from engine.ads.config import PctrConfig
 from engine.ads.log import FEATURES
-from pipelines.config import Section
 from pipelines.errors import DataError
 
 MODEL_FILE = "pctr.txt"
 CALIBRATION_FILE = "calibration.json"
-
-
-class PctrConfig(Section):
-    """The `[ads]` pCTR settings."""
-
-    num_leaves: int = Field(default=15, ge=2)
-    learning_rate: float = Field(default=0.05, gt=0)
-    num_boost_round: int = Field(default=400, ge=1)
-    min_data_in_leaf: int = Field(default=50, ge=1)
-    early_stopping_rounds: int = Field(default=30, ge=1)
-    calibration_share: float = Field(default=0.3, gt=0, lt=1)
-    """Share of the impressions (by user) held out to fit the calibration."""
-    seed: int = 0
 
 
 @dataclass(frozen=True)
