@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embeddings.config import EmbeddingsConfig
+from engine.config import EngineConfig
 from embeddings.id_dropout import drop_ids
 from embeddings.loss import sampled_softmax_loss
 from embeddings.model import ITEM_TABLES, USER_TABLES, TableSizes, TwoTower, _mlp
@@ -120,7 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    cfg = load_config(args.data / "config.toml", EmbeddingsConfig)
+    cfg = load_config(args.data / "config.toml", EngineConfig)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"sparse_optimizer": args.sparse_optimizer})})
     t0 = time.perf_counter()

@@ -22,12 +22,12 @@ import polars as pl
 import torch
 
 from embeddings.config import EmbeddingsConfig
-from embeddings.encode import item_vectors, user_vectors
+from engine.config import EngineConfig
+from embeddings.encode import all_vectors
 from embeddings.model import TwoTower
 from embeddings.retrieval_eval import (HeldOut, hide_items, held_out, popularity_scores,
                                        random_scores, recall_at_k, vector_scores)
 from embeddings.train import TrainResult, train_two_tower
-from pipelines.batches import ItemTable, UserTable
 from pipelines.config import load_config
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.synthetic import GroundTruth
@@ -54,12 +54,9 @@ def vectors(result: TrainResult, cfg: EmbeddingsConfig, fs: FeatureSet, users: n
     model = TwoTower(result.sizes, cfg.model)
     model.load_state_dict(result.state_dict)
     model.eval()
-    cpu = torch.device("cpu")
-    iv = item_vectors(model, ItemTable.from_features(fs), result.known_items, batch_size=4096,
-                      device=cpu)
-    uv = user_vectors(model, UserTable.from_features(fs, history_length=cfg.features.history_length),
-                      users, result.known_users, batch_size=4096, device=cpu)
-    return uv, iv
+    v = all_vectors(model, fs, known_items=result.known_items, known_users=result.known_users,
+                    history_length=cfg.features.history_length)
+    return torch.from_numpy(v.users[users]), torch.from_numpy(v.items)
 
 
 def main() -> None:
@@ -68,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    cfg = load_config(args.config, EmbeddingsConfig)
+    cfg = load_config(args.config, EngineConfig)
     fs = build_features(cfg)
     ho = held_out(fs).subset(cfg.train.eval_users, seed=cfg.train.seed)
 

@@ -16,9 +16,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from embeddings.encode import item_vectors, user_vectors
+from embeddings.encode import all_vectors
 from embeddings.model import TwoTower
-from pipelines.batches import ItemTable, UserTable
 from pipelines.dataset import FeatureSet
 from pipelines.errors import DataError
 from pipelines.io import write_parquet
@@ -53,20 +52,13 @@ def export_vectors(model: TwoTower, fs: FeatureSet, *, known_items: np.ndarray,
                    batch_size: int = 4096, device: torch.device | None = None
                    ) -> tuple[Vectors, Vectors]:
     """Write `items.parquet` and `users.parquet` into `folder`; return both vector sets."""
-    dev = device or torch.device("cpu")
-    model.eval()
-    table = ItemTable.from_features(fs)
-    all_items = item_vectors(model, table, known_items, batch_size=batch_size, device=dev).numpy()
-    content = item_vectors(model, table, np.zeros_like(known_items), batch_size=batch_size,
-                           device=dev).numpy()
+    v = all_vectors(model, fs, known_items=known_items, known_users=known_users,
+                    history_length=history_length, batch_size=batch_size, device=device)
     item_idx = fs.items["item_idx"].to_numpy()
-    items = Vectors(fs.items["item_id"], item_idx, all_items[item_idx], ~known_items[item_idx],
-                    content[item_idx])
-    users_table = UserTable.from_features(fs, history_length=history_length)
+    items = Vectors(fs.items["item_id"], item_idx, v.items[item_idx], ~known_items[item_idx],
+                    v.content[item_idx])
     user_idx = fs.users["user_idx"].to_numpy().astype(np.int64)
-    uv = user_vectors(model, users_table, user_idx, known_users, batch_size=batch_size,
-                      device=dev).numpy()
-    users = Vectors(fs.users["user_id"], user_idx, uv, ~known_users[user_idx])
+    users = Vectors(fs.users["user_id"], user_idx, v.users[user_idx], ~known_users[user_idx])
     write_parquet(items.to_frame("item_id").with_columns(kind=fs.items["kind"]),
                   Path(folder) / ITEMS)
     write_parquet(users.to_frame("user_id"), Path(folder) / USERS)

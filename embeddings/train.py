@@ -27,7 +27,7 @@ from embeddings.model import TableSizes, TwoTower
 from embeddings.progress import StepInfo
 from embeddings.retrieval_eval import HeldOut, recall_at_k, vector_scores
 from embeddings.sharding import World, join_world, leave_world, shard, tables_per_rank, unwrap
-from pipelines.batches import ItemTable, TrainingExamples, training_examples
+from pipelines.batches import ItemTable, TrainingBatch, TrainingExamples, training_examples
 from pipelines.dataset import FeatureSet
 
 
@@ -114,6 +114,12 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
         steps = max(1, math.ceil(len(ex) / (tc.batch_size * world.size)))
         ho = validation.subset(tc.eval_users, seed=tc.seed) if validation is not None else None
 
+        def logq(b: TrainingBatch) -> torch.Tensor:
+            """The batch's log sampling probabilities, or a constant (no correction)."""
+            if tc.logq_correction:
+                return b.item_logq
+            return torch.full_like(b.item_logq, -math.log(tc.batch_size))
+
         history: list[EpochResult] = []
         best, best_state, bad = -1.0, {}, 0
         for epoch in range(tc.epochs):
@@ -130,7 +136,7 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
                     neg_kjt = ex.items.kjt(neg_idx).to(world.device)
                 u, v, nv = dmp(user, item, neg_kjt)
                 loss = sampled_softmax_loss(
-                    u, v, b.item_idx.to(world.device), (b.item_logq if tc.logq_correction else torch.full_like(b.item_logq, -math.log(tc.batch_size))).to(world.device),
+                    u, v, b.item_idx.to(world.device), logq(b).to(world.device),
                     temperature=tc.temperature, weight=b.weight.to(world.device),
                     neg_item=nv, n_items=sizes.item,
                     neg_idx=None if neg_idx is None else torch.from_numpy(neg_idx).to(world.device))

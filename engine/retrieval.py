@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
-import torch
 
-from embeddings.encode import item_vectors, user_vectors
+from embeddings.encode import all_vectors
 from embeddings.model import TwoTower
 from embeddings.retrieval_eval import held_out
 from embeddings.train import TrainResult, train_two_tower
 from engine.candidates import CandidateContext
 from engine.config import EngineConfig
 from engine.index import build_index
-from pipelines.batches import ItemTable, UserTable
 from pipelines.dataset import FeatureSet, build_features
 
 
@@ -48,15 +45,10 @@ def retrieval_context(cfg: EngineConfig, fs: FeatureSet, trained: TrainedRetriev
                       ) -> tuple[CandidateContext, dict[str, float]]:
     """Vectors of every user and item as of `fs` (items and users the model never trained on
     by content), the product index tuned on the user vectors, and the candidate context."""
-    cpu = torch.device("cpu")
-    known_items, known_users = trained.result.known_items, trained.result.known_users
-    items = ItemTable.from_features(fs)
-    iv = item_vectors(trained.model, items, known_items, batch_size=4096, device=cpu).numpy()
-    cv = item_vectors(trained.model, items, np.zeros_like(known_items), batch_size=4096,
-                      device=cpu).numpy()
-    table = UserTable.from_features(fs, history_length=cfg.features.history_length)
-    uv = user_vectors(trained.model, table, np.arange(fs.vocabs.user.size), known_users,
-                      batch_size=4096, device=cpu).numpy()
+    v = all_vectors(trained.model, fs, known_items=trained.result.known_items,
+                    known_users=trained.result.known_users,
+                    history_length=cfg.features.history_length)
+    iv, cv, uv = v.items, v.content, v.users
     products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
     index, figures = build_index(iv[products], products, cfg.index, queries=uv[1:])
     ctx = CandidateContext.build(fs, cfg.candidates, user_vectors=uv, index=index,

@@ -4,6 +4,7 @@ be recommended, what each user has seen, and (when a model is trained) the vecto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -33,6 +34,11 @@ class CandidateContext:
         seen = fs.window_interactions().select("user_idx", "item_idx").unique()
         return cls(fs=fs, cfg=cfg, eligible=eligible, seen=seen, **models)  # type: ignore[arg-type]
 
+    @cached_property
+    def eligible_items(self) -> pl.DataFrame:
+        """item_idx of the eligible items, for joins (built once)."""
+        return pl.DataFrame({"item_idx": np.flatnonzero(self.eligible).astype(np.int64)})
+
     def recent(self, users: np.ndarray) -> pl.DataFrame:
         """user_idx, item_idx, weight: each user's last `recent_items` history items, the
         latest weighing 1, the one before 1/2, and so on."""
@@ -48,9 +54,8 @@ class CandidateContext:
 
     def finish(self, df: pl.DataFrame, n: int, *, drop_seen: bool = True) -> pl.DataFrame:
         """Keep eligible items the user has not seen, the best `n` per user, ranked from 1."""
-        ok = pl.DataFrame({"item_idx": np.flatnonzero(self.eligible)})
-        df = df.with_columns(pl.col("item_idx").cast(pl.Int64)).join(ok, on="item_idx",
-                                                                      how="semi")
+        df = df.with_columns(pl.col("item_idx").cast(pl.Int64)).join(
+            self.eligible_items, on="item_idx", how="semi")
         if drop_seen:
             df = df.join(self.seen, on=["user_idx", "item_idx"], how="anti")
         return (df.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])

@@ -54,10 +54,10 @@ class ContentSource:
         vecs = self.ctx.content_vectors
         todo = np.array([s for s in seeds if s not in self._neighbours], np.int64)
         k = min(self.ctx.cfg.neighbours + 1, len(self.items))
+        cand = vecs[self.items]  # type: ignore[index]
         for a in range(0, len(todo), 2048):
             chunk = todo[a:a + 2048]
             q = vecs[chunk]  # type: ignore[index]
-            cand = vecs[self.items]  # type: ignore[index]
             rows = exact_top_k(q, cand, k)
             sims = np.take_along_axis(q @ cand.T, rows, axis=1)
             for s, r, w in zip(chunk, rows, sims, strict=True):
