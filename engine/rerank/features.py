@@ -1,11 +1,13 @@
 """Re-ranker features of each (user, candidate item) row, computed with Polars from the
 feature set as of the request time only (nothing from the label window can leak in).
 
-Besides each source's score and rank: the two-tower dot product, content similarity to the
-user's recent items, item popularity and recency over several windows, item age, price and
-price relative to what the user usually buys, user x category and user x brand affinity, the
-share of the user's last items in the item's category (current intent), the time since the
-user last touched the item's category, and the user's activity level.
+Besides each source's score and rank: the two-tower dot product, two-tower and content
+similarity to the user's last items, item popularity and recency over several windows, item
+age, price and price relative to what the user usually buys, user x category, x leaf and x
+brand shares, the share of the user's last items in the item's category (current intent), the
+time since the user last touched the item's category, the user's own past events with the item,
+the user's activity level, and where the item stands in its list by two-tower score and
+popularity.
 """
 
 from __future__ import annotations
@@ -14,39 +16,44 @@ import numpy as np
 import polars as pl
 
 from engine.candidates.context import CandidateContext
+from engine.rerank.similarity import vector_features
+from pipelines.dataset import FeatureSet
 from pipelines.features.popularity import DAY_US
 
 KEYS = ["user_idx", "item_idx"]
-
-
-def _dot(users: np.ndarray, items: np.ndarray, uv: np.ndarray, iv: np.ndarray) -> np.ndarray:
-    out = np.empty(len(users), np.float32)
-    for a in range(0, len(users), 1 << 18):
-        s = slice(a, a + (1 << 18))
-        out[s] = np.einsum("nd,nd->n", uv[users[s]], iv[items[s]])
-    return out
 
 
 def _days(expr: pl.Expr, at) -> pl.Expr:  # noqa: ANN001 - a datetime
     return (pl.lit(at) - expr).dt.total_microseconds() / DAY_US
 
 
-def _user_stats(ctx: CandidateContext) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Per user activity and price; per (user, brand) share; per (user, category) recency."""
+def _share(pos: pl.DataFrame, col: str, name: str) -> pl.DataFrame:
+    """user_idx, `col`, `name`: the share of the user's events that fall in each value."""
+    return (pos.group_by("user_idx", col).agg(pl.len().alias("n"))
+            .with_columns((pl.col("n") / pl.col("n").sum().over("user_idx")).alias(name))
+            .drop("n"))
+
+
+def _user_stats(ctx: CandidateContext) -> dict[str, pl.DataFrame]:
+    """Per user activity and price; per (user, brand) and (user, leaf) share; per (user,
+    category) recency; per (user, item) past events (people come back to things)."""
     fs = ctx.fs
     pos = (fs.window_interactions()
-           .join(fs.items.select("item_idx", "brand_idx", "top_category", "price"), on="item_idx")
-           .with_columns(pl.col("user_idx").cast(pl.Int64)))
+           .join(fs.items.select("item_idx", "brand_idx", "top_category", "leaf_category",
+                                 "price"), on="item_idx")
+           .with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64)))
     users = pos.group_by("user_idx").agg(
         pl.len().alias("user_events"), pl.col("item_idx").n_unique().alias("user_items"),
         pl.col("price").mean().alias("user_mean_price"),
         _days(pl.col("ts").max(), fs.as_of).alias("user_days_since_last"))
-    brands = (pos.group_by("user_idx", "brand_idx").agg(pl.len().alias("n"))
-              .with_columns((pl.col("n") / pl.col("n").sum().over("user_idx")).alias("brand_share"))
-              .drop("n"))
     cats = pos.group_by("user_idx", "top_category").agg(
         _days(pl.col("ts").max(), fs.as_of).alias("days_since_category"))
-    return users, brands, cats
+    pairs = pos.group_by("user_idx", "item_idx").agg(
+        pl.len().alias("user_item_events"),
+        _days(pl.col("ts").max(), fs.as_of).alias("days_since_user_item"))
+    return {"users": users, "brands": _share(pos, "brand_idx", "brand_share"),
+            "leaves": _share(pos, "leaf_category", "leaf_share"), "categories": cats,
+            "pairs": pairs}
 
 
 def _recent_intent(ctx: CandidateContext, users: np.ndarray) -> dict[str, pl.DataFrame]:
@@ -66,25 +73,27 @@ def _recent_intent(ctx: CandidateContext, users: np.ndarray) -> dict[str, pl.Dat
     return out
 
 
+def _leaf_stats(fs: FeatureSet) -> pl.DataFrame:
+    """Per item: how many products share its leaf category, and its share of the leaf's
+    traffic. Shoppers pick a category first and an item in it second, so an item's chance
+    depends on how crowded its category is, which neither its own count nor the user vector
+    says."""
+    items = (fs.items.filter(pl.col("kind") == "product")
+             .select(pl.col("item_idx").cast(pl.Int64), "leaf_category")
+             .join(fs.popularity.select(pl.col("item_idx").cast(pl.Int64), "count_all"),
+                   on="item_idx", how="left")
+             .with_columns(pl.col("count_all").fill_null(0)))
+    leaf = pl.col("count_all").sum().over("leaf_category")
+    return items.select(
+        "item_idx", pl.len().over("leaf_category").alias("leaf_items"),
+        pl.when(leaf > 0).then(pl.col("count_all") / leaf).alias("leaf_traffic_share"))
+
+
 def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     """`cands` (merged candidates) with every re-ranker feature column added."""
     fs = ctx.fs
     df = cands.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-    u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
-    extra = {}
-    if ctx.user_vectors is not None and ctx.item_vectors is not None:
-        extra["two_tower"] = _dot(u, i, ctx.user_vectors, ctx.item_vectors)
-    if ctx.content_vectors is not None:
-        recent = ctx.recent(np.unique(u))
-        cv = ctx.content_vectors
-        profile = np.zeros((fs.vocabs.user.size, cv.shape[1]), np.float32)
-        if recent.height:
-            ru, ri = recent["user_idx"].to_numpy(), recent["item_idx"].to_numpy()
-            np.add.at(profile, ru, cv[ri] * recent["weight"].to_numpy()[:, None])
-            profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-9)
-        extra["content_sim"] = _dot(u, i, profile, cv)
-    df = df.with_columns(**{k: pl.Series(v) for k, v in extra.items()})
-
+    df = df.with_columns(**{k: pl.Series(v) for k, v in vector_features(df, ctx).items()})
     pop = fs.popularity.with_columns(pl.col("item_idx").cast(pl.Int64))
     items = fs.items.select(
         pl.col("item_idx").cast(pl.Int64), "top_category", "leaf_category", "brand_idx", "price",
@@ -93,28 +102,45 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     aff = fs.affinity.select(pl.col("user_idx").cast(pl.Int64), "top_category",
                              pl.col("affinity").alias("category_affinity"),
                              pl.col("share").alias("category_share"))
-    users, brands, cats = _user_stats(ctx)
-    intent = _recent_intent(ctx, np.unique(u))
+    stats = _user_stats(ctx)
+    intent = _recent_intent(ctx, df["user_idx"].unique().to_numpy())
     counts = [c for c in pop.columns if c.startswith("count_") or c == "weight_all"]
     return (df.join(items, on="item_idx", how="left")
             .join(pop, on="item_idx", how="left")
+            .join(_leaf_stats(fs), on="item_idx", how="left")
             .join(aff, on=["user_idx", "top_category"], how="left")
-            .join(brands, on=["user_idx", "brand_idx"], how="left")
-            .join(cats, on=["user_idx", "top_category"], how="left")
-            .join(users, on="user_idx", how="left")
+            .join(stats["brands"], on=["user_idx", "brand_idx"], how="left")
+            .join(stats["leaves"], on=["user_idx", "leaf_category"], how="left")
+            .join(stats["categories"], on=["user_idx", "top_category"], how="left")
+            .join(stats["pairs"], on=KEYS, how="left")
+            .join(stats["users"], on="user_idx", how="left")
             .join(intent["top"], on=["user_idx", "top_category"], how="left")
             .join(intent["leaf"], on=["user_idx", "leaf_category"], how="left")
             .with_columns(*[pl.col(c).fill_null(0) for c in
                             [*counts, "category_affinity", "category_share", "brand_share",
-                             "user_events", "user_items", "recent_top_share",
-                             "recent_leaf_share"]],
+                             "leaf_share", "user_item_events", "user_events", "user_items",
+                             "recent_top_share", "recent_leaf_share"]],
                           (pl.col("price") / pl.col("user_mean_price")).alias("price_ratio"))
-            .drop("top_category", "leaf_category", "brand_idx", "user_mean_price"))
+            .drop("top_category", "leaf_category", "brand_idx", "user_mean_price")
+            .pipe(list_features))
+
+
+def list_features(df: pl.DataFrame) -> pl.DataFrame:
+    """Where each candidate stands in its own list: scores mean different things for a user
+    with a sharp taste and one with a flat one, and LambdaRank compares rows within a list."""
+    out = [pl.col(c).rank("min", descending=True).over("user_idx").alias(f"{c}_rank_in_list")
+           for c in df.columns if c.startswith("count_")]
+    if "two_tower" in df.columns:
+        out += [pl.col("two_tower").rank("min", descending=True).over("user_idx")
+                .alias("two_tower_rank_in_list"),
+                (pl.col("two_tower") - pl.col("two_tower").max().over("user_idx"))
+                .alias("two_tower_gap")]
+    return df.with_columns(out)
 
 
 def feature_names(frame: pl.DataFrame) -> list[str]:
     """Every numeric column except the keys, labels and bookkeeping."""
-    skip = {*KEYS, "label", "sources"}
+    skip = {*KEYS, "label", "sources", "cutoff"}
     return [c for c, t in frame.schema.items() if c not in skip and t.is_numeric()]
 
 
