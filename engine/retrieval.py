@@ -27,12 +27,16 @@ class TrainedRetrieval:
 
 def train_retrieval(cfg: EngineConfig, *, window: str = "train",
                     epochs: int | None = None) -> TrainedRetrieval:
-    """Train on the positives of `window`: "train" early-stops on the validation window;
-    "valid" (train + valid, the refit for scoring the test window) runs `epochs` epochs,
-    which the early-stopped run chose."""
+    """Train on the positives of `window`. Without `epochs`, "train" early-stops on the
+    validation window; with `epochs` (which an early-stopped run chose) it runs that many and
+    never looks at the validation window, as must a model whose scores become features
+    labelled by that window. "valid" (train + valid, the refit for scoring the test window)
+    needs `epochs`."""
+    if window != "train" and epochs is None:
+        raise ValueError(f"training on the {window!r} window needs a fixed epoch count")
     fs = build_features(cfg, window=window)  # type: ignore[arg-type]
     splits = {"train": ("train",), "valid": ("train", "valid")}[window]
-    validation = held_out(fs) if window == "train" else None
+    validation = held_out(fs) if epochs is None else None
     if epochs is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
     result = train_two_tower(fs, cfg, validation=validation, splits=splits)

@@ -1,8 +1,8 @@
 """From labelled candidate frames to LambdaRank query groups.
 
-A query is one user's candidate list; its rows are contiguous and sorted by user. Lists with
-no positive teach a ranker nothing and are dropped; users are split into fit and early-stopping
-sets whole, never row by row.
+A query is one user's candidate list as of one cutoff (`cutoff`, `user_idx`); its rows are
+contiguous and sorted. Lists with no positive teach a ranker nothing and are dropped; users are
+split into fit and early-stopping sets whole (all their cutoffs), never row by row.
 """
 
 from __future__ import annotations
@@ -13,23 +13,27 @@ import polars as pl
 from engine.rerank.features import KEYS
 from engine.rerank.ranker import RankData
 
+QUERY = ["cutoff", "user_idx"]
+
 
 def attach_labels(frame: pl.DataFrame, labels: pl.DataFrame, *,
                   drop_without_positive: bool = True) -> pl.DataFrame:
-    """`frame` with a `label` column (0 where the user did nothing with the item), sorted by
-    user then item."""
+    """`frame` with a `label` column (0 where the user did nothing with the item) and a
+    `cutoff` column (0 unless there), sorted by query then item."""
+    if "cutoff" not in frame.columns:
+        frame = frame.with_columns(pl.lit(0, pl.Int32).alias("cutoff"))
     out = (frame.join(labels, on=KEYS, how="left").with_columns(pl.col("label").fill_null(0))
-           .sort(KEYS))
+           .sort(*QUERY, "item_idx"))
     if drop_without_positive:
-        out = out.filter((pl.col("label") > 0).any().over("user_idx"))
+        out = out.filter((pl.col("label") > 0).any().over(QUERY))
     return out
 
 
 def rank_data(frame: pl.DataFrame, names: list[str]) -> RankData:
     """Features (nulls as NaN, which LightGBM treats as missing), labels and group sizes of a
-    labelled frame sorted by user."""
+    labelled frame sorted by query."""
     x = frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
-    group = frame.group_by("user_idx", maintain_order=True).len()["len"].to_numpy()
+    group = frame.group_by(QUERY, maintain_order=True).len()["len"].to_numpy()
     return RankData(x, frame["label"].to_numpy().astype(np.float64), group)
 
 

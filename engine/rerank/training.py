@@ -1,0 +1,89 @@
+"""Training lists for the re-ranker and its fit.
+
+One cutoff gives one list per active user, a few thousand lists with a handful of positives
+each on a small shop: too little for LambdaRank to learn more than the two-tower order. So
+lists are made at several cutoffs, `cutoff_step_days` apart, going back from the latest one.
+At each cutoff a two-tower model is trained on what came before it only (a fixed epoch count,
+never looking at the label window), candidates and features are computed as of the cutoff, and
+labels come from the `label_days` after it: the same view of the world the ranker gets when it
+serves, repeated over time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from engine.candidates import default_sources, generate_candidates
+from engine.config import EngineConfig
+from engine.rerank.dataset import attach_labels, rank_data, split_users
+from engine.rerank.features import feature_frame, feature_names, labels
+from engine.rerank.ndcg import mean_ndcg
+from engine.rerank.ranker import train_ranker
+from engine.retrieval import TrainedRetrieval, retrieval_context, train_retrieval
+from pipelines.dataset import Window, build_features
+
+
+def labelled_lists(cfg: EngineConfig, trained: TrainedRetrieval, *, window: Window,
+                   label_split: str, cutoff: int = 0) -> pl.DataFrame:
+    """Candidates with features as of the end of `window`, labelled by `label_split`, for
+    every user active in `label_split`; lists without a positive are dropped."""
+    fs = build_features(cfg, window=window)
+    ctx, _ = retrieval_context(cfg, fs, trained)
+    users = (fs.interactions.filter(pl.col("split") == label_split)["user_idx"].unique()
+             .sort().to_numpy().astype(np.int64))
+    cands = generate_candidates(default_sources(ctx), users)
+    frame = feature_frame(cands, ctx).with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff"))
+    return attach_labels(frame, labels(ctx, label_split))
+
+
+def shifted(cfg: EngineConfig, valid_start: datetime, label_days: float) -> EngineConfig:
+    """`cfg` with its temporal split moved: train before `valid_start`, labels after it."""
+    split = cfg.split.model_copy(update={
+        "strategy": "temporal", "valid_start": valid_start,
+        "test_start": valid_start + timedelta(days=label_days),
+        "valid_days": None, "test_days": None})
+    return cfg.model_copy(update={"split": split})
+
+
+def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
+                   report: Callable[[str], None] = lambda _: None) -> pl.DataFrame:
+    """Labelled lists of `cfg.rerank.training_cutoffs` cutoffs, the latest at `latest`, the
+    others `cutoff_step_days` apart before it; column `cutoff` counts back from 0."""
+    rc = cfg.rerank
+    parts = []
+    for n in range(rc.training_cutoffs):
+        at = latest - timedelta(days=n * rc.cutoff_step_days)
+        report(f"training lists as of {at:%Y-%m-%d}")
+        c = shifted(cfg, at, rc.label_days)
+        trained = train_retrieval(c, epochs=epochs)
+        parts.append(labelled_lists(c, trained, window="train", label_split="valid", cutoff=n))
+    return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
+
+
+@dataclass(frozen=True)
+class FittedRanker:
+    """The booster, its feature names and its early-stopping NDCG on held-out users."""
+
+    booster: lgb.Booster
+    names: list[str]
+    holdout_ndcg: float
+    holdout_two_tower_ndcg: float | None
+
+
+def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
+    """LambdaRank on `lists`, early-stopped on NDCG@`ndcg_at` of a share of whole users."""
+    rc = cfg.rerank
+    names = feature_names(lists)
+    fit, hold = split_users(lists, rc.holdout_share, seed=rc.seed)
+    valid = rank_data(hold, names)
+    booster = train_ranker(rank_data(fit, names), names, rc, valid=valid)
+    score = booster.predict(valid.x, num_iteration=booster.best_iteration or None)
+    base = (mean_ndcg(valid.y, hold["two_tower"].to_numpy(), valid.group, rc.ndcg_at)
+            if "two_tower" in hold.columns else None)
+    return FittedRanker(booster, names, mean_ndcg(valid.y, score, valid.group, rc.ndcg_at), base)

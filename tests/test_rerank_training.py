@@ -1,0 +1,90 @@
+"""Training lists of the re-ranker: one set per cutoff, each with features as of its cutoff
+(counts only from before it) and labels only from the `label_days` after it; query groups
+are (cutoff, user); the ranker fits on them and saves as text."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from embeddings.config import TrainConfig, TwoTowerConfig
+from engine.candidates import CandidatesConfig
+from engine.config import EngineConfig
+from engine.rerank.config import RankerConfig
+from engine.rerank.dataset import rank_data
+from engine.rerank.ranker import load_ranker, save_ranker
+from engine.rerank.training import fit_ranker, shifted, training_lists
+from pipelines.config import PipelineConfig
+from pipelines.dataset import FeatureSet, build_features
+
+STEP = 7.0
+
+
+@pytest.fixture(scope="module")
+def cfg(small_config: PipelineConfig) -> EngineConfig:
+    return EngineConfig(
+        **small_config.model_dump(exclude={"model", "train"}),
+        model=TwoTowerConfig(dim=16, embedding_dim=16, hidden=(32,)),
+        train=TrainConfig(epochs=1, batch_size=256, seed=5),
+        candidates=CandidatesConfig(ann=30, covisit=20, content=10, trending=10, repeat=5,
+                                    cold_user=10),
+        rerank=RankerConfig(training_cutoffs=2, cutoff_step_days=STEP, label_days=7.0,
+                            min_data_in_leaf=5, num_boost_round=30, early_stopping_rounds=10))
+
+
+@pytest.fixture(scope="module")
+def lists(cfg: EngineConfig, small_features: FeatureSet) -> pl.DataFrame:
+    return training_lists(cfg, small_features.valid_start, epochs=1)
+
+
+def test_shifted_moves_the_split(cfg: EngineConfig, small_features: FeatureSet) -> None:
+    at = small_features.valid_start - timedelta(days=STEP)
+    fs = build_features(shifted(cfg, at, 7.0))
+    assert fs.as_of == at and fs.test_start == at + timedelta(days=7)
+    assert fs.window_interactions()["ts"].max() < at
+
+
+def test_each_cutoff_sees_only_its_past_and_is_labelled_by_its_future(
+        cfg: EngineConfig, small_features: FeatureSet, lists: pl.DataFrame) -> None:
+    assert sorted(lists["cutoff"].unique().to_list()) == [0, 1]
+    inter = small_features.interactions
+    for n in (0, 1):
+        at = small_features.valid_start - timedelta(days=n * STEP)
+        mine = lists.filter(pl.col("cutoff") == n)
+        # popularity features count interactions before the cutoff only
+        before = (inter.filter(pl.col("ts") < at).group_by(pl.col("item_idx").cast(pl.Int64))
+                  .agg(pl.len().alias("want")))
+        got = (mine.select("item_idx", "count_all").unique()
+               .join(before, on="item_idx", how="left").with_columns(pl.col("want").fill_null(0)))
+        assert (got["count_all"] == got["want"]).all()
+        # every positive label is an interaction in [at, at + label_days)
+        window = (inter.filter((pl.col("ts") >= at) & (pl.col("ts") < at + timedelta(days=7)))
+                  .select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+                  .unique())
+        pos = mine.filter(pl.col("label") > 0).select("user_idx", "item_idx")
+        assert pos.height > 0
+        assert pos.join(window, on=["user_idx", "item_idx"], how="anti").height == 0
+
+
+def test_query_groups_are_lists_of_one_user_at_one_cutoff(lists: pl.DataFrame) -> None:
+    data = rank_data(lists, ["count_all"])
+    assert len(data.group) == lists.select("cutoff", "user_idx").n_unique()
+    assert lists.select(pl.struct("cutoff", "user_idx", "item_idx").is_unique().all()).item()
+    users_in_both = set(lists.filter(pl.col("cutoff") == 0)["user_idx"].to_list()) & \
+        set(lists.filter(pl.col("cutoff") == 1)["user_idx"].to_list())
+    assert users_in_both, "a user active at both cutoffs has two lists"
+
+
+def test_ranker_fits_and_round_trips(tmp_path: Path, cfg: EngineConfig,
+                                     lists: pl.DataFrame) -> None:
+    fitted = fit_ranker(lists, cfg)
+    assert 0.0 < fitted.holdout_ndcg <= 1.0
+    assert "two_tower" in fitted.names and "cutoff" not in fitted.names
+    back = load_ranker(save_ranker(fitted.booster, tmp_path))
+    x = rank_data(lists, fitted.names).x
+    np.testing.assert_allclose(back.predict(x),
+                               fitted.booster.predict(x, num_iteration=fitted.booster.best_iteration))
