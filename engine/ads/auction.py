@@ -3,7 +3,7 @@
 
 Users are served in chunks, in the batch's order. Each ad shown spends its expected cost
 (pCTR x bid, cost per click) from its campaign's daily budget; a campaign whose budget is spent
-stops (a chunk already under way may overshoot by its own spend). Pacing keeps a small budget
+stops at once, within a chunk too (it overshoots by at most one ad's expected cost). Pacing keeps a small budget
 from going to the first users of the batch (probabilistic throttling): for each chunk, a
 campaign enters each user's auction with probability min(1, budget left / what it would spend
 on all remaining users unthrottled, at this chunk's rate), so its spend follows the batch.
@@ -80,8 +80,13 @@ def rank_ads(users: np.ndarray, ads: np.ndarray, pctr: Callable[[np.ndarray, np.
             pace = np.where(need > 0, np.minimum(1.0, left / np.maximum(need, 1e-12)), 1.0)
             ok &= rng.random((len(chunk), len(camps)))[:, col_camp] < pace[col_camp][None, :]
         rows, cols = _top(np.where(ok, ecpm, -np.inf), k)
-        for c, cost in zip(campaign[cols], p[rows, cols] * bid[cols], strict=True):
-            spent[int(c)] += float(cost)
+        keep = np.ones(len(rows), bool)
+        for j, (c, cost) in enumerate(zip(campaign[cols], p[rows, cols] * bid[cols], strict=True)):
+            if spent[int(c)] >= budget[int(c)]:  # spent within this chunk: no more of its ads
+                keep[j] = False
+            else:
+                spent[int(c)] += float(cost)
+        rows, cols = rows[keep], cols[keep]
         rank = np.concatenate([np.arange(1, m + 1) for m in np.bincount(rows, minlength=len(chunk))])
         out.append(pl.DataFrame({
             "user_idx": chunk[rows].astype(np.int64), "rank": rank.astype(np.int32),

@@ -1,0 +1,89 @@
+"""Ad lists at a moment: only ads in flight with a bid, ranked by calibrated pCTR x bid, no ad
+past its frequency cap for a user, no campaign past its daily budget by more than one ad."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.ads.auction import AuctionConfig
+from engine.ads.lists import Inventory, ad_lists
+from engine.ads.log import ad_features, ad_impressions
+from engine.ads.pctr import Pctr, PctrConfig, train_pctr
+from pipelines.config import PipelineConfig
+from pipelines.dataset import FeatureSet
+from pipelines.validate import validate_tables
+
+
+@pytest.fixture(scope="module")
+def log(small_config: PipelineConfig) -> pl.DataFrame:
+    tables = validate_tables(small_config.data, small_config.columns)
+    return ad_impressions(tables.interactions, tables.items, start=None, end=None)
+
+
+@pytest.fixture(scope="module")
+def model(log: pl.DataFrame, small_features: FeatureSet) -> Pctr:
+    return train_pctr(ad_features(log, log.head(0), small_features), PctrConfig(min_data_in_leaf=5))
+
+
+def when(fs: FeatureSet) -> datetime:
+    """A moment when some of the small set's ads are in flight and some have ended."""
+    return fs.valid_start - timedelta(days=10, hours=12)
+
+
+def test_inventory_is_ads_in_flight_with_a_bid(small_features: FeatureSet) -> None:
+    at = when(small_features)
+    inv = Inventory.at(small_features, at)
+    assert len(inv.item_idx) > 0
+    rows = small_features.items.filter(pl.col("item_idx").is_in(inv.item_idx.tolist()))
+    assert (rows["kind"] == "ad").all() and rows["available"].all() and (rows["bid"] > 0).all()
+    assert ((rows["start_ts"].is_null() | (rows["start_ts"] <= at))
+            & (rows["end_ts"].is_null() | (rows["end_ts"] > at))).all()
+    out_of_flight = small_features.items.filter(
+        (pl.col("kind") == "ad") & (pl.col("end_ts") <= at))["item_idx"].to_list()
+    assert out_of_flight and not set(out_of_flight) & set(inv.item_idx.tolist())
+
+
+def test_lists_follow_ecpm_and_the_frequency_cap(small_features: FeatureSet, model: Pctr,
+                                                 log: pl.DataFrame) -> None:
+    at = when(small_features)
+    users = np.arange(1, 60, dtype=np.int64)
+    cfg = AuctionConfig(ads_per_user=3, reserve_ecpm=0.0, frequency_cap=2, pacing=False)
+    past = log.filter(pl.col("ts") < at)
+    lists, _ = ad_lists(users, small_features, model, past, cfg, when=at)
+    assert lists.height > 0
+    for (_,), got in lists.group_by("user_idx"):
+        ecpm = got.sort("rank")["ecpm"].to_numpy()
+        assert (np.diff(ecpm) <= 1e-12).all()
+    np.testing.assert_allclose(lists["ecpm"], lists["pctr"] * lists["bid"] * 1000)
+    # the user's best ad, shown twice today already, is capped
+    top = lists.filter(pl.col("rank") == 1).row(0, named=True)
+    uid = small_features.vocabs.user.decode(pl.Series([top["user_idx"]]))[0]
+    iid = small_features.vocabs.item.decode(pl.Series([top["item_idx"]]))[0]
+    shown = pl.DataFrame({"user_id": [uid] * 2, "item_id": [iid] * 2,
+                          "ts": [at - timedelta(hours=2), at - timedelta(hours=1)],
+                          "clicked": [False, False]})
+    again, _ = ad_lists(users, small_features, model,
+                        pl.concat([past, shown], how="diagonal_relaxed"), cfg, when=at)
+    mine = again.filter(pl.col("user_idx") == top["user_idx"])["item_idx"].to_list()
+    assert top["item_idx"] not in mine
+    assert len(mine) > 0  # the other ads still come
+
+
+def test_no_campaign_outspends_its_budget(small_features: FeatureSet, model: Pctr,
+                                          log: pl.DataFrame) -> None:
+    at = when(small_features)
+    users = small_features.users["user_idx"].to_numpy().astype(np.int64)
+    users = users[users > 0]
+    inv = Inventory.at(small_features, at)
+    tight = {c: 0.05 for c in inv.budget}
+    cfg = AuctionConfig(ads_per_user=2, reserve_ecpm=0.0, chunk=50)
+    budgets = Inventory(inv.item_idx, inv.item_id, inv.bid, inv.campaign, dict(tight))
+    lists, spent = ad_lists(users, small_features, model, log.filter(pl.col("ts") < at), cfg,
+                            when=at, inventory=budgets)
+    one_ad = float(inv.bid.max())  # a click probability is at most 1
+    assert all(spent[c] <= tight[c] + one_ad for c in spent)
+    assert lists["user_idx"].n_unique() < len(users)  # the budgets did stop some ads
