@@ -11,8 +11,12 @@ test start.
 from __future__ import annotations
 
 import argparse
+import time
 import warnings
 
+import numpy as np
+
+from engine.ads.lists import Inventory, ad_lists
 from engine.ads.log import ad_features, ad_impressions
 from engine.ads.pctr import pctr_report, train_pctr
 from engine.config import EngineConfig
@@ -45,6 +49,20 @@ def main() -> None:
     print(f"  log loss: raw {r['logloss_raw']:.4f}, calibrated {r['logloss_calibrated']:.4f}")
     print(f"  ECE (15 equal-count bins): raw {r['ece_raw']:.4f}, calibrated "
           f"{r['ece_calibrated']:.4f}")
+
+    users = test_fs.users["user_idx"].to_numpy().astype(np.int64)
+    users = users[users > 0]
+    t = time.perf_counter()
+    lists, spent = ad_lists(users, test_fs, model, log(None, test_cut), cfg.auction,
+                            when=test_cut)
+    seconds = time.perf_counter() - t
+    inv = Inventory.at(test_fs, test_cut)
+    budget = sum(v for v in inv.budget.values() if np.isfinite(v))
+    print(f"ad lists at {test_cut:%Y-%m-%d}: {len(inv.item_idx)} ads in flight in "
+          f"{len(inv.budget)} campaigns; {lists['user_idx'].n_unique():,} of {len(users):,} users "
+          f"get an ad ({lists.height:,} slots, mean eCPM {lists['ecpm'].mean():.2f}) in "
+          f"{seconds:.1f} s; expected spend {sum(spent.values()):.0f} of {budget:.0f} budget, "
+          f"largest overshoot of a campaign {max(spent[c] - inv.budget[c] for c in spent):+.2f}")
 
 
 if __name__ == "__main__":

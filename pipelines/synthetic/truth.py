@@ -39,8 +39,27 @@ class GroundTruth:
             end=datetime.fromisoformat(meta["end"]),
         )
 
+    def pair_utility(self, user_ids: pl.Series, item_ids: pl.Series, at: datetime) -> np.ndarray:
+        """(N,) true utility of each (user id, item id) pair at time `at` (NaN where either id
+        is not in the ground truth)."""
+        def rows(ids: pl.Series, known: pl.Series) -> np.ndarray:
+            table = pl.DataFrame({"id": known, "row": np.arange(len(known))})
+            return (pl.DataFrame({"id": ids.cast(pl.String)})
+                    .join(table, on="id", how="left", maintain_order="left")["row"]
+                    .fill_null(-1).to_numpy())
+        u, i = rows(user_ids, self.user_ids), rows(item_ids, self.item_ids)
+        f = np.float32(self._f(at))
+        ok = (u >= 0) & (i >= 0)
+        taste = self.user_factor[u[ok]] + f * self.user_drift[u[ok]]
+        out = np.full(len(u), np.nan)
+        out[ok] = np.einsum("nd,nd->n", taste, self.item_factor[i[ok]]) / self.tau \
+            + self.item_bias[i[ok]]
+        return out
+
+    def _f(self, at: datetime) -> float:
+        return (at - self.start).total_seconds() / (self.end - self.start).total_seconds()
+
     def utility(self, user_rows: np.ndarray, at: datetime) -> np.ndarray:
         """True utility of every item for the given user rows at time `at`: shape (n, I)."""
-        f = (at - self.start).total_seconds() / (self.end - self.start).total_seconds()
-        taste = self.user_factor[user_rows] + np.float32(f) * self.user_drift[user_rows]
+        taste = self.user_factor[user_rows] + np.float32(self._f(at)) * self.user_drift[user_rows]
         return taste @ self.item_factor.T / self.tau + self.item_bias[None, :]
