@@ -240,15 +240,54 @@ def _index(cfg: EngineConfig, vectors: Path, out: Path) -> None:
     ]))
 
 
+def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool) -> None:
+    from engine.jobs.nightly import run_nightly
+    from engine.jobs.stages import STAGES
+
+    with steps("nightly", len(STAGES) + 1, console) as report:
+        result = run_nightly(cfg, artifacts, force=force, report=report)
+    root = result.version
+    if result.reason == "unchanged":
+        console.print(f"inputs and config unchanged: nothing new published; live version "
+                      f"{root}")
+        return
+    f = result.figures
+    rows = [("version", str(root)), ("why", result.reason)]
+    rows += [(f"{name} stage", f"{s:.1f} s") for name, s in result.seconds.items()]
+    if f:
+        train, rerank, ads = f.get("train", {}), f.get("rerank", {}), f.get("ads", {})
+        rows += [(f"two-tower valid recall@{train.get('recall_k')}", f"{train.get('valid_recall'):.4f}"),
+                 ("re-ranker holdout NDCG@10 (two-tower)",
+                  f"{rerank.get('holdout_ndcg'):.4f} ({rerank.get('holdout_two_tower_ndcg'):.4f})")]
+        if ads.get("trained"):
+            rows.append(("pCTR AUC, ECE raw -> calibrated",
+                         f"{ads['auc']:.3f}, {ads['ece_raw']:.4f} -> {ads['ece_calibrated']:.4f}"))
+    if root is not None:
+        rows += [("product lists", str(root / "recs" / "kind=product")),
+                 ("ad lists", str(root / "recs" / "kind=ad")),
+                 ("metrics", str(root / "report" / "metrics.json"))]
+    console.print(_table("nightly", rows))
+
+
+@app.command()
+@user_errors
+def nightly(
+    config: ConfigOpt,
+    artifacts: Annotated[Path | None, typer.Option(
+        help="Artifacts root (default: the config's [artifacts] root).")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Publish even if the quality gate fails or nothing changed.")] = False,
+) -> None:
+    """Run every stage (resuming an interrupted run), gate and publish a new version."""
+    _nightly(load_config(config, Config), artifacts, force=force)
+
+
 @app.command()
 @user_errors
 def demo(config: ConfigOpt = SAMPLE_CONFIG) -> None:
-    """Run the main job on the sample data shipped in data_samples/."""
-    cfg = load_config(config, Config)
+    """Run the nightly job on the sample data shipped in data_samples/."""
     console.print(f"[bold]recengine demo[/] on {config}")
-    work = _features(cfg, None)
-    _train(cfg, work / "embeddings")
-    _index(cfg, work / "embeddings", work / "index")
+    _nightly(load_config(config, Config), None, force=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

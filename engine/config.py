@@ -7,13 +7,14 @@ from engine.ads.auction import AuctionConfig
 from engine.ads.config import PctrConfig
 from engine.candidates.config import CandidatesConfig
 from engine.index.config import IndexConfig
+from engine.jobs.config import JobsConfig
 from engine.rerank.config import RankerConfig
 from engine.rules import RulesConfig
 
 
 class EngineConfig(EmbeddingsConfig):
     """Pipeline, model and training sections, plus `[index]`, `[candidates]`, `[rerank]`,
-    `[rules]`, `[ads]` and `[auction]`."""
+    `[rules]`, `[ads]`, `[auction]` and `[jobs]`."""
 
     index: IndexConfig = IndexConfig()
     candidates: CandidatesConfig = CandidatesConfig()
@@ -21,3 +22,4 @@ class EngineConfig(EmbeddingsConfig):
     rules: RulesConfig = RulesConfig()
     ads: PctrConfig = PctrConfig()
     auction: AuctionConfig = AuctionConfig()
+    jobs: JobsConfig = JobsConfig()

@@ -31,11 +31,12 @@ def train_retrieval(cfg: EngineConfig, *, window: str = "train",
     validation window; with `epochs` (which an early-stopped run chose) it runs that many and
     never looks at the validation window, as must a model whose scores become features
     labelled by that window. "valid" (train + valid, the refit for scoring the test window)
-    needs `epochs`."""
+    needs `epochs`, and so does "all" (every interaction: the fit a published version serves)."""
     if window != "train" and epochs is None:
         raise ValueError(f"training on the {window!r} window needs a fixed epoch count")
     fs = build_features(cfg, window=window)  # type: ignore[arg-type]
-    splits = {"train": ("train",), "valid": ("train", "valid")}[window]
+    splits = {"train": ("train",), "valid": ("train", "valid"),
+              "all": ("train", "valid", "test")}[window]
     validation = held_out(fs) if epochs is None else None
     if epochs is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})

@@ -1,0 +1,1 @@
+"""The nightly batch job: staged, resumable, published atomically as a versioned artifact."""

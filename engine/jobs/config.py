@@ -1,0 +1,23 @@
+"""Settings of the nightly job: the `[jobs]` section."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipelines.config import Section
+
+
+class JobsConfig(Section):
+    """The `[jobs]` section."""
+
+    k: int = Field(default=20, ge=1)
+    """Products in each user's published list."""
+    retention: int = Field(default=5, ge=1)
+    """Published versions kept (the current one is never removed)."""
+    gate_tolerance: float = Field(default=0.05, ge=0, le=1)
+    """A new version is published only if no validation metric is worse than the live
+    version's by more than this share (0.05: at most 5% lower)."""
+    user_chunk: int = Field(default=5000, ge=1)
+    """Users scored per chunk of the batch lists (memory stays flat as users grow)."""
+    explain: bool = True
+    """Write the `why` column (sources, feature contributions, rules) in the product lists."""

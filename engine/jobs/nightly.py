@@ -1,0 +1,145 @@
+"""`recengine nightly`: run every stage into a staging folder keyed by the run's inputs, resume
+from the first unfinished stage after a crash, hold the new version to the quality gate, and
+publish it atomically.
+
+The run key is a hash of the input files, the config and the library version: a rerun after a
+kill finds the same staging folder and its stage records; a rerun with nothing changed finds
+the key in the live version's manifest and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from engine.config import EngineConfig
+from engine.jobs.artifacts import (
+    VERSIONS, current_version, prune, publish, read_manifest, sha256_file, staging_dir,
+    switch_current, verify, write_manifest,
+)
+from engine.jobs.stages import STAGES, Figures, Run
+from pipelines.errors import RecengineError
+from pipelines.io import atomic_path
+from pipelines.progress import Report, silent
+
+GATED = {"train": "valid_recall", "rerank": "holdout_ndcg"}
+"""The validation figures a new version must not lose against the live one."""
+LIBRARIES = ("recengine", "torch", "torchrec", "faiss-cpu", "lightgbm", "polars", "numpy",
+             "scikit-learn")
+
+
+class QualityGateError(RecengineError):
+    """The new version's validation figures are worse than the live version's."""
+
+
+@dataclass(frozen=True)
+class NightlyResult:
+    """What a run did: the version now live, whether this run published it, and why."""
+
+    version: Path | None
+    published: bool
+    reason: str          # "published", "unchanged", "resumed publish"
+    figures: dict[str, Figures]
+    seconds: dict[str, float]
+
+
+def input_checksums(cfg: EngineConfig) -> dict[str, str]:
+    return {name: sha256_file(getattr(cfg.data, name))
+            for name in ("interactions", "items", "users")}
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def run_key(cfg: EngineConfig) -> str:
+    """sha256 of the inputs, the config (bar where artifacts go) and the library versions."""
+    doc = {"inputs": input_checksums(cfg), "libraries": library_versions(),
+           "config": cfg.model_dump(mode="json", exclude={"artifacts"})}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _published_with(root: Path, key: str) -> Path | None:
+    """A version folder built from this run key (a publish interrupted before the switch)."""
+    folder = root / VERSIONS
+    for v in sorted(folder.glob(f"*-{key[:12]}")) if folder.is_dir() else []:
+        if read_manifest(v).get("run_key") == key:
+            return v
+    return None
+
+
+def check_gate(figures: dict[str, Figures], live: Path | None, tolerance: float) -> list[str]:
+    """The gated figures that fell by more than `tolerance` against the live version."""
+    if live is None:
+        return []
+    old = read_manifest(live).get("gate") or {}
+    worse = []
+    for stage, name in GATED.items():
+        new_v, old_v = figures.get(stage, {}).get(name), old.get(f"{stage}.{name}")  # type: ignore[union-attr]
+        if isinstance(new_v, (int, float)) and isinstance(old_v, (int, float)) \
+                and new_v < old_v * (1.0 - tolerance):
+            worse.append(f"{stage}.{name} {new_v:.4f} < live {old_v:.4f}")
+    return worse
+
+
+def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = False,
+                report: Report = silent) -> NightlyResult:
+    """Build, gate and publish a version under `root` (default: the config's artifacts root)."""
+    root = Path(root or cfg.artifacts.root).resolve()
+    key = run_key(cfg)
+    live = current_version(root)
+    if live is not None and read_manifest(live).get("run_key") == key and not force:
+        return NightlyResult(live, False, "unchanged", {}, {})
+    done = _published_with(root, key)
+    if done is not None:
+        verify(done)
+        switch_current(root, done)
+        return NightlyResult(done, True, "resumed publish", {}, {})
+
+    staging = staging_dir(root, key)
+    (staging / "stages").mkdir(parents=True, exist_ok=True)
+    run = Run(cfg, staging, report=report)
+    seconds: dict[str, float] = {}
+    for name, stage in STAGES:
+        record = staging / "stages" / f"{name}.json"
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            run.figures[name], seconds[name] = saved["figures"], saved["seconds"]
+            continue
+        report(name)
+        t0 = time.perf_counter()
+        figures = stage(run)
+        seconds[name] = round(time.perf_counter() - t0, 3)
+        run.figures[name] = figures
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps({"figures": figures, "seconds": seconds[name]},
+                                      default=str))
+    report("publish")
+    worse = check_gate(run.figures, live, cfg.jobs.gate_tolerance)
+    if worse and not force:
+        raise QualityGateError(
+            f"quality gate: not published, {'; '.join(worse)} (tolerance "
+            f"{cfg.jobs.gate_tolerance:.0%}); `current` still points at {live.name if live else '-'}"
+            "; rerun with --force to publish anyway")
+    version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{key[:12]}"
+    write_manifest(staging, {
+        "version": version, "run_key": key, "created": datetime.now(UTC).isoformat(),
+        "inputs": input_checksums(cfg), "config": cfg.model_dump(mode="json"),
+        "libraries": library_versions(), "metrics": run.figures, "seconds": seconds,
+        "gate": {f"{s}.{n}": run.figures.get(s, {}).get(n) for s, n in GATED.items()},
+        "forced": bool(worse)})
+    final = publish(root, staging, version)
+    prune(root, cfg.jobs.retention)
+    return NightlyResult(final, True, "published", run.figures, seconds)

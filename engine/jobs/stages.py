@@ -1,0 +1,217 @@
+"""The stages of the nightly job, in order. Each reads what earlier stages wrote into the run's
+folder, writes its own outputs there (each file atomically) and returns the figures it
+measured; the runner records completion only after a stage returns, so a stage that was
+killed simply runs again.
+
+Model selection uses the validation window (early stopping, the quality gate's figures); the
+models that produce the published lists are then fitted on every interaction up to the run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from embeddings.checkpoint import save_checkpoint
+from embeddings.export import ITEMS, USERS, export_vectors, load_vectors
+from engine.ads.lists import ad_lists
+from engine.ads.log import ad_features, ad_impressions
+from engine.ads.pctr import Pctr, pctr_report, train_pctr
+from engine.candidates import CandidateContext, default_sources, generate_candidates
+from engine.config import EngineConfig
+from engine.index import ItemIndex, build_index
+from engine.index.eligibility import eligible_items
+from engine.rerank.features import feature_frame
+from engine.rerank.lists import ItemFacts, product_lists, with_explanations
+from engine.rerank.ranker import load_ranker, save_ranker
+from engine.rerank.training import fit_ranker, training_lists
+from engine.retrieval import train_retrieval
+from pipelines.dataset import FeatureSet, build_features
+from pipelines.io import write_parquet
+from pipelines.progress import Report, silent
+from pipelines.validate import validate_tables
+
+Figures = dict[str, float | int | str | None]
+
+
+@dataclass
+class Run:
+    """One run of the job: its config, its folder, what finished stages measured."""
+
+    cfg: EngineConfig
+    dir: Path
+    figures: dict[str, Figures] = field(default_factory=dict)
+    report: Report = silent
+
+    def features(self) -> FeatureSet:
+        return FeatureSet.load(self.dir)
+
+
+def validate(run: Run) -> Figures:
+    t = validate_tables(run.cfg.data, run.cfg.columns)
+    return {"interactions": t.interactions.height, "items": t.items.height,
+            "users": t.users.height, "last_ts": str(t.interactions["ts"].max())}
+
+
+def features(run: Run) -> Figures:
+    fs = build_features(run.cfg, window="all")
+    fs.save(run.dir)
+    return {"as_of": fs.as_of.isoformat(), "positives": fs.interactions.height}
+
+
+def train(run: Run) -> Figures:
+    """Early-stop on the validation window to choose the epoch count, then fit on all."""
+    chosen = train_retrieval(run.cfg)
+    epochs = chosen.result.best_epoch + 1
+    final = train_retrieval(run.cfg, window="all", epochs=epochs)
+    out = run.dir / "embeddings"
+    save_checkpoint(out, final.result.state_dict, final.result.sizes, run.cfg.model)
+    export_vectors(final.model, run.features(), known_items=final.result.known_items,
+                   known_users=final.result.known_users,
+                   history_length=run.cfg.features.history_length, folder=out)
+    return {"epochs": epochs, "valid_recall": chosen.result.best_recall,
+            "recall_k": run.cfg.train.recall_k}
+
+
+def _vectors(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item, content, user) vectors as dense arrays by index."""
+    items, users = load_vectors(run.dir / "embeddings" / ITEMS), load_vectors(
+        run.dir / "embeddings" / USERS)
+    n_items = int(items.index.max()) + 1
+    n_users = int(users.index.max()) + 1
+    iv = np.zeros((n_items, items.matrix.shape[1]), np.float32)
+    cv = np.zeros_like(iv)
+    uv = np.zeros((n_users, users.matrix.shape[1]), np.float32)
+    iv[items.index], uv[users.index] = items.matrix, users.matrix
+    if items.content is not None:
+        cv[items.index] = items.content
+    return iv, cv, uv
+
+
+def index(run: Run) -> Figures:
+    iv, _, uv = _vectors(run)
+    fs = run.features()
+    products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
+    built, figures = build_index(iv[products], products, run.cfg.index, queries=uv[1:])
+    built.save(run.dir / "index")
+    return {"kind": built.kind, **{k: v for k, v in figures.items()
+                                   if isinstance(v, (int, float, str))}}
+
+
+def latest_cutoff(fs: FeatureSet, label_days: float) -> datetime:
+    """The last cutoff with a whole label window before the run's data ends."""
+    end = datetime.combine((fs.as_of - timedelta(seconds=1)).date(), time()) + timedelta(days=1)
+    return end - timedelta(days=label_days)
+
+
+def rerank(run: Run) -> Figures:
+    fs = run.features()
+    lists = training_lists(run.cfg, latest_cutoff(fs, run.cfg.rerank.label_days),
+                           epochs=int(run.figures["train"]["epochs"]))  # type: ignore[arg-type]
+    fitted = fit_ranker(lists, run.cfg)
+    save_ranker(fitted.booster, run.dir / "rerank")
+    return {"lists": lists.select("cutoff", "user_idx").n_unique(), "rows": lists.height,
+            "trees": fitted.booster.best_iteration, "holdout_ndcg": fitted.holdout_ndcg,
+            "holdout_two_tower_ndcg": fitted.holdout_two_tower_ndcg}
+
+
+def _ad_log(cfg: EngineConfig) -> pl.DataFrame:
+    t = validate_tables(cfg.data, cfg.columns)
+    return ad_impressions(t.interactions, t.items, start=None, end=None)
+
+
+def ads(run: Run) -> Figures:
+    """pCTR scored on the test window after fitting on the validation window (the figures),
+    then refitted on the test window, whose features are the freshest, for the lists."""
+    cfg, log = run.cfg, _ad_log(run.cfg)
+    fit_fs, test_fs = build_features(cfg, window="train"), build_features(cfg, window="valid")
+    a, b = fit_fs.valid_start, fit_fs.test_start
+
+    def rows(fs: FeatureSet, start: datetime, end: datetime | None) -> pl.DataFrame:
+        window = log.filter((pl.col("ts") >= start) & ((pl.col("ts") < end) if end else True))
+        return ad_features(window, log.filter(pl.col("ts") < start), fs)
+
+    fit, test = rows(fit_fs, a, b), rows(test_fs, b, None)  # type: ignore[arg-type]
+    if fit.height == 0 or test.height == 0 or not fit["clicked"].any():
+        return {"impressions": log.height, "trained": 0}
+    figures = pctr_report(train_pctr(fit, cfg.ads), test)
+    train_pctr(test, cfg.ads).save(run.dir / "ads")
+    return {"impressions": log.height, "trained": 1, **figures}
+
+
+def _context(run: Run, fs: FeatureSet) -> CandidateContext:
+    iv, cv, uv = _vectors(run)
+    return CandidateContext.build(fs, run.cfg.candidates, user_vectors=uv,
+                                  index=ItemIndex.load(run.dir / "index"),
+                                  content_vectors=cv, item_vectors=iv)
+
+
+def recs(run: Run) -> Figures:
+    """Top-k products (with `why`) and top ads for every user, in chunks of users."""
+    cfg, fs = run.cfg, run.features()
+    out = run.dir / "recs"
+    shutil.rmtree(out, ignore_errors=True)
+    ctx = _context(run, fs)
+    sources = default_sources(ctx)
+    booster = load_ranker(run.dir / "rerank")
+    names = booster.feature_name()
+    facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
+    users = fs.users["user_idx"].to_numpy().astype(np.int64)
+    users = users[users > 0]
+    n_rows = 0
+    for part, a in enumerate(range(0, len(users), cfg.jobs.user_chunk)):
+        chunk = users[a:a + cfg.jobs.user_chunk]
+        run.report(f"product lists {a + len(chunk):,}/{len(users):,} users")
+        frame = feature_frame(generate_candidates(sources, chunk), ctx)
+        x = frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
+        lists = product_lists(frame, booster.predict(x), facts, k=cfg.jobs.k, rules=cfg.rules)
+        if cfg.jobs.explain:
+            lists = with_explanations(lists, frame, booster, names)
+        write_parquet(_with_ids(lists, fs).drop("sources", "rules"),
+                      out / "kind=product" / f"part-{part:05d}.parquet")
+        n_rows += lists.height
+    figures: Figures = {"users": len(users), "product_rows": n_rows}
+    run.report("ad lists")
+    ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}
+    if (run.dir / "ads").is_dir():
+        ads_frame, spent = ad_lists(users, fs, Pctr.load(run.dir / "ads"), _ad_log(cfg),
+                                    cfg.auction, when=fs.as_of)
+    write_parquet(_with_ids(ads_frame.select(list(AD_SCHEMA)), fs),
+                  out / "kind=ad" / "part-00000.parquet")
+    return figures | {"ad_rows": ads_frame.height, "ad_spend": float(sum(spent.values()))}
+
+
+AD_SCHEMA = {"user_idx": pl.Int64, "rank": pl.Int32, "item_idx": pl.Int64, "pctr": pl.Float64,
+             "bid": pl.Float64, "ecpm": pl.Float64}
+
+
+def _with_ids(lists: pl.DataFrame, fs: FeatureSet) -> pl.DataFrame:
+    """`lists` keyed by the original user and item ids instead of indices."""
+    return (lists.with_columns(fs.vocabs.user.decode(lists["user_idx"]).alias("user_id"),
+                               fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"))
+            .drop("user_idx", "item_idx")
+            .select("user_id", "rank", "item_id", pl.all().exclude("user_id", "rank", "item_id")))
+
+
+def evaluation(run: Run) -> Figures:
+    """report/metrics.json: every figure the stages measured."""
+    import json
+
+    from pipelines.io import atomic_path
+
+    with atomic_path(run.dir / "report" / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(run.figures, indent=2, default=str))
+    return {"stages": len(run.figures)}
+
+
+Stage = Callable[[Run], Figures]
+STAGES: list[tuple[str, Stage]] = [
+    ("validate", validate), ("features", features), ("train", train), ("index", index),
+    ("rerank", rerank), ("ads", ads), ("recs", recs), ("evaluation", evaluation)]
+"""Every stage in order; publish follows (in `nightly`)."""
