@@ -137,33 +137,73 @@ def _nightly_cmd(config: Path, root: Path) -> list[str]:
             "--artifacts", str(root)]
 
 
+# Runs the CLI with one stage made to stop mid-way: right after the stage's first file lands
+# (so it has written part of its outputs), or at its end before it is recorded if it writes
+# nothing; "publish" stops after the version folder is moved into place, before `current`
+# switches. It then says so in the marker file and waits to be killed.
+DRIVER = """
+import os, sys, time, pathlib
+import engine.jobs.artifacts as artifacts
+import engine.jobs.nightly as nightly
+stage, marker = sys.argv[1], pathlib.Path(sys.argv[2])
+real_replace = os.replace
+
+def hold():
+    marker.write_text(stage)
+    time.sleep(600)
+
+def wrap(fn):
+    def run(r):
+        def replace(a, b):
+            real_replace(a, b)
+            hold()
+        os.replace = replace
+        try:
+            out = fn(r)
+        finally:
+            os.replace = real_replace
+        hold()
+        return out
+    return run
+
+if stage == "publish":
+    artifacts.switch_current = lambda root, target: hold()
+else:
+    nightly.STAGES[:] = [(n, wrap(f) if n == stage else f) for n, f in nightly.STAGES]
+from engine.cli import app
+app(sys.argv[3:], prog_name="recengine")
+"""
+
+
 def kill_during(stage: str, config: Path, root: Path, *, timeout: float = 300) -> None:
-    """Start the job and SIGKILL it once `stage` has started (its predecessor is recorded);
-    `current` must be absent or complete the whole time."""
-    names = [n for n, _ in STAGES]
-    before = names[names.index(stage) - 1] if names.index(stage) else None
-    proc = subprocess.Popen(_nightly_cmd(config, root), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    """Run the job until it stops inside `stage`, SIGKILL it; `current` must then be absent
+    or a complete version."""
+    marker = root.parent / "marker"
+    cmd = [sys.executable, "-c", DRIVER, stage, str(marker), *_nightly_cmd(config, root)[3:]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     t0 = time.monotonic()
     try:
-        while time.monotonic() - t0 < timeout:
-            if before is None or list(root.glob(f"staging/*/stages/{before}.json")):
-                time.sleep(0.3 if before is None else 0.05)  # inside the stage now
-                break
-            assert proc.poll() is None, "the job ended before the stage to kill"
+        while not marker.exists():
+            assert proc.poll() is None, f"the job ended before {stage}: {proc.stderr.read()}"
+            assert time.monotonic() - t0 < timeout
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
+        proc.stderr.close()  # type: ignore[union-attr]
     live = current_version(root)
     assert live is None or verify(live)
 
 
-def resume_after_kill(stage: str, small_data: Path, folder: Path) -> None:
-    config = small_job(small_data, folder / "data")
-    root = folder / "artifacts"
+@pytest.mark.parametrize("stage", [n for n, _ in STAGES] + ["publish"])
+def test_a_kill_in_the_middle_of_each_stage_resumes(stage: str, small_data: Path,
+                                                   tmp_path: Path) -> None:
+    config = small_job(small_data, tmp_path / "data")
+    root = tmp_path / "artifacts"
     kill_during(stage, config, root)
-    assert not list(root.glob(f"staging/*/stages/{stage}.json")), "killed before it finished"
+    if stage != "publish":
+        assert not list(root.glob(f"staging/*/stages/{stage}.json")), "recorded, not killed"
     done = subprocess.run(_nightly_cmd(config, root), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
@@ -171,14 +211,4 @@ def resume_after_kill(stage: str, small_data: Path, folder: Path) -> None:
     assert live is not None
     verify(live)
     assert pl.read_parquet(live / "recs" / "kind=product" / "*.parquet").height > 0
-
-
-def test_a_kill_in_the_middle_of_training_resumes(small_data: Path, tmp_path: Path) -> None:
-    resume_after_kill("train", small_data, tmp_path)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("stage", [n for n, _ in STAGES if n != "train"])
-def test_a_kill_in_the_middle_of_each_stage_resumes(stage: str, small_data: Path,
-                                                   tmp_path: Path) -> None:
-    resume_after_kill(stage, small_data, tmp_path)
+    assert len(list((root / VERSIONS).iterdir())) == 1  # the rerun finished that version

@@ -3,7 +3,8 @@ be recommended, what each user has seen, and (when a model is trained) the vecto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -27,12 +28,21 @@ class CandidateContext:
     index: ItemIndex | None = None          # over the item vectors
     content_vectors: np.ndarray | None = None  # (n_items, D) content-only item vectors
     item_vectors: np.ndarray | None = None     # (n_items, D) two-tower item vectors
+    cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    """Tables derived from `fs` once and reused by every request (see `once`)."""
 
     @classmethod
     def build(cls, fs: FeatureSet, cfg: CandidatesConfig, **models: object) -> CandidateContext:
         eligible = eligible_items(fs.items, fs.vocabs.item.size, at=fs.as_of, kind="product")
         seen = fs.window_interactions().select("user_idx", "item_idx").unique()
         return cls(fs=fs, cfg=cfg, eligible=eligible, seen=seen, **models)  # type: ignore[arg-type]
+
+    def once(self, name: str, build: Callable[[], object]) -> object:
+        """`build()` the first time `name` is asked for, the stored value after: statistics
+        over the whole feature set that an online request must not recompute."""
+        if name not in self.cache:
+            self.cache[name] = build()
+        return self.cache[name]
 
     @cached_property
     def eligible_items(self) -> pl.DataFrame:

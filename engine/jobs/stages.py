@@ -19,19 +19,19 @@ import numpy as np
 import polars as pl
 
 from embeddings.checkpoint import save_checkpoint
-from embeddings.export import ITEMS, USERS, export_vectors, load_vectors
+from embeddings.export import export_vectors
 from engine.ads.lists import ad_lists
 from engine.ads.log import ad_features, ad_impressions
 from engine.ads.pctr import Pctr, pctr_report, train_pctr
-from engine.candidates import CandidateContext, default_sources, generate_candidates
+from engine.candidates import default_sources, generate_candidates
 from engine.config import EngineConfig
-from engine.index import ItemIndex, build_index
-from engine.index.eligibility import eligible_items
+from engine.index import build_index
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import load_ranker, save_ranker
 from engine.rerank.training import fit_ranker, training_lists
 from engine.retrieval import train_retrieval
+from engine.version import dense_vectors, version_context
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.io import write_parquet
 from pipelines.progress import Report, silent
@@ -79,23 +79,8 @@ def train(run: Run) -> Figures:
             "recall_k": run.cfg.train.recall_k}
 
 
-def _vectors(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(item, content, user) vectors as dense arrays by index."""
-    items, users = load_vectors(run.dir / "embeddings" / ITEMS), load_vectors(
-        run.dir / "embeddings" / USERS)
-    n_items = int(items.index.max()) + 1
-    n_users = int(users.index.max()) + 1
-    iv = np.zeros((n_items, items.matrix.shape[1]), np.float32)
-    cv = np.zeros_like(iv)
-    uv = np.zeros((n_users, users.matrix.shape[1]), np.float32)
-    iv[items.index], uv[users.index] = items.matrix, users.matrix
-    if items.content is not None:
-        cv[items.index] = items.content
-    return iv, cv, uv
-
-
 def index(run: Run) -> Figures:
-    iv, _, uv = _vectors(run)
+    iv, _, uv = dense_vectors(run.dir)
     fs = run.features()
     products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
     built, figures = build_index(iv[products], products, run.cfg.index, queries=uv[1:])
@@ -145,19 +130,12 @@ def ads(run: Run) -> Figures:
     return {"impressions": log.height, "trained": 1, **figures}
 
 
-def _context(run: Run, fs: FeatureSet) -> CandidateContext:
-    iv, cv, uv = _vectors(run)
-    return CandidateContext.build(fs, run.cfg.candidates, user_vectors=uv,
-                                  index=ItemIndex.load(run.dir / "index"),
-                                  content_vectors=cv, item_vectors=iv)
-
-
 def recs(run: Run) -> Figures:
     """Top-k products (with `why`) and top ads for every user, in chunks of users."""
     cfg, fs = run.cfg, run.features()
     out = run.dir / "recs"
     shutil.rmtree(out, ignore_errors=True)
-    ctx = _context(run, fs)
+    ctx = version_context(run.dir, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
     sources = default_sources(ctx)
     booster = load_ranker(run.dir / "rerank")
     names = booster.feature_name()

@@ -102,12 +102,12 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     aff = fs.affinity.select(pl.col("user_idx").cast(pl.Int64), "top_category",
                              pl.col("affinity").alias("category_affinity"),
                              pl.col("share").alias("category_share"))
-    stats = _user_stats(ctx)
+    stats: dict[str, pl.DataFrame] = ctx.once("user_stats", lambda: _user_stats(ctx))  # type: ignore[assignment]
     intent = _recent_intent(ctx, df["user_idx"].unique().to_numpy())
     counts = [c for c in pop.columns if c.startswith("count_") or c == "weight_all"]
     return (df.join(items, on="item_idx", how="left")
             .join(pop, on="item_idx", how="left")
-            .join(_leaf_stats(fs), on="item_idx", how="left")
+            .join(ctx.once("leaf_stats", lambda: _leaf_stats(fs)), on="item_idx", how="left")
             .join(aff, on=["user_idx", "top_category"], how="left")
             .join(stats["brands"], on=["user_idx", "brand_idx"], how="left")
             .join(stats["leaves"], on=["user_idx", "leaf_category"], how="left")

@@ -1,0 +1,37 @@
+"""Reading a built version back: the dense vectors by index and the candidate context over
+them. The nightly job's list stage and the online API both start here, so a list built in the
+batch and one built online come from the same inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.export import ITEMS, USERS, load_vectors
+from engine.candidates import CandidateContext, CandidatesConfig
+from engine.index import ItemIndex
+from pipelines.dataset import FeatureSet
+
+
+def dense_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item, content, user) vectors of the version in `folder`, as arrays by index (row 0,
+    the OOV index, stays zero)."""
+    items = load_vectors(Path(folder) / "embeddings" / ITEMS)
+    users = load_vectors(Path(folder) / "embeddings" / USERS)
+    iv = np.zeros((int(items.index.max()) + 1, items.matrix.shape[1]), np.float32)
+    cv = np.zeros_like(iv)
+    uv = np.zeros((int(users.index.max()) + 1, users.matrix.shape[1]), np.float32)
+    iv[items.index], uv[users.index] = items.matrix, users.matrix
+    if items.content is not None:
+        cv[items.index] = items.content
+    return iv, cv, uv
+
+
+def version_context(folder: Path, fs: FeatureSet, cfg: CandidatesConfig, *,
+                    use_gpu: bool = True) -> CandidateContext:
+    """The candidate context of the version in `folder`: its vectors and its item index."""
+    iv, cv, uv = dense_vectors(folder)
+    return CandidateContext.build(fs, cfg, user_vectors=uv,
+                                  index=ItemIndex.load(Path(folder) / "index", use_gpu=use_gpu),
+                                  content_vectors=cv, item_vectors=iv)

@@ -1,0 +1,96 @@
+"""`Recommender`: load a published version and answer top-k lookups in-process.
+
+The live path of a known user is the batch path on one user: candidates from every source
+(two-tower ANN in FAISS, co-visitation, content, trending, repeat) -> the re-ranker's features
+(the same `feature_frame`, as of the version's time) -> LightGBM -> business rules. A user the
+version does not know, or a caller who passes a history instead of an id, takes the anonymous
+path: a user vector from the history and attributes (the user tower without TorchRec) -> FAISS
+-> rules, by two-tower score (there is no user row for the re-ranker's user features).
+
+Example:
+    >>> rec = Recommender.load("artifacts")            # follows `current`
+    >>> rec.recommend("u42", k=10)                     # [{"item_id", "score", "rank", ...}]
+    >>> rec.recommend(history=["P01", "P07"], user_features={"country": "de"})
+    >>> rec.recommend_batch(["u1", "u2"], k=5)         # Polars DataFrame
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from serving.state import Kind, VersionState, resolve
+
+KINDS = ("product", "ad", "mixed")
+
+
+class Recommender:
+    """Thread-safe: every call reads one immutable version state; `reload()` swaps it."""
+
+    def __init__(self, root: Path, state: VersionState) -> None:
+        self._root = root
+        self._state = state
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """An artifacts root (its `current` version) or one version's folder; every file is
+        checked against the manifest first."""
+        root = Path(path)
+        return cls(root, VersionState.load(resolve(root)))
+
+    @property
+    def version(self) -> str:
+        return self._state.folder.name
+
+    def reload(self) -> bool:
+        """Load the version `current` now points at, if it changed; calls in flight finish on
+        the state they started with. True when a new version was loaded."""
+        with self._lock:
+            folder = resolve(self._root)
+            if folder == self._state.folder:
+                return False
+            self._state = VersionState.load(folder)  # one reference swap: atomic for readers
+            return True
+
+    def recommend(self, user_id: str | int | None = None, *, k: int = 10,
+                  kind: Kind = "product", exclude: Iterable[str | int] = (),
+                  history: Sequence[str | int] | None = None,
+                  user_features: dict[str, str] | None = None,
+                  explain: bool = False) -> list[dict[str, object]]:
+        """The top `k` for a user id, or for a history (anonymous or new users).
+
+        Returns dicts with item_id, rank, score (and pctr, bid, ecpm for ads; kind in a mixed
+        list; why when `explain`). Fewer than `k` when fewer items qualify, never padding.
+        """
+        _check(k=k, kind=kind)
+        if user_id is None and history is None:
+            raise ValueError("recommend needs a user_id or a history")
+        return self._state.recommend(None if user_id is None else str(user_id), k=k,
+                                     kind=kind, exclude=[str(e) for e in exclude],
+                                     history=None if history is None else [str(h) for h in history],
+                                     user_features=user_features or {}, explain=explain)
+
+    def recommend_batch(self, user_ids: Sequence[str | int], *, k: int = 10,
+                        kind: Literal["product", "ad"] = "product") -> pl.DataFrame:
+        """user_id, rank, item_id, score (+ pctr, bid, ecpm for ads) for every user."""
+        _check(k=k, kind=kind)
+        if kind == "mixed":
+            raise ValueError("recommend_batch takes kind 'product' or 'ad'")
+        return self._state.recommend_batch([str(u) for u in user_ids], k=k, kind=kind)
+
+    def similar_items(self, item_id: str | int, k: int = 10) -> list[dict[str, object]]:
+        """Items nearest to `item_id` by two-tower item vector (empty for an unknown id)."""
+        _check(k=k, kind="product")
+        return self._state.similar_items(str(item_id), k)
+
+
+def _check(*, k: object, kind: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")

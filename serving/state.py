@@ -1,0 +1,190 @@
+"""One loaded version, immutable once built: everything a request reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from embeddings.checkpoint import load_state_dict
+from embeddings.user_encoder import UserEncoder
+from engine.candidates import CandidateContext, CandidateSource, default_sources, generate_candidates
+from engine.config import EngineConfig
+from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
+from engine.rerank.features import feature_frame
+from engine.rerank.lists import ItemFacts, product_lists, with_explanations
+from engine.rerank.ranker import load_ranker
+from engine.rules import Candidate, allocate_slots
+from engine.version import version_context
+from pipelines.dataset import FeatureSet
+from pipelines.errors import DataError
+
+Kind = Literal["product", "ad", "mixed"]
+AD_COLUMNS = ["pctr", "bid", "ecpm"]
+
+
+def resolve(path: Path) -> Path:
+    """The version folder of `path`: itself if it holds a manifest, else its `current`."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path.resolve()
+    live = current_version(path)
+    if live is None:
+        raise DataError(path / CURRENT, "no published version here (run recengine nightly)")
+    return live
+
+
+@dataclass(frozen=True, eq=False)
+class VersionState:
+    folder: Path
+    cfg: EngineConfig
+    fs: FeatureSet
+    ctx: CandidateContext
+    sources: list[CandidateSource]
+    booster: object            # lightgbm.Booster
+    names: list[str]
+    facts: ItemFacts
+    encoder: UserEncoder
+    user_index: dict[str, int]
+    item_index: dict[str, int]
+    item_ids: list[str | None]  # by item_idx
+    attr_index: dict[str, int]
+    ads: dict[str, pl.DataFrame]   # user_id -> that user's published ad list
+    default_ads: pl.DataFrame      # ads by mean eCPM, for users without a list
+
+    @classmethod
+    def load(cls, folder: Path) -> VersionState:
+        manifest = verify(folder)
+        cfg = EngineConfig.model_validate(manifest["config"])
+        fs = FeatureSet.load(folder)
+        ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
+        booster = load_ranker(folder / "rerank")
+        item_ids = [None, *fs.vocabs.item.values.to_list()]
+        ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
+        default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)
+                       .sort(["ecpm", "item_id"], descending=[True, False]))
+        return cls(
+            folder=folder, cfg=cfg, fs=fs, ctx=ctx, sources=default_sources(ctx),
+            booster=booster, names=booster.feature_name(),
+            facts=ItemFacts.build(fs, ctx.eligible, ctx.item_vectors),
+            encoder=UserEncoder.from_state_dict(load_state_dict(folder / "embeddings")),
+            user_index={v: i + 1 for i, v in enumerate(fs.vocabs.user.values.to_list())},
+            item_index={v: i + 1 for i, v in enumerate(item_ids[1:])},
+            item_ids=item_ids,
+            attr_index={v: i + 1 for i, v in enumerate(fs.vocabs.user_attr.values.to_list())},
+            ads={u: df.sort("rank") for (u,), df in ads.group_by("user_id")},
+            default_ads=default_ads)
+
+    # ------------------------------------------------------------------ products
+    def _known_lists(self, users: np.ndarray, k: int, exclude: dict[int, set[int]],
+                     explain: bool) -> pl.DataFrame:
+        frame = feature_frame(generate_candidates(self.sources, users), self.ctx)
+        x = frame.select([pl.col(n).cast(pl.Float64) for n in self.names]).to_numpy()
+        lists = product_lists(frame, self.booster.predict(x), self.facts, k=k,  # type: ignore[attr-defined]
+                              rules=self.cfg.rules, exclude=exclude)
+        return with_explanations(lists, frame, self.booster, self.names) if explain else lists  # type: ignore[arg-type]
+
+    def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
+                        exclude: set[int]) -> pl.DataFrame:
+        hist = [self.item_index[h] for h in history if h in self.item_index]
+        hist = hist[-self.cfg.features.history_length:]
+        attrs = [self.attr_index[t] for t in (f"{a}={v}" for a, v in features.items())
+                 if t in self.attr_index]
+        vec = self.encoder.encode([hist], [attrs])
+        n = min(self.ctx.index.size, 5 * k + len(exclude))  # type: ignore[union-attr]
+        scores, items = self.ctx.index.search(  # type: ignore[union-attr]
+            vec, n, exclude=[np.asarray(hist, np.int64)], allowed=self.ctx.eligible)
+        keep = items[0] >= 0
+        frame = pl.DataFrame({"user_idx": np.zeros(int(keep.sum()), np.int64),
+                              "item_idx": items[0][keep].astype(np.int64),
+                              "sources": ["ann"] * int(keep.sum())})
+        lists = product_lists(frame, scores[0][keep], self.facts, k=k, rules=self.cfg.rules,
+                              exclude={0: exclude})
+        why = [f"sources: {s}; anonymous: two-tower score" for s in lists["sources"].to_list()]
+        return lists.with_columns(pl.Series("why", why, pl.String))
+
+    def _products(self, user_id: str | None, k: int, exclude: set[int],
+                  history: list[str] | None, features: dict[str, str],
+                  explain: bool) -> pl.DataFrame:
+        u = self.user_index.get(user_id) if user_id is not None else None
+        if u is not None and history is None:
+            return self._known_lists(np.array([u], np.int64), k, {u: exclude}, explain)
+        return self._anonymous_list(history or [], features, k, exclude)
+
+    # ------------------------------------------------------------------ ads
+    def _ads(self, user_id: str | None, k: int, exclude: set[str]) -> pl.DataFrame:
+        mine = self.ads.get(user_id) if user_id is not None else None
+        rows = mine if mine is not None else self.default_ads
+        return (rows.filter(~pl.col("item_id").is_in(list(exclude))).head(k)
+                .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("rank")))
+
+    # ------------------------------------------------------------------ requests
+    def recommend(self, user_id: str | None, *, k: int, kind: Kind, exclude: list[str],
+                  history: list[str] | None, user_features: dict[str, str],
+                  explain: bool) -> list[dict[str, object]]:
+        excluded = {self.item_index[e] for e in exclude if e in self.item_index}
+        if kind == "ad":
+            return self._ad_rows(self._ads(user_id, k, set(exclude)))
+        products = self._products(user_id, k, excluded, history, user_features, explain)
+        out = [{"item_id": self.item_ids[r["item_idx"]], "rank": r["rank"], "score": r["score"],
+                **({"why": r["why"]} if explain and "why" in r else {})}
+               for r in products.sort("rank").iter_rows(named=True)]
+        if kind == "product":
+            return out
+        ads = self._ad_rows(self._ads(user_id, self.cfg.rules.max_ads_in_list, set(exclude)))
+        mixed = allocate_slots(
+            [Candidate(i, float(p["score"])) for i, p in enumerate(out)],
+            [(Candidate(len(out) + j, float(a["ecpm"]) / 1000.0), float(a["ecpm"]) / 1000.0)
+             for j, a in enumerate(ads)], k, exchange_rate=self.cfg.rules.ad_exchange_rate,
+            max_ads=self.cfg.rules.max_ads_in_list)
+        rows = [(out[c.item] if kind_ == "product" else ads[c.item - len(out)]) | {"kind": kind_}
+                for kind_, c in mixed]
+        return [r | {"rank": n} for n, r in enumerate(rows, 1)]
+
+    def _ad_rows(self, ads: pl.DataFrame) -> list[dict[str, object]]:
+        return [{"item_id": r["item_id"], "rank": r["rank"], "score": r["ecpm"],
+                 **{c: r[c] for c in AD_COLUMNS}} for r in ads.iter_rows(named=True)]
+
+    def recommend_batch(self, user_ids: list[str], *, k: int, kind: str) -> pl.DataFrame:
+        if kind == "ad":
+            parts = [pl.DataFrame(self._ad_rows(self._ads(u, k, set()))).with_columns(
+                pl.lit(u).alias("user_id")) for u in user_ids]
+            parts = [p for p in parts if p.height]
+            if not parts:
+                return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32,
+                                            "item_id": pl.String, "score": pl.Float64,
+                                            **{c: pl.Float64 for c in AD_COLUMNS}})
+            return pl.concat(parts).select("user_id", "rank", "item_id", "score", *AD_COLUMNS)
+        known = np.array(sorted({self.user_index[u] for u in user_ids if u in self.user_index}),
+                         np.int64)
+        lists = self._known_lists(known, k, {}, False) if len(known) else None
+        parts = []
+        if lists is not None and lists.height:
+            parts.append(lists.select(
+                self.fs.vocabs.user.decode(lists["user_idx"]).alias("user_id"), "rank",
+                self.fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"), "score"))
+        for u in user_ids:
+            if u not in self.user_index:
+                anon = self._anonymous_list([], {}, k, set())
+                parts.append(anon.select(pl.lit(u).alias("user_id"), "rank",
+                                         self.fs.vocabs.item.decode(anon["item_idx"]).alias("item_id"),
+                                         "score"))
+        if not parts:
+            return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32,
+                                        "item_id": pl.String, "score": pl.Float64})
+        order = {u: n for n, u in enumerate(user_ids)}
+        return (pl.concat(parts).with_columns(pl.col("user_id").replace_strict(
+                    order, return_dtype=pl.Int64).alias("_o"))
+                .sort("_o", "rank").drop("_o"))
+
+    def similar_items(self, item_id: str, k: int) -> list[dict[str, object]]:
+        i = self.item_index.get(item_id)
+        if i is None or self.ctx.item_vectors is None:
+            return []
+        scores, items = self.ctx.index.search(  # type: ignore[union-attr]
+            self.ctx.item_vectors[i:i + 1], k, exclude=[np.array([i])], allowed=self.ctx.eligible)
+        return [{"item_id": self.item_ids[j], "rank": n, "score": float(s)}
+                for n, (s, j) in enumerate(zip(scores[0], items[0], strict=True), 1) if j >= 0]
