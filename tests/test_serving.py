@@ -1,0 +1,136 @@
+"""The online API over a published version: the same scores as the batch lists for the same
+user and moment; unknown users and histories fall back to the anonymous path; defined edges
+(k past the catalogue, unknown ids in `exclude`); clear errors for bad arguments; and
+`reload()` under 8 threads of calls with zero errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.config import EngineConfig
+from engine.jobs.artifacts import current_version
+from engine.jobs.nightly import run_nightly
+from pipelines.config import load_config
+from serving import Recommender
+from tests.test_nightly import small_job
+
+
+@pytest.fixture(scope="module")
+def published(small_data: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[EngineConfig, Path]:
+    folder = tmp_path_factory.mktemp("serving")
+    cfg = load_config(small_job(small_data, folder / "data"), EngineConfig)
+    run_nightly(cfg, folder / "artifacts")
+    return cfg, folder / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def rec(published: tuple[EngineConfig, Path]) -> Recommender:
+    return Recommender.load(published[1])
+
+
+def batch_lists(root: Path) -> pl.DataFrame:
+    return pl.read_parquet(current_version(root) / "recs" / "kind=product" / "*.parquet")
+
+
+def test_online_scores_agree_with_the_batch(published: tuple[EngineConfig, Path],
+                                            rec: Recommender) -> None:
+    cfg, root = published
+    batch = batch_lists(root)
+    users = batch["user_id"].unique().sort().head(25).to_list()
+    for u in users:
+        want = batch.filter(pl.col("user_id") == u).sort("rank")
+        got = rec.recommend(u, k=cfg.jobs.k)
+        assert [g["item_id"] for g in got] == want["item_id"].to_list()
+        assert [g["score"] for g in got] == pytest.approx(want["score"].to_list(), abs=1e-9)
+    frame = rec.recommend_batch(users, k=cfg.jobs.k)
+    assert frame.select("user_id", "rank", "item_id").equals(
+        batch.filter(pl.col("user_id").is_in(users)).sort("user_id", "rank")
+        .select("user_id", "rank", "item_id"))
+
+
+def test_explanations_on_request(rec: Recommender, published: tuple[EngineConfig, Path]) -> None:
+    u = batch_lists(published[1])["user_id"][0]
+    got = rec.recommend(u, k=3, explain=True)
+    assert got and all(g["why"].startswith("sources: ") for g in got)
+    assert "why" not in rec.recommend(u, k=3)[0]
+
+
+def test_unknown_users_and_histories_take_the_anonymous_path(rec: Recommender,
+                                                             published: tuple[EngineConfig, Path]
+                                                             ) -> None:
+    cfg, root = published
+    products = set(pl.read_parquet(cfg.data.items).filter(pl.col("kind") == "product")
+                   ["item_id"].to_list())
+    stranger = rec.recommend("no-such-user", k=5)
+    assert 0 < len(stranger) <= 5 and {s["item_id"] for s in stranger} <= products
+    history = batch_lists(root)["item_id"].unique().sort().head(3).to_list()
+    anon = rec.recommend(history=history, user_features={"country": "de", "nope": "x"}, k=5)
+    assert 0 < len(anon) <= 5 and not {a["item_id"] for a in anon} & set(history)
+    assert [a["rank"] for a in anon] == list(range(1, len(anon) + 1))
+
+
+def test_edges(rec: Recommender, published: tuple[EngineConfig, Path]) -> None:
+    u = batch_lists(published[1])["user_id"][0]
+    huge = rec.recommend(u, k=100_000)
+    ids = [h["item_id"] for h in huge]
+    assert len(ids) == len(set(ids)) and all(isinstance(i, str) for i in ids)
+    first = ids[0]
+    without = rec.recommend(u, k=5, exclude=[first, "not-an-item"])
+    assert first not in [w["item_id"] for w in without] and len(without) == 5
+    ads = rec.recommend(u, k=3, kind="ad")
+    assert all({"pctr", "bid", "ecpm"} <= set(a) for a in ads)
+    mixed = rec.recommend(u, k=6, kind="mixed")
+    assert len(mixed) <= 6 and all(m["kind"] in ("product", "ad") for m in mixed)
+    similar = rec.similar_items(first, 4)
+    assert len(similar) == 4 and first not in [s["item_id"] for s in similar]
+    assert rec.similar_items("not-an-item", 4) == []
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"user_id": "1", "k": 0}, {"user_id": "1", "k": -3}, {"user_id": "1", "k": "10"},
+    {"user_id": "1", "k": True}, {"user_id": "1", "kind": "video"}, {},
+])
+def test_bad_arguments_raise_value_error(rec: Recommender, kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        rec.recommend(**kwargs)
+
+
+def test_reload_under_eight_threads(published: tuple[EngineConfig, Path]) -> None:
+    cfg, root = published
+    rec = Recommender.load(root)
+    first = rec.version
+    users = batch_lists(root)["user_id"].unique().sort().head(8).to_list()
+    errors: list[BaseException] = []
+    calls = [0]
+    stop = threading.Event()
+
+    def caller(u: str) -> None:
+        while not stop.is_set():
+            try:
+                assert rec.recommend(u, k=5)
+                calls[0] += 1
+            except BaseException as exc:  # noqa: BLE001 - every failure counts
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=caller, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    changed = cfg.model_copy(update={"jobs": cfg.jobs.model_copy(update={"k": 4})})
+    run_nightly(changed, root, force=True)  # a new version goes live while calls run
+    assert rec.reload()
+    assert not rec.reload()  # nothing newer
+    served_before, deadline = calls[0], time.monotonic() + 60
+    while calls[0] < served_before + 16 and not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert rec.version != first and calls[0] > 16
