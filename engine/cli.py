@@ -252,7 +252,7 @@ def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool) -> None:
                       f"{root}")
         return
     f = result.figures
-    rows = [("version", str(root)), ("why", result.reason)]
+    rows = [("version", root.name if root else "-"), ("why", result.reason)]
     rows += [(f"{name} stage", f"{s:.1f} s") for name, s in result.seconds.items()]
     if f:
         train, rerank, ads = f.get("train", {}), f.get("rerank", {}), f.get("ads", {})
@@ -262,11 +262,13 @@ def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool) -> None:
         if ads.get("trained"):
             rows.append(("pCTR AUC, ECE raw -> calibrated",
                          f"{ads['auc']:.3f}, {ads['ece_raw']:.4f} -> {ads['ece_calibrated']:.4f}"))
-    if root is not None:
-        rows += [("product lists", str(root / "recs" / "kind=product")),
-                 ("ad lists", str(root / "recs" / "kind=ad")),
-                 ("metrics", str(root / "report" / "metrics.json"))]
     console.print(_table("nightly", rows))
+    if root is not None:
+        for name, path in (("product lists", root / "recs" / "kind=product"),
+                           ("ad lists", root / "recs" / "kind=ad"),
+                           ("metrics", root / "report" / "metrics.json"),
+                           ("manifest", root / "manifest.json")):
+            console.print(f"[bold]{name}:[/] {path}", soft_wrap=True, highlight=False)
 
 
 @app.command()

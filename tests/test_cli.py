@@ -13,10 +13,9 @@ from typer.testing import CliRunner
 
 from engine.cli import SAMPLE_CONFIG, Config, app
 from pipelines.config import load_config
-from pipelines.dataset import FeatureSet
 
 runner = CliRunner()
-COMMANDS = ["demo", "generate", "import", "validate", "features", "train", "index"]
+COMMANDS = ["demo", "generate", "import", "validate", "features", "train", "index", "nightly"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -26,22 +25,24 @@ def test_every_command_has_help(command: str) -> None:
     assert "Usage" in result.output
 
 
-def test_demo_runs_on_the_shipped_sample(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_demo_publishes_a_version_from_the_shipped_sample(tmp_path: Path) -> None:
+    """The whole nightly job on the sample (minutes: the fast suite runs it on a small set in
+    test_nightly); a second run publishes nothing new."""
     sample = tmp_path / "data_samples"
     shutil.copytree(SAMPLE_CONFIG.parent, sample)
     result = runner.invoke(app, ["demo", "--config", str(sample / "config.toml")])
     assert result.exit_code == 0, result.output
-    assert "features written to" in result.output
-    fs = FeatureSet.load(tmp_path / "artifacts" / "work")
-    assert fs.items.height == pl.read_parquet(sample / "items.parquet").height
-    assert fs.interactions.filter(pl.col("split") == "test").height > 0
-    assert "two-tower model written to" in result.output
-    summary = json.loads((tmp_path / "artifacts" / "work" / "embeddings" / "train.json").read_text())
-    assert summary["recall"] > summary["popularity_recall"]
-    items = pl.read_parquet(tmp_path / "artifacts" / "work" / "embeddings" / "items.parquet")
-    assert items.height == fs.items.height
-    index = json.loads((tmp_path / "artifacts" / "work" / "index" / "index.json").read_text())
-    assert index["kind"] == "flat" and index["recall"] == 1.0
+    live = (tmp_path / "artifacts" / "current").resolve()
+    assert f"product lists: {live / 'recs' / 'kind=product'}" in " ".join(result.output.split())
+    metrics = json.loads((live / "report" / "metrics.json").read_text())
+    assert metrics["rerank"]["holdout_ndcg"] > metrics["rerank"]["holdout_two_tower_ndcg"]
+    assert metrics["ads"]["ece_calibrated"] < metrics["ads"]["ece_raw"]
+    products = pl.read_parquet(live / "recs" / "kind=product" / "*.parquet")
+    assert products["user_id"].n_unique() == pl.read_parquet(sample / "users.parquet").height
+    again = runner.invoke(app, ["demo", "--config", str(sample / "config.toml")])
+    assert again.exit_code == 0 and "nothing new published" in again.output
+    assert (tmp_path / "artifacts" / "current").resolve() == live
 
 
 def test_generate_then_validate_then_features(tmp_path: Path) -> None:
