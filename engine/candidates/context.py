@@ -13,6 +13,7 @@ import polars as pl
 from engine.candidates.config import CandidatesConfig
 from engine.index import ItemIndex
 from engine.index.eligibility import eligible_items
+from engine.lookup import ByUser
 from pipelines.dataset import FeatureSet
 
 
@@ -49,12 +50,23 @@ class CandidateContext:
         """item_idx of the eligible items, for joins (built once)."""
         return pl.DataFrame({"item_idx": np.flatnonzero(self.eligible).astype(np.int64)})
 
+    @cached_property
+    def _history(self) -> ByUser:
+        return ByUser(self.fs.history)
+
+    @cached_property
+    def _seen(self) -> ByUser:
+        return ByUser(self.seen)
+
+    def history_of(self, users: np.ndarray) -> pl.DataFrame:
+        """The `fs.history` rows of `users` (user_idx as Int64)."""
+        return self._history.rows(users)
+
     def recent(self, users: np.ndarray) -> pl.DataFrame:
         """user_idx, item_idx, weight: each user's last `recent_items` history items, the
         latest weighing 1, the one before 1/2, and so on."""
         n = self.cfg.recent_items
-        return (self.fs.history.join(pl.DataFrame({"user_idx": users}).cast(
-                    {"user_idx": self.fs.history.schema["user_idx"]}), on="user_idx", how="semi")
+        return (self.history_of(users)
                 .select("user_idx", pl.col("history").list.tail(n).alias("item_idx"))
                 .with_columns(pl.col("item_idx").list.len().alias("_n"))
                 .explode("item_idx").drop_nulls("item_idx")
@@ -64,10 +76,15 @@ class CandidateContext:
 
     def finish(self, df: pl.DataFrame, n: int, *, drop_seen: bool = True) -> pl.DataFrame:
         """Keep eligible items the user has not seen, the best `n` per user, ranked from 1."""
-        df = df.with_columns(pl.col("item_idx").cast(pl.Int64)).join(
-            self.eligible_items, on="item_idx", how="semi")
-        if drop_seen:
-            df = df.join(self.seen, on=["user_idx", "item_idx"], how="anti")
+        df = df.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+        items = df["item_idx"].to_numpy()
+        ok = (items >= 0) & (items < len(self.eligible))
+        ok[ok] = self.eligible[items[ok]]
+        df = df.filter(pl.Series(ok))
+        if drop_seen and df.height:
+            seen = self._seen.rows(df["user_idx"].unique().to_numpy()).select(
+                "user_idx", pl.col("item_idx").cast(pl.Int64))
+            df = df.join(seen, on=["user_idx", "item_idx"], how="anti")
         return (df.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
                 .group_by("user_idx", maintain_order=True).head(n)
                 .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank"))

@@ -61,8 +61,7 @@ class RepeatSource:
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         n = self.ctx.cfg.repeat
-        hist = (self.ctx.fs.history.join(_users(users).cast({"user_idx": self.ctx.fs.history.schema["user_idx"]}),
-                                         on="user_idx", how="semi")
+        hist = (self.ctx.history_of(users)
                 .select("user_idx", pl.col("history").list.tail(n).alias("item_idx"))
                 .explode("item_idx").drop_nulls("item_idx")
                 .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").cast(pl.Float64)

@@ -17,6 +17,7 @@ import polars as pl
 
 from engine.candidates.context import CandidateContext
 from engine.rerank.similarity import vector_features
+from engine.lookup import ByUser, dense_by_item, gather_items
 from pipelines.dataset import FeatureSet
 from pipelines.features.popularity import DAY_US
 
@@ -89,35 +90,42 @@ def _leaf_stats(fs: FeatureSet) -> pl.DataFrame:
         pl.when(leaf > 0).then(pl.col("count_all") / leaf).alias("leaf_traffic_share"))
 
 
-def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
-    """`cands` (merged candidates) with every re-ranker feature column added."""
+def _tables(ctx: CandidateContext) -> dict[str, object]:
+    """Everything `feature_frame` looks up, built once per context (see `tables`)."""
     fs = ctx.fs
-    df = cands.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-    df = df.with_columns(**{k: pl.Series(v) for k, v in vector_features(df, ctx).items()})
     pop = fs.popularity.with_columns(pl.col("item_idx").cast(pl.Int64))
-    items = fs.items.select(
-        pl.col("item_idx").cast(pl.Int64), "top_category", "leaf_category", "brand_idx", "price",
-        "price_bucket",
-        _days(pl.col("created_ts"), fs.as_of).alias("item_age_days"))
+    items = (fs.items.select(
+                pl.col("item_idx").cast(pl.Int64), "top_category", "leaf_category", "brand_idx",
+                "price", "price_bucket", _days(pl.col("created_ts"), fs.as_of).alias("item_age_days"))
+             .join(pop, on="item_idx", how="left")
+             .join(_leaf_stats(fs), on="item_idx", how="left"))
     aff = fs.affinity.select(pl.col("user_idx").cast(pl.Int64), "top_category",
                              pl.col("affinity").alias("category_affinity"),
                              pl.col("share").alias("category_share"))
-    stats: dict[str, pl.DataFrame] = ctx.once("user_stats", lambda: _user_stats(ctx))  # type: ignore[assignment]
-    intent = _recent_intent(ctx, df["user_idx"].unique().to_numpy())
-    counts = [c for c in pop.columns if c.startswith("count_") or c == "weight_all"]
-    return (df.join(items, on="item_idx", how="left")
-            .join(pop, on="item_idx", how="left")
-            .join(ctx.once("leaf_stats", lambda: _leaf_stats(fs)), on="item_idx", how="left")
-            .join(aff, on=["user_idx", "top_category"], how="left")
-            .join(stats["brands"], on=["user_idx", "brand_idx"], how="left")
-            .join(stats["leaves"], on=["user_idx", "leaf_category"], how="left")
-            .join(stats["categories"], on=["user_idx", "top_category"], how="left")
-            .join(stats["pairs"], on=KEYS, how="left")
-            .join(stats["users"], on="user_idx", how="left")
+    stats = _user_stats(ctx)
+    return {"items": dense_by_item(items, fs.vocabs.item.size),
+            "counts": [c for c in pop.columns if c.startswith("count_") or c == "weight_all"],
+            "affinity": ByUser(aff), **{k: ByUser(v) for k, v in stats.items()}}
+
+
+def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
+    """`cands` (merged candidates) with every re-ranker feature column added."""
+    t: dict = ctx.once("rerank_tables", lambda: _tables(ctx))  # type: ignore[assignment]
+    df = cands.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+    df = df.with_columns(**{k: pl.Series(v) for k, v in vector_features(df, ctx).items()})
+    users = df["user_idx"].unique().to_numpy()
+    intent = _recent_intent(ctx, users)
+    df = df.hstack(gather_items(t["items"], df["item_idx"].to_numpy()))
+    return (df.join(t["affinity"].rows(users), on=["user_idx", "top_category"], how="left")
+            .join(t["brands"].rows(users), on=["user_idx", "brand_idx"], how="left")
+            .join(t["leaves"].rows(users), on=["user_idx", "leaf_category"], how="left")
+            .join(t["categories"].rows(users), on=["user_idx", "top_category"], how="left")
+            .join(t["pairs"].rows(users), on=KEYS, how="left")
+            .join(t["users"].rows(users), on="user_idx", how="left")
             .join(intent["top"], on=["user_idx", "top_category"], how="left")
             .join(intent["leaf"], on=["user_idx", "leaf_category"], how="left")
             .with_columns(*[pl.col(c).fill_null(0) for c in
-                            [*counts, "category_affinity", "category_share", "brand_share",
+                            [*t["counts"], "category_affinity", "category_share", "brand_share",
                              "leaf_share", "user_item_events", "user_events", "user_items",
                              "recent_top_share", "recent_leaf_share"]],
                           (pl.col("price") / pl.col("user_mean_price")).alias("price_ratio"))

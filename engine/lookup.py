@@ -1,0 +1,39 @@
+"""Lookup tables of the re-ranker's features, built once per candidate context, so that a
+request reads only its own rows: item tables are dense by item index (a gather), user tables
+are sorted by user (a binary search). A join against a whole table would cost what the table
+costs, for every online request."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+
+class ByUser:
+    """A frame's rows grouped by `user_idx`, found for any set of users by binary search."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.frame = frame.with_columns(pl.col("user_idx").cast(pl.Int64)).sort("user_idx")
+        self.keys = self.frame["user_idx"].to_numpy()
+
+    def rows(self, users: np.ndarray) -> pl.DataFrame:
+        """Every row of the given users (each user once, whatever `users` repeats)."""
+        users = np.unique(np.asarray(users, np.int64))
+        lo = np.searchsorted(self.keys, users, "left")
+        n = np.searchsorted(self.keys, users, "right") - lo
+        total = int(n.sum())
+        idx = np.arange(total) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+        return self.frame[idx]
+
+
+def dense_by_item(frame: pl.DataFrame, n_items: int) -> pl.DataFrame:
+    """`frame` (keyed by item_idx) as one row per index 0..n_items-1 (nulls where absent),
+    without the key: row i describes item i."""
+    full = pl.DataFrame({"item_idx": np.arange(n_items, dtype=np.int64)})
+    return (full.join(frame.with_columns(pl.col("item_idx").cast(pl.Int64)), on="item_idx",
+                      how="left", maintain_order="left").drop("item_idx"))
+
+
+def gather_items(table: pl.DataFrame, items: np.ndarray) -> pl.DataFrame:
+    """The rows of a `dense_by_item` table for `items`, in that order."""
+    return table[np.asarray(items, np.int64)]
