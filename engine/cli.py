@@ -240,12 +240,14 @@ def _index(cfg: EngineConfig, vectors: Path, out: Path) -> None:
     ]))
 
 
-def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool) -> None:
+def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool,
+             incremental: bool = False) -> None:
     from engine.jobs.nightly import run_nightly
     from engine.jobs.stages import STAGES
 
     with steps("nightly", len(STAGES) + 1, console) as report:
-        result = run_nightly(cfg, artifacts, force=force, report=report)
+        result = run_nightly(cfg, artifacts, force=force, incremental=incremental,
+                             report=report)
     root = result.version
     if result.reason == "unchanged":
         console.print(f"inputs and config unchanged: nothing new published; live version "
@@ -279,9 +281,12 @@ def nightly(
         help="Artifacts root (default: the config's [artifacts] root).")] = None,
     force: Annotated[bool, typer.Option(
         help="Publish even if the quality gate fails or nothing changed.")] = False,
+    incremental: Annotated[bool, typer.Option(
+        help="Reuse the live models; new items and users join by content (a full retrain "
+             "runs anyway past [jobs] full_retrain_days).")] = False,
 ) -> None:
     """Run every stage (resuming an interrupted run), gate and publish a new version."""
-    _nightly(load_config(config, Config), artifacts, force=force)
+    _nightly(load_config(config, Config), artifacts, force=force, incremental=incremental)
 
 
 @app.command()

@@ -130,18 +130,20 @@ FEATURE_STEPS = 6
 
 
 def build_features(cfg: PipelineConfig, *, window: Window = "train",
-                   tables: Tables | None = None, report: Report = silent) -> FeatureSet:
+                   tables: Tables | None = None, vocabs: Vocabularies | None = None,
+                   report: Report = silent) -> FeatureSet:
     """Validate the inputs (unless `tables` is given) and build every feature.
 
     Interactions of all splits are kept (with their `split` label) for training and
     evaluation; histories, popularity and affinity use only the rows of `window`, as of the
-    end of that window.
+    end of that window. `vocabs` (default: fitted on the tables) lets an incremental run keep
+    a trained model's indices.
     """
     report("validate inputs")
     tables = tables or validate_tables(cfg.data, cfg.columns)
     fc = cfg.features
     report("vocabularies")
-    vocabs = Vocabularies.fit(tables, cfg)
+    vocabs = vocabs or Vocabularies.fit(tables, cfg)
     report("encode and split")
     last_ts = tables.interactions["ts"].max()
     pos = (

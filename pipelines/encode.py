@@ -46,6 +46,18 @@ class Vocabulary:
             counts = counts.head(max_size)
         return cls(name, counts[s.name].sort().rename("value"))
 
+    def extend(self, values: pl.Series) -> Vocabulary:
+        """This vocabulary with the values it lacks appended (sorted): every known value keeps
+        its index, so a model trained on this one still reads them right.
+
+        Example:
+            >>> Vocabulary.fit("item", pl.Series(["b", "a"])).extend(pl.Series(["c", "a"])).values.to_list()
+            ['a', 'b', 'c']
+        """
+        new = values.cast(pl.String).drop_nulls().unique().sort()
+        new = new.filter(~new.is_in(self.values.implode()))
+        return Vocabulary(self.name, pl.concat([self.values, new.rename("value")]))
+
     @property
     def size(self) -> int:
         """Number of embedding rows needed: known values + the OOV row."""

@@ -19,5 +19,7 @@ class JobsConfig(Section):
     version's by more than this share (0.05: at most 5% lower)."""
     user_chunk: int = Field(default=5000, ge=1)
     """Users scored per chunk of the batch lists (memory stays flat as users grow)."""
+    full_retrain_days: float = Field(default=7.0, gt=0)
+    """`--incremental` retrains fully anyway once the live models are this many days old."""
     explain: bool = True
     """Write the `why` column (sources, feature contributions, rules) in the product lists."""

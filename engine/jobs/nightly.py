@@ -23,6 +23,8 @@ from engine.jobs.artifacts import (
     VERSIONS, current_version, prune, publish, read_manifest, sha256_file, staging_dir,
     switch_current, verify, write_manifest,
 )
+from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
+from engine.jobs.incremental import base_figures
 from engine.jobs.stages import STAGES, Figures, Run
 from pipelines.errors import RecengineError
 from pipelines.io import atomic_path
@@ -94,14 +96,33 @@ def check_gate(figures: dict[str, Figures], live: Path | None, tolerance: float)
     return worse
 
 
+def incremental_base(live: Path | None, cfg: EngineConfig) -> Path | None:
+    """The live version an incremental run may build on: None before the first version, or
+    when its models are older than `full_retrain_days` (time for a full retrain)."""
+    if live is None:
+        return None
+    trained = read_manifest(live).get("trained_at")
+    if not isinstance(trained, str):
+        return None
+    age = datetime.now(UTC) - datetime.fromisoformat(trained)
+    return live if age.total_seconds() < cfg.jobs.full_retrain_days * 86400 else None
+
+
 def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = False,
-                report: Report = silent) -> NightlyResult:
-    """Build, gate and publish a version under `root` (default: the config's artifacts root)."""
+                incremental: bool = False, report: Report = silent) -> NightlyResult:
+    """Build, gate and publish a version under `root` (default: the config's artifacts root).
+
+    `incremental` reuses the live version's models and adds the items and users that came
+    since (content vectors, a new index and new lists); it runs in full when there is no live
+    version or its models are older than `[jobs] full_retrain_days`."""
     root = Path(root or cfg.artifacts.root).resolve()
-    key = run_key(cfg)
     live = current_version(root)
-    if live is not None and read_manifest(live).get("run_key") == key and not force:
+    base = incremental_base(live, cfg) if incremental else None
+    data_key = run_key(cfg)
+    if live is not None and read_manifest(live).get("data_key") == data_key and not force:
         return NightlyResult(live, False, "unchanged", {}, {})
+    key = data_key if base is None else hashlib.sha256(
+        f"{data_key} incremental on {base.name}".encode()).hexdigest()
     done = _published_with(root, key)
     if done is not None:
         verify(done)
@@ -110,9 +131,10 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
 
     staging = staging_dir(root, key)
     (staging / "stages").mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, staging, report=report)
+    run = Run(cfg, staging, report=report, base=base,
+              base_figures=base_figures(base) if base is not None else {})
     seconds: dict[str, float] = {}
-    for name, stage in STAGES:
+    for name, stage in (INCREMENTAL_STAGES if base is not None else STAGES):
         record = staging / "stages" / f"{name}.json"
         if record.is_file():
             saved = json.loads(record.read_text())
@@ -134,12 +156,16 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
             f"{cfg.jobs.gate_tolerance:.0%}); `current` still points at {live.name if live else '-'}"
             "; rerun with --force to publish anyway")
     version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{key[:12]}"
+    trained_at = (read_manifest(base)["trained_at"] if base is not None
+                  else datetime.now(UTC).isoformat())
     write_manifest(staging, {
-        "version": version, "run_key": key, "created": datetime.now(UTC).isoformat(),
+        "version": version, "run_key": key, "data_key": data_key,
+        "created": datetime.now(UTC).isoformat(),
         "inputs": input_checksums(cfg), "config": cfg.model_dump(mode="json"),
         "libraries": library_versions(), "metrics": run.figures, "seconds": seconds,
         "gate": {f"{s}.{n}": run.figures.get(s, {}).get(n) for s, n in GATED.items()},
-        "forced": bool(worse)})
+        "forced": bool(worse), "trained_at": trained_at,
+        "incremental_from": base.name if base is not None else None})
     final = publish(root, staging, version)
     prune(root, cfg.jobs.retention)
     return NightlyResult(final, True, "published", run.figures, seconds)

@@ -48,6 +48,8 @@ class Run:
     dir: Path
     figures: dict[str, Figures] = field(default_factory=dict)
     report: Report = silent
+    base: Path | None = None   # the live version an incremental run builds on
+    base_figures: dict[str, Figures] = field(default_factory=dict)
 
     def features(self) -> FeatureSet:
         return FeatureSet.load(self.dir)
