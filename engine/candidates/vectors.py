@@ -7,7 +7,14 @@ import numpy as np
 import polars as pl
 
 from engine.candidates.context import CandidateContext
-from engine.index import exact_top_k
+from engine.index import IndexConfig, ItemIndex, build_index, exact_top_k
+
+
+EXACT_MAX = 100_000
+"""Up to this many items the content neighbours are an exact numpy scan."""
+SCORE_BUDGET = 1 << 26
+"""Most query x item scores the content source holds at once (256 MB of float32; with 1M
+items, 67 queries a block)."""
 
 
 class AnnSource:
@@ -48,20 +55,40 @@ class ContentSource:
         self.ctx = ctx
         self.items = np.flatnonzero(ctx.eligible)
         self._neighbours: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._index: ItemIndex | None = None
+        self._cand: np.ndarray | None = None
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows into `self.items`, inner products) of each query's k nearest content vectors:
+        exact with numpy up to `EXACT_MAX` items, else an index from the factory (IVF at a
+        million items; a numpy scan there spends minutes in argpartition)."""
+        if self._cand is None:  # gathered once: a copy of every eligible item's vector
+            self._cand = self.ctx.content_vectors[self.items]  # type: ignore[index]
+        cand = self._cand
+        if len(self.items) > EXACT_MAX:
+            if self._index is None:
+                self._index, _ = build_index(cand, np.arange(len(self.items)), IndexConfig())
+            sims, rows = self._index.search(queries, k)
+            return rows, sims
+        rows_out, sims_out = [], []
+        step = max(1, SCORE_BUDGET // max(len(self.items), 1))  # bounded (Q, N) score block
+        for a in range(0, len(queries), step):
+            q = queries[a:a + step]
+            rows = exact_top_k(q, cand, k)
+            rows_out.append(rows)
+            sims_out.append(np.einsum("qd,qkd->qk", q, cand[rows]))
+        return np.concatenate(rows_out), np.concatenate(sims_out)
 
     def _table(self, seeds: np.ndarray) -> pl.DataFrame:
         """item_idx, neighbour, weight for the seed items (computed once per item)."""
         vecs = self.ctx.content_vectors
         todo = np.array([s for s in seeds if s not in self._neighbours], np.int64)
         k = min(self.ctx.cfg.neighbours + 1, len(self.items))
-        cand = vecs[self.items]  # type: ignore[index]
-        for a in range(0, len(todo), 2048):
-            chunk = todo[a:a + 2048]
-            q = vecs[chunk]  # type: ignore[index]
-            rows = exact_top_k(q, cand, k)
-            sims = np.take_along_axis(q @ cand.T, rows, axis=1)
-            for s, r, w in zip(chunk, rows, sims, strict=True):
-                self._neighbours[int(s)] = (self.items[r], w)
+        if len(todo):
+            rows, sims = self._search(vecs[todo], k)  # type: ignore[index]
+            for s, r, w in zip(todo, rows, sims, strict=True):
+                keep = r >= 0
+                self._neighbours[int(s)] = (self.items[r[keep]], w[keep])
         parts = [(s, *self._neighbours[int(s)]) for s in seeds]
         return pl.DataFrame({
             "item_idx": np.concatenate([np.full(len(n), s) for s, n, _ in parts]),
