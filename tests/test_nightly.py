@@ -130,6 +130,7 @@ def test_gate_holds_current_unless_forced(job: tuple[EngineConfig, Path]) -> Non
                         root, force=True)
     names = sorted(p.name for p in (root / VERSIONS).iterdir())
     assert len(names) == 2 and third.version.name in names and live.name not in names
+    assert not list((root / "staging").iterdir())  # no run's leftovers stay behind
 
 
 def _nightly_cmd(config: Path, root: Path) -> list[str]:

@@ -121,3 +121,13 @@ def prune(root: Path, keep: int) -> list[Path]:
     for p in gone:
         shutil.rmtree(p)
     return gone
+
+
+def clear_staging(root: Path) -> list[Path]:
+    """Remove every staging folder (after a publish, what is left there belongs to runs whose
+    inputs, config or code are gone); the removed."""
+    folder = Path(root) / STAGING
+    gone = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    for p in gone:
+        shutil.rmtree(p)
+    return gone

@@ -2,9 +2,9 @@
 from the first unfinished stage after a crash, hold the new version to the quality gate, and
 publish it atomically.
 
-The run key is a hash of the input files, the config and the library version: a rerun after a
-kill finds the same staging folder and its stage records; a rerun with nothing changed finds
-the key in the live version's manifest and publishes nothing.
+The run key is a hash of the input files, the config, the library versions and recengine's
+source: a rerun after a kill finds the same staging folder and its stage records; a rerun with
+nothing changed finds the key in the live version's manifest and publishes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.jobs.artifacts import (
-    VERSIONS, current_version, prune, publish, read_manifest, sha256_file, staging_dir,
+    VERSIONS, clear_staging, current_version, prune, publish, read_manifest, sha256_file, staging_dir,
     switch_current, verify, write_manifest,
 )
 from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
@@ -66,9 +66,23 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def code_fingerprint() -> str:
+    """sha256 of recengine's own source: a run resumed or skipped after the code changed
+    would mix or keep outputs of the old code."""
+    h = hashlib.sha256()
+    top = Path(__file__).resolve().parents[2]
+    for package in ("pipelines", "embeddings", "engine", "serving"):
+        for path in sorted((top / package).rglob("*.py")):
+            h.update(path.relative_to(top).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def run_key(cfg: EngineConfig) -> str:
-    """sha256 of the inputs, the config (bar where artifacts go) and the library versions."""
+    """sha256 of the inputs, the config (bar where artifacts go), the library versions and
+    recengine's source."""
     doc = {"inputs": input_checksums(cfg), "libraries": library_versions(),
+           "code": code_fingerprint(),
            "config": cfg.model_dump(mode="json", exclude={"artifacts"})}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -168,4 +182,5 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
         "incremental_from": base.name if base is not None else None})
     final = publish(root, staging, version)
     prune(root, cfg.jobs.retention)
+    clear_staging(root)
     return NightlyResult(final, True, "published", run.figures, seconds)
