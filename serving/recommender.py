@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -59,13 +59,16 @@ class Recommender:
 
     def recommend(self, user_id: str | int | None = None, *, k: int = 10,
                   kind: Kind = "product", exclude: Iterable[str | int] = (),
+                  filters: Mapping[str, object] | None = None,
                   history: Sequence[str | int] | None = None,
                   user_features: dict[str, str] | None = None,
                   explain: bool = False) -> list[dict[str, object]]:
         """The top `k` for a user id, or for a history (anonymous or new users).
 
-        Returns dicts with item_id, rank, score (and pctr, bid, ecpm for ads; kind in a mixed
-        list; why when `explain`). Fewer than `k` when fewer items qualify, never padding.
+        `filters` keep products by `category` (name or path prefix), `brand`, `min_price`,
+        `max_price` (see `serving.filters`). Returns dicts with item_id, rank, score (and pctr,
+        bid, ecpm for ads; kind in a mixed list; why when `explain`). Fewer than `k` when fewer
+        items qualify, never padding.
         """
         _check(k=k, kind=kind)
         if user_id is None and history is None:
@@ -73,7 +76,8 @@ class Recommender:
         return self._state.recommend(None if user_id is None else str(user_id), k=k,
                                      kind=kind, exclude=[str(e) for e in exclude],
                                      history=None if history is None else [str(h) for h in history],
-                                     user_features=user_features or {}, explain=explain)
+                                     user_features=user_features or {}, explain=explain,
+                                     filters=dict(filters) if filters else None)
 
     def recommend_batch(self, user_ids: Sequence[str | int], *, k: int = 10,
                         kind: Literal["product", "ad"] = "product") -> pl.DataFrame:

@@ -21,6 +21,7 @@ from engine.rules import Candidate, allocate_slots
 from engine.version import version_context
 from pipelines.dataset import FeatureSet
 from pipelines.errors import DataError
+from serving.filters import filter_mask
 
 Kind = Literal["product", "ad", "mixed"]
 AD_COLUMNS = ["pctr", "bid", "ecpm"]
@@ -80,15 +81,17 @@ class VersionState:
 
     # ------------------------------------------------------------------ products
     def _known_lists(self, users: np.ndarray, k: int, exclude: dict[int, set[int]],
-                     explain: bool) -> pl.DataFrame:
+                     explain: bool, allowed: np.ndarray | None = None) -> pl.DataFrame:
         frame = feature_frame(generate_candidates(self.sources, users), self.ctx)
+        if allowed is not None:
+            frame = frame.filter(pl.Series(allowed[frame["item_idx"].to_numpy()]))
         x = frame.select([pl.col(n).cast(pl.Float64) for n in self.names]).to_numpy()
         lists = product_lists(frame, self.booster.predict(x), self.facts, k=k,  # type: ignore[attr-defined]
                               rules=self.cfg.rules, exclude=exclude)
         return with_explanations(lists, frame, self.booster, self.names) if explain else lists  # type: ignore[arg-type]
 
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
-                        exclude: set[int]) -> pl.DataFrame:
+                        exclude: set[int], allowed: np.ndarray | None = None) -> pl.DataFrame:
         hist = [self.item_index[h] for h in history if h in self.item_index]
         hist = hist[-self.cfg.features.history_length:]
         attrs = [self.attr_index[t] for t in (f"{a}={v}" for a, v in features.items())
@@ -96,7 +99,8 @@ class VersionState:
         vec = self.encoder.encode([hist], [attrs])
         n = min(self.ctx.index.size, 5 * k + len(exclude))  # type: ignore[union-attr]
         scores, items = self.ctx.index.search(  # type: ignore[union-attr]
-            vec, n, exclude=[np.asarray(hist, np.int64)], allowed=self.ctx.eligible)
+            vec, n, exclude=[np.asarray(hist, np.int64)],
+            allowed=self.ctx.eligible if allowed is None else self.ctx.eligible & allowed)
         keep = items[0] >= 0
         frame = pl.DataFrame({"user_idx": np.zeros(int(keep.sum()), np.int64),
                               "item_idx": items[0][keep].astype(np.int64),
@@ -108,11 +112,12 @@ class VersionState:
 
     def _products(self, user_id: str | None, k: int, exclude: set[int],
                   history: list[str] | None, features: dict[str, str],
-                  explain: bool) -> pl.DataFrame:
+                  explain: bool, allowed: np.ndarray | None) -> pl.DataFrame:
         u = self.user_index.get(user_id) if user_id is not None else None
         if u is not None and history is None:
-            return self._known_lists(np.array([u], np.int64), k, {u: exclude}, explain)
-        return self._anonymous_list(history or [], features, k, exclude)
+            return self._known_lists(np.array([u], np.int64), k, {u: exclude}, explain,
+                                     allowed)
+        return self._anonymous_list(history or [], features, k, exclude, allowed)
 
     # ------------------------------------------------------------------ ads
     def _ads(self, user_id: str | None, k: int, exclude: set[str]) -> pl.DataFrame:
@@ -124,11 +129,14 @@ class VersionState:
     # ------------------------------------------------------------------ requests
     def recommend(self, user_id: str | None, *, k: int, kind: Kind, exclude: list[str],
                   history: list[str] | None, user_features: dict[str, str],
-                  explain: bool) -> list[dict[str, object]]:
+                  explain: bool, filters: dict[str, object] | None = None
+                  ) -> list[dict[str, object]]:
         excluded = {self.item_index[e] for e in exclude if e in self.item_index}
+        allowed = filter_mask(self.fs, filters) if filters else None
         if kind == "ad":
             return self._ad_rows(self._ads(user_id, k, set(exclude)))
-        products = self._products(user_id, k, excluded, history, user_features, explain)
+        products = self._products(user_id, k, excluded, history, user_features, explain,
+                                  allowed)
         out = [{"item_id": self.item_ids[r["item_idx"]], "rank": r["rank"], "score": r["score"],
                 **({"why": r["why"]} if explain and "why" in r else {})}
                for r in products.sort("rank").iter_rows(named=True)]

@@ -110,3 +110,9 @@ def test_explanations_name_sources_features_and_rules() -> None:
         assert why.startswith("sources: ann; ")
         assert " b " in f" {why}" or "a " in why
         assert (rules == "") or why.endswith(f"rules: {rules}")
+
+
+def test_no_candidates_give_an_empty_list() -> None:
+    frame, _ = candidates(3, users=2)
+    empty = product_lists(frame.head(0), np.empty(0), facts(3), k=5, rules=RulesConfig())
+    assert empty.height == 0 and empty.columns[:4] == ["user_idx", "rank", "item_idx", "score"]

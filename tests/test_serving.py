@@ -134,3 +134,23 @@ def test_reload_under_eight_threads(published: tuple[EngineConfig, Path]) -> Non
         t.join()
     assert not errors, errors[0]
     assert rec.version != first and calls[0] > 16
+
+
+def test_filters_keep_only_matching_items(rec: Recommender,
+                                          published: tuple[EngineConfig, Path]) -> None:
+    cfg, root = published
+    items = pl.read_parquet(cfg.data.items).with_columns(pl.col("item_id").cast(pl.String))
+    top = items.filter(pl.col("kind") == "product")["category"].str.split(">").list.first().mode()[0]
+    price = float(items["price"].median())
+    u = batch_lists(root)["user_id"][0]
+    for got in (rec.recommend(u, k=10, filters={"category": top, "max_price": price}),
+                rec.recommend(history=[], k=10, filters={"category": top, "max_price": price})):
+        assert got
+        chosen = items.filter(pl.col("item_id").is_in([g["item_id"] for g in got]))
+        assert chosen.height == len(got)
+        assert chosen["category"].str.starts_with(top).all() and (chosen["price"] <= price).all()
+    assert rec.recommend(u, k=10, filters={"brand": "no-such-brand"}) == []
+    with pytest.raises(ValueError, match="unknown filter"):
+        rec.recommend(u, filters={"colour": "red"})
+    with pytest.raises(ValueError, match="number"):
+        rec.recommend(u, filters={"max_price": "cheap"})

@@ -91,7 +91,8 @@ def product_lists(frame: pl.DataFrame, scores: np.ndarray, facts: ItemFacts, *, 
     bounds = np.flatnonzero(np.diff(users)) + 1
     rows: dict[str, list] = {c: [] for c in ("user_idx", "rank", "item_idx", "score", "sources",
                                               "rules")}
-    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(users)], strict=True):
+    starts = np.r_[0, bounds] if len(users) else np.empty(0, np.int64)
+    for a, b in zip(starts, np.r_[bounds, len(users)] if len(users) else starts, strict=True):
         u = int(users[a])
         ruled = apply_list_rules(items[a:b], score_col[a:b], facts, k=k, rules=rules,
                                  exclude=exclude.get(u, ()))
