@@ -174,12 +174,13 @@ class VersionState:
             parts.append(lists.select(
                 self.fs.vocabs.user.decode(lists["user_idx"]).alias("user_id"), "rank",
                 self.fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"), "score"))
-        for u in user_ids:
-            if u not in self.user_index:
-                anon = self._anonymous_list([], {}, k, set())
-                parts.append(anon.select(pl.lit(u).alias("user_id"), "rank",
-                                         self.fs.vocabs.item.decode(anon["item_idx"]).alias("item_id"),
-                                         "score"))
+        strangers = [u for u in user_ids if u not in self.user_index]
+        if strangers:  # no history, no attributes: one anonymous list serves them all
+            anon = self._anonymous_list([], {}, k, set())
+            one = anon.select("rank", self.fs.vocabs.item.decode(anon["item_idx"]).alias("item_id"),
+                              "score")
+            parts.append(pl.DataFrame({"user_id": strangers}).join(one, how="cross")
+                         .select("user_id", "rank", "item_id", "score"))
         if not parts:
             return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32,
                                         "item_id": pl.String, "score": pl.Float64})

@@ -87,6 +87,10 @@ def test_edges(rec: Recommender, published: tuple[EngineConfig, Path]) -> None:
     assert all({"pctr", "bid", "ecpm"} <= set(a) for a in ads)
     mixed = rec.recommend(u, k=6, kind="mixed")
     assert len(mixed) <= 6 and all(m["kind"] in ("product", "ad") for m in mixed)
+    strangers = rec.recommend_batch(["stranger-1", u, "stranger-2"], k=3)
+    assert strangers["user_id"].unique(maintain_order=True).to_list() == ["stranger-1", u,
+                                                                          "stranger-2"]
+    assert strangers.group_by("user_id").len()["len"].max() <= 3
     similar = rec.similar_items(first, 4)
     assert len(similar) == 4 and first not in [s["item_id"] for s in similar]
     assert rec.similar_items("not-an-item", 4) == []

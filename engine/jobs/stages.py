@@ -9,6 +9,7 @@ models that produce the published lists are then fitted on every interaction up 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from engine.rerank.training import fit_ranker, training_lists
 from engine.retrieval import train_retrieval
 from engine.version import dense_vectors, version_context
 from pipelines.dataset import FeatureSet, build_features
-from pipelines.io import write_parquet
+from pipelines.io import atomic_path, write_parquet
 from pipelines.progress import Report, silent
 from pipelines.validate import validate_tables
 
@@ -183,10 +184,6 @@ def _with_ids(lists: pl.DataFrame, fs: FeatureSet) -> pl.DataFrame:
 
 def evaluation(run: Run) -> Figures:
     """report/metrics.json: every figure the stages measured."""
-    import json
-
-    from pipelines.io import atomic_path
-
     with atomic_path(run.dir / "report" / "metrics.json") as tmp:
         tmp.write_text(json.dumps(run.figures, indent=2, default=str))
     return {"stages": len(run.figures)}
