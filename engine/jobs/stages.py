@@ -29,7 +29,7 @@ from engine.config import EngineConfig
 from engine.index import build_index
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
-from engine.rerank.ranker import load_ranker, save_ranker
+from engine.rerank.ranker import load_ranker, save_ranker, score_frame
 from engine.rerank.training import fit_ranker, training_lists
 from engine.retrieval import train_retrieval
 from engine.version import dense_vectors, version_context
@@ -152,8 +152,8 @@ def recs(run: Run) -> Figures:
         chunk = users[a:a + cfg.jobs.user_chunk]
         run.report(f"product lists {a + len(chunk):,}/{len(users):,} users")
         frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        x = frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
-        lists = product_lists(frame, booster.predict(x), facts, k=cfg.jobs.k, rules=cfg.rules)
+        lists = product_lists(frame, score_frame(booster, frame, names), facts, k=cfg.jobs.k,
+                              rules=cfg.rules)
         if cfg.jobs.explain:
             lists = with_explanations(lists, frame, booster, names)
         write_parquet(_with_ids(lists, fs).drop("sources", "rules"),
@@ -163,6 +163,8 @@ def recs(run: Run) -> Figures:
     run.report("ad lists")
     ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}
     if (run.dir / "ads").is_dir():
+        # the log is read from the inputs again: an incremental run reuses the ads model,
+        # but today's impressions (frequency caps, past click rates) must be the new ones
         ads_frame, spent = ad_lists(users, fs, Pctr.load(run.dir / "ads"), _ad_log(cfg),
                                     cfg.auction, when=fs.as_of)
     write_parquet(_with_ids(ads_frame.select(list(AD_SCHEMA)), fs),

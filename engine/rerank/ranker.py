@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import polars as pl
 
 from engine.rerank.config import RankerConfig
 from pipelines.errors import DataError
@@ -50,6 +51,13 @@ def train_ranker(train: RankData, names: list[str], cfg: RankerConfig,
         callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
     return lgb.train(cfg.params(), dtrain, num_boost_round=cfg.num_boost_round,
                      valid_sets=sets, callbacks=callbacks)
+
+
+def score_frame(booster: lgb.Booster, frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    """(N,) scores of the rows of a feature frame (nulls as NaN, LightGBM's missing): the one
+    scoring call of the batch lists and the online path."""
+    x = frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
+    return booster.predict(x, num_iteration=booster.best_iteration or None)
 
 
 def save_ranker(booster: lgb.Booster, folder: Path) -> Path:
