@@ -6,6 +6,7 @@ from embeddings.config import EmbeddingsConfig
 from engine.ads.auction import AuctionConfig
 from engine.ads.config import PctrConfig
 from engine.candidates.config import CandidatesConfig
+from engine.evaluation.config import EvaluationConfig
 from engine.index.config import IndexConfig
 from engine.jobs.config import JobsConfig
 from engine.rerank.config import RankerConfig
@@ -14,7 +15,7 @@ from engine.rules import RulesConfig
 
 class EngineConfig(EmbeddingsConfig):
     """Pipeline, model and training sections, plus `[index]`, `[candidates]`, `[rerank]`,
-    `[rules]`, `[ads]`, `[auction]` and `[jobs]`."""
+    `[rules]`, `[ads]`, `[auction]`, `[jobs]` and `[evaluation]`."""
 
     index: IndexConfig = IndexConfig()
     candidates: CandidatesConfig = CandidatesConfig()
@@ -23,3 +24,4 @@ class EngineConfig(EmbeddingsConfig):
     ads: PctrConfig = PctrConfig()
     auction: AuctionConfig = AuctionConfig()
     jobs: JobsConfig = JobsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()

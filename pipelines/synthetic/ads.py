@@ -19,6 +19,8 @@ from pipelines.synthetic.world import World
 DAY = 86_400.0
 GAMMA = 1.5
 CTR_OFFSET = -4.0
+CTR_PERSONAL = 0.5   # click logit = CTR_PERSONAL * personal utility + CTR_BIAS * item bias
+CTR_BIAS = 0.3       #               + CTR_OFFSET
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def sample_ad_log(world: World, tl: Timeline, camp: Campaigns, n_requests: int,
     prop = w[row, a] / total[row]
     item = camp.ads[a]
     personal = np.einsum("nd,nd->n", taste(world, user, t, tl.span), world.item_vecs[item]) / world.tau
-    ctr = 1.0 / (1.0 + np.exp(-(0.5 * personal + 0.3 * world.item_bias[item] + CTR_OFFSET)))
+    ctr = 1.0 / (1.0 + np.exp(-(CTR_PERSONAL * personal + CTR_BIAS * world.item_bias[item]
+                              + CTR_OFFSET)))
     click = rng.random(len(user)) < ctr
     nan = np.full(len(user), np.nan)
     shown = Events(user, item, t, np.full(len(user), IMPRESSION, np.int8), nan, prop)

@@ -42,12 +42,7 @@ class GroundTruth:
     def pair_utility(self, user_ids: pl.Series, item_ids: pl.Series, at: datetime) -> np.ndarray:
         """(N,) true utility of each (user id, item id) pair at time `at` (NaN where either id
         is not in the ground truth)."""
-        def rows(ids: pl.Series, known: pl.Series) -> np.ndarray:
-            table = pl.DataFrame({"id": known, "row": np.arange(len(known))})
-            return (pl.DataFrame({"id": ids.cast(pl.String)})
-                    .join(table, on="id", how="left", maintain_order="left")["row"]
-                    .fill_null(-1).to_numpy())
-        u, i = rows(user_ids, self.user_ids), rows(item_ids, self.item_ids)
+        u, i = self._rows(user_ids, self.user_ids), self._rows(item_ids, self.item_ids)
         f = np.float32(self._f(at))
         ok = (u >= 0) & (i >= 0)
         taste = self.user_factor[u[ok]] + f * self.user_drift[u[ok]]
@@ -55,6 +50,23 @@ class GroundTruth:
         out[ok] = np.einsum("nd,nd->n", taste, self.item_factor[i[ok]]) / self.tau \
             + self.item_bias[i[ok]]
         return out
+
+    def click_rate(self, user_ids: pl.Series, item_ids: pl.Series, at: datetime) -> np.ndarray:
+        """(N,) true probability that the user clicks the ad when shown it at `at` (the
+        generator's click model: a logistic of the personal part and the bias of utility)."""
+        from pipelines.synthetic.ads import CTR_BIAS, CTR_OFFSET, CTR_PERSONAL
+
+        util = self.pair_utility(user_ids, item_ids, at)
+        bias = self.item_bias[np.maximum(self._rows(item_ids, self.item_ids), 0)]
+        logit = CTR_PERSONAL * (util - bias) + CTR_BIAS * bias + CTR_OFFSET
+        return 1.0 / (1.0 + np.exp(-logit))
+
+    @staticmethod
+    def _rows(ids: pl.Series, known: pl.Series) -> np.ndarray:
+        table = pl.DataFrame({"id": known, "row": np.arange(len(known))})
+        return (pl.DataFrame({"id": ids.cast(pl.String)})
+                .join(table, on="id", how="left", maintain_order="left")["row"]
+                .fill_null(-1).to_numpy())
 
     def _f(self, at: datetime) -> float:
         return (at - self.start).total_seconds() / (self.end - self.start).total_seconds()

@@ -1,0 +1,188 @@
+"""Strong simple baselines, fitted on the same interactions and scored by the same code as
+recengine's lists: popularity, item-kNN (cosine on the co-occurrence matrix), EASE (closed
+form) and ALS (the `implicit` package).
+
+Each baseline gives a score for every (evaluated user, item); `top_items` turns scores into
+full-corpus lists with the user's seen items and the ineligible items removed, exactly as
+recengine's own lists are filtered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from threadpoolctl import threadpool_limits
+
+from engine.evaluation.config import EvaluationConfig
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+"""user rows of the interaction matrix -> (n, n_items) float32 scores."""
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """The binary user x item matrix of the fit window (rows and columns by user_idx and
+    item_idx) and the items each evaluated user may not be shown."""
+
+    matrix: sp.csr_matrix   # (n_users, n_items) float32, 1 where the user had a positive
+
+    @classmethod
+    def build(cls, user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int
+              ) -> Interactions:
+        data = np.ones(len(user_idx), np.float32)
+        m = sp.csr_matrix((data, (user_idx, item_idx)), shape=(n_users, n_items), dtype=np.float32)
+        m.data[:] = 1.0  # duplicates summed by the constructor: binary again
+        return cls(m)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.matrix.shape[1])
+
+
+def popularity(x: Interactions, recent: sp.csr_matrix | None = None) -> Scorer:
+    """Users who interacted with each item (in `recent`, the last days, when given)."""
+    counts = np.asarray((recent if recent is not None else x.matrix).sum(axis=0)).ravel()
+    scores = counts.astype(np.float32)
+    return lambda rows: np.broadcast_to(scores, (len(rows), len(scores))).copy()
+
+
+def item_knn(x: Interactions, neighbours: int, shrink: float = 10.0) -> Scorer:
+    """Score = sum of cosine similarities (co-occurrence / sqrt of both degrees, shrunk) of
+    the item to the user's items, keeping each item's `neighbours` most similar items."""
+    m = x.matrix
+    co = (m.T @ m).tocsr().astype(np.float32)
+    deg = np.asarray(m.sum(axis=0)).ravel().astype(np.float32)
+    co.setdiag(0)
+    co.eliminate_zeros()
+    co = co.tocoo()
+    sim = co.data / (np.sqrt(deg[co.row] * deg[co.col]) + shrink)
+    sim_m = sp.csr_matrix((sim, (co.row, co.col)), shape=co.shape)
+    sim_m = _keep_top_per_row(sim_m, neighbours)
+    # score(u, j) = sum over the user's items i of sim(i, j)
+    return lambda rows: np.asarray((m[rows] @ sim_m).todense(), dtype=np.float32)
+
+
+def _keep_top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    m = m.tocsr()
+    rows, cols, vals = [], [], []
+    for r in range(m.shape[0]):
+        a, b = m.indptr[r], m.indptr[r + 1]
+        if b - a == 0:
+            continue
+        v, c = m.data[a:b], m.indices[a:b]
+        keep = np.argpartition(-v, min(k, len(v)) - 1)[:k] if len(v) > k else np.arange(len(v))
+        rows.append(np.full(len(keep), r))
+        cols.append(c[keep])
+        vals.append(v[keep])
+    if not rows:
+        return sp.csr_matrix(m.shape, dtype=np.float32)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=m.shape, dtype=np.float32)
+
+
+def ease(x: Interactions, lam: float, max_items: int) -> Scorer:
+    """EASE (Steck 2019): B = I - P diagMat(1 / diag(P)), P = (X'X + lambda I)^-1, on the
+    `max_items` most interacted items (a dense item x item matrix; items beyond never score)."""
+    m = x.matrix
+    deg = np.asarray(m.sum(axis=0)).ravel()
+    keep = np.sort(np.argsort(-deg, kind="stable")[:max_items])
+    keep = keep[deg[keep] > 0]
+    sub = m[:, keep]
+    gram = torch.from_numpy((sub.T @ sub).toarray().astype(np.float64))
+    gram += lam * torch.eye(len(keep), dtype=torch.float64)
+    p = torch.linalg.inv(gram)
+    b = -p / torch.diag(p)[None, :]
+    b.fill_diagonal_(0.0)
+    b32 = b.to(torch.float32).numpy()
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        out = np.full((len(rows), x.n_items), -np.inf, np.float32)
+        out[:, keep] = np.asarray(sub[rows].todense(), np.float32) @ b32
+        return out
+    return score
+
+
+def als(x: Interactions, factors: int, regularization: float, iterations: int, alpha: float,
+        seed: int) -> Scorer:
+    """Implicit-feedback ALS (Hu, Koren and Volinsky) from the `implicit` package, confidence
+    1 + alpha on the observed pairs."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    model = AlternatingLeastSquares(factors=factors, regularization=regularization,
+                                    iterations=iterations, random_state=seed,
+                                    calculate_training_loss=False)
+    conf = x.matrix.copy()
+    conf.data = (1.0 + alpha * conf.data).astype(np.float32)
+    with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads thrash
+        model.fit(conf, show_progress=False)
+    users = np.asarray(model.user_factors, np.float32)
+    items = np.asarray(model.item_factors, np.float32)
+    return lambda rows: users[rows] @ items.T
+
+
+GRIDS: dict[str, list[dict[str, float | None]]] = {
+    "popularity": [{"days": d} for d in (1.0, 7.0, 30.0, None)],
+    "item_knn": [{"neighbours": n} for n in (20.0, 100.0, 500.0)],
+    "ease": [{"lam": v} for v in (20.0, 100.0, 500.0, 2000.0, 8000.0)],
+    "als": [{"factors": f, "regularization": r, "alpha": a}
+            for f in (16.0, 64.0) for r in (1.0, 10.0) for a in (1.0, 5.0)],
+}
+"""What tuning tries on the validation window for each baseline (the config's values when
+tuning is off)."""
+
+
+def default_params(name: str, cfg: EvaluationConfig) -> dict[str, float | None]:
+    return {"popularity": {"days": cfg.popularity_days},
+            "item_knn": {"neighbours": float(cfg.knn_neighbours)},
+            "ease": {"lam": cfg.ease_lambda},
+            "als": {"factors": float(cfg.als_factors), "regularization": cfg.als_regularization,
+                    "alpha": cfg.als_alpha}}[name]
+
+
+def make_baseline(name: str, x: Interactions, recent: Callable[[float | None], sp.csr_matrix],
+                  params: dict[str, float | None], cfg: EvaluationConfig) -> Scorer:
+    """The fitted scorer of baseline `name` with `params`; `recent(days)` is the matrix of
+    the last `days` of the fit window (None: all of it)."""
+    if name == "popularity":
+        return popularity(x, recent(params["days"]))
+    if name == "item_knn":
+        return item_knn(x, int(params["neighbours"] or cfg.knn_neighbours))
+    if name == "ease":
+        return ease(x, float(params["lam"] or cfg.ease_lambda), cfg.ease_max_items)
+    if name == "als":
+        return als(x, int(params["factors"] or cfg.als_factors),
+                   float(params["regularization"] or 0.0),
+                   cfg.als_iterations, float(params["alpha"] or 0.0), cfg.seed)
+    raise ValueError(f"unknown baseline {name!r}")
+
+
+def top_items(score: Scorer, rows: np.ndarray, blocked: sp.csr_matrix, allowed: np.ndarray,
+              k: int, *, chunk: int = 2048) -> np.ndarray:
+    """(n, k) item indices, best first, of each user row: never an item in the row's
+    `blocked` (seen) or where `allowed` is False; -1 where fewer items score."""
+    out = np.full((len(rows), k), -1, np.int64)
+    for a in range(0, len(rows), chunk):
+        r = rows[a:a + chunk]
+        s = np.array(score(r), dtype=np.float32, copy=True)
+        s[:, ~allowed] = -np.inf
+        b = blocked[r].tocoo()
+        s[b.row, b.col] = -np.inf
+        out[a:a + len(r)] = top_of_scores(s, k)
+    return out
+
+
+def top_of_scores(s: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) column indices of the k best finite scores per row (ties by lower index)."""
+    k_eff = min(k, s.shape[1])
+    part = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff]
+    vals = np.take_along_axis(s, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    top = np.take_along_axis(part, order, axis=1)
+    top = np.where(np.isfinite(np.take_along_axis(vals, order, axis=1)), top, -1)
+    if k_eff < k:
+        top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-1)
+    return top
