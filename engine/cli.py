@@ -23,7 +23,7 @@ from embeddings.config import EmbeddingsConfig
 from engine.config import EngineConfig
 from engine.progress import steps, training_bar
 from pipelines.config import PipelineConfig, load_config
-from pipelines.errors import RecengineError
+from pipelines.errors import ConfigError, RecengineError
 
 # TorchRec's planner and DDP explain themselves at length on every run; their warnings are
 # about GPU topologies and deprecations, not about the user's data or config.
@@ -268,6 +268,7 @@ def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool,
     if root is not None:
         for name, path in (("product lists", root / "recs" / "kind=product"),
                            ("ad lists", root / "recs" / "kind=ad"),
+                           ("report", root / "report" / "index.html"),
                            ("metrics", root / "report" / "metrics.json"),
                            ("manifest", root / "manifest.json")):
             console.print(f"[bold]{name}:[/] {path}", soft_wrap=True, highlight=False)
@@ -287,6 +288,66 @@ def nightly(
 ) -> None:
     """Run every stage (resuming an interrupted run), gate and publish a new version."""
     _nightly(load_config(config, Config), artifacts, force=force, incremental=incremental)
+
+
+def _evaluate(cfg: EngineConfig, out: Path) -> None:
+    from engine.evaluation.evaluate import evaluate
+    from engine.evaluation.report import write_report
+
+    if cfg.split.strategy != "temporal":
+        raise ConfigError("[split] strategy", "the evaluation needs a temporal split: models "
+                          "are refitted on the windows before the test window")
+    with steps("evaluate", 12 + cfg.rerank.training_cutoffs + 3 * len(cfg.evaluation.baselines),
+               console) as report:
+        doc = evaluate(cfg, report=report)
+    doc["config"] = cfg.model_dump(mode="json")
+    page = write_report(out, doc)
+    k = doc["verdict"]["metric"]
+    rows = [(f"{m['label']} {k}", f"{m['metrics'][k]:.4f}") for m in doc["methods"].values()]
+    rows.append(("candidate recall", f"{doc['candidates']['recall']:.4f}"))
+    v = doc["verdict"]
+    if "best_baseline" in v:
+        rows.append(("final - best baseline", f"{v['final_minus_best']:+.4f} "
+                                              f"(p = {v['p_value']:.3g})"))
+    console.print(_table("evaluation", rows))
+    console.print(f"[bold]report:[/] {page}", soft_wrap=True, highlight=False)
+    console.print(f"[bold]metrics:[/] {out / 'metrics.json'}", soft_wrap=True, highlight=False)
+
+
+def _compare(a: Path, b: Path, match: str | None) -> None:
+    from engine.evaluation.compare import DEFAULT_MATCH, compare
+
+    t = Table(title=f"A = {a}\nB = {b}", title_justify="left")
+    for name in ("figure", "A", "B", "B - A"):
+        t.add_column(name, justify="left" if name == "figure" else "right")
+    for key, va, vb, d in compare(a, b, match=match or DEFAULT_MATCH):
+        t.add_row(key, *("-" if v is None else f"{v:.4f}" for v in (va, vb)),
+                  "-" if d is None else f"{d:+.4f}")
+    console.print(t)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="The TOML config file: refit and score on its test window.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Report folder (default: <artifacts root>/report).")] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option(
+        help="Two reports (metrics.json, a report or version folder, or an artifacts root): "
+             "print B - A for every figure.")] = None,
+    match: Annotated[str | None, typer.Option(
+        help="With --compare: a regular expression over the figures' dotted paths.")] = None,
+) -> None:
+    """Offline evaluation: every stage and the baselines (popularity, item-kNN, EASE, ALS) on
+    the test window; writes index.html (plots embedded) and metrics.json."""
+    if compare is not None:
+        _compare(*compare, match)
+        return
+    if config is None:
+        raise ConfigError("evaluate", "give --config (evaluate) or --compare A B")
+    cfg = load_config(config, Config)
+    _evaluate(cfg, out or Path(cfg.artifacts.root) / "report")
 
 
 @app.command()

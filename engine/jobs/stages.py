@@ -26,6 +26,8 @@ from engine.ads.log import ad_features, ad_impressions
 from engine.ads.pctr import Pctr, pctr_report, train_pctr
 from engine.candidates import default_sources, generate_candidates
 from engine.config import EngineConfig
+from engine.evaluation.evaluate import evaluate
+from engine.evaluation.report import write_report
 from engine.index import build_index
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
@@ -34,7 +36,7 @@ from engine.rerank.training import fit_ranker, training_lists
 from engine.retrieval import train_retrieval
 from engine.version import dense_vectors, version_context
 from pipelines.dataset import FeatureSet, build_features
-from pipelines.io import atomic_path, write_parquet
+from pipelines.io import write_parquet
 from pipelines.progress import Report, silent
 from pipelines.validate import validate_tables
 
@@ -184,11 +186,41 @@ def _with_ids(lists: pl.DataFrame, fs: FeatureSet) -> pl.DataFrame:
             .select("user_id", "rank", "item_id", pl.all().exclude("user_id", "rank", "item_id")))
 
 
+EVALUATION_KEYS = ("protocol", "metric_names", "candidates", "methods", "significance",
+                   "verdict", "ads", "seconds", "beyond_k")
+"""The parts of report/metrics.json that the offline evaluation writes."""
+
+
 def evaluation(run: Run) -> Figures:
-    """report/metrics.json: every figure the stages measured."""
-    with atomic_path(run.dir / "report" / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(run.figures, indent=2, default=str))
-    return {"stages": len(run.figures)}
+    """report/index.html and report/metrics.json: the offline evaluation (every model refitted
+    on the train and validation windows, scored on the test window beside the baselines) and
+    the figures every stage measured. An incremental run keeps its base version's evaluation:
+    its models are the same."""
+    cfg = run.cfg
+    doc: dict[str, object] = {"nightly": run.figures, "nightly_seconds": _stage_seconds(run.dir),
+                              "config": cfg.model_dump(mode="json")}
+    if run.base is not None:
+        old = run.base / "report" / "metrics.json"
+        kept = json.loads(old.read_text()) if old.is_file() else {}
+        doc |= {k: kept[k] for k in EVALUATION_KEYS if k in kept} | {"evaluated_in": run.base.name}
+    elif cfg.evaluation.enabled and cfg.split.strategy == "temporal":
+        doc |= evaluate(cfg, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
+                        report=run.report)
+    write_report(run.dir / "report", doc)
+    verdict = doc.get("verdict") or {}
+    return {"stages": len(run.figures),
+            **{f"final_{k}": v for k, v in verdict.items()  # type: ignore[union-attr]
+               if k in ("final", "best_baseline", "best_baseline_value", "oracle_share")}}
+
+
+def _stage_seconds(folder: Path) -> dict[str, float]:
+    """Seconds of each finished stage of this run, from its stage records."""
+    out = {}
+    for name, _ in STAGES:
+        record = folder / "stages" / f"{name}.json"
+        if record.is_file():
+            out[name] = float(json.loads(record.read_text())["seconds"])
+    return out
 
 
 Stage = Callable[[Run], Figures]
