@@ -36,8 +36,10 @@ def test_demo_publishes_a_version_from_the_shipped_sample(tmp_path: Path) -> Non
     live = (tmp_path / "artifacts" / "current").resolve()
     assert f"product lists: {live / 'recs' / 'kind=product'}" in " ".join(result.output.split())
     metrics = json.loads((live / "report" / "metrics.json").read_text())
-    assert metrics["rerank"]["holdout_ndcg"] > metrics["rerank"]["holdout_two_tower_ndcg"]
-    assert metrics["ads"]["ece_calibrated"] < metrics["ads"]["ece_raw"]
+    stages = metrics["nightly"]
+    assert stages["rerank"]["holdout_ndcg"] > stages["rerank"]["holdout_two_tower_ndcg"]
+    assert stages["ads"]["ece_calibrated"] < stages["ads"]["ece_raw"]
+    assert metrics["verdict"]["beats_best_baseline"], metrics["verdict"]
     products = pl.read_parquet(live / "recs" / "kind=product" / "*.parquet")
     assert products["user_id"].n_unique() == pl.read_parquet(sample / "users.parquet").height
     again = runner.invoke(app, ["demo", "--config", str(sample / "config.toml")])

@@ -98,7 +98,9 @@ def test_publishes_a_complete_verified_version(job: tuple[EngineConfig, Path]) -
     ads = pl.read_parquet(live / "recs" / "kind=ad" / "*.parquet")
     assert ads.columns == ["user_id", "rank", "item_id", "pctr", "bid", "ecpm"]
     metrics = json.loads((live / "report" / "metrics.json").read_text())
-    assert {"train", "rerank", "ads", "recs"} <= set(metrics)
+    assert {"train", "rerank", "ads", "recs"} <= set(metrics["nightly"])
+    assert "final" in metrics["methods"] and "oracle" not in metrics["methods"]  # no truth here
+    assert '<section id="metrics">' in (live / "report" / "index.html").read_text()
 
 
 def test_unchanged_inputs_publish_nothing(job: tuple[EngineConfig, Path]) -> None:
