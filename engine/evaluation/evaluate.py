@@ -45,10 +45,11 @@ from pipelines.synthetic import GroundTruth
 
 STAGE_OF = {"two_tower": "retrieval", "reranked": "re-rank", "final": "final list",
             "popularity": "baseline", "item_knn": "baseline", "ease": "baseline",
-            "als": "baseline", "oracle": "oracle"}
+            "als": "baseline", "oracle_candidates": "oracle", "oracle": "oracle"}
 LABELS = {"two_tower": "two-tower (full corpus)", "reranked": "re-ranked candidates",
           "final": "recengine final list", "popularity": "popularity", "item_knn": "item-kNN",
-          "ease": "EASE", "als": "ALS (implicit)", "oracle": "oracle (true utility)"}
+          "ease": "EASE", "als": "ALS (implicit)",
+          "oracle_candidates": "oracle order of the candidates", "oracle": "oracle (true utility)"}
 CURVE_KS = (1, 2, 3, 5, 10, 20, 30, 50, 75, 100)
 
 
@@ -156,7 +157,7 @@ def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg
     kept = pl.concat(cands)
     ordered = (kept.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
                .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank")))
-    return {"candidates": to_matrix(ordered, users, max(width, 1)),
+    return {"candidates": to_matrix(ordered, users, max(width, 1)), "_pairs": kept,  # type: ignore[dict-item]
             "reranked": to_matrix(ordered.filter(pl.col("rank") <= kmax), users, kmax),
             "final": to_matrix(pl.concat(final), users, kmax)}
 
@@ -218,6 +219,24 @@ def oracle_lists(cfg: EngineConfig, h: Holdout, kmax: int) -> np.ndarray | None:
     return out
 
 
+def oracle_of_candidates(cfg: EngineConfig, h: Holdout, pairs: pl.DataFrame, kmax: int
+                         ) -> np.ndarray | None:
+    """The candidate set ordered by the true utility: the best any re-ranker could do with
+    these candidates (the gap to the full oracle is what the candidate stage loses)."""
+    if cfg.data.ground_truth is None:
+        return None
+    gt = GroundTruth.load(cfg.data.ground_truth)
+    fs = h.fs
+    at = fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2  # type: ignore[operator]
+    util = gt.pair_utility(fs.vocabs.user.decode(pairs["user_idx"]),
+                           fs.vocabs.item.decode(pairs["item_idx"]), at)
+    ordered = (pairs.with_columns(pl.Series("score", np.nan_to_num(util, nan=-np.inf)))
+               .sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
+               .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank"))
+               .filter(pl.col("rank") <= kmax))
+    return to_matrix(ordered, h.truth.users, kmax)
+
+
 def segments(h: Holdout, cfg_bins: list[int]) -> dict[str, np.ndarray]:
     """Row indices (into the truth's users) of each user segment."""
     activity = np.asarray(h.fit.matrix[h.truth.users].sum(axis=1)).ravel()
@@ -265,6 +284,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     tops: dict[str, np.ndarray] = {}
     made = timer("recengine lists", lambda: recengine_lists(ctx, ranker, h, cfg, kmax, report))
     cand = made.pop("candidates")  # type: ignore[union-attr]
+    pairs = made.pop("_pairs")  # type: ignore[union-attr]
     tops["two_tower"] = timer("two-tower lists", lambda: two_tower_lists(ctx, h, kmax))  # type: ignore[assignment]
     tops |= made  # type: ignore[arg-type]
     tuned = timer("baseline tuning", lambda: tune_baselines(cfg, report))
@@ -276,6 +296,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         timer.seconds[f"baseline {name}"] = round(time.perf_counter() - t0, 2)
     oracle = timer("oracle lists", lambda: oracle_lists(cfg, h, kmax))
     if oracle is not None:
+        tops["oracle_candidates"] = oracle_of_candidates(cfg, h, pairs, kmax)  # type: ignore[assignment,arg-type]
         tops["oracle"] = oracle  # type: ignore[assignment]
 
     report("evaluation: metrics")
@@ -314,7 +335,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     key = f"ndcg@{k0}"
     significance = {name: {"metric": key, **paired(per_user["final"][key], per_user[name][key],
                                                      ec.bootstrap_draws, ec.seed)}
-                    for name in tops if name not in ("final", "oracle")}
+                    for name in tops if name != "final" and STAGE_OF.get(name) != "oracle"}
     baselines = [n for n in tops if STAGE_OF.get(n) == "baseline"]
     best_name = max(baselines, key=lambda n: methods[n]["metrics"][key]) if baselines else None  # type: ignore[index]
     final_v = methods["final"]["metrics"][key]  # type: ignore[index]
@@ -327,6 +348,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                     "beats_best_baseline": bool(final_v >= best_v)}
     if "oracle" in tops:
         verdict["oracle_share"] = methods["final"]["oracle_share"][key]  # type: ignore[index]
+        verdict["oracle_candidates_share"] = methods["oracle_candidates"]["oracle_share"][key]  # type: ignore[index]
 
     hits_c = gains_of(cand, truth) > 0
     candidates = {"recall": float((hits_c.sum(1) / truth.n_relevant).mean()),

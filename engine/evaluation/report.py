@@ -94,6 +94,12 @@ def summary(doc: dict) -> str:
     if v.get("oracle_share") is not None:
         lines.append(f"<p>It reaches {v['oracle_share']:.1%} of the oracle's {metric} (the "
                      "generator's true utility ranking the same items).</p>")
+    if v.get("oracle_candidates_share") is not None:
+        lines.append(f"<p>Ordered by the true utility, the candidate set alone would reach "
+                     f"{v['oracle_candidates_share']:.1%} of it: the rest of the gap "
+                     f"({1 - v['oracle_candidates_share']:.1%}) is lost at the candidate "
+                     f"stage, {v['oracle_candidates_share'] - v['oracle_share']:.1%} in the "
+                     "order the re-ranker gives the candidates.</p>")
     c = doc["candidates"]
     lines.append(f"<p>The candidate set (mean {c['mean_size']:.0f} items a user) holds "
                  f"{c['recall']:.1%} of the relevant items: no later stage can do better.</p>")
@@ -133,7 +139,7 @@ def curves(doc: dict) -> str:
             pts = m["curve"][metric]
             ax.plot([int(k) for k in pts], list(pts.values()), marker=".",
                     lw=2.5 if name == "final" else 1.2, label=m["label"],
-                    ls="--" if name == "oracle" else "-")
+                    ls="--" if m["stage"] == "oracle" else "-")
         ax.set_xscale("log")
         ax.set_xlabel("K")
         ax.set_ylabel(f"{metric}@K")
@@ -146,7 +152,8 @@ def stages(doc: dict) -> str:
     ks = doc["protocol"]["ks"]
     kmax = f"recall@{max(ks)}"
     c = doc["candidates"]
-    order = [n for n in ("two_tower", "reranked", "final", "oracle") if n in doc["methods"]]
+    order = [n for n in ("two_tower", "reranked", "final", "oracle_candidates", "oracle")
+             if n in doc["methods"]]
     rows: list[list[object]] = [["candidate set", c["mean_size"], c["recall"], None, None]]
     for n in order:
         m = doc["methods"][n]["metrics"]
