@@ -30,13 +30,18 @@ from pipelines.dataset import Window, build_features
 
 
 def labelled_lists(cfg: EngineConfig, trained: TrainedRetrieval, *, window: Window,
-                   label_split: str, cutoff: int = 0) -> pl.DataFrame:
+                   label_split: str, cutoff: int = 0, max_users: int | None = None
+                   ) -> pl.DataFrame:
     """Candidates with features as of the end of `window`, labelled by `label_split`, for
-    every user active in `label_split`; lists without a positive are dropped."""
+    every user active in `label_split` (a random `max_users` of them when given); lists
+    without a positive are dropped."""
     fs = build_features(cfg, window=window)
     ctx, _ = retrieval_context(cfg, fs, trained)
     users = (fs.interactions.filter(pl.col("split") == label_split)["user_idx"].unique()
              .sort().to_numpy().astype(np.int64))
+    if max_users is not None and len(users) > max_users:
+        rng = np.random.default_rng(cfg.rerank.seed + cutoff)
+        users = np.sort(rng.choice(users, max_users, replace=False))
     cands = generate_candidates(default_sources(ctx), users)
     frame = feature_frame(cands, ctx).with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff"))
     return attach_labels(frame, labels(ctx, label_split))
@@ -62,7 +67,8 @@ def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
         report(f"training lists as of {at:%Y-%m-%d}")
         c = shifted(cfg, at, rc.label_days)
         trained = train_retrieval(c, epochs=epochs)
-        parts.append(labelled_lists(c, trained, window="train", label_split="valid", cutoff=n))
+        parts.append(labelled_lists(c, trained, window="train", label_split="valid", cutoff=n,
+                                    max_users=rc.users_per_cutoff))
     return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
 
 
