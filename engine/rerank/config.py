@@ -34,7 +34,7 @@ class RankerConfig(Section):
     cutoff_step_days: float = Field(default=7.0, gt=0)
     label_days: float = Field(default=7.0, gt=0)
     """Days after a cutoff whose interactions label its lists."""
-    users_per_cutoff: int | None = Field(default=20_000, ge=1)
+    users_per_cutoff: int | None = Field(default=5_000, ge=1)
     """At most this many users' lists per cutoff (a random sample of the users active in its
     label window; None: all): memory and fit time stay flat as the user base grows, and a few
     thousand lists per cutoff already carry most of what the ranker can learn."""
