@@ -59,6 +59,7 @@ bench: setup
 	$(BIN)/python bench/bench_candidate_recall.py --config data_samples/config.toml
 	$(BIN)/python bench/bench_rerank_quality.py --config data_samples/config.toml
 	$(BIN)/python bench/bench_pctr.py --config data_samples/config.toml
+	$(BIN)/recengine evaluate --config data_samples/config.toml --out artifacts/reports/evaluation
 	$(BIN)/recengine demo
 	$(BIN)/python bench/bench_serving.py --artifacts artifacts
 
