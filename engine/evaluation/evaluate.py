@@ -32,6 +32,7 @@ from engine.evaluation.baselines import (
     GRIDS, Interactions, default_params, make_baseline, top_items, top_of_scores,
 )
 from engine.evaluation.beyond import beyond_accuracy
+from engine.evaluation.config import EvaluationConfig
 from engine.evaluation.metrics import RANKING, Truth, gains_of, means, ranking_metrics
 from engine.rerank.features import feature_frame, labels
 from engine.rerank.lists import ItemFacts, product_lists
@@ -40,6 +41,7 @@ from engine.rerank.ranker import score_frame
 from engine.rerank.training import FittedRanker, fit_ranker, training_lists
 from engine.retrieval import retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, build_features
+from pipelines.errors import DataError
 from pipelines.progress import Report, silent
 from pipelines.synthetic import GroundTruth
 
@@ -131,11 +133,21 @@ def tune_baselines(cfg: EngineConfig, report: Report) -> dict[str, dict[str, obj
     return out
 
 
+@dataclass(frozen=True)
+class StageLists:
+    """recengine's lists at each stage, as (U, ·) item matrices aligned with the truth."""
+
+    candidates: np.ndarray   # the candidate set (ordered by the re-ranker), every item
+    pairs: pl.DataFrame      # user_idx, item_idx, score of every unseen candidate
+    reranked: np.ndarray     # the candidates by re-ranker score, top kmax
+    final: np.ndarray        # the final list after the business rules, top kmax
+
+
 def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg: EngineConfig,
-                    kmax: int, report: Report) -> dict[str, np.ndarray]:
-    """(U, ·) item matrices of the candidate set, the re-ranked candidates and the final
-    lists, in chunks of users; seen items are scored with their list (the features see the
-    whole list, as in production) and then left out."""
+                    kmax: int, report: Report) -> StageLists:
+    """The candidate set, the re-ranked candidates and the final lists, in chunks of users;
+    seen items are scored with their list (the features see the whole list, as in
+    production) and then left out."""
     users = h.truth.users
     sources = default_sources(ctx)
     facts = ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors)
@@ -157,9 +169,9 @@ def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg
     kept = pl.concat(cands)
     ordered = (kept.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
                .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank")))
-    return {"candidates": to_matrix(ordered, users, max(width, 1)), "_pairs": kept,  # type: ignore[dict-item]
-            "reranked": to_matrix(ordered.filter(pl.col("rank") <= kmax), users, kmax),
-            "final": to_matrix(pl.concat(final), users, kmax)}
+    return StageLists(to_matrix(ordered, users, max(width, 1)), kept,
+                      to_matrix(ordered.filter(pl.col("rank") <= kmax), users, kmax),
+                      to_matrix(pl.concat(final), users, kmax))
 
 
 def _unseen(frame: pl.DataFrame, seen: pl.DataFrame) -> np.ndarray:
@@ -257,6 +269,63 @@ def paired(a: np.ndarray, b: np.ndarray, draws: int, seed: int) -> dict[str, flo
     return {"diff": mean, "ci_low": lo, "ci_high": hi, "p_value": p}
 
 
+def method_figures(tops: dict[str, np.ndarray], per_user: dict[str, dict[str, np.ndarray]],
+                   h: Holdout, ec: EvaluationConfig) -> dict[str, dict]:
+    """Each method's mean metrics, curves, beyond-accuracy figures, segments, cold-item recall
+    and (with an oracle) share of the oracle's value."""
+    truth, k0 = h.truth, ec.ks[0]
+    segs = segments(h, ec.activity_bins)
+    cold_truth = truth.only_items(h.counts == 0)
+    cold_rows = np.searchsorted(truth.users, cold_truth.users)
+    category = _category(h.fs)
+
+    def seg(name: str, rows: np.ndarray) -> dict[str, object]:
+        out: dict[str, object] = {"users": int(len(rows))}
+        for metric in (f"ndcg@{k0}", f"recall@{k0}"):
+            out[metric] = float(per_user[name][metric][rows].mean()) if len(rows) else None
+        return out
+
+    methods: dict[str, dict] = {}
+    for name, top in tops.items():
+        curve = ranking_metrics(top, truth, list(CURVE_KS))
+        cold = ranking_metrics(top[cold_rows], cold_truth, ec.ks) if len(cold_rows) else {}
+        methods[name] = {
+            "label": LABELS.get(name, name), "stage": STAGE_OF.get(name, "baseline"),
+            "metrics": means(per_user[name]),
+            "curve": {metric: {str(k): float(curve[f"{metric}@{k}"].mean()) for k in CURVE_KS}
+                      for metric in ("ndcg", "recall")},
+            "beyond": beyond_accuracy(top[:, :ec.beyond_k], counts=h.counts, category=category,
+                                      eligible=h.eligible, n_users=h.fs.vocabs.user.size),
+            "segments": {s: seg(name, rows) for s, rows in segs.items()},
+            "cold_items": {f"recall@{k}": float(cold[f"recall@{k}"].mean()) if cold else None
+                           for k in ec.ks}}
+    if "oracle" in methods:
+        best = methods["oracle"]["metrics"]
+        for v in methods.values():
+            v["oracle_share"] = {k: (x / best[k] if best[k] else None)
+                                 for k, x in v["metrics"].items()}
+    return methods
+
+
+def verdict_of(methods: dict[str, dict], significance: dict[str, dict[str, float]], key: str
+               ) -> dict[str, object]:
+    """The final list against the best baseline on `key`, plainly; shares of the oracle."""
+    baselines = [n for n in methods if STAGE_OF.get(n) == "baseline"]
+    final_v = methods["final"]["metrics"][key]
+    verdict: dict[str, object] = {"metric": key, "final": final_v}
+    if baselines:
+        best_name = max(baselines, key=lambda n: methods[n]["metrics"][key])
+        best_v = methods[best_name]["metrics"][key]
+        verdict |= {"best_baseline": best_name, "best_baseline_value": best_v,
+                    "final_minus_best": final_v - best_v,
+                    "p_value": significance[best_name]["p_value"],
+                    "beats_best_baseline": bool(final_v >= best_v)}
+    if "oracle" in methods:
+        verdict["oracle_share"] = methods["final"]["oracle_share"][key]
+        verdict["oracle_candidates_share"] = methods["oracle_candidates"]["oracle_share"][key]
+    return verdict
+
+
 def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = silent
              ) -> dict[str, object]:
     """Every figure of the evaluation report (see the module doc), JSON-ready."""
@@ -279,14 +348,14 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     h = holdout(ctx)
     truth = h.truth
     if len(truth.users) == 0:
-        raise ValueError("the test window has no user with a new positive: nothing to evaluate")
+        raise DataError(cfg.data.interactions, "the test window has no user with a new "
+                        "positive on an eligible product: nothing to evaluate")
 
     tops: dict[str, np.ndarray] = {}
-    made = timer("recengine lists", lambda: recengine_lists(ctx, ranker, h, cfg, kmax, report))
-    cand = made.pop("candidates")  # type: ignore[union-attr]
-    pairs = made.pop("_pairs")  # type: ignore[union-attr]
+    made: StageLists = timer("recengine lists", lambda: recengine_lists(  # type: ignore[assignment]
+        ctx, ranker, h, cfg, kmax, report))
     tops["two_tower"] = timer("two-tower lists", lambda: two_tower_lists(ctx, h, kmax))  # type: ignore[assignment]
-    tops |= made  # type: ignore[arg-type]
+    tops["reranked"], tops["final"] = made.reranked, made.final
     tuned = timer("baseline tuning", lambda: tune_baselines(cfg, report))
     for name, choice in tuned.items():  # type: ignore[union-attr]
         report(f"evaluation: baseline {name}")
@@ -296,63 +365,21 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         timer.seconds[f"baseline {name}"] = round(time.perf_counter() - t0, 2)
     oracle = timer("oracle lists", lambda: oracle_lists(cfg, h, kmax))
     if oracle is not None:
-        tops["oracle_candidates"] = oracle_of_candidates(cfg, h, pairs, kmax)  # type: ignore[assignment,arg-type]
+        tops["oracle_candidates"] = oracle_of_candidates(cfg, h, made.pairs, kmax)  # type: ignore[assignment]
         tops["oracle"] = oracle  # type: ignore[assignment]
 
     report("evaluation: metrics")
     per_user = {n: ranking_metrics(t, truth, ec.ks) for n, t in tops.items()}
-    segs = segments(h, ec.activity_bins)
-    cold = h.counts == 0
-    cold_truth = truth.only_items(cold)
-    cold_rows = np.searchsorted(truth.users, cold_truth.users)
-    category = _category(fs)
-    methods: dict[str, object] = {}
-    for name, top in tops.items():
-        m = means(per_user[name])
-        curve = ranking_metrics(top, truth, list(CURVE_KS))
-        methods[name] = {
-            "label": LABELS.get(name, name), "stage": STAGE_OF.get(name, "baseline"),
-            "metrics": m,
-            "curve": {metric: {str(k): float(curve[f"{metric}@{k}"].mean()) for k in CURVE_KS}
-                      for metric in ("ndcg", "recall")},
-            "beyond": beyond_accuracy(top[:, :ec.beyond_k], counts=h.counts, category=category,
-                                      eligible=h.eligible, n_users=fs.vocabs.user.size),
-            "segments": {s: {"users": int(len(rows)),
-                             f"ndcg@{k0}": float(per_user[name][f"ndcg@{k0}"][rows].mean())
-                             if len(rows) else None,
-                             f"recall@{k0}": float(per_user[name][f"recall@{k0}"][rows].mean())
-                             if len(rows) else None}
-                         for s, rows in segs.items()},
-            "cold_items": {f"recall@{k}": float(ranking_metrics(
-                top[cold_rows], cold_truth, [k])[f"recall@{k}"].mean()) if len(cold_rows) else None
-                for k in ec.ks}}
-    if "oracle" in tops:
-        best = methods["oracle"]["metrics"]  # type: ignore[index]
-        for v in methods.values():
-            v["oracle_share"] = {k: (x / best[k] if best[k] else None)  # type: ignore[index]
-                                 for k, x in v["metrics"].items()}  # type: ignore[index]
-
+    methods = method_figures(tops, per_user, h, ec)
     key = f"ndcg@{k0}"
     significance = {name: {"metric": key, **paired(per_user["final"][key], per_user[name][key],
                                                      ec.bootstrap_draws, ec.seed)}
                     for name in tops if name != "final" and STAGE_OF.get(name) != "oracle"}
-    baselines = [n for n in tops if STAGE_OF.get(n) == "baseline"]
-    best_name = max(baselines, key=lambda n: methods[n]["metrics"][key]) if baselines else None  # type: ignore[index]
-    final_v = methods["final"]["metrics"][key]  # type: ignore[index]
-    verdict: dict[str, object] = {"metric": key, "final": final_v}
-    if best_name is not None:
-        best_v = methods[best_name]["metrics"][key]  # type: ignore[index]
-        verdict |= {"best_baseline": best_name, "best_baseline_value": best_v,
-                    "final_minus_best": final_v - best_v,
-                    "p_value": significance[best_name]["p_value"],
-                    "beats_best_baseline": bool(final_v >= best_v)}
-    if "oracle" in tops:
-        verdict["oracle_share"] = methods["final"]["oracle_share"][key]  # type: ignore[index]
-        verdict["oracle_candidates_share"] = methods["oracle_candidates"]["oracle_share"][key]  # type: ignore[index]
+    verdict = verdict_of(methods, significance, key)
 
-    hits_c = gains_of(cand, truth) > 0
+    hits_c = gains_of(made.candidates, truth) > 0
     candidates = {"recall": float((hits_c.sum(1) / truth.n_relevant).mean()),
-                  "mean_size": float((cand >= 0).sum(1).mean()),
+                  "mean_size": float((made.candidates >= 0).sum(1).mean()),
                   "items_found": int(hits_c.sum()), "relevant_items": int(truth.n_relevant.sum())}
     report("evaluation: ads")
     ads = timer("ads", lambda: ads_evaluation(cfg))
@@ -364,7 +391,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                      "ranker_trees": ranker.booster.best_iteration,
                      "training_lists": int(lists.select("cutoff", "user_idx").n_unique()),  # type: ignore[union-attr]
                      "gain": "2^grade - 1 (purchase 4, add_to_cart 3, click 2, view 1)",
-                     "cold_items": int(cold[h.eligible].sum()),
+                     "cold_items": int(((h.counts == 0) & h.eligible).sum()),
                      "baselines": tuned},
         "metric_names": list(RANKING),
         "candidates": candidates, "methods": methods, "significance": significance,
