@@ -15,7 +15,8 @@ from engine.cli import SAMPLE_CONFIG, Config, app
 from pipelines.config import load_config
 
 runner = CliRunner()
-COMMANDS = ["demo", "generate", "import", "validate", "features", "train", "index", "nightly"]
+COMMANDS = ["demo", "generate", "import", "validate", "features", "train", "index", "nightly",
+            "evaluate"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
