@@ -95,11 +95,11 @@ def summary(doc: dict) -> str:
         lines.append(f"<p>It reaches {v['oracle_share']:.1%} of the oracle's {metric} (the "
                      "generator's true utility ranking the same items).</p>")
     if v.get("oracle_candidates_share") is not None:
+        cand, final = v["oracle_candidates_share"], v["oracle_share"]
         lines.append(f"<p>Ordered by the true utility, the candidate set alone would reach "
-                     f"{v['oracle_candidates_share']:.1%} of it: the rest of the gap "
-                     f"({1 - v['oracle_candidates_share']:.1%}) is lost at the candidate "
-                     f"stage, {v['oracle_candidates_share'] - v['oracle_share']:.1%} in the "
-                     "order the re-ranker gives the candidates.</p>")
+                     f"{cand:.1%} of the oracle. Of the gap of {1 - final:.1%}, "
+                     f"{1 - cand:.1%} is lost at the candidate stage and {cand - final:.1%} in "
+                     "the order the re-ranker gives the candidates.</p>")
     c = doc["candidates"]
     lines.append(f"<p>The candidate set (mean {c['mean_size']:.0f} items a user) holds "
                  f"{c['recall']:.1%} of the relevant items: no later stage can do better.</p>")
