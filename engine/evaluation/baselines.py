@@ -95,9 +95,11 @@ def ease(x: Interactions, lam: float, max_items: int) -> Scorer:
     gram = torch.from_numpy((sub.T @ sub).toarray().astype(np.float64))
     gram += lam * torch.eye(len(keep), dtype=torch.float64)
     p = torch.linalg.inv(gram)
-    b = -p / torch.diag(p)[None, :]
-    b.fill_diagonal_(0.0)
-    b32 = b.to(torch.float32).numpy()
+    del gram  # in place from here: a 20k-item EASE holds two dense float64 matrices at most
+    p /= -torch.diag(p)[None, :]
+    p.fill_diagonal_(0.0)
+    b32 = p.to(torch.float32).numpy()
+    del p
 
     def score(rows: np.ndarray) -> np.ndarray:
         out = np.full((len(rows), x.n_items), -np.inf, np.float32)
@@ -160,11 +162,16 @@ def make_baseline(name: str, x: Interactions, recent: Callable[[float | None], s
     raise ValueError(f"unknown baseline {name!r}")
 
 
+SCORES_PER_CHUNK = 1 << 26
+"""Dense (user x item) scores held at once (256 MB of float32)."""
+
+
 def top_items(score: Scorer, rows: np.ndarray, blocked: sp.csr_matrix, allowed: np.ndarray,
-              k: int, *, chunk: int = 2048) -> np.ndarray:
+              k: int) -> np.ndarray:
     """(n, k) item indices, best first, of each user row: never an item in the row's
     `blocked` (seen) or where `allowed` is False; -1 where fewer items score."""
     out = np.full((len(rows), k), -1, np.int64)
+    chunk = max(1, SCORES_PER_CHUNK // max(len(allowed), 1))
     for a in range(0, len(rows), chunk):
         r = rows[a:a + chunk]
         s = np.array(score(r), dtype=np.float32, copy=True)

@@ -16,7 +16,8 @@ business rules (recengine's product list).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -29,7 +30,8 @@ from engine.candidates import CandidateContext, default_sources, generate_candid
 from engine.config import EngineConfig
 from engine.evaluation.ads import ads_evaluation
 from engine.evaluation.baselines import (
-    GRIDS, Interactions, default_params, make_baseline, top_items, top_of_scores,
+    GRIDS, SCORES_PER_CHUNK, Interactions, default_params, make_baseline, top_items,
+    top_of_scores,
 )
 from engine.evaluation.beyond import beyond_accuracy
 from engine.evaluation.config import EvaluationConfig
@@ -57,15 +59,15 @@ CURVE_KS = (1, 2, 3, 5, 10, 20, 30, 50, 75, 100)
 
 @dataclass
 class Timer:
-    """Seconds per step, in order."""
+    """Seconds per step, in order: `with timer("step"): ...`."""
 
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def __call__(self, name: str, fn: Callable[[], object]) -> object:
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
         t = time.perf_counter()
-        out = fn()
+        yield
         self.seconds[name] = round(time.perf_counter() - t, 2)
-        return out
 
 
 @dataclass(frozen=True)
@@ -219,24 +221,25 @@ def oracle_lists(cfg: EngineConfig, h: Holdout, kmax: int) -> np.ndarray | None:
     gt_user = GroundTruth._rows(fs.vocabs.user.decode(pl.Series(h.truth.users)), gt.user_ids)
     out = np.full((len(h.truth.users), kmax), -1, np.int64)
     allowed = h.eligible & (gt_item >= 0)
-    for a in range(0, len(gt_user), 2048):
-        rows = gt_user[a:a + 2048]
+    step = max(1, SCORES_PER_CHUNK // max(len(gt_item), 1))
+    for a in range(0, len(gt_user), step):
+        rows = gt_user[a:a + step]
         util = np.full((len(rows), len(gt_item)), -np.inf, np.float32)
         known = rows >= 0
         util[known] = gt.utility(rows[known], at)[:, np.maximum(gt_item, 0)]
         util[:, ~allowed] = -np.inf
-        b = h.seen[h.truth.users[a:a + 2048]].tocoo()
+        b = h.seen[h.truth.users[a:a + step]].tocoo()
         util[b.row, b.col] = -np.inf
         out[a:a + len(rows)] = top_of_scores(util, kmax)
     return out
 
 
 def oracle_of_candidates(cfg: EngineConfig, h: Holdout, pairs: pl.DataFrame, kmax: int
-                         ) -> np.ndarray | None:
+                         ) -> np.ndarray:
     """The candidate set ordered by the true utility: the best any re-ranker could do with
-    these candidates (the gap to the full oracle is what the candidate stage loses)."""
-    if cfg.data.ground_truth is None:
-        return None
+    these candidates (the gap to the full oracle is what the candidate stage loses). Needs
+    the generator's ground truth."""
+    assert cfg.data.ground_truth is not None
     gt = GroundTruth.load(cfg.data.ground_truth)
     fs = h.fs
     at = fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2  # type: ignore[operator]
@@ -334,17 +337,19 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     timer = Timer()
     if epochs is None:
         report("evaluation: choose the two-tower epochs on the validation window")
-        chosen = timer("two-tower early stopping", lambda: train_retrieval(cfg))
-        epochs = chosen.result.best_epoch + 1  # type: ignore[attr-defined]
+        with timer("two-tower early stopping"):
+            epochs = train_retrieval(cfg).result.best_epoch + 1
     report("evaluation: two-tower refit on train + valid")
-    refit = timer("two-tower refit", lambda: train_retrieval(cfg, window="valid", epochs=epochs))
-    valid_start = build_features(cfg, window="train").as_of
+    with timer("two-tower refit"):
+        refit = train_retrieval(cfg, window="valid", epochs=epochs)
     report("evaluation: re-ranker on lists labelled before the test start")
-    lists = timer("re-ranker training lists", lambda: training_lists(
-        cfg, valid_start, epochs=epochs, report=report))
-    ranker: FittedRanker = timer("re-ranker fit", lambda: fit_ranker(lists, cfg))  # type: ignore[assignment]
+    with timer("re-ranker training lists"):
+        valid_start = build_features(cfg, window="train").as_of
+        lists = training_lists(cfg, valid_start, epochs=epochs, report=report)
+    with timer("re-ranker fit"):
+        ranker = fit_ranker(lists, cfg)
     fs = build_features(cfg, window="valid")
-    ctx, _ = retrieval_context(cfg, fs, refit)  # type: ignore[arg-type]
+    ctx, _ = retrieval_context(cfg, fs, refit)
     h = holdout(ctx)
     truth = h.truth
     if len(truth.users) == 0:
@@ -352,21 +357,23 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                         "positive on an eligible product: nothing to evaluate")
 
     tops: dict[str, np.ndarray] = {}
-    made: StageLists = timer("recengine lists", lambda: recengine_lists(  # type: ignore[assignment]
-        ctx, ranker, h, cfg, kmax, report))
-    tops["two_tower"] = timer("two-tower lists", lambda: two_tower_lists(ctx, h, kmax))  # type: ignore[assignment]
+    with timer("recengine lists"):
+        made = recengine_lists(ctx, ranker, h, cfg, kmax, report)
+    with timer("two-tower lists"):
+        tops["two_tower"] = two_tower_lists(ctx, h, kmax)
     tops["reranked"], tops["final"] = made.reranked, made.final
-    tuned = timer("baseline tuning", lambda: tune_baselines(cfg, report))
-    for name, choice in tuned.items():  # type: ignore[union-attr]
+    with timer("baseline tuning"):
+        tuned = tune_baselines(cfg, report)
+    for name, choice in tuned.items():
         report(f"evaluation: baseline {name}")
-        t0 = time.perf_counter()
-        scorer = make_baseline(name, h.fit, h.recent, choice["params"], ec)  # type: ignore[arg-type]
-        tops[name] = top_items(scorer, truth.users, h.seen, h.eligible, kmax)
-        timer.seconds[f"baseline {name}"] = round(time.perf_counter() - t0, 2)
-    oracle = timer("oracle lists", lambda: oracle_lists(cfg, h, kmax))
-    if oracle is not None:
-        tops["oracle_candidates"] = oracle_of_candidates(cfg, h, made.pairs, kmax)  # type: ignore[assignment]
-        tops["oracle"] = oracle  # type: ignore[assignment]
+        with timer(f"baseline {name}"):
+            scorer = make_baseline(name, h.fit, h.recent, choice["params"], ec)  # type: ignore[arg-type]
+            tops[name] = top_items(scorer, truth.users, h.seen, h.eligible, kmax)
+    with timer("oracle lists"):
+        oracle = oracle_lists(cfg, h, kmax)
+        if oracle is not None:
+            tops["oracle_candidates"] = oracle_of_candidates(cfg, h, made.pairs, kmax)
+            tops["oracle"] = oracle
 
     report("evaluation: metrics")
     per_user = {n: ranking_metrics(t, truth, ec.ks) for n, t in tops.items()}
@@ -382,14 +389,15 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                   "mean_size": float((made.candidates >= 0).sum(1).mean()),
                   "items_found": int(hits_c.sum()), "relevant_items": int(truth.n_relevant.sum())}
     report("evaluation: ads")
-    ads = timer("ads", lambda: ads_evaluation(cfg))
+    with timer("ads"):
+        ads = ads_evaluation(cfg)
     return {
         "protocol": {"fit": "train + valid windows", "scored": "test window",
                      "test_start": str(fs.test_start), "users": int(len(truth.users)),
                      "relevant_items": int(truth.n_relevant.sum()),
                      "eligible_items": int(h.eligible.sum()), "ks": ec.ks, "epochs": epochs,
                      "ranker_trees": ranker.booster.best_iteration,
-                     "training_lists": int(lists.select("cutoff", "user_idx").n_unique()),  # type: ignore[union-attr]
+                     "training_lists": int(lists.select("cutoff", "user_idx").n_unique()),
                      "gain": "2^grade - 1 (purchase 4, add_to_cart 3, click 2, view 1)",
                      "cold_items": int(((h.counts == 0) & h.eligible).sum()),
                      "baselines": tuned},
