@@ -114,12 +114,12 @@ def als(x: Interactions, factors: int, regularization: float, iterations: int, a
     1 + alpha on the observed pairs."""
     from implicit.cpu.als import AlternatingLeastSquares
 
-    model = AlternatingLeastSquares(factors=factors, regularization=regularization,
-                                    iterations=iterations, random_state=seed,
-                                    calculate_training_loss=False)
     conf = x.matrix.copy()
     conf.data = (1.0 + alpha * conf.data).astype(np.float32)
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads thrash
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization,
+                                        iterations=iterations, random_state=seed,
+                                        calculate_training_loss=False)
         model.fit(conf, show_progress=False)
     users = np.asarray(model.user_factors, np.float32)
     items = np.asarray(model.item_factors, np.float32)
