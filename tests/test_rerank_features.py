@@ -81,3 +81,16 @@ def test_query_groups_are_whole_users_with_a_positive(frame: pl.DataFrame,
     fit, hold = split_users(labelled, 0.25, seed=1)
     assert not set(fit["user_idx"].to_list()) & set(hold["user_idx"].to_list())
     assert fit.height + hold.height == labelled.height
+
+
+def test_items_without_history_have_unknown_popularity(small_features: FeatureSet,
+                                                        frame: pl.DataFrame) -> None:
+    """An item nobody touched in the window gets missing (not zero) popularity features, so
+    the ranker can tell "new" from "unpopular"; items with history keep theirs."""
+    known = set(small_features.popularity["item_idx"].to_list())
+    cold = ~frame["item_idx"].is_in(list(known))
+    pop_cols = [c for c in frame.columns if c.startswith(("count_", "weight_all",
+                                                          "days_since_last"))]
+    assert cold.any() and len(pop_cols) >= 6
+    assert frame.filter(cold).select(pop_cols).null_count().row(0) == (cold.sum(),) * len(pop_cols)
+    assert frame.filter(~cold)["count_all"].null_count() == 0

@@ -38,6 +38,10 @@ class RankerConfig(Section):
     """At most this many users' lists per cutoff (a random sample of the users active in its
     label window; None: all): memory and fit time stay flat as the user base grows, and a few
     thousand lists per cutoff already carry most of what the ranker can learn."""
+    popularity_dropout: float = Field(default=0.1, ge=0, lt=1)
+    """Share of (cutoff, item) pairs whose popularity features are hidden in the training
+    lists, as they are for items with no history: the ranker then learns to rank an unknown
+    item by what else it knows instead of burying it."""
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
     """Share of users whose lists early-stop the fit."""
 

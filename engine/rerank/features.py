@@ -130,7 +130,21 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
                              "recent_top_share", "recent_leaf_share"]],
                           (pl.col("price") / pl.col("user_mean_price")).alias("price_ratio"))
             .drop("top_category", "leaf_category", "brand_idx", "user_mean_price")
-            .pipe(list_features))
+            .pipe(list_features)
+            .pipe(lambda f: hide_popularity(f, pl.col("days_since_last").is_null())))
+
+
+POPULARITY = ("count_", "weight_all", "days_since_last", "leaf_traffic_share")
+"""Prefixes of the features that describe an item's past traffic (and its rank by it)."""
+
+
+def hide_popularity(df: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
+    """`df` with the popularity features missing (null, NaN to LightGBM) on rows `where`
+    holds. An item nobody has touched yet has no popularity to speak of: "unknown" rather than
+    "zero" lets the ranker fall back on the other features (see `[rerank]
+    popularity_dropout`, which hides it on some known items in training so that it learns to)."""
+    cols = [c for c in df.columns if c.startswith(POPULARITY)]
+    return df.with_columns(pl.when(where).then(None).otherwise(pl.col(c)).alias(c) for c in cols)
 
 
 def list_features(df: pl.DataFrame) -> pl.DataFrame:

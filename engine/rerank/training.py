@@ -22,7 +22,7 @@ import polars as pl
 from engine.candidates import default_sources, generate_candidates
 from engine.config import EngineConfig
 from engine.rerank.dataset import attach_labels, rank_data, split_users
-from engine.rerank.features import feature_frame, feature_names, labels
+from engine.rerank.features import feature_frame, feature_names, hide_popularity, labels
 from engine.rerank.ndcg import mean_ndcg
 from engine.rerank.ranker import train_ranker
 from engine.retrieval import TrainedRetrieval, retrieval_context, train_retrieval
@@ -87,6 +87,10 @@ def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
     rc = cfg.rerank
     names = feature_names(lists)
     fit, hold = split_users(lists, rc.holdout_share, seed=rc.seed)
+    if rc.popularity_dropout > 0:
+        hidden = pl.struct("cutoff", "item_idx").hash(rc.seed) % 10_000 \
+            < int(rc.popularity_dropout * 10_000)
+        fit = hide_popularity(fit, hidden)
     valid = rank_data(hold, names)
     booster = train_ranker(rank_data(fit, names), names, rc, valid=valid)
     score = booster.predict(valid.x, num_iteration=booster.best_iteration or None)
