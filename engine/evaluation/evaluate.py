@@ -19,33 +19,28 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 from scipy import stats
 
-from engine.candidates import CandidateContext, default_sources, generate_candidates
+from engine.candidates import CandidateContext
 from engine.config import EngineConfig
 from engine.evaluation.ads import ads_evaluation
-from engine.evaluation.baselines import (
-    GRIDS, SCORES_PER_CHUNK, Interactions, default_params, make_baseline, top_items,
-    top_of_scores,
-)
+from engine.evaluation.baselines import GRIDS, default_params, make_baseline, top_items
 from engine.evaluation.beyond import beyond_accuracy
 from engine.evaluation.config import EvaluationConfig
-from engine.evaluation.metrics import RANKING, Truth, gains_of, means, ranking_metrics
-from engine.rerank.features import feature_frame, labels
-from engine.rerank.lists import ItemFacts, product_lists
+from engine.evaluation.holdout import Holdout, holdout, segments
+from engine.evaluation.metrics import RANKING, gains_of, means, ranking_metrics
+from engine.evaluation.stage_lists import (
+    oracle_lists, oracle_of_candidates, recengine_lists, two_tower_lists,
+)
 from engine.rerank.ndcg import paired_bootstrap
-from engine.rerank.ranker import score_frame
-from engine.rerank.training import FittedRanker, fit_ranker, training_lists
+from engine.rerank.training import fit_ranker, training_lists
 from engine.retrieval import retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.errors import DataError
 from pipelines.progress import Report, silent
-from pipelines.synthetic import GroundTruth
 
 STAGE_OF = {"two_tower": "retrieval", "reranked": "re-rank", "final": "final list",
             "popularity": "baseline", "item_knn": "baseline", "ease": "baseline",
@@ -68,45 +63,6 @@ class Timer:
         t = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - t, 2)
-
-
-@dataclass(frozen=True)
-class Holdout:
-    """The evaluated users, their truth and what may be listed for them."""
-
-    fs: FeatureSet
-    truth: Truth
-    seen: sp.csr_matrix        # (n_users, n_items) items each user may not be shown again
-    eligible: np.ndarray       # (n_items,) bool: products on offer at the cut
-    counts: np.ndarray         # (n_items,) users with a positive in the fit window
-    fit: Interactions
-    window: pl.DataFrame       # the fit window's positives (user_idx, item_idx, ts)
-
-    def recent(self, days: float | None) -> sp.csr_matrix:
-        """The fit matrix of the last `days` before the cut (None: the whole window)."""
-        if days is None:
-            return self.fit.matrix
-        w = self.window.filter(pl.col("ts") >= self.fs.as_of - timedelta(days=days))
-        return Interactions.build(w["user_idx"].to_numpy(), w["item_idx"].to_numpy(),
-                                  *self.fit.matrix.shape).matrix
-
-
-def holdout(ctx: CandidateContext, split: str = "test") -> Holdout:
-    """Users with a new positive in `split` after the context's feature window, whose truth is
-    those positives (eligible products they had not seen)."""
-    fs = ctx.fs
-    n_users, n_items = fs.vocabs.user.size, fs.vocabs.item.size
-    seen = ctx.seen.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-    seen_m = sp.csr_matrix((np.ones(seen.height, np.float32),
-                            (seen["user_idx"].to_numpy(), seen["item_idx"].to_numpy())),
-                           shape=(n_users, n_items))
-    test = (labels(ctx, split).join(seen, on=["user_idx", "item_idx"], how="anti")
-            .filter(pl.col("item_idx").is_in(np.flatnonzero(ctx.eligible).tolist())))
-    win = fs.window_interactions().select("user_idx", "item_idx", "ts")
-    fit = Interactions.build(win["user_idx"].to_numpy(), win["item_idx"].to_numpy(),
-                             n_users, n_items)
-    counts = np.asarray(fit.matrix.sum(axis=0)).ravel()
-    return Holdout(fs, Truth.from_frame(test), seen_m, ctx.eligible, counts, fit, win)
 
 
 def tune_baselines(cfg: EngineConfig, report: Report) -> dict[str, dict[str, object]]:
@@ -132,135 +88,6 @@ def tune_baselines(cfg: EngineConfig, report: Report) -> dict[str, dict[str, obj
         best = max(tried, key=lambda t: t[1])
         out[name] = {"params": best[0], "valid_ndcg": best[1],
                      "tried": [{"params": p, f"valid_ndcg@{k0}": v} for p, v in tried]}
-    return out
-
-
-@dataclass(frozen=True)
-class StageLists:
-    """recengine's lists at each stage, as (U, ·) item matrices aligned with the truth."""
-
-    candidates: np.ndarray   # the candidate set (ordered by the re-ranker), every item
-    pairs: pl.DataFrame      # user_idx, item_idx, score of every unseen candidate
-    reranked: np.ndarray     # the candidates by re-ranker score, top kmax
-    final: np.ndarray        # the final list after the business rules, top kmax
-
-
-def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg: EngineConfig,
-                    kmax: int, report: Report) -> StageLists:
-    """The candidate set, the re-ranked candidates and the final lists, in chunks of users;
-    seen items are scored with their list (the features see the whole list, as in
-    production) and then left out."""
-    users = h.truth.users
-    sources = default_sources(ctx)
-    facts = ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors)
-    cands, reranked, final = [], [], []
-    width = 0
-    for a in range(0, len(users), cfg.jobs.user_chunk):
-        chunk = users[a:a + cfg.jobs.user_chunk]
-        report(f"recengine lists {a + len(chunk):,}/{len(users):,} users")
-        frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        scores = score_frame(ranker.booster, frame, ranker.names)
-        keep = _unseen(frame, ctx.seen)
-        kept = frame.filter(pl.Series(keep)).select("user_idx", "item_idx").with_columns(
-            pl.Series("score", scores[keep]))
-        cands.append(kept)
-        width = max(width, int(kept.group_by("user_idx").len()["len"].max() or 0))
-        exclude = {int(u): h.seen[int(u)].indices.tolist() for u in chunk}
-        final.append(product_lists(frame, scores, facts, k=kmax, rules=cfg.rules,
-                                   exclude=exclude).select("user_idx", "item_idx", "rank"))
-    kept = pl.concat(cands)
-    ordered = (kept.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
-               .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank")))
-    return StageLists(to_matrix(ordered, users, max(width, 1)), kept,
-                      to_matrix(ordered.filter(pl.col("rank") <= kmax), users, kmax),
-                      to_matrix(pl.concat(final), users, kmax))
-
-
-def _unseen(frame: pl.DataFrame, seen: pl.DataFrame) -> np.ndarray:
-    """(N,) bool: the frame's (user_idx, item_idx) row is not among `seen`."""
-    marked = seen.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64),
-                         pl.lit(True).alias("_seen"))
-    return (frame.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-            .join(marked, on=["user_idx", "item_idx"], how="left", maintain_order="left")
-            ["_seen"].is_null().to_numpy())
-
-
-def to_matrix(lists: pl.DataFrame, users: np.ndarray, k: int) -> np.ndarray:
-    """(len(users), k) item_idx by rank (user_idx, item_idx, rank rows; rank from 1)."""
-    out = np.full((len(users), k), -1, np.int64)
-    row = np.searchsorted(users, lists["user_idx"].to_numpy())
-    rank = lists["rank"].to_numpy().astype(np.int64) - 1
-    ok = (row < len(users)) & (rank < k)
-    ok[ok] = users[row[ok]] == lists["user_idx"].to_numpy()[ok]
-    out[row[ok], rank[ok]] = lists["item_idx"].to_numpy()[ok]
-    return out
-
-
-def two_tower_lists(ctx: CandidateContext, h: Holdout, kmax: int) -> np.ndarray:
-    """The two-tower model's full-corpus order through the served index."""
-    users = h.truth.users
-    out = np.full((len(users), kmax), -1, np.int64)
-    for a in range(0, len(users), 4096):
-        u = users[a:a + 4096]
-        _, items = ctx.index.search(ctx.user_vectors[u], kmax,  # type: ignore[union-attr,index]
-                                    exclude=[h.seen[int(x)].indices for x in u],
-                                    allowed=h.eligible)
-        out[a:a + len(u)] = items
-    return out
-
-
-def oracle_lists(cfg: EngineConfig, h: Holdout, kmax: int) -> np.ndarray | None:
-    """The generator's true utility at the middle of the test window, same items allowed."""
-    if cfg.data.ground_truth is None:
-        return None
-    gt = GroundTruth.load(cfg.data.ground_truth)
-    fs = h.fs
-    at = fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2  # type: ignore[operator]
-    item_ids = fs.vocabs.item.decode(pl.Series(np.arange(fs.vocabs.item.size)))
-    gt_item = GroundTruth._rows(item_ids, gt.item_ids)
-    gt_user = GroundTruth._rows(fs.vocabs.user.decode(pl.Series(h.truth.users)), gt.user_ids)
-    out = np.full((len(h.truth.users), kmax), -1, np.int64)
-    allowed = h.eligible & (gt_item >= 0)
-    step = max(1, SCORES_PER_CHUNK // max(len(gt_item), 1))
-    for a in range(0, len(gt_user), step):
-        rows = gt_user[a:a + step]
-        util = np.full((len(rows), len(gt_item)), -np.inf, np.float32)
-        known = rows >= 0
-        util[known] = gt.utility(rows[known], at)[:, np.maximum(gt_item, 0)]
-        util[:, ~allowed] = -np.inf
-        b = h.seen[h.truth.users[a:a + step]].tocoo()
-        util[b.row, b.col] = -np.inf
-        out[a:a + len(rows)] = top_of_scores(util, kmax)
-    return out
-
-
-def oracle_of_candidates(cfg: EngineConfig, h: Holdout, pairs: pl.DataFrame, kmax: int
-                         ) -> np.ndarray:
-    """The candidate set ordered by the true utility: the best any re-ranker could do with
-    these candidates (the gap to the full oracle is what the candidate stage loses). Needs
-    the generator's ground truth."""
-    assert cfg.data.ground_truth is not None
-    gt = GroundTruth.load(cfg.data.ground_truth)
-    fs = h.fs
-    at = fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2  # type: ignore[operator]
-    util = gt.pair_utility(fs.vocabs.user.decode(pairs["user_idx"]),
-                           fs.vocabs.item.decode(pairs["item_idx"]), at)
-    ordered = (pairs.with_columns(pl.Series("score", np.nan_to_num(util, nan=-np.inf)))
-               .sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
-               .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank"))
-               .filter(pl.col("rank") <= kmax))
-    return to_matrix(ordered, h.truth.users, kmax)
-
-
-def segments(h: Holdout, cfg_bins: list[int]) -> dict[str, np.ndarray]:
-    """Row indices (into the truth's users) of each user segment."""
-    activity = np.asarray(h.fit.matrix[h.truth.users].sum(axis=1)).ravel()
-    out = {"new users": np.flatnonzero(activity == 0),
-           "returning users": np.flatnonzero(activity > 0)}
-    edges = sorted(set(cfg_bins))
-    for lo, hi in zip(edges, [*edges[1:], None], strict=True):
-        name = f"{lo}+ positives" if hi is None else f"{lo}-{hi - 1} positives"
-        out[name] = np.flatnonzero((activity >= lo) & ((activity < hi) if hi else True))
     return out
 
 
