@@ -8,11 +8,13 @@ learned and scored without its own clicks leaking into the features.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
 
 from pipelines.dataset import FeatureSet
+from pipelines.validate import Tables
 
 CLICK_WITHIN = timedelta(hours=1)
 FEATURES = ["bid", "ad_ctr", "ad_impressions", "user_ad_ctr", "user_ad_impressions",
@@ -67,3 +69,38 @@ def ad_features(log: pl.DataFrame, past: pl.DataFrame, fs: FeatureSet) -> pl.Dat
                                  "category_share").fill_null(0),
                           pl.col("ts").dt.hour().alias("hour"),
                           pl.col("ts").dt.weekday().alias("weekday")))
+
+
+@dataclass(frozen=True)
+class AdWindows:
+    """The two windows a pCTR model is fitted and scored on: the validation window's
+    impressions with features as of its start, and the test window's with features as of the
+    test start (`test_log` and `past`: those impressions unfeatured, and the log before)."""
+
+    fit: pl.DataFrame
+    test: pl.DataFrame
+    test_log: pl.DataFrame
+    past: pl.DataFrame
+
+
+def ad_windows(log: pl.DataFrame, fit_fs: FeatureSet, test_fs: FeatureSet) -> AdWindows | None:
+    """The fit and test windows of `log` (the labelled impressions) for feature sets built on
+    the train and the train + valid windows; None where there is nothing to learn or score: a
+    split without time windows (leave-last-out), or no click to fit on, or a test window
+    with a single class."""
+    a, b = fit_fs.valid_start, fit_fs.test_start
+    if a is None or b is None:
+        return None
+    fit = ad_features(log.filter((pl.col("ts") >= a) & (pl.col("ts") < b)),
+                      log.filter(pl.col("ts") < a), fit_fs)
+    test_log, past = log.filter(pl.col("ts") >= b), log.filter(pl.col("ts") < b)
+    test = ad_features(test_log, past, test_fs)
+    if fit.height == 0 or test.height == 0 or not fit["clicked"].any() \
+            or test["clicked"].n_unique() < 2:
+        return None
+    return AdWindows(fit, test, test_log, past)
+
+
+def logged_ads(tables: Tables) -> pl.DataFrame:
+    """Every labelled ad impression of the interactions table."""
+    return ad_impressions(tables.interactions, tables.items, start=None, end=None)

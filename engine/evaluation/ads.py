@@ -21,55 +21,45 @@ import polars as pl
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import log_loss, roc_auc_score
 
-from engine.ads.calibration import expected_calibration_error
 from engine.ads.lists import Inventory
-from engine.ads.log import ad_features, ad_impressions
-from engine.ads.pctr import Pctr, train_pctr
+from engine.ads.log import ad_features, ad_windows, logged_ads
+from engine.ads.pctr import Pctr, pctr_report, train_pctr
 from engine.config import EngineConfig
-from pipelines.dataset import FeatureSet, build_features
+from pipelines.dataset import FeatureSet
 from pipelines.synthetic import GroundTruth
-from pipelines.validate import validate_tables
+from pipelines.validate import Tables
 
 EPS = 1e-6
 
 
-def ads_evaluation(cfg: EngineConfig) -> dict[str, object] | None:
-    """Every ads figure of the report, or None when the data has no ad log to learn from."""
-    t = validate_tables(cfg.data, cfg.columns)
-    log = ad_impressions(t.interactions, t.items, start=None, end=None)
-    fit_fs, test_fs = build_features(cfg, window="train"), build_features(cfg, window="valid")
-    a, b = fit_fs.valid_start, fit_fs.test_start
-    if a is None or b is None or log.height == 0:
+def ads_evaluation(cfg: EngineConfig, tables: Tables, fit_fs: FeatureSet, test_fs: FeatureSet,
+                   truth: GroundTruth | None) -> dict[str, object] | None:
+    """Every ads figure of the report, or None when the data has no ad log to learn from.
+    `fit_fs` and `test_fs` are the feature sets of the train and the train + valid windows."""
+    w = ad_windows(logged_ads(tables), fit_fs, test_fs)
+    if w is None:
         return None
-    fit = ad_features(log.filter((pl.col("ts") >= a) & (pl.col("ts") < b)),
-                      log.filter(pl.col("ts") < a), fit_fs)
-    test_log = log.filter(pl.col("ts") >= b)
-    test = ad_features(test_log, log.filter(pl.col("ts") < b), test_fs)
-    if fit.height == 0 or test.height == 0 or not fit["clicked"].any() \
-            or test["clicked"].n_unique() < 2:
-        return None
-    model = train_pctr(fit, cfg.ads)
-    out: dict[str, object] = {"click_model": click_model_figures(model, test)}
-    if "propensity" in test_log.columns and test_log["propensity"].null_count() < test_log.height:
-        gt = GroundTruth.load(cfg.data.ground_truth) if cfg.data.ground_truth else None
-        out["policy"] = policy_figures(model, test_log, log.filter(pl.col("ts") < b), test_fs,
-                                       gt)
+    model = train_pctr(w.fit, cfg.ads)
+    out: dict[str, object] = {"click_model": click_model_figures(model, w.test)}
+    if "propensity" in w.test_log.columns \
+            and w.test_log["propensity"].null_count() < w.test_log.height:
+        out["policy"] = policy_figures(model, w.test_log, w.past, test_fs, truth)
     return out
 
 
 def click_model_figures(model: Pctr, test: pl.DataFrame, bins: int = 10) -> dict[str, object]:
-    """AUC, log loss and ECE (raw and calibrated) and the reliability diagram's points."""
+    """pctr_report's figures (AUC of the raw scores, log loss and ECE raw and calibrated),
+    the AUC of the calibrated ones, the base rate's log loss and the reliability diagram."""
+    base = pctr_report(model, test)
     y = test["clicked"].to_numpy().astype(float)
-    raw, cal = model.raw(test), model(test)
+    cal = model(test)
     observed, predicted = calibration_curve(y, np.clip(cal, EPS, 1 - EPS), n_bins=bins,
                                             strategy="quantile")
-    return {"impressions": int(len(y)), "click_rate": float(y.mean()),
-            "auc": float(roc_auc_score(y, cal)), "auc_raw": float(roc_auc_score(y, raw)),
-            "logloss_raw": float(log_loss(y, np.clip(raw, EPS, 1 - EPS))),
-            "logloss": float(log_loss(y, np.clip(cal, EPS, 1 - EPS))),
+    return {"impressions": int(base["rows"]), "click_rate": base["click_rate"],
+            "auc": float(roc_auc_score(y, cal)), "auc_raw": base["auc"],
+            "logloss_raw": base["logloss_raw"], "logloss": base["logloss_calibrated"],
             "logloss_base_rate": float(log_loss(y, np.full(len(y), y.mean()))),
-            "ece_raw": expected_calibration_error(raw, y),
-            "ece": expected_calibration_error(cal, y),
+            "ece_raw": base["ece_raw"], "ece": base["ece_calibrated"],
             "reliability": {"predicted": predicted.tolist(), "observed": observed.tolist()}}
 
 

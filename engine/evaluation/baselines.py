@@ -47,7 +47,7 @@ def popularity(x: Interactions, recent: sp.csr_matrix | None = None) -> Scorer:
     """Users who interacted with each item (in `recent`, the last days, when given)."""
     counts = np.asarray((recent if recent is not None else x.matrix).sum(axis=0)).ravel()
     scores = counts.astype(np.float32)
-    return lambda rows: np.broadcast_to(scores, (len(rows), len(scores))).copy()
+    return lambda rows: np.broadcast_to(scores, (len(rows), len(scores)))  # a read-only view
 
 
 def item_knn(x: Interactions, neighbours: int, shrink: float = 10.0) -> Scorer:
@@ -67,21 +67,14 @@ def item_knn(x: Interactions, neighbours: int, shrink: float = 10.0) -> Scorer:
 
 
 def _keep_top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """`m` with all but each row's `k` largest entries dropped."""
     m = m.tocsr()
-    rows, cols, vals = [], [], []
-    for r in range(m.shape[0]):
-        a, b = m.indptr[r], m.indptr[r + 1]
-        if b - a == 0:
-            continue
-        v, c = m.data[a:b], m.indices[a:b]
-        keep = np.argpartition(-v, min(k, len(v)) - 1)[:k] if len(v) > k else np.arange(len(v))
-        rows.append(np.full(len(keep), r))
-        cols.append(c[keep])
-        vals.append(v[keep])
-    if not rows:
-        return sp.csr_matrix(m.shape, dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=m.shape, dtype=np.float32)
+    row = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    order = np.lexsort((-m.data, row))                       # by row, largest first
+    rank = np.arange(len(order)) - m.indptr[row[order]]      # position within the row
+    keep = order[rank < k]
+    return sp.csr_matrix((m.data[keep], (row[keep], m.indices[keep])), shape=m.shape,
+                         dtype=np.float32)
 
 
 def ease(x: Interactions, lam: float, max_items: int) -> Scorer:
@@ -152,13 +145,12 @@ def make_baseline(name: str, x: Interactions, recent: Callable[[float | None], s
     if name == "popularity":
         return popularity(x, recent(params["days"]))
     if name == "item_knn":
-        return item_knn(x, int(params["neighbours"] or cfg.knn_neighbours))
+        return item_knn(x, int(params["neighbours"]))  # type: ignore[arg-type]
     if name == "ease":
-        return ease(x, float(params["lam"] or cfg.ease_lambda), cfg.ease_max_items)
+        return ease(x, float(params["lam"]), cfg.ease_max_items)  # type: ignore[arg-type]
     if name == "als":
-        return als(x, int(params["factors"] or cfg.als_factors),
-                   float(params["regularization"] or 0.0),
-                   cfg.als_iterations, float(params["alpha"] or 0.0), cfg.seed)
+        return als(x, int(params["factors"]), float(params["regularization"]),  # type: ignore[arg-type]
+                   cfg.als_iterations, float(params["alpha"]), cfg.seed)  # type: ignore[arg-type]
     raise ValueError(f"unknown baseline {name!r}")
 
 
@@ -174,7 +166,9 @@ def top_items(score: Scorer, rows: np.ndarray, blocked: sp.csr_matrix, allowed: 
     chunk = max(1, SCORES_PER_CHUNK // max(len(allowed), 1))
     for a in range(0, len(rows), chunk):
         r = rows[a:a + chunk]
-        s = np.array(score(r), dtype=np.float32, copy=True)
+        s = np.asarray(score(r), dtype=np.float32)
+        if not s.flags.writeable:  # a shared view (popularity): this chunk's own copy
+            s = s.copy()
         s[:, ~allowed] = -np.inf
         b = blocked[r].tocoo()
         s[b.row, b.col] = -np.inf

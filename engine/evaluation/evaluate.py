@@ -32,15 +32,15 @@ from engine.evaluation.beyond import beyond_accuracy
 from engine.evaluation.config import EvaluationConfig
 from engine.evaluation.holdout import Holdout, holdout, segments
 from engine.evaluation.metrics import RANKING, gains_of, means, ranking_metrics
-from engine.evaluation.stage_lists import (
-    oracle_lists, oracle_of_candidates, recengine_lists, two_tower_lists,
-)
+from engine.evaluation.stage_lists import Oracle, recengine_lists, two_tower_lists
+from engine.rerank.features import GRADES
 from engine.rerank.ndcg import paired_bootstrap
 from engine.rerank.training import fit_ranker, training_lists
 from engine.retrieval import retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.errors import DataError
 from pipelines.progress import Report, silent
+from pipelines.validate import validate_tables
 
 STAGE_OF = {"two_tower": "retrieval", "reranked": "re-rank", "final": "final list",
             "popularity": "baseline", "item_knn": "baseline", "ease": "baseline",
@@ -50,6 +50,9 @@ LABELS = {"two_tower": "two-tower (full corpus)", "reranked": "re-ranked candida
           "ease": "EASE", "als": "ALS (implicit)",
           "oracle_candidates": "oracle order of the candidates", "oracle": "oracle (true utility)"}
 CURVE_KS = (1, 2, 3, 5, 10, 20, 30, 50, 75, 100)
+EVALUATION_KEYS = ("protocol", "metric_names", "candidates", "methods", "significance",
+                   "verdict", "ads", "seconds", "beyond_k")
+"""The keys of `evaluate`'s document (an incremental run carries them over from its base)."""
 
 
 @dataclass
@@ -65,12 +68,13 @@ class Timer:
         self.seconds[name] = round(time.perf_counter() - t, 2)
 
 
-def tune_baselines(cfg: EngineConfig, report: Report) -> dict[str, dict[str, object]]:
+def tune_baselines(cfg: EngineConfig, fs: FeatureSet, report: Report
+                   ) -> dict[str, dict[str, object]]:
     """Each baseline's parameters, chosen by NDCG@k on the validation window with models fitted
-    on the train window (a sample of `tune_users` users), and the score of every setting."""
+    on the train window (`fs`; a sample of `tune_users` users), and the score of every
+    setting."""
     ec = cfg.evaluation
     k0 = ec.ks[0]
-    fs = build_features(cfg, window="train")
     h = holdout(CandidateContext.build(fs, cfg.candidates), split="valid")
     rows = np.arange(len(h.truth.users))
     if len(rows) > ec.tune_users:
@@ -102,7 +106,8 @@ def paired(a: np.ndarray, b: np.ndarray, draws: int, seed: int) -> dict[str, flo
 def method_figures(tops: dict[str, np.ndarray], per_user: dict[str, dict[str, np.ndarray]],
                    h: Holdout, ec: EvaluationConfig) -> dict[str, dict]:
     """Each method's mean metrics, curves, beyond-accuracy figures, segments, cold-item recall
-    and (with an oracle) share of the oracle's value."""
+    and (with an oracle) share of the oracle's value. `per_user` holds every metric at every
+    cut-off of `ec.ks` and CURVE_KS."""
     truth, k0 = h.truth, ec.ks[0]
     segs = segments(h, ec.activity_bins)
     cold_truth = truth.only_items(h.counts == 0)
@@ -117,11 +122,11 @@ def method_figures(tops: dict[str, np.ndarray], per_user: dict[str, dict[str, np
 
     methods: dict[str, dict] = {}
     for name, top in tops.items():
-        curve = ranking_metrics(top, truth, list(CURVE_KS))
+        curve = per_user[name]
         cold = ranking_metrics(top[cold_rows], cold_truth, ec.ks) if len(cold_rows) else {}
         methods[name] = {
             "label": LABELS.get(name, name), "stage": STAGE_OF.get(name, "baseline"),
-            "metrics": means(per_user[name]),
+            "metrics": means({f"{m}@{k}": curve[f"{m}@{k}"] for k in ec.ks for m in RANKING}),
             "curve": {metric: {str(k): float(curve[f"{metric}@{k}"].mean()) for k in CURVE_KS}
                       for metric in ("ndcg", "recall")},
             "beyond": beyond_accuracy(top[:, :ec.beyond_k], counts=h.counts, category=category,
@@ -162,6 +167,9 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     ec = cfg.evaluation
     kmax, k0 = max(max(ec.ks), max(CURVE_KS)), ec.ks[0]
     timer = Timer()
+    tables = validate_tables(cfg.data, cfg.columns)
+    fs_train = build_features(cfg, window="train", tables=tables)
+    fs = build_features(cfg, window="valid", tables=tables)
     if epochs is None:
         report("evaluation: choose the two-tower epochs on the validation window")
         with timer("two-tower early stopping"):
@@ -171,11 +179,9 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         refit = train_retrieval(cfg, window="valid", epochs=epochs)
     report("evaluation: re-ranker on lists labelled before the test start")
     with timer("re-ranker training lists"):
-        valid_start = build_features(cfg, window="train").as_of
-        lists = training_lists(cfg, valid_start, epochs=epochs, report=report)
+        lists = training_lists(cfg, fs_train.as_of, epochs=epochs, report=report)
     with timer("re-ranker fit"):
         ranker = fit_ranker(lists, cfg)
-    fs = build_features(cfg, window="valid")
     ctx, _ = retrieval_context(cfg, fs, refit)
     h = holdout(ctx)
     truth = h.truth
@@ -190,20 +196,21 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         tops["two_tower"] = two_tower_lists(ctx, h, kmax)
     tops["reranked"], tops["final"] = made.reranked, made.final
     with timer("baseline tuning"):
-        tuned = tune_baselines(cfg, report)
+        tuned = tune_baselines(cfg, fs_train, report)
     for name, choice in tuned.items():
         report(f"evaluation: baseline {name}")
         with timer(f"baseline {name}"):
             scorer = make_baseline(name, h.fit, h.recent, choice["params"], ec)  # type: ignore[arg-type]
             tops[name] = top_items(scorer, truth.users, h.seen, h.eligible, kmax)
-    with timer("oracle lists"):
-        oracle = oracle_lists(cfg, h, kmax)
-        if oracle is not None:
-            tops["oracle_candidates"] = oracle_of_candidates(cfg, h, made.pairs, kmax)
-            tops["oracle"] = oracle
+    oracle = Oracle.of(cfg, fs)
+    if oracle is not None:
+        with timer("oracle lists"):
+            tops["oracle_candidates"] = oracle.order_of(h, made.pairs, kmax)
+            tops["oracle"] = oracle.lists(h, kmax)
 
     report("evaluation: metrics")
-    per_user = {n: ranking_metrics(t, truth, ec.ks) for n, t in tops.items()}
+    all_ks = sorted(set(ec.ks) | set(CURVE_KS))
+    per_user = {n: ranking_metrics(t, truth, all_ks) for n, t in tops.items()}
     methods = method_figures(tops, per_user, h, ec)
     key = f"ndcg@{k0}"
     significance = {name: {"metric": key, **paired(per_user["final"][key], per_user[name][key],
@@ -217,7 +224,8 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                   "items_found": int(hits_c.sum()), "relevant_items": int(truth.n_relevant.sum())}
     report("evaluation: ads")
     with timer("ads"):
-        ads = ads_evaluation(cfg)
+        ads = ads_evaluation(cfg, tables, fs_train, fs,
+                             oracle.truth if oracle is not None else None)
     return {
         "protocol": {"fit": "train + valid windows", "scored": "test window",
                      "test_start": str(fs.test_start), "users": int(len(truth.users)),
@@ -225,7 +233,8 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                      "eligible_items": int(h.eligible.sum()), "ks": ec.ks, "epochs": epochs,
                      "ranker_trees": ranker.booster.best_iteration,
                      "training_lists": int(lists.select("cutoff", "user_idx").n_unique()),
-                     "gain": "2^grade - 1 (purchase 4, add_to_cart 3, click 2, view 1)",
+                     "gain": "2^grade - 1 (" + ", ".join(f"{e} {g}" for e, g in GRADES.items())
+                             + ")",
                      "cold_items": int(((h.counts == 0) & h.eligible).sum()),
                      "baselines": tuned},
         "metric_names": list(RANKING),

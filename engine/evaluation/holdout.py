@@ -45,11 +45,10 @@ def holdout(ctx: CandidateContext, split: str = "test") -> Holdout:
     fs = ctx.fs
     n_users, n_items = fs.vocabs.user.size, fs.vocabs.item.size
     seen = ctx.seen.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-    seen_m = sp.csr_matrix((np.ones(seen.height, np.float32),
-                            (seen["user_idx"].to_numpy(), seen["item_idx"].to_numpy())),
-                           shape=(n_users, n_items))
+    seen_m = Interactions.build(seen["user_idx"].to_numpy(), seen["item_idx"].to_numpy(),
+                                n_users, n_items).matrix
     test = (labels(ctx, split).join(seen, on=["user_idx", "item_idx"], how="anti")
-            .filter(pl.col("item_idx").is_in(np.flatnonzero(ctx.eligible).tolist())))
+            .join(ctx.eligible_items, on="item_idx", how="semi"))
     win = fs.window_interactions().select("user_idx", "item_idx", "ts")
     fit = Interactions.build(win["user_idx"].to_numpy(), win["item_idx"].to_numpy(),
                              n_users, n_items)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-RANKING = ("recall", "precision", "ndcg", "map", "mrr", "hit_rate")
+RANKING = ("ndcg", "recall", "precision", "map", "mrr", "hit_rate")
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,6 @@ def ranking_metrics(top: np.ndarray, truth: Truth, ks: list[int] | tuple[int, ..
             out[f"map@{k}"] = np.where(n_rel > 0, (prec_at[:, :k] * hit[:, :k]).sum(1) / n_rel, 0.0)
             out[f"ndcg@{k}"] = np.where(idcg[:, k - 1] > 0, dcg[:, k - 1] / idcg[:, k - 1], 0.0)
     return out
-
-
-def item_hits(top: np.ndarray, truth: Truth, k: int) -> tuple[int, int]:
-    """(relevant items found in the top k, relevant items): recall pooled over all users."""
-    return int((gains_of(top[:, :k], truth) > 0).sum()), int(truth.n_relevant.sum())
 
 
 def means(per_user: dict[str, np.ndarray]) -> dict[str, float]:

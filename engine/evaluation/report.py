@@ -81,16 +81,11 @@ def summary(doc: dict) -> str:
              f"{doc['protocol']['eligible_items']:,} eligible products, seen items excluded.</p>"]
     if "best_baseline" in v:
         name = doc["methods"][v["best_baseline"]]["label"]
-        if v["beats_best_baseline"]:
-            lines.append(f'<p class=good>recengine\'s final list scores {metric} '
-                         f'{v["final"]:.4f}, at or above the best baseline, {html.escape(name)} '
-                         f'({v["best_baseline_value"]:.4f}): {v["final_minus_best"]:+.4f}, '
-                         f'paired t-test p = {v["p_value"]:.3g}.</p>')
-        else:
-            lines.append(f'<p class=bad>recengine\'s final list scores {metric} '
-                         f'{v["final"]:.4f}, BELOW the best baseline, {html.escape(name)} '
-                         f'({v["best_baseline_value"]:.4f}): {v["final_minus_best"]:+.4f}, '
-                         f'paired t-test p = {v["p_value"]:.3g}.</p>')
+        css, where = ("good", "at or above") if v["beats_best_baseline"] else ("bad", "BELOW")
+        lines.append(f'<p class={css}>recengine\'s final list scores {metric} '
+                     f'{v["final"]:.4f}, {where} the best baseline, {html.escape(name)} '
+                     f'({v["best_baseline_value"]:.4f}): {v["final_minus_best"]:+.4f}, '
+                     f'paired t-test p = {v["p_value"]:.3g}.</p>')
     if v.get("oracle_share") is not None:
         lines.append(f"<p>It reaches {v['oracle_share']:.1%} of the oracle's {metric} (the "
                      "generator's true utility ranking the same items).</p>")
@@ -108,8 +103,7 @@ def summary(doc: dict) -> str:
 
 def metrics_table(doc: dict) -> str:
     ks = doc["protocol"]["ks"]
-    names = ["ndcg", "recall", "precision", "map", "mrr", "hit_rate"]
-    cols = [f"{m}@{k}" for k in ks for m in names]
+    cols = [f"{m}@{k}" for k in ks for m in doc["metric_names"]]
     k0 = f"ndcg@{ks[0]}"
     has_oracle = any("oracle_share" in m for _, m in _methods(doc))
     header = ["method", "stage", *cols] + ([f"{k0} / oracle"] if has_oracle else [])
@@ -271,8 +265,7 @@ RENDER = {"summary": summary, "metrics": metrics_table, "significance": signific
           "ads": ads, "timings": timings, "config": config}
 
 
-NEEDS_EVALUATION = {"summary", "metrics", "significance", "curves", "stages", "segments",
-                    "beyond", "ads"}
+NEEDS_EVALUATION = set(SECTIONS) - {"timings", "config"}
 
 
 def _section(sid: str, doc: dict) -> str:

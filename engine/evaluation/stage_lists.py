@@ -5,19 +5,21 @@ served index, and the oracle orders from the generator's ground truth."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
 
 from engine.candidates import CandidateContext, default_sources, generate_candidates
 from engine.config import EngineConfig
-from engine.evaluation.baselines import SCORES_PER_CHUNK, top_of_scores
+from engine.evaluation.baselines import top_items
 from engine.evaluation.holdout import Holdout
+from engine.index.batch import search_all
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists
 from engine.rerank.ranker import score_frame
 from engine.rerank.training import FittedRanker
+from pipelines.dataset import FeatureSet
 from pipelines.progress import Report
 from pipelines.synthetic import GroundTruth
 
@@ -40,40 +42,36 @@ def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg
     users = h.truth.users
     sources = default_sources(ctx)
     facts = ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors)
-    cands, reranked, final = [], [], []
-    width = 0
+    cands, final = [], []
     for a in range(0, len(users), cfg.jobs.user_chunk):
         chunk = users[a:a + cfg.jobs.user_chunk]
         report(f"recengine lists {a + len(chunk):,}/{len(users):,} users")
         frame = feature_frame(generate_candidates(sources, chunk), ctx)
         scores = score_frame(ranker.booster, frame, ranker.names)
-        keep = _unseen(frame, ctx.seen)
-        kept = frame.filter(pl.Series(keep)).select("user_idx", "item_idx").with_columns(
-            pl.Series("score", scores[keep]))
-        cands.append(kept)
-        width = max(width, int(kept.group_by("user_idx").len()["len"].max() or 0))
-        exclude = {int(u): h.seen[int(u)].indices.tolist() for u in chunk}
+        u, i = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
+        keep = np.asarray(h.seen[u, i]).ravel() == 0
+        cands.append(pl.DataFrame({"user_idx": u[keep], "item_idx": i[keep],
+                                   "score": scores[keep]}))
+        exclude = {int(x): h.seen[int(x)].indices.tolist() for x in chunk}
         final.append(product_lists(frame, scores, facts, k=kmax, rules=cfg.rules,
                                    exclude=exclude).select("user_idx", "item_idx", "rank"))
     kept = pl.concat(cands)
-    ordered = (kept.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
-               .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank")))
-    return StageLists(to_matrix(ordered, users, max(width, 1)), kept,
-                      to_matrix(ordered.filter(pl.col("rank") <= kmax), users, kmax),
-                      to_matrix(pl.concat(final), users, kmax))
+    ordered = ranked(kept)
+    width = max(int(ordered["rank"].max() or 0), 1)
+    return StageLists(to_matrix(ordered, users, width), kept,
+                      to_matrix(ordered, users, kmax), to_matrix(pl.concat(final), users, kmax))
 
 
-def _unseen(frame: pl.DataFrame, seen: pl.DataFrame) -> np.ndarray:
-    """(N,) bool: the frame's (user_idx, item_idx) row is not among `seen`."""
-    marked = seen.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64),
-                         pl.lit(True).alias("_seen"))
-    return (frame.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-            .join(marked, on=["user_idx", "item_idx"], how="left", maintain_order="left")
-            ["_seen"].is_null().to_numpy())
+def ranked(pairs: pl.DataFrame) -> pl.DataFrame:
+    """`pairs` (user_idx, item_idx, score) with each user's rank by score from 1 (ties by
+    item)."""
+    return (pairs.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
+            .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank")))
 
 
 def to_matrix(lists: pl.DataFrame, users: np.ndarray, k: int) -> np.ndarray:
-    """(len(users), k) item_idx by rank (user_idx, item_idx, rank rows; rank from 1)."""
+    """(len(users), k) item_idx by rank (user_idx, item_idx, rank rows; rank from 1; ranks
+    past k are left out)."""
     out = np.full((len(users), k), -1, np.int64)
     row = np.searchsorted(users, lists["user_idx"].to_numpy())
     rank = lists["rank"].to_numpy().astype(np.int64) - 1
@@ -87,53 +85,49 @@ def two_tower_lists(ctx: CandidateContext, h: Holdout, kmax: int) -> np.ndarray:
     """The two-tower model's full-corpus order through the served index."""
     users = h.truth.users
     out = np.full((len(users), kmax), -1, np.int64)
-    for a in range(0, len(users), 4096):
-        u = users[a:a + 4096]
-        _, items = ctx.index.search(ctx.user_vectors[u], kmax,  # type: ignore[union-attr,index]
-                                    exclude=[h.seen[int(x)].indices for x in u],
-                                    allowed=h.eligible)
-        out[a:a + len(u)] = items
+    for rows, _, items in search_all(
+            ctx.index, ctx.user_vectors[users], kmax, allowed=h.eligible,  # type: ignore[arg-type,index]
+            exclude=lambda r: [h.seen[int(x)].indices for x in users[r]]):
+        out[rows] = items
     return out
 
 
-def oracle_lists(cfg: EngineConfig, h: Holdout, kmax: int) -> np.ndarray | None:
-    """The generator's true utility at the middle of the test window, same items allowed."""
-    if cfg.data.ground_truth is None:
-        return None
-    gt = GroundTruth.load(cfg.data.ground_truth)
-    fs = h.fs
-    at = fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2  # type: ignore[operator]
-    item_ids = fs.vocabs.item.decode(pl.Series(np.arange(fs.vocabs.item.size)))
-    gt_item = GroundTruth._rows(item_ids, gt.item_ids)
-    gt_user = GroundTruth._rows(fs.vocabs.user.decode(pl.Series(h.truth.users)), gt.user_ids)
-    out = np.full((len(h.truth.users), kmax), -1, np.int64)
-    allowed = h.eligible & (gt_item >= 0)
-    step = max(1, SCORES_PER_CHUNK // max(len(gt_item), 1))
-    for a in range(0, len(gt_user), step):
-        rows = gt_user[a:a + step]
-        util = np.full((len(rows), len(gt_item)), -np.inf, np.float32)
-        known = rows >= 0
-        util[known] = gt.utility(rows[known], at)[:, np.maximum(gt_item, 0)]
-        util[:, ~allowed] = -np.inf
-        b = h.seen[h.truth.users[a:a + step]].tocoo()
-        util[b.row, b.col] = -np.inf
-        out[a:a + len(rows)] = top_of_scores(util, kmax)
-    return out
+@dataclass(frozen=True)
+class Oracle:
+    """The generator's true utility at the middle of the test window (generated data only)."""
 
+    truth: GroundTruth
+    at: datetime
 
-def oracle_of_candidates(cfg: EngineConfig, h: Holdout, pairs: pl.DataFrame, kmax: int
-                         ) -> np.ndarray:
-    """The candidate set ordered by the true utility: the best any re-ranker could do with
-    these candidates (the gap to the full oracle is what the candidate stage loses). Needs
-    the generator's ground truth."""
-    assert cfg.data.ground_truth is not None
-    gt = GroundTruth.load(cfg.data.ground_truth)
-    fs = h.fs
-    at = fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2  # type: ignore[operator]
-    util = gt.pair_utility(fs.vocabs.user.decode(pairs["user_idx"]),
-                           fs.vocabs.item.decode(pairs["item_idx"]), at)
-    ordered = (pairs.with_columns(pl.Series("score", np.nan_to_num(util, nan=-np.inf)))
-               .sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
-               .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank"))
-               .filter(pl.col("rank") <= kmax))
-    return to_matrix(ordered, h.truth.users, kmax)
+    @classmethod
+    def of(cls, cfg: EngineConfig, fs: FeatureSet) -> Oracle | None:
+        if cfg.data.ground_truth is None or fs.test_start is None:
+            return None
+        return cls(GroundTruth.load(cfg.data.ground_truth),
+                   fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2)
+
+    def lists(self, h: Holdout, kmax: int) -> np.ndarray:
+        """The best `kmax` eligible unseen items of every held-out user by true utility."""
+        fs, gt = h.fs, self.truth
+        gt_item = gt.rows_of(fs.vocabs.item.decode(pl.Series(np.arange(fs.vocabs.item.size))),
+                             gt.item_ids)
+        gt_user = gt.rows_of(fs.vocabs.user.decode(pl.Series(np.arange(fs.vocabs.user.size))),
+                             gt.user_ids)
+
+        def utility(users: np.ndarray) -> np.ndarray:
+            rows = gt_user[users]
+            out = np.full((len(rows), len(gt_item)), -np.inf, np.float32)
+            known = rows >= 0
+            out[known] = gt.utility(rows[known], self.at)[:, np.maximum(gt_item, 0)]
+            return out
+
+        return top_items(utility, h.truth.users, h.seen, h.eligible & (gt_item >= 0), kmax)
+
+    def order_of(self, h: Holdout, pairs: pl.DataFrame, kmax: int) -> np.ndarray:
+        """The candidate `pairs` ordered by true utility: the best any re-ranker could do with
+        these candidates (the gap to `lists` is what the candidate stage loses)."""
+        fs = h.fs
+        util = self.truth.pair_utility(fs.vocabs.user.decode(pairs["user_idx"]),
+                                       fs.vocabs.item.decode(pairs["item_idx"]), self.at)
+        return to_matrix(ranked(pairs.with_columns(
+            pl.Series("score", np.nan_to_num(util, nan=-np.inf)))), h.truth.users, kmax)

@@ -22,11 +22,11 @@ import polars as pl
 from embeddings.checkpoint import save_checkpoint
 from embeddings.export import export_vectors
 from engine.ads.lists import ad_lists
-from engine.ads.log import ad_features, ad_impressions
+from engine.ads.log import ad_windows, logged_ads
 from engine.ads.pctr import Pctr, pctr_report, train_pctr
 from engine.candidates import default_sources, generate_candidates
 from engine.config import EngineConfig
-from engine.evaluation.evaluate import evaluate
+from engine.evaluation.evaluate import EVALUATION_KEYS, evaluate
 from engine.evaluation.report import write_report
 from engine.index import build_index
 from engine.rerank.features import feature_frame
@@ -112,28 +112,21 @@ def rerank(run: Run) -> Figures:
 
 
 def _ad_log(cfg: EngineConfig) -> pl.DataFrame:
-    t = validate_tables(cfg.data, cfg.columns)
-    return ad_impressions(t.interactions, t.items, start=None, end=None)
+    return logged_ads(validate_tables(cfg.data, cfg.columns))
 
 
 def ads(run: Run) -> Figures:
     """pCTR scored on the test window after fitting on the validation window (the figures),
     then refitted on the test window, whose features are the freshest, for the lists."""
-    cfg, log = run.cfg, _ad_log(run.cfg)
-    fit_fs, test_fs = build_features(cfg, window="train"), build_features(cfg, window="valid")
-    a, b = fit_fs.valid_start, fit_fs.test_start
-    if a is None or b is None:  # a leave-last-out split has no time windows to fit ads on
+    cfg = run.cfg
+    tables = validate_tables(cfg.data, cfg.columns)
+    log = logged_ads(tables)
+    w = ad_windows(log, build_features(cfg, window="train", tables=tables),
+                   build_features(cfg, window="valid", tables=tables))
+    if w is None:
         return {"impressions": log.height, "trained": 0}
-
-    def rows(fs: FeatureSet, start: datetime, end: datetime | None) -> pl.DataFrame:
-        window = log.filter((pl.col("ts") >= start) & ((pl.col("ts") < end) if end else True))
-        return ad_features(window, log.filter(pl.col("ts") < start), fs)
-
-    fit, test = rows(fit_fs, a, b), rows(test_fs, b, None)  # type: ignore[arg-type]
-    if fit.height == 0 or test.height == 0 or not fit["clicked"].any():
-        return {"impressions": log.height, "trained": 0}
-    figures = pctr_report(train_pctr(fit, cfg.ads), test)
-    train_pctr(test, cfg.ads).save(run.dir / "ads")
+    figures = pctr_report(train_pctr(w.fit, cfg.ads), w.test)
+    train_pctr(w.test, cfg.ads).save(run.dir / "ads")
     return {"impressions": log.height, "trained": 1, **figures}
 
 
@@ -184,11 +177,6 @@ def _with_ids(lists: pl.DataFrame, fs: FeatureSet) -> pl.DataFrame:
                                fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"))
             .drop("user_idx", "item_idx")
             .select("user_id", "rank", "item_id", pl.all().exclude("user_id", "rank", "item_id")))
-
-
-EVALUATION_KEYS = ("protocol", "metric_names", "candidates", "methods", "significance",
-                   "verdict", "ads", "seconds", "beyond_k")
-"""The parts of report/metrics.json that the offline evaluation writes."""
 
 
 def evaluation(run: Run) -> Figures:

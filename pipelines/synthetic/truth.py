@@ -42,7 +42,10 @@ class GroundTruth:
     def pair_utility(self, user_ids: pl.Series, item_ids: pl.Series, at: datetime) -> np.ndarray:
         """(N,) true utility of each (user id, item id) pair at time `at` (NaN where either id
         is not in the ground truth)."""
-        u, i = self._rows(user_ids, self.user_ids), self._rows(item_ids, self.item_ids)
+        return self._pair_utility(self.rows_of(user_ids, self.user_ids),
+                                  self.rows_of(item_ids, self.item_ids), at)
+
+    def _pair_utility(self, u: np.ndarray, i: np.ndarray, at: datetime) -> np.ndarray:
         f = np.float32(self._f(at))
         ok = (u >= 0) & (i >= 0)
         taste = self.user_factor[u[ok]] + f * self.user_drift[u[ok]]
@@ -56,13 +59,15 @@ class GroundTruth:
         generator's click model: a logistic of the personal part and the bias of utility)."""
         from pipelines.synthetic.ads import CTR_BIAS, CTR_OFFSET, CTR_PERSONAL
 
-        util = self.pair_utility(user_ids, item_ids, at)
-        bias = self.item_bias[np.maximum(self._rows(item_ids, self.item_ids), 0)]
+        i = self.rows_of(item_ids, self.item_ids)
+        util = self._pair_utility(self.rows_of(user_ids, self.user_ids), i, at)
+        bias = self.item_bias[np.maximum(i, 0)]
         logit = CTR_PERSONAL * (util - bias) + CTR_BIAS * bias + CTR_OFFSET
         return 1.0 / (1.0 + np.exp(-logit))
 
     @staticmethod
-    def _rows(ids: pl.Series, known: pl.Series) -> np.ndarray:
+    def rows_of(ids: pl.Series, known: pl.Series) -> np.ndarray:
+        """(N,) row of each id in `known` (the ground truth's user or item ids), -1 if absent."""
         table = pl.DataFrame({"id": known, "row": np.arange(len(known))})
         return (pl.DataFrame({"id": ids.cast(pl.String)})
                 .join(table, on="id", how="left", maintain_order="left")["row"]
