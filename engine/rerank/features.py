@@ -57,13 +57,12 @@ def _user_stats(ctx: CandidateContext) -> dict[str, pl.DataFrame]:
             "pairs": pairs}
 
 
-def _recent_intent(ctx: CandidateContext, users: np.ndarray) -> dict[str, pl.DataFrame]:
+def _recent_intent(recent: pl.DataFrame, items: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Share of the user's last items (recency-weighted) in each top and leaf category: what
-    the user is shopping for now, which a mean over the whole history blurs."""
-    recent = ctx.recent(users).with_columns(pl.col("user_idx").cast(pl.Int64),
-                                            pl.col("item_idx").cast(pl.Int64))
-    cats = ctx.fs.items.select(pl.col("item_idx").cast(pl.Int64), "top_category", "leaf_category")
-    joined = recent.join(cats, on="item_idx")
+    the user is shopping for now, which a mean over the whole history blurs. `recent` is
+    `ctx.recent` of the request's users, `items` the dense item table."""
+    joined = recent.hstack(gather_items(items.select("top_category", "leaf_category"),
+                                        recent["item_idx"].to_numpy()))
     out = {}
     for level in ("top", "leaf"):
         col = f"{level}_category"
@@ -112,9 +111,11 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     """`cands` (merged candidates) with every re-ranker feature column added."""
     t: dict = ctx.once("rerank_tables", lambda: _tables(ctx))  # type: ignore[assignment]
     df = cands.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-    df = df.with_columns(**{k: pl.Series(v) for k, v in vector_features(df, ctx).items()})
     users = df["user_idx"].unique().to_numpy()
-    intent = _recent_intent(ctx, users)
+    recent = ctx.recent(users).with_columns(pl.col("user_idx").cast(pl.Int64),
+                                            pl.col("item_idx").cast(pl.Int64))
+    df = df.with_columns(**{k: pl.Series(v) for k, v in vector_features(df, ctx, recent).items()})
+    intent = _recent_intent(recent, t["items"])
     df = df.hstack(gather_items(t["items"], df["item_idx"].to_numpy()))
     return (df.join(t["affinity"].rows(users), on=["user_idx", "top_category"], how="left")
             .join(t["brands"].rows(users), on=["user_idx", "brand_idx"], how="left")

@@ -25,29 +25,30 @@ def row_dot(users: np.ndarray, items: np.ndarray, uv: np.ndarray, iv: np.ndarray
     return out
 
 
-def _recent_matrix(recent: pl.DataFrame, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n_users, R) item indices and weights of each user's last R items (-1 / 0 padded)."""
+def _recent_matrix(recent: pl.DataFrame, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(len(users), R) item indices and weights of the last R items of each of `users`
+    (sorted, unique; -1 / 0 padded)."""
     width = int(recent.group_by("user_idx").len()["len"].max() or 1) if recent.height else 1
-    items = np.full((n_users, width), -1, np.int64)
-    weights = np.zeros((n_users, width), np.float32)
+    items = np.full((len(users), width), -1, np.int64)
+    weights = np.zeros((len(users), width), np.float32)
     if recent.height:
-        u = recent["user_idx"].to_numpy()
+        u = np.searchsorted(users, recent["user_idx"].to_numpy())
         slot = recent.select(pl.int_range(pl.len()).over("user_idx")).to_series().to_numpy()
         items[u, slot] = recent["item_idx"].to_numpy()
         weights[u, slot] = recent["weight"].to_numpy()
     return items, weights
 
 
-def recent_similarity(users: np.ndarray, items: np.ndarray, recent: pl.DataFrame,
-                      vectors: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """(max, weighted mean) cosine of each row's item to the user's recent items, NaN for a
-    user with none (LightGBM treats NaN as missing). `vectors` rows are unit length."""
-    last, weight = _recent_matrix(recent, n_users)
-    best = np.full(len(users), np.nan, np.float32)
-    mean = np.full(len(users), np.nan, np.float32)
-    for a in range(0, len(users), CHUNK):
+def recent_similarity(row: np.ndarray, items: np.ndarray, last: np.ndarray, weight: np.ndarray,
+                      vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(max, weighted mean) cosine of each row's item to its user's recent items (`last`,
+    `weight`: the user's row of `_recent_matrix`, by `row`), NaN for a user with none
+    (LightGBM treats NaN as missing). `vectors` rows are unit length."""
+    best = np.full(len(items), np.nan, np.float32)
+    mean = np.full(len(items), np.nan, np.float32)
+    for a in range(0, len(items), CHUNK):
         s = slice(a, a + CHUNK)
-        idx, w = last[users[s]], weight[users[s]]                  # (n, R)
+        idx, w = last[row[s]], weight[row[s]]                      # (n, R)
         sims = np.einsum("nd,nrd->nr", vectors[items[s]], vectors[np.maximum(idx, 0)])
         has = idx >= 0
         any_ = has.any(axis=1)
@@ -57,20 +58,20 @@ def recent_similarity(users: np.ndarray, items: np.ndarray, recent: pl.DataFrame
     return best, mean
 
 
-def vector_features(df: pl.DataFrame, ctx: CandidateContext) -> dict[str, np.ndarray]:
+def vector_features(df: pl.DataFrame, ctx: CandidateContext, recent: pl.DataFrame
+                    ) -> dict[str, np.ndarray]:
     """two_tower (user . item), recent_tt_max / recent_tt_mean (two-tower item vectors of the
     last items) and content_sim / recent_content_max (content-only vectors), where the vectors
-    exist."""
+    exist; `recent` is `ctx.recent` of the frame's users (Int64 keys)."""
     u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
-    n_users = ctx.fs.vocabs.user.size
-    recent = ctx.recent(np.unique(u)).with_columns(pl.col("user_idx").cast(pl.Int64),
-                                                   pl.col("item_idx").cast(pl.Int64))
+    users, row = np.unique(u, return_inverse=True)
+    last, weight = _recent_matrix(recent, users)
     out: dict[str, np.ndarray] = {}
     if ctx.user_vectors is not None and ctx.item_vectors is not None:
         out["two_tower"] = row_dot(u, i, ctx.user_vectors, ctx.item_vectors)
         out["recent_tt_max"], out["recent_tt_mean"] = recent_similarity(
-            u, i, recent, ctx.item_vectors, n_users)
+            row, i, last, weight, ctx.item_vectors)
     if ctx.content_vectors is not None:
         out["recent_content_max"], out["content_sim"] = recent_similarity(
-            u, i, recent, ctx.content_vectors, n_users)
+            row, i, last, weight, ctx.content_vectors)
     return out
