@@ -26,7 +26,7 @@ class TrainedRetrieval:
 
 
 def train_retrieval(cfg: EngineConfig, *, window: str = "train",
-                    epochs: int | None = None) -> TrainedRetrieval:
+                    epochs: int | None = None, fs: FeatureSet | None = None) -> TrainedRetrieval:
     """Train on the positives of `window`. Without `epochs`, "train" early-stops on the
     validation window; with `epochs` (which an early-stopped run chose) it runs that many and
     never looks at the validation window, as must a model whose scores become features
@@ -34,7 +34,8 @@ def train_retrieval(cfg: EngineConfig, *, window: str = "train",
     needs `epochs`, and so does "all" (every interaction: the fit a published version serves)."""
     if window != "train" and epochs is None:
         raise ValueError(f"training on the {window!r} window needs a fixed epoch count")
-    fs = build_features(cfg, window=window)  # type: ignore[arg-type]
+    if fs is None:  # `fs`, when given, is the feature set of `window` (built by the caller)
+        fs = build_features(cfg, window=window)  # type: ignore[arg-type]
     splits = {"train": ("train",), "valid": ("train", "valid"),
               "all": ("train", "valid", "test")}[window]
     validation = held_out(fs) if epochs is None else None

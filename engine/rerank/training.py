@@ -26,16 +26,17 @@ from engine.rerank.features import feature_frame, feature_names, hide_popularity
 from engine.rerank.ndcg import mean_ndcg
 from engine.rerank.ranker import train_ranker
 from engine.retrieval import TrainedRetrieval, retrieval_context, train_retrieval
-from pipelines.dataset import Window, build_features
+from pipelines.dataset import FeatureSet, Window, build_features
+from pipelines.validate import validate_tables
 
 
 def labelled_lists(cfg: EngineConfig, trained: TrainedRetrieval, *, window: Window,
-                   label_split: str, cutoff: int = 0, max_users: int | None = None
-                   ) -> pl.DataFrame:
-    """Candidates with features as of the end of `window`, labelled by `label_split`, for
-    every user active in `label_split` (a random `max_users` of them when given); lists
-    without a positive are dropped."""
-    fs = build_features(cfg, window=window)
+                   label_split: str, cutoff: int = 0, max_users: int | None = None,
+                   fs: FeatureSet | None = None) -> pl.DataFrame:
+    """Candidates with features as of the end of `window` (`fs`, when the caller has it),
+    labelled by `label_split`, for every user active in `label_split` (a random `max_users`
+    of them when given); lists without a positive are dropped."""
+    fs = fs or build_features(cfg, window=window)
     ctx, _ = retrieval_context(cfg, fs, trained)
     users = (fs.interactions.filter(pl.col("split") == label_split)["user_idx"].unique()
              .sort().to_numpy().astype(np.int64))
@@ -61,14 +62,16 @@ def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
     """Labelled lists of `cfg.rerank.training_cutoffs` cutoffs, the latest at `latest`, the
     others `cutoff_step_days` apart before it; column `cutoff` counts back from 0."""
     rc = cfg.rerank
+    tables = validate_tables(cfg.data, cfg.columns)  # the same inputs at every cutoff
     parts = []
     for n in range(rc.training_cutoffs):
         at = latest - timedelta(days=n * rc.cutoff_step_days)
         report(f"training lists as of {at:%Y-%m-%d}")
         c = shifted(cfg, at, rc.label_days)
-        trained = train_retrieval(c, epochs=epochs)
+        fs = build_features(c, window="train", tables=tables)
+        trained = train_retrieval(c, epochs=epochs, fs=fs)
         parts.append(labelled_lists(c, trained, window="train", label_split="valid", cutoff=n,
-                                    max_users=rc.users_per_cutoff))
+                                    max_users=rc.users_per_cutoff, fs=fs))
     return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
 
 
