@@ -7,6 +7,8 @@ renamed into place, so a crash never leaves a half-written file under the final 
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -72,3 +74,12 @@ def write_parquet(df: pl.DataFrame, path: Path) -> Path:
     with atomic_path(path) as tmp:
         df.write_parquet(tmp, compression="zstd", statistics=True)
     return Path(path)
+
+
+def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (artifact manifests, index files)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -16,7 +16,6 @@ eligible items.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import polars as pl
 
 from engine.index.faiss_device import to_cpu, to_search_device
 from pipelines.errors import DataError
-from pipelines.io import atomic_path, write_parquet
+from pipelines.io import atomic_path, sha256_file, write_parquet
 
 INDEX_FILE = "items.faiss"
 META_FILE = "index.json"
@@ -43,14 +42,6 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -208,7 +199,7 @@ class ItemIndex:
         write_parquet(pl.DataFrame({"item_idx": self.item_idx}), folder / ROWS_FILE)
         meta = {"kind": self.kind, "params": self.params, "size": self.size,
                 "recall": self.recall, "recall_k": self.recall_k,
-                "sha256": sha256(folder / INDEX_FILE)}
+                "sha256": sha256_file(folder / INDEX_FILE)}
         with atomic_path(folder / META_FILE) as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
         return meta
@@ -222,7 +213,7 @@ class ItemIndex:
             if not (folder / name).is_file():
                 raise DataError(folder / name, "index file missing")
         meta = json.loads((folder / META_FILE).read_text())
-        if sha256(folder / INDEX_FILE) != meta["sha256"]:
+        if sha256_file(folder / INDEX_FILE) != meta["sha256"]:
             raise DataError(folder / INDEX_FILE, "checksum does not match index.json: the "
                                                  "file was changed or damaged; rebuild the index")
         cpu = faiss.read_index(str(folder / INDEX_FILE))

@@ -8,27 +8,18 @@ one. So a reader following `current` never sees a partial version, whatever was 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 from pipelines.errors import DataError
-from pipelines.io import atomic_path
+from pipelines.io import atomic_path, sha256_file
 
 VERSIONS = "versions"
 CURRENT = "current"
 STAGING = "staging"
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_checksums(folder: Path, *, skip: tuple[str, ...] = (MANIFEST,)) -> dict[str, str]:
@@ -117,7 +108,7 @@ def prune(root: Path, keep: int) -> list[Path]:
         return []
     live = current_version(root)
     versions = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.name)
-    gone = [p for p in versions[:-keep] if live is None or p.resolve() != live] if keep else []
+    gone = [p for p in versions[:-keep] if live is None or p.resolve() != live]  # keep >= 1
     for p in gone:
         shutil.rmtree(p)
     return gone

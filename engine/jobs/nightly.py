@@ -20,14 +20,14 @@ from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.jobs.artifacts import (
-    VERSIONS, clear_staging, current_version, prune, publish, read_manifest, sha256_file, staging_dir,
+    VERSIONS, clear_staging, current_version, prune, publish, read_manifest, staging_dir,
     switch_current, verify, write_manifest,
 )
 from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
 from engine.jobs.incremental import base_figures
 from engine.jobs.stages import STAGES, Figures, Run
 from pipelines.errors import RecengineError
-from pipelines.io import atomic_path
+from pipelines.io import atomic_path, sha256_file
 from pipelines.progress import Report, silent
 
 GATED = {"train": "valid_recall", "rerank": "holdout_ndcg"}
@@ -78,13 +78,18 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def run_key(cfg: EngineConfig) -> str:
-    """sha256 of the inputs, the config (bar where artifacts go), the library versions and
-    recengine's source."""
-    doc = {"inputs": input_checksums(cfg), "libraries": library_versions(),
-           "code": code_fingerprint(),
-           "config": cfg.model_dump(mode="json", exclude={"artifacts"})}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+def run_identity(cfg: EngineConfig) -> dict[str, object]:
+    """What a run is built from: the inputs' checksums, the library versions, recengine's
+    source and the config (bar where artifacts go). Hashed into the run key, and the inputs
+    and libraries go into the manifest as they are (the inputs are hashed once per run)."""
+    return {"inputs": input_checksums(cfg), "libraries": library_versions(),
+            "code": code_fingerprint(),
+            "config": cfg.model_dump(mode="json", exclude={"artifacts"})}
+
+
+def run_key(identity: dict[str, object]) -> str:
+    """sha256 of a run's identity."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _published_with(root: Path, key: str) -> Path | None:
@@ -132,7 +137,8 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
     root = Path(root or cfg.artifacts.root).resolve()
     live = current_version(root)
     base = incremental_base(live, cfg) if incremental else None
-    data_key = run_key(cfg)
+    identity = run_identity(cfg)
+    data_key = run_key(identity)
     if live is not None and read_manifest(live).get("data_key") == data_key and not force:
         return NightlyResult(live, False, "unchanged", {}, {})
     key = data_key if base is None else hashlib.sha256(
@@ -147,7 +153,7 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
     (staging / "stages").mkdir(parents=True, exist_ok=True)
     run = Run(cfg, staging, report=report, base=base,
               base_figures=base_figures(base) if base is not None else {})
-    seconds: dict[str, float] = {}
+    seconds = run.seconds
     for name, stage in (INCREMENTAL_STAGES if base is not None else STAGES):
         record = staging / "stages" / f"{name}.json"
         if record.is_file():
@@ -175,8 +181,8 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
     write_manifest(staging, {
         "version": version, "run_key": key, "data_key": data_key,
         "created": datetime.now(UTC).isoformat(),
-        "inputs": input_checksums(cfg), "config": cfg.model_dump(mode="json"),
-        "libraries": library_versions(), "metrics": run.figures, "seconds": seconds,
+        "inputs": identity["inputs"], "config": cfg.model_dump(mode="json"),
+        "libraries": identity["libraries"], "metrics": run.figures, "seconds": run.seconds,
         "gate": {f"{s}.{n}": run.figures.get(s, {}).get(n) for s, n in GATED.items()},
         "forced": bool(worse), "trained_at": trained_at,
         "incremental_from": base.name if base is not None else None})

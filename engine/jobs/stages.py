@@ -50,6 +50,7 @@ class Run:
     cfg: EngineConfig
     dir: Path
     figures: dict[str, Figures] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)   # of each finished stage
     report: Report = silent
     base: Path | None = None   # the live version an incremental run builds on
     base_figures: dict[str, Figures] = field(default_factory=dict)
@@ -94,15 +95,15 @@ def index(run: Run) -> Figures:
                                    if isinstance(v, (int, float, str))}}
 
 
-def latest_cutoff(fs: FeatureSet, label_days: float) -> datetime:
-    """The last cutoff with a whole label window before the run's data ends."""
-    end = datetime.combine((fs.as_of - timedelta(seconds=1)).date(), time()) + timedelta(days=1)
+def latest_cutoff(as_of: datetime, label_days: float) -> datetime:
+    """The last cutoff with a whole label window before the run's data ends (`as_of`)."""
+    end = datetime.combine((as_of - timedelta(seconds=1)).date(), time()) + timedelta(days=1)
     return end - timedelta(days=label_days)
 
 
 def rerank(run: Run) -> Figures:
-    fs = run.features()
-    lists = training_lists(run.cfg, latest_cutoff(fs, run.cfg.rerank.label_days),
+    as_of = datetime.fromisoformat(str(run.figures["features"]["as_of"]))  # no feature load
+    lists = training_lists(run.cfg, latest_cutoff(as_of, run.cfg.rerank.label_days),
                            epochs=int(run.figures["train"]["epochs"]))  # type: ignore[arg-type]
     fitted = fit_ranker(lists, run.cfg)
     save_ranker(fitted.booster, run.dir / "rerank")
@@ -185,7 +186,7 @@ def evaluation(run: Run) -> Figures:
     the figures every stage measured. An incremental run keeps its base version's evaluation:
     its models are the same."""
     cfg = run.cfg
-    doc: dict[str, object] = {"nightly": run.figures, "nightly_seconds": _stage_seconds(run.dir),
+    doc: dict[str, object] = {"nightly": run.figures, "nightly_seconds": dict(run.seconds),
                               "config": cfg.model_dump(mode="json")}
     if run.base is not None:
         old = run.base / "report" / "metrics.json"
@@ -199,16 +200,6 @@ def evaluation(run: Run) -> Figures:
     return {"stages": len(run.figures),
             **{f"final_{k}": v for k, v in verdict.items()  # type: ignore[union-attr]
                if k in ("final", "best_baseline", "best_baseline_value", "oracle_share")}}
-
-
-def _stage_seconds(folder: Path) -> dict[str, float]:
-    """Seconds of each finished stage of this run, from its stage records."""
-    out = {}
-    for name, _ in STAGES:
-        record = folder / "stages" / f"{name}.json"
-        if record.is_file():
-            out[name] = float(json.loads(record.read_text())["seconds"])
-    return out
 
 
 Stage = Callable[[Run], Figures]
