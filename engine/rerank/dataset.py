@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from engine.rerank.features import KEYS
-from engine.rerank.ranker import RankData
+from engine.rerank.ranker import RankData, feature_matrix
 
 QUERY = ["cutoff", "user_idx"]
 
@@ -32,7 +32,7 @@ def attach_labels(frame: pl.DataFrame, labels: pl.DataFrame, *,
 def rank_data(frame: pl.DataFrame, names: list[str]) -> RankData:
     """Features (nulls as NaN, which LightGBM treats as missing), labels and group sizes of a
     labelled frame sorted by query."""
-    x = frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
+    x = feature_matrix(frame, names)
     group = frame.group_by(QUERY, maintain_order=True).len()["len"].to_numpy()
     return RankData(x, frame["label"].to_numpy().astype(np.float64), group)
 

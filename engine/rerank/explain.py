@@ -8,6 +8,8 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from engine.rerank.ranker import feature_matrix
+
 
 def contributions(booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
     """(N, F + 1) per-feature contributions and the bias; each row sums to the raw score."""
@@ -20,7 +22,7 @@ def contribution_texts(booster: lgb.Booster, frame: pl.DataFrame, names: list[st
     (the `top` contributions by size)."""
     if frame.height == 0:
         return []
-    x = frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
+    x = feature_matrix(frame, names)
     contrib = contributions(booster, x)[:, :-1]
     order = np.argsort(-np.abs(contrib), axis=1)[:, :top]
     return [", ".join(f"{names[j]} {contrib[r, j]:+.3f}" for j in idx)

@@ -53,11 +53,16 @@ def train_ranker(train: RankData, names: list[str], cfg: RankerConfig,
                      valid_sets=sets, callbacks=callbacks)
 
 
+def feature_matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    """(N, F) float64 features `names` of a feature frame, nulls as NaN (LightGBM's missing)."""
+    return frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
+
+
 def score_frame(booster: lgb.Booster, frame: pl.DataFrame, names: list[str]) -> np.ndarray:
-    """(N,) scores of the rows of a feature frame (nulls as NaN, LightGBM's missing): the one
-    scoring call of the batch lists and the online path."""
-    x = frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
-    return booster.predict(x, num_iteration=booster.best_iteration or None)
+    """(N,) scores of the rows of a feature frame: the one scoring call of the batch lists and
+    the online path."""
+    return booster.predict(feature_matrix(frame, names),
+                           num_iteration=booster.best_iteration or None)
 
 
 def save_ranker(booster: lgb.Booster, folder: Path) -> Path:
