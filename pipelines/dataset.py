@@ -23,7 +23,7 @@ from pipelines.features import (
     user_attribute_tokens, user_category_affinity, user_history,
 )
 from pipelines.features.users import attribute_strings
-from pipelines.io import write_parquet
+from pipelines.io import atomic_path, write_parquet
 from pipelines.progress import Report, silent
 from pipelines.split import SPLIT, resolve_cutoffs, split_interactions
 from pipelines.validate import Tables, validate_tables
@@ -100,7 +100,8 @@ class FeatureSet:
         meta = {"as_of": self.as_of.isoformat(), "window": self.window,
                 "valid_start": self.valid_start and self.valid_start.isoformat(),
                 "test_start": self.test_start and self.test_start.isoformat()}
-        (folder / "features" / "meta.json").write_text(json.dumps(meta, indent=2))
+        with atomic_path(folder / "features" / "meta.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2))
         return folder
 
     @classmethod
@@ -184,3 +185,22 @@ def build_features(cfg: PipelineConfig, *, window: Window = "train",
     return FeatureSet(vocabs=vocabs, interactions=pos, items=items, users=users,
                       history=history, popularity=popularity, affinity=affinity, as_of=as_of,
                       valid_start=valid_start, test_start=test_start, window=window)
+
+
+def require_windows(fs: FeatureSet, path: Path, windows: tuple[str, ...]) -> None:
+    """Raise a `DataError` naming the interactions file when one of `windows` holds no
+    positive interaction: models learn from, early-stop on or are scored on these windows,
+    and an empty one would otherwise surface as a crash deep inside a model library."""
+    counts = dict(fs.interactions.group_by(SPLIT).len().iter_rows())
+    empty = [w for w in windows if not counts.get(w)]
+    if not empty:
+        return
+    found = ", ".join(f"{w} {counts.get(w, 0)}" for w in ("train", "valid", "test"))
+    cuts = (f"; valid starts {fs.valid_start:%Y-%m-%d %H:%M}, test starts "
+            f"{fs.test_start:%Y-%m-%d %H:%M}" if fs.valid_start and fs.test_start else "")
+    span = fs.interactions["ts"]
+    period = f"{span.min():%Y-%m-%d} to {span.max():%Y-%m-%d}" if span.len() else "no positives"
+    raise DataError(path, f"too little data: the {' and '.join(empty)} window(s) hold no "
+                          f"positive interaction (positives by window: {found}{cuts}; the "
+                          f"positives span {period}); give more days of data or shorten "
+                          "[split] valid_days / test_days", column="ts")

@@ -35,7 +35,7 @@ from engine.rerank.ranker import load_ranker, save_ranker, score_frame
 from engine.rerank.training import fit_ranker, training_lists
 from engine.retrieval import train_retrieval
 from engine.version import dense_vectors, version_context
-from pipelines.dataset import FeatureSet, build_features
+from pipelines.dataset import FeatureSet, build_features, require_windows
 from pipelines.io import write_parquet
 from pipelines.progress import Report, silent
 from pipelines.validate import validate_tables
@@ -66,7 +66,11 @@ def validate(run: Run) -> Figures:
 
 
 def features(run: Run) -> Figures:
-    fs = build_features(run.cfg, window="all")
+    cfg = run.cfg
+    fs = build_features(cfg, window="all")
+    require_windows(fs, cfg.data.interactions, ("train", "valid", "test")
+                    if cfg.evaluation.enabled and cfg.split.strategy == "temporal"
+                    else ("train", "valid"))
     fs.save(run.dir)
     return {"as_of": fs.as_of.isoformat(), "positives": fs.interactions.height}
 

@@ -38,9 +38,12 @@ def rank_data(frame: pl.DataFrame, names: list[str]) -> RankData:
 
 
 def split_users(frame: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(fit, holdout) frames with a random `share` of the users in holdout."""
+    """(fit, holdout) frames with a random `share` of the users in holdout (at least one
+    user when there are two or more, so that a small shop still gets an early stop)."""
     users = frame["user_idx"].unique().sort().to_numpy()
     rng = np.random.default_rng(seed)
-    held = pl.DataFrame({"user_idx": rng.choice(users, int(len(users) * share), replace=False)})
+    n = int(len(users) * share)
+    n = max(n, 1) if share > 0 and len(users) >= 2 else n
+    held = pl.DataFrame({"user_idx": rng.choice(users, n, replace=False)})
     return (frame.join(held, on="user_idx", how="anti"),
             frame.join(held, on="user_idx", how="semi"))

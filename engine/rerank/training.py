@@ -27,6 +27,7 @@ from engine.rerank.ndcg import mean_ndcg
 from engine.rerank.ranker import train_ranker
 from engine.retrieval import TrainedRetrieval, retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, Window, build_features
+from pipelines.errors import DataError
 from pipelines.validate import validate_tables
 
 
@@ -90,6 +91,13 @@ def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
     rc = cfg.rerank
     names = feature_names(lists)
     fit, hold = split_users(lists, rc.holdout_share, seed=rc.seed)
+    if fit.is_empty() or hold.is_empty():
+        n = lists.select("cutoff", "user_idx").n_unique() if not lists.is_empty() else 0
+        raise DataError(cfg.data.interactions, f"too little data for the re-ranker: {n} "
+                        "training list(s) (users with a positive among their candidates) over "
+                        f"{rc.training_cutoffs} cutoff(s); it needs users to fit on and "
+                        f"{rc.holdout_share:.0%} of them to early-stop on: give more users or "
+                        "days of data, or more [rerank] training_cutoffs")
     if rc.popularity_dropout > 0:
         hidden = pl.struct("cutoff", "item_idx").hash(rc.seed) % 10_000 \
             < int(rc.popularity_dropout * 10_000)
