@@ -3,7 +3,8 @@
 
 A version folder appears under `versions/` only by one rename of a complete staging folder,
 after its manifest is written; `current` moves only by renaming a new symlink over the old
-one. So a reader following `current` never sees a partial version, whatever was killed when.
+one; an old version leaves by one rename into `trash/` before it is deleted. So a reader
+following `current` never sees a partial version, whatever was killed when.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipelines.io import atomic_path, sha256_file
 VERSIONS = "versions"
 CURRENT = "current"
 STAGING = "staging"
+TRASH = "trash"
 MANIFEST = "manifest.json"
 
 
@@ -48,27 +50,52 @@ def read_manifest(folder: Path) -> dict[str, object]:
         raise DataError(path, f"manifest is not valid JSON: {exc}") from None
 
 
+def _inside(folder: Path, rel: str) -> Path:
+    """`folder / rel`, refused when `rel` would lead out of `folder` (an absolute path, `..`)."""
+    path = (folder / rel).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise DataError(folder / MANIFEST, f"lists {rel!r}, a path outside the version")
+    return path
+
+
 def verify(folder: Path) -> dict[str, object]:
-    """The manifest of `folder`, after checking every listed file exists with its checksum."""
+    """The manifest of `folder`, after checking that every listed file exists with its
+    checksum, that no listed path leads outside `folder` and that no file is unlisted (a
+    reader must never load bytes the manifest does not vouch for)."""
+    folder = Path(folder)
     manifest = read_manifest(folder)
     files = manifest.get("files")
     if not isinstance(files, dict):
-        raise DataError(Path(folder) / MANIFEST, "manifest lists no files")
+        raise DataError(folder / MANIFEST, "manifest lists no files")
     for rel, want in files.items():
-        path = Path(folder) / rel
+        path = _inside(folder, rel)
         if not path.is_file():
-            raise DataError(path, "listed in the manifest but missing")
+            raise DataError(folder / rel, "listed in the manifest but missing")
         if sha256_file(path) != want:
-            raise DataError(path, "checksum does not match the manifest (changed or corrupt)")
+            raise DataError(folder / rel, "checksum does not match the manifest (changed or corrupt)")
+    extra = unlisted(folder, files)
+    if extra:
+        raise DataError(folder / extra[0], f"not listed in the manifest ({len(extra)} such "
+                                           "file(s); added after publishing?)")
     return manifest
 
 
+def unlisted(folder: Path, files: dict[str, str]) -> list[str]:
+    """Files under `folder` that `file_checksums` would list but the manifest does not."""
+    return [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+            and p.relative_to(folder).as_posix() not in files]
+
+
 def current_version(root: Path) -> Path | None:
-    """The version folder `current` points at, or None before the first publish."""
+    """The version folder `current` points at, or None before the first publish; a link
+    that leads outside `versions/` is refused."""
     link = Path(root) / CURRENT
     if not link.is_symlink() and not link.exists():
         return None
     target = link.resolve()
+    if not target.is_relative_to((Path(root) / VERSIONS).resolve()):
+        raise DataError(link, f"points at {target}, outside {Path(root) / VERSIONS}")
     return target if target.is_dir() else None
 
 
@@ -102,15 +129,25 @@ def switch_current(root: Path, target: Path) -> None:
 
 
 def prune(root: Path, keep: int) -> list[Path]:
-    """Remove all but the `keep` newest versions (never the current one); the removed."""
-    folder = Path(root) / VERSIONS
+    """Remove all but the `keep` newest versions (never the current one); the removed.
+
+    Each goes by one rename out of `versions/` first, then is deleted: a kill halfway
+    through a deletion leaves a folder under `trash/` (emptied by the next prune), never a
+    partial version beside the complete ones."""
+    root = Path(root)
+    folder = root / VERSIONS
+    trash = root / TRASH
+    if trash.is_dir():
+        shutil.rmtree(trash)
     if not folder.is_dir():
         return []
     live = current_version(root)
     versions = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.name)
     gone = [p for p in versions[:-keep] if live is None or p.resolve() != live]  # keep >= 1
     for p in gone:
-        shutil.rmtree(p)
+        trash.mkdir(exist_ok=True)
+        os.replace(p, trash / p.name)
+        shutil.rmtree(trash / p.name)
     return gone
 
 
