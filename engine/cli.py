@@ -47,13 +47,14 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The TOML config
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn the library's errors into a red message and exit status 1 (no traceback)."""
+    """Turn the library's errors and the system's refusals (permissions, a full disk) into a
+    red message and exit status 1 (no traceback)."""
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except RecengineError as exc:
+        except (RecengineError, OSError) as exc:  # OSError: a folder not writable, disk full
             errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 

@@ -54,3 +54,14 @@ class DataError(RecengineError):
                     f"(row = 0-based row number in the file):\n{self.rows}"
                 )
         super().__init__(text)
+
+
+class WriteError(RecengineError):
+    """An output that could not be written: disk full, no permission, a read-only folder.
+    Raised from `pipelines.io.atomic_path`, so nothing half-written is left under the name."""
+
+    def __init__(self, path: Path | str, cause: BaseException) -> None:
+        self.path = str(path)
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        hint = "" if isinstance(cause, OSError) else "; is the disk full or the folder read-only?"
+        super().__init__(f"{self.path}: cannot write ({text}){hint}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.errors import DataError
+from pipelines.errors import DataError, RecengineError, WriteError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -55,17 +55,26 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pl.DataFram
 
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `final`; rename it into place only if the block succeeds.
+
+    A failure to write (the block's own errors bar the library's, which pass through) comes
+    out as a `WriteError` naming `final`: writers from Arrow, LightGBM, FAISS and torch each
+    raise their own type when the disk is full or the folder is not writable."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files follow the umask
+    tmp = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files follow the umask
         yield Path(tmp)
         os.replace(tmp, final)
+    except RecengineError:
+        raise
+    except Exception as exc:
+        raise WriteError(final, exc) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -16,6 +16,7 @@ from engine.ads.calibration import Calibrator, expected_calibration_error
 from engine.ads.config import PctrConfig
 from engine.ads.log import FEATURES
 from pipelines.errors import DataError
+from pipelines.io import atomic_path
 
 MODEL_FILE = "pctr.txt"
 CALIBRATION_FILE = "calibration.json"
@@ -37,9 +38,8 @@ class Pctr:
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(folder / MODEL_FILE),
-                                num_iteration=self.booster.best_iteration or None)
+        with atomic_path(folder / MODEL_FILE) as tmp:
+            self.booster.save_model(str(tmp), num_iteration=self.booster.best_iteration or None)
         self.calibrator.save(folder / CALIBRATION_FILE)
 
     @classmethod
