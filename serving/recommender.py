@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -29,32 +30,45 @@ KINDS = ("product", "ad", "mixed")
 
 
 class Recommender:
-    """Thread-safe: every call reads one immutable version state; `reload()` swaps it."""
+    """Thread-safe: every call reads one immutable version state; `reload()` swaps it.
 
-    def __init__(self, root: Path, state: VersionState) -> None:
+    The states of the last `keep` versions stay loaded, so pointing `current` back at the
+    previous version (a rollback) swaps it in at once. Peak memory is the same either way:
+    a reload holds the old state and the new one while calls in flight finish."""
+
+    def __init__(self, root: Path, state: VersionState, *, keep: int = 2) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep!r}")
         self._root = root
         self._state = state
+        self._keep = keep
+        self._loaded: OrderedDict[Path, VersionState] = OrderedDict({state.folder: state})
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
+    def load(cls, path: str | Path, *, keep: int = 2) -> Recommender:
         """An artifacts root (its `current` version) or one version's folder; every file is
         checked against the manifest first."""
         root = Path(path)
-        return cls(root, VersionState.load(resolve(root)))
+        return cls(root, VersionState.load(resolve(root)), keep=keep)
 
     @property
     def version(self) -> str:
         return self._state.folder.name
 
     def reload(self) -> bool:
-        """Load the version `current` now points at, if it changed; calls in flight finish on
-        the state they started with. True when a new version was loaded."""
+        """Swap in the version `current` now points at, if it changed (loaded and verified
+        unless it is one of the `keep` kept); calls in flight finish on the state they
+        started with. True when the version changed."""
         with self._lock:
             folder = resolve(self._root)
             if folder == self._state.folder:
                 return False
-            self._state = VersionState.load(folder)  # one reference swap: atomic for readers
+            state = self._loaded.pop(folder, None) or VersionState.load(folder)
+            self._loaded[folder] = state
+            while len(self._loaded) > self._keep:
+                self._loaded.popitem(last=False)
+            self._state = state  # one reference swap: atomic for readers
             return True
 
     def recommend(self, user_id: str | int | None = None, *, k: int = 10,

@@ -1,7 +1,10 @@
-"""Shared fixtures: a small generated data set with its config, built once per session."""
+"""Shared fixtures: a small generated data set with its config, built once per session; and
+the reliability tally (bad inputs tried, kills survived, reloads made, errors seen) that the
+tests add to and the session prints at its end (RELIABILITY.md records it)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,3 +32,18 @@ def small_config(small_data: Path) -> PipelineConfig:
 @pytest.fixture(scope="session")
 def small_features(small_config: PipelineConfig) -> FeatureSet:
     return build_features(small_config)
+
+
+TALLY: Counter[str] = Counter()
+
+
+def tally(name: str, n: int = 1) -> None:
+    """Add `n` to the reliability figure `name` (printed at the end of the session)."""
+    TALLY[name] += n
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TALLY:
+        terminalreporter.section("reliability tally")
+        for name, n in sorted(TALLY.items()):
+            terminalreporter.write_line(f"{name:<44} {n:>8,}")

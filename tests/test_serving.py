@@ -1,22 +1,24 @@
 """The online API over a published version: the same scores as the batch lists for the same
 user and moment; unknown users and histories fall back to the anonymous path; defined edges
 (k past the catalogue, unknown ids in `exclude`); clear errors for bad arguments; and
-`reload()` under 8 threads of calls with zero errors."""
+`reload()` every 50 ms under 16 threads of calls with zero errors and no mixed versions."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from engine.config import EngineConfig
-from engine.jobs.artifacts import current_version
+from engine.jobs.artifacts import current_version, switch_current
 from engine.jobs.nightly import run_nightly
 from pipelines.config import load_config
 from serving import Recommender
+from tests.conftest import tally
 from tests.test_nightly import small_job
 
 
@@ -105,39 +107,70 @@ def test_bad_arguments_raise_value_error(rec: Recommender, kwargs: dict) -> None
         rec.recommend(**kwargs)
 
 
-def test_reload_under_eight_threads(published: tuple[EngineConfig, Path]) -> None:
+RELOAD_EVERY_S, RELOAD_FOR_S, THREADS = 0.05, 10.0, 16
+
+
+def test_reload_every_50ms_under_16_threads_mixes_no_versions(
+        published: tuple[EngineConfig, Path]) -> None:
+    """16 threads call `recommend()` while `current` flips between two versions and
+    `reload()` runs every 50 ms for 10 s: no call fails, and every answer is exactly the one
+    that one of the two versions gives alone (an old index with a new re-ranker, or one
+    version's products with the other's ads, would match neither). The first swap loads and
+    verifies the other version while the calls run; later ones reuse the two kept states."""
     cfg, root = published
+    first = current_version(root)
+    other = cfg.model_copy(update={  # other models: another seed and tower width
+        "train": cfg.train.model_copy(update={"seed": 1}),
+        "model": cfg.model.model_copy(update={"hidden": (24,)})})
+    second = run_nightly(other, root, force=True).version
+    assert first is not None and second is not None and first != second
+    users = batch_lists(root)["user_id"].unique().sort().head(40).to_list()
+    kinds = ("product", "mixed")
+    want = {v.name: {(u, kind): Recommender.load(v).recommend(u, k=10, kind=kind)
+                     for u in users for kind in kinds} for v in (first, second)}
+    differ = [key for key in want[first.name] if want[first.name][key] != want[second.name][key]]
+    assert len(differ) >= 0.8 * len(want[first.name])  # the answers tell the versions apart
     rec = Recommender.load(root)
-    first = rec.version
-    users = batch_lists(root)["user_id"].unique().sort().head(8).to_list()
     errors: list[BaseException] = []
-    calls = [0]
+    answers: list[tuple[tuple[str, str], list[dict[str, object]]]] = []
     stop = threading.Event()
 
-    def caller(u: str) -> None:
+    def caller(n: int) -> None:
+        mine = [differ[(n + i) % len(differ)] for i in range(len(differ))]
         while not stop.is_set():
-            try:
-                assert rec.recommend(u, k=5)
-                calls[0] += 1
-            except BaseException as exc:  # noqa: BLE001 - every failure counts
-                errors.append(exc)
-                return
+            for u, kind in mine:
+                if stop.is_set():
+                    return
+                try:
+                    answers.append(((u, kind), rec.recommend(u, k=10, kind=kind)))
+                except BaseException as exc:  # noqa: BLE001 - every failure counts
+                    errors.append(exc)
 
-    threads = [threading.Thread(target=caller, args=(u,)) for u in users]
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(THREADS)]
     for t in threads:
         t.start()
-    changed = cfg.model_copy(update={"jobs": cfg.jobs.model_copy(update={"k": 4})})
-    run_nightly(changed, root, force=True)  # a new version goes live while calls run
-    assert rec.reload()
-    assert not rec.reload()  # nothing newer
-    served_before, deadline = calls[0], time.monotonic() + 60
-    while calls[0] < served_before + 16 and not errors and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    for t in threads:
-        t.join()
+    reloads = swaps = 0
+    t0 = time.monotonic()
+    try:
+        while (now := time.monotonic()) - t0 < RELOAD_FOR_S:
+            time.sleep(max(0.0, t0 + (reloads + 1) * RELOAD_EVERY_S - now))  # on the 50 ms grid
+            switch_current(root, second if current_version(root) == first else first)
+            swaps += rec.reload()
+            reloads += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    served = Counter()
+    for key, got in answers:
+        served[next((v for v in want if want[v][key] == got), "neither")] += 1
+    tally("serving: recommend() calls under reload", len(answers))
+    tally("serving: reload() calls", reloads)
+    tally("serving: errors and mixed answers", len(errors) + served["neither"])
     assert not errors, errors[0]
-    assert rec.version != first and calls[0] > 16
+    assert served["neither"] == 0
+    assert served[first.name] > 0 and served[second.name] > 0
+    assert swaps == reloads >= 150  # every reload found the other version and swapped it in
 
 
 def test_filters_keep_only_matching_items(rec: Recommender,
