@@ -101,6 +101,13 @@ def _published_with(root: Path, key: str) -> Path | None:
     return None
 
 
+def mark_started(staging: Path, name: str) -> None:
+    """`stages/<name>.started` holds when the stage last started: with the `<name>.json`
+    records of finished stages, it tells which stage a run under way (or killed) is in."""
+    with atomic_path(staging / "stages" / f"{name}.started") as tmp:
+        tmp.write_text(datetime.now(UTC).isoformat())
+
+
 def check_gate(figures: dict[str, Figures], live: Path | None, tolerance: float) -> list[str]:
     """The gated figures that fell by more than `tolerance` against the live version."""
     if live is None:
@@ -161,6 +168,7 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
             run.figures[name], seconds[name] = saved["figures"], saved["seconds"]
             continue
         report(name)
+        mark_started(staging, name)
         t0 = time.perf_counter()
         figures = stage(run)
         seconds[name] = round(time.perf_counter() - t0, 3)
@@ -169,6 +177,7 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
             tmp.write_text(json.dumps({"figures": figures, "seconds": seconds[name]},
                                       default=str))
     report("publish")
+    mark_started(staging, "publish")
     worse = check_gate(run.figures, live, cfg.jobs.gate_tolerance)
     if worse and not force:
         raise QualityGateError(
