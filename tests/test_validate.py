@@ -1,7 +1,8 @@
 """Validation of the three input tables: a corpus of bad inputs (built here, in tmp_path) that
 must each stop with a `DataError` naming the file, the column and the offending rows; valid CSV
-and Parquet inputs that normalise to the contract's types; the CLI's `validate`; and a
-property-based check that nothing but `DataError` ever escapes."""
+and Parquet inputs that normalise to the contract's types; the CLI's `validate`, and its
+`nightly`, which stops on every bad input with exit 1 and publishes nothing; and a
+property-based check that random tables either give features or a `DataError`, nothing else."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from typer.testing import CliRunner
 
 from engine.cli import app
-from pipelines.config import EVENTS, ColumnsConfig, DataConfig
+from pipelines.config import EVENTS, ColumnsConfig, DataConfig, PipelineConfig
+from pipelines.dataset import build_features, require_windows
 from pipelines.errors import DataError
 from pipelines.validate import (Tables, validate_interactions, validate_items, validate_tables,
                                  validate_users)
+from tests.conftest import tally
 
 runner = CliRunner()
 NAMES = ("interactions", "items", "users")
@@ -256,6 +259,7 @@ def test_bad_input_raises_a_data_error_naming_file_column_and_rows(tmp_path: Pat
     before = listing(tmp_path)
     with pytest.raises(DataError) as info:
         validate_tables(data, COLS)
+    tally("bad inputs: refused by validation")
     err = info.value
     file = getattr(data, bad.file or bad.table.split("_")[0])
     assert err.file == str(file)
@@ -482,6 +486,48 @@ def test_cli_config_errors_name_the_key(tmp_path: Path, extra: str, where: str) 
     assert "Traceback" not in result.output
 
 
+def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Path) -> None:
+    """The whole corpus through `recengine nightly`: exit 1, the file and column named, no
+    traceback, no version and no `current`."""
+    for n, bad in enumerate(BAD):
+        folder = tmp_path / str(n)
+        data = write_tables(folder, **{bad.table: bad.content()})
+        config = folder / "config.toml"
+        config.write_text("[data]\n" + "".join(
+            f'{name} = "{getattr(data, name).name}"\n' for name in NAMES))
+        result = runner.invoke(app, ["nightly", "--config", str(config)])
+        tally("bad inputs: nightly runs refused", 1)
+        assert result.exit_code == 1, (bad.id, result.output)
+        file = getattr(data, bad.file or bad.table.split("_")[0])
+        assert str(file) in result.output, bad.id
+        if bad.column:
+            assert f"column '{bad.column}'" in result.output, bad.id
+        assert "Traceback" not in result.output, bad.id
+        root = folder / "artifacts"
+        assert not (root / "current").exists() and not (root / "versions").exists(), bad.id
+
+
+@pytest.mark.parametrize(("text", "shows"), [
+    (CONFIG + "[jobs]\nk = 10\nschedule = 'nightly'\n", "jobs.schedule: unknown key"),
+    (CONFIG + "[rerank]\nnum_boost_round = 'many'\n", "rerank.num_boost_round"),
+    (CONFIG + "[jobs]\nretention = 0\n", "jobs.retention"),
+    (CONFIG.replace("items.parquet", "no/such/items.parquet"), "file not found"),
+    (CONFIG + "[data\n", "not valid TOML"),
+    (None, "config file not found"),
+], ids=["unknown key", "wrong type", "out of range", "missing data path", "not toml",
+        "missing config"])
+def test_cli_nightly_names_config_errors(tmp_path: Path, text: str | None, shows: str) -> None:
+    write_tables(tmp_path)
+    config = tmp_path / "config.toml"
+    if text is not None:
+        config.write_text(text)
+    result = runner.invoke(app, ["nightly", "--config", str(config)])
+    tally("bad inputs: nightly runs refused", 1)
+    assert result.exit_code == 1 and shows in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "artifacts").exists()
+
+
 # --- property: random tables give Tables or a DataError, never anything else ---------------------
 
 ISO = ["2024-01-01", "2024-01-01T10:00:00", "2024-01-01 10:00:00+02:00", "2024-03-01T00:00:00Z"]
@@ -592,7 +638,7 @@ def input_tables(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFr
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(input_tables())
-def test_random_tables_give_tables_or_a_data_error(
+def test_random_tables_give_features_or_a_data_error(
         tables: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]) -> None:
     interactions, items, users = tables
     with tempfile.TemporaryDirectory() as tmp:
@@ -609,6 +655,16 @@ def test_random_tables_give_tables_or_a_data_error(
             t = validate_tables(data, COLS)
         except DataError as err:
             assert err.file in {str(data.interactions), str(data.items), str(data.users)}
+            tally("random tables: refused with a DataError")
         else:
             check_types(t)
+            cfg = PipelineConfig(data=data)
+            for window in ("train", "valid", "all"):  # the feature pipeline runs on them
+                fs = build_features(cfg, window=window, tables=t)
+                assert fs.interactions.height <= t.interactions.height
+            try:  # and says plainly when they are too few to train on
+                require_windows(fs, data.interactions, ("train", "valid", "test"))
+            except DataError as err:
+                assert err.file == str(data.interactions) and "too little data" in str(err)
+            tally("random tables: accepted, features built")
         assert listing(Path(tmp)) == before

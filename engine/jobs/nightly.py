@@ -26,7 +26,7 @@ from engine.jobs.artifacts import (
 from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
 from engine.jobs.incremental import base_figures
 from engine.jobs.stages import STAGES, Figures, Run
-from pipelines.errors import RecengineError
+from pipelines.errors import DataError, RecengineError
 from pipelines.io import atomic_path, sha256_file
 from pipelines.progress import Report, silent
 
@@ -52,8 +52,14 @@ class NightlyResult:
 
 
 def input_checksums(cfg: EngineConfig) -> dict[str, str]:
-    return {name: sha256_file(getattr(cfg.data, name))
-            for name in ("interactions", "items", "users")}
+    out = {}
+    for name in ("interactions", "items", "users"):
+        path = getattr(cfg.data, name)
+        if not Path(path).is_file():
+            raise DataError(path, "file not found" if not Path(path).exists()
+                            else "is not a file, expected a Parquet or CSV file")
+        out[name] = sha256_file(path)
+    return out
 
 
 def library_versions() -> dict[str, str]:
