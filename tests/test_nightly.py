@@ -22,6 +22,7 @@ from engine.jobs.artifacts import VERSIONS, current_version, read_manifest, veri
 from engine.jobs.nightly import QualityGateError, run_nightly
 from engine.jobs.stages import STAGES
 from pipelines.config import load_config
+from tests.conftest import tally
 
 SMALL_SECTIONS = """
 [model]
@@ -197,6 +198,8 @@ def kill_during(stage: str, config: Path, root: Path, *, timeout: float = 300) -
         proc.stderr.close()  # type: ignore[union-attr]
     live = current_version(root)
     assert live is None or verify(live)
+    tally("nightly: SIGKILLs survived")
+    tally(f"nightly: SIGKILLs in {stage}")
 
 
 @pytest.mark.parametrize("stage", [n for n, _ in STAGES] + ["publish"])

@@ -143,6 +143,8 @@ def test_a_file_that_does_not_match_the_manifest_is_refused(tmp_path: Path) -> N
     with pytest.raises(DataError, match="checksum does not match") as info:
         verify(folder)
     assert str(folder / "model" / "weights.bin") in str(info.value)
+    with pytest.raises(DataError, match="checksum does not match"):
+        Recommender.load(folder)  # the online API checks before it loads anything
     (folder / "model" / "weights.bin").unlink()
     with pytest.raises(DataError, match="missing"):
         verify(folder)

@@ -27,6 +27,7 @@ from engine.jobs.artifacts import CURRENT, VERSIONS, current_version, verify
 from engine.jobs.nightly import run_nightly
 from pipelines.config import load_config
 from pipelines.errors import WriteError
+from tests.conftest import tally
 from tests.test_nightly import small_job
 
 
@@ -91,6 +92,7 @@ def test_a_full_disk_leaves_current_untouched(published: tuple[Path, Path], tmp_
     assert "Traceback" not in failed.stderr
     assert stage not in recorded(root) and recorded(root)  # it stopped in `stage`
     assert snapshot(root) == before
+    tally("write failures: full disk, current untouched")
     done = nightly(config, root)
     assert done.returncode == 0, done.stderr[-2000:]
     live, versions = snapshot(root)
@@ -136,3 +138,4 @@ def test_permission_errors_leave_current_untouched(published: tuple[Path, Path],
     assert resumed.reason == "resumed publish"
     live, versions = snapshot(root)
     assert live == resumed.version and live.name in versions and set(before[1]) < set(versions)
+    tally("write failures: permission denied, current untouched", 3)
