@@ -3,6 +3,7 @@ errors the user can fix are printed without a traceback and exit with status 1."
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -41,6 +42,8 @@ SAMPLE_CONFIG = REPO / "data_samples" / "config.toml"
 Config = EngineConfig
 """The schema of a whole config file: every layer's sections."""
 
+REFUSALS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT}
+"""The system's refusals to write (permissions, a full disk): reported like bad input."""
 P = ParamSpec("P")
 R = TypeVar("R")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The TOML config file.")]
@@ -54,7 +57,9 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (RecengineError, OSError) as exc:  # OSError: a folder not writable, disk full
+        except (RecengineError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in REFUSALS:
+                raise  # not the system refusing: a bug, with its traceback
             errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 

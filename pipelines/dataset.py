@@ -200,7 +200,8 @@ def require_windows(fs: FeatureSet, path: Path, windows: tuple[str, ...]) -> Non
             f"{fs.test_start:%Y-%m-%d %H:%M}" if fs.valid_start and fs.test_start else "")
     span = fs.interactions["ts"]
     period = f"{span.min():%Y-%m-%d} to {span.max():%Y-%m-%d}" if span.len() else "no positives"
+    advice = ("give more days of data or shorten [split] valid_days / test_days"
+              if fs.valid_start else "give more interactions per user")
     raise DataError(path, f"too little data: the {' and '.join(empty)} window(s) hold no "
                           f"positive interaction (positives by window: {found}{cuts}; the "
-                          f"positives span {period}); give more days of data or shorten "
-                          "[split] valid_days / test_days", column="ts")
+                          f"positives span {period}); {advice}", column="ts")

@@ -21,6 +21,19 @@ from pipelines.errors import DataError, RecengineError, WriteError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+PROGRAMMING_ERRORS = (TypeError, ValueError, LookupError, AttributeError, NameError,
+                      AssertionError, ArithmeticError)
+"""Raised inside a write block by a bug, not by the disk: never reported as a write failure."""
+
+
+def require_file(path: Path) -> Path:
+    """`path`, or a `DataError` naming it when it is missing or a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if not path.is_file():
+        raise DataError(path, "is not a file, expected a Parquet or CSV file")
+    return path
 
 
 def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pl.DataFrame:
@@ -28,11 +41,7 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pl.DataFram
 
     `string_columns` are read as text from CSV so ids like ``007`` keep their leading zeros.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
-    if path.is_dir():
-        raise DataError(path, "is a folder, expected a Parquet or CSV file")
+    path = require_file(path)
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty")
     suffix = path.suffix.lower()
@@ -57,9 +66,10 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pl.DataFram
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it into place only if the block succeeds.
 
-    A failure to write (the block's own errors bar the library's, which pass through) comes
-    out as a `WriteError` naming `final`: writers from Arrow, LightGBM, FAISS and torch each
-    raise their own type when the disk is full or the folder is not writable."""
+    A failure to write comes out as a `WriteError` naming `final`: writers from Arrow,
+    LightGBM, FAISS and torch each raise their own type when the disk is full or the folder is
+    not writable. The library's own errors and programming errors (a TypeError in what the
+    block computes) pass through unchanged."""
     final = Path(final)
     tmp = None
     try:
@@ -69,7 +79,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files follow the umask
         yield Path(tmp)
         os.replace(tmp, final)
-    except RecengineError:
+    except (RecengineError, *PROGRAMMING_ERRORS):
         raise
     except Exception as exc:
         raise WriteError(final, exc) from exc
