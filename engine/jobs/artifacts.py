@@ -9,27 +9,41 @@ following `current` never sees a partial version, whatever was killed when.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines.errors import DataError
+from pipelines.errors import DataError, RecengineError
 from pipelines.io import atomic_path, sha256_file
 
 VERSIONS = "versions"
 CURRENT = "current"
 STAGING = "staging"
 TRASH = "trash"
+LOCK = ".lock"
+
+
+class RunLockedError(RecengineError):
+    """Another run holds the artifacts root."""
 MANIFEST = "manifest.json"
 
 
-def file_checksums(folder: Path, *, skip: tuple[str, ...] = (MANIFEST,)) -> dict[str, str]:
-    """Relative path -> sha256 of every file under `folder` (sorted, `skip` left out)."""
+def version_files(folder: Path) -> list[str]:
+    """The relative paths a manifest lists: every file under `folder` bar the manifest and
+    hidden (temporary) files, sorted."""
     folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): sha256_file(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip
-            and not p.name.startswith(".")}
+    return [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file a manifest lists."""
+    return {rel: sha256_file(Path(folder) / rel) for rel in version_files(folder)}
 
 
 def write_manifest(folder: Path, info: dict[str, object]) -> dict[str, object]:
@@ -73,18 +87,11 @@ def verify(folder: Path) -> dict[str, object]:
             raise DataError(folder / rel, "listed in the manifest but missing")
         if sha256_file(path) != want:
             raise DataError(folder / rel, "checksum does not match the manifest (changed or corrupt)")
-    extra = unlisted(folder, files)
+    extra = [rel for rel in version_files(folder) if rel not in files]
     if extra:
         raise DataError(folder / extra[0], f"not listed in the manifest ({len(extra)} such "
                                            "file(s); added after publishing?)")
     return manifest
-
-
-def unlisted(folder: Path, files: dict[str, str]) -> list[str]:
-    """Files under `folder` that `file_checksums` would list but the manifest does not."""
-    return [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
-            and p.relative_to(folder).as_posix() not in files]
 
 
 def current_version(root: Path) -> Path | None:
@@ -128,26 +135,35 @@ def switch_current(root: Path, target: Path) -> None:
     os.replace(tmp, root / CURRENT)
 
 
-def prune(root: Path, keep: int) -> list[Path]:
-    """Remove all but the `keep` newest versions (never the current one); the removed.
+def remove(root: Path, folder: Path) -> None:
+    """Delete `folder` after one rename into `trash/`: a kill halfway through the deletion
+    leaves a folder in the trash (emptied by the next `empty_trash`), never a half-deleted
+    version or staging folder in its place."""
+    trash = Path(root) / TRASH
+    trash.mkdir(exist_ok=True)
+    target = trash / f"{folder.parent.name}-{folder.name}"
+    os.replace(folder, target)
+    shutil.rmtree(target)
 
-    Each goes by one rename out of `versions/` first, then is deleted: a kill halfway
-    through a deletion leaves a folder under `trash/` (emptied by the next prune), never a
-    partial version beside the complete ones."""
-    root = Path(root)
-    folder = root / VERSIONS
-    trash = root / TRASH
+
+def empty_trash(root: Path) -> None:
+    trash = Path(root) / TRASH
     if trash.is_dir():
         shutil.rmtree(trash)
+
+
+def prune(root: Path, keep: int) -> list[Path]:
+    """Remove all but the `keep` newest versions (never the current one); the removed."""
+    root = Path(root)
+    empty_trash(root)
+    folder = root / VERSIONS
     if not folder.is_dir():
         return []
     live = current_version(root)
     versions = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.name)
     gone = [p for p in versions[:-keep] if live is None or p.resolve() != live]  # keep >= 1
     for p in gone:
-        trash.mkdir(exist_ok=True)
-        os.replace(p, trash / p.name)
-        shutil.rmtree(trash / p.name)
+        remove(root, p)
     return gone
 
 
@@ -157,5 +173,30 @@ def clear_staging(root: Path) -> list[Path]:
     folder = Path(root) / STAGING
     gone = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
     for p in gone:
-        shutil.rmtree(p)
+        remove(root, p)
     return gone
+
+
+@contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold `root/.lock` for one run: a second run on the same artifacts root fails at once
+    instead of writing into the same staging folder. The kernel drops the lock when the
+    process dies, however it dies, so a killed run never leaves it behind."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise RunLockedError(f"{root}: another recengine run is using this artifacts root "
+                                 f"({fh.read().strip() or 'pid unknown'}); wait for it to "
+                                 "finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

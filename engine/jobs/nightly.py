@@ -20,14 +20,14 @@ from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.jobs.artifacts import (
-    VERSIONS, clear_staging, current_version, prune, publish, read_manifest, staging_dir,
-    switch_current, verify, write_manifest,
+    VERSIONS, clear_staging, current_version, prune, publish, read_manifest, run_lock,
+    staging_dir, switch_current, verify, write_manifest,
 )
 from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
 from engine.jobs.incremental import base_figures
 from engine.jobs.stages import STAGES, Figures, Run
-from pipelines.errors import DataError, RecengineError
-from pipelines.io import atomic_path, sha256_file
+from pipelines.errors import RecengineError
+from pipelines.io import atomic_path, require_file, sha256_file
 from pipelines.progress import Report, silent
 
 GATED = {"train": "valid_recall", "rerank": "holdout_ndcg"}
@@ -52,14 +52,8 @@ class NightlyResult:
 
 
 def input_checksums(cfg: EngineConfig) -> dict[str, str]:
-    out = {}
-    for name in ("interactions", "items", "users"):
-        path = getattr(cfg.data, name)
-        if not Path(path).is_file():
-            raise DataError(path, "file not found" if not Path(path).exists()
-                            else "is not a file, expected a Parquet or CSV file")
-        out[name] = sha256_file(path)
-    return out
+    return {name: sha256_file(require_file(getattr(cfg.data, name)))
+            for name in ("interactions", "items", "users")}
 
 
 def library_versions() -> dict[str, str]:
@@ -148,9 +142,15 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
     since (content vectors, a new index and new lists); it runs in full when there is no live
     version or its models are older than `[jobs] full_retrain_days`."""
     root = Path(root or cfg.artifacts.root).resolve()
+    identity = run_identity(cfg)  # reads the inputs (a missing one is named) before any write
+    with run_lock(root):
+        return _run(cfg, root, identity, force=force, incremental=incremental, report=report)
+
+
+def _run(cfg: EngineConfig, root: Path, identity: dict[str, object], *, force: bool,
+         incremental: bool, report: Report) -> NightlyResult:
     live = current_version(root)
     base = incremental_base(live, cfg) if incremental else None
-    identity = run_identity(cfg)
     data_key = run_key(identity)
     if live is not None and read_manifest(live).get("data_key") == data_key and not force:
         return NightlyResult(live, False, "unchanged", {}, {})

@@ -1,0 +1,66 @@
+"""The artifact store's own promises: one run at a time holds a root (the lock dies with its
+process), and versions and staging folders leave through `trash/` so that a kill halfway
+through a deletion never leaves a half-deleted folder where a whole one is expected."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.jobs.artifacts import (
+    STAGING, TRASH, VERSIONS, RunLockedError, clear_staging, prune, run_lock, switch_current,
+    write_manifest,
+)
+
+
+def version(root: Path, name: str) -> Path:
+    folder = root / VERSIONS / name
+    folder.mkdir(parents=True)
+    (folder / "lists.parquet").write_bytes(b"PAR1" * 16)
+    write_manifest(folder, {"version": name})
+    return folder
+
+
+def test_a_second_run_on_the_same_root_is_refused(tmp_path: Path) -> None:
+    with run_lock(tmp_path):
+        with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):  # free again once released
+        pass
+
+
+def test_the_lock_dies_with_a_killed_process(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom engine.jobs.artifacts import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(tmp_path):  # SIGKILL released it
+        pass
+
+
+def test_prune_and_clear_staging_go_through_the_trash(tmp_path: Path) -> None:
+    old, mid, new = (version(tmp_path, n) for n in ("v1", "v2", "v3"))
+    switch_current(tmp_path, new)
+    (tmp_path / STAGING / "abc" / "stages").mkdir(parents=True)
+    # a deletion killed halfway: a half-deleted folder was left in the trash
+    shutil.copytree(old, tmp_path / TRASH / "versions-v0")
+    (tmp_path / TRASH / "versions-v0" / "lists.parquet").unlink()
+    assert prune(tmp_path, 2) == [old]
+    assert sorted(p.name for p in (tmp_path / VERSIONS).iterdir()) == ["v2", "v3"]
+    assert not (tmp_path / TRASH).exists() or not list((tmp_path / TRASH).iterdir())
+    assert clear_staging(tmp_path) == [tmp_path / STAGING / "abc"]
+    assert not list((tmp_path / STAGING).iterdir()) and mid.is_dir()
