@@ -33,8 +33,10 @@ class Recommender:
     """Thread-safe: every call reads one immutable version state; `reload()` swaps it.
 
     The states of the last `keep` versions stay loaded, so pointing `current` back at the
-    previous version (a rollback) swaps it in at once. Peak memory is the same either way:
-    a reload holds the old state and the new one while calls in flight finish."""
+    previous version (a rollback) swaps it in at once. Memory holds `keep` versions between
+    reloads; at a reload it peaks at two whatever `keep` is (the oldest kept state is let go
+    before a new one loads), as a reload without kept states also holds the old state and the
+    new one while calls in flight finish. `keep=1` frees the old version after each reload."""
 
     def __init__(self, root: Path, state: VersionState, *, keep: int = 2) -> None:
         if keep < 1:
@@ -64,7 +66,11 @@ class Recommender:
             folder = resolve(self._root)
             if folder == self._state.folder:
                 return False
-            state = self._loaded.pop(folder, None) or VersionState.load(folder)
+            state = self._loaded.pop(folder, None)
+            if state is None:
+                while len(self._loaded) >= self._keep and len(self._loaded) > 1:
+                    self._loaded.popitem(last=False)  # never the live state
+                state = VersionState.load(folder)
             self._loaded[folder] = state
             while len(self._loaded) > self._keep:
                 self._loaded.popitem(last=False)
