@@ -17,7 +17,6 @@ from pipelines.config import load_config
 from tests.test_nightly import small_job
 
 runner = CliRunner()
-PATH_LIKE = {"user": "../../../escape", "item": "/tmp/recengine-escape"}
 
 
 def tree(folder: Path, *, skip: Path) -> dict[str, tuple[int, int]]:
@@ -45,10 +44,12 @@ def test_relative_paths_resolve_against_the_config_folder(small_data: Path, tmp_
     assert cfg.data.items == tmp_path / "shop" / "tables" / "items.parquet"
     assert cfg.artifacts.root == tmp_path / "shop" / "out" / "artifacts"
     # user ids and item ids that look like paths must not steer any write
-    users = pl.read_parquet(cfg.data.users)
-    first_user, first_item = users["user_id"][0], "P0000000"
-    rename = {"user_id": {str(first_user): PATH_LIKE["user"]},
-              "item_id": {first_item: PATH_LIKE["item"]}}
+    first_user = str(pl.read_parquet(cfg.data.users)["user_id"][0])
+    items = pl.read_parquet(cfg.data.items)
+    first_item = items.filter(pl.col("kind") == "product")["item_id"][0]
+    path_like = {"user": "../../escape", "item": str(tmp_path / "escape")}  # from `elsewhere`
+    rename = {"user_id": {first_user: path_like["user"]},
+              "item_id": {first_item: path_like["item"]}}
     for name in ("interactions", "items", "users"):
         path = getattr(cfg.data, name)
         frame = pl.read_parquet(path)
@@ -58,11 +59,12 @@ def test_relative_paths_resolve_against_the_config_folder(small_data: Path, tmp_
     result = runner.invoke(app, ["nightly", "--config", "../shop/conf/config.toml"])
     assert result.exit_code == 0, result.output
     assert tree(tmp_path, skip=cfg.artifacts.root) == before  # nothing written elsewhere
-    assert not list(elsewhere.iterdir()) and not Path(PATH_LIKE["item"]).exists()
+    assert not list(elsewhere.iterdir()) and not (tmp_path / "escape").exists()
     live = current_version(cfg.artifacts.root)
     assert live is not None and live.is_relative_to(cfg.artifacts.root)
     files = verify(live)["files"]
     assert all(not Path(f).is_absolute() and ".." not in Path(f).parts for f in files)
     assert all((live / f).resolve().is_relative_to(live) for f in files)
     lists = pl.read_parquet(live / "recs" / "kind=product" / "*.parquet")
-    assert PATH_LIKE["user"] in lists["user_id"].to_list()  # the odd ids are served as data
+    assert path_like["user"] in lists["user_id"].to_list()  # the odd ids are served as data
+    assert path_like["item"] in pl.read_parquet(live / "vocab" / "item.parquet")["value"].to_list()

@@ -39,12 +39,37 @@ def _kw_true(call: ast.Call, name: str) -> bool:
                for k in call.keywords)
 
 
+def _aliases(tree: ast.AST) -> dict[str, str]:
+    """Local name -> dotted origin for `import numpy as np`, `from torch import load as l`."""
+    names = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.asname or a.name: a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def _full(name: str, aliases: dict[str, str]) -> str:
+    head, _, rest = name.partition(".")
+    origin = aliases.get(head, head)
+    return f"{origin}.{rest}" if rest else origin
+
+
+def _kw_not_false(call: ast.Call, name: str) -> bool:
+    return any(k.arg == name and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+               for k in call.keywords)
+
+
 def unsafe_calls(source: str, filename: str = "<source>") -> list[str]:
     """Every place in `source` that could load a pickle or run text as code: an import of a
-    pickle module, `eval`/`exec`, `torch.load` without `weights_only=True`, `numpy.load`
-    with `allow_pickle=True`, `pandas.read_pickle`, `yaml.load`."""
+    pickle module, `eval`/`exec`/`__import__`, `torch.load` without `weights_only=True`,
+    `numpy.load` with `allow_pickle` other than False, `pandas.read_pickle`, `yaml.load`;
+    names are followed through import aliases (`import torch as t`)."""
+    tree = ast.parse(source, filename)
+    aliases = _aliases(tree)
     found = []
-    for node in ast.walk(ast.parse(source, filename)):
+    for node in ast.walk(tree):
         where = f"{filename}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Import):
             found += [f"{where} import {a.name}" for a in node.names
@@ -52,19 +77,15 @@ def unsafe_calls(source: str, filename: str = "<source>") -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             if node.module.split(".")[0] in PICKLE_MODULES:
                 found.append(f"{where} from {node.module} import")
-            elif node.module == "torch" and any(a.name == "load" for a in node.names):
-                found.append(f"{where} from torch import load")
         elif isinstance(node, ast.Call):
-            name = _dotted(node.func)
-            last = name.rsplit(".", 1)[-1]
-            if name in ("eval", "exec", "builtins.eval", "builtins.exec"):
+            name = _full(_dotted(node.func), aliases)
+            if name in ("eval", "exec", "__import__", "builtins.eval", "builtins.exec"):
                 found.append(f"{where} {name}(")
             elif name == "torch.load" and not _kw_true(node, "weights_only"):
                 found.append(f"{where} torch.load( without weights_only=True")
-            elif last == "load" and name.split(".")[0] in ("np", "numpy") \
-                    and _kw_true(node, "allow_pickle"):
-                found.append(f"{where} {name}(allow_pickle=True)")
-            elif last == "read_pickle" or name in ("yaml.load", "yaml.unsafe_load"):
+            elif name == "numpy.load" and _kw_not_false(node, "allow_pickle"):
+                found.append(f"{where} numpy.load(allow_pickle=...)")
+            elif name in ("pandas.read_pickle", "yaml.load", "yaml.unsafe_load"):
                 found.append(f"{where} {name}(")
     return found
 
@@ -73,20 +94,23 @@ PLANTED = {
     "import pickle\n": "import pickle",
     "import joblib as jl\n": "import joblib",
     "from pickle import loads\n": "from pickle import",
-    "from torch import load\n": "from torch import load",
-    "torch.load('m.pt')\n": "without weights_only",
-    "torch.load('m.pt', weights_only=False)\n": "without weights_only",
+    "import torch\ntorch.load('m.pt')\n": "without weights_only",
+    "import torch as t\nt.load('m.pt', weights_only=False)\n": "without weights_only",
+    "from torch import load\nload('m.pt')\n": "without weights_only",
     "eval('1 + 1')\n": "eval(",
     "exec(code)\n": "exec(",
-    "builtins.eval(s)\n": "builtins.eval(",
-    "np.load('a.npy', allow_pickle=True)\n": "allow_pickle",
-    "pd.read_pickle('f')\n": "read_pickle",
-    "yaml.load(text)\n": "yaml.load(",
+    "__import__('os')\n": "__import__(",
+    "import builtins\nbuiltins.eval(s)\n": "builtins.eval(",
+    "import numpy as np\nnp.load('a.npy', allow_pickle=True)\n": "allow_pickle",
+    "from numpy import load\nload('a.npy', allow_pickle=flag)\n": "allow_pickle",
+    "import pandas as pd\npd.read_pickle('f')\n": "read_pickle",
+    "import yaml\nyaml.load(text)\n": "yaml.load(",
 }
-SAFE = ("torch.load(p, map_location='cpu', weights_only=True)\n"
+SAFE = ("import torch\nimport numpy as np\nimport polars as pl\n"
+        "torch.load(p, map_location='cpu', weights_only=True)\n"
         "model.eval()\n"
         "pl.col('x').list.eval(pl.element())\n"
-        "np.load('a.npy')\n"
+        "np.load('a.npy')\nnp.load('a.npy', allow_pickle=False)\n"
         "s = 'pickle.load(f) and eval(x) inside a string'\n")
 
 

@@ -107,7 +107,7 @@ def test_bad_arguments_raise_value_error(rec: Recommender, kwargs: dict) -> None
         rec.recommend(**kwargs)
 
 
-RELOAD_EVERY_S, RELOAD_FOR_S, THREADS = 0.05, 10.0, 16
+RELOAD_EVERY_S, RELOADS, THREADS = 0.05, 200, 16
 
 
 def test_reload_every_50ms_under_16_threads_mixes_no_versions(
@@ -149,14 +149,13 @@ def test_reload_every_50ms_under_16_threads_mixes_no_versions(
     threads = [threading.Thread(target=caller, args=(n,)) for n in range(THREADS)]
     for t in threads:
         t.start()
-    reloads = swaps = 0
+    swaps = 0
     t0 = time.monotonic()
     try:
-        while (now := time.monotonic()) - t0 < RELOAD_FOR_S:
-            time.sleep(max(0.0, t0 + (reloads + 1) * RELOAD_EVERY_S - now))  # on the 50 ms grid
+        for n in range(1, RELOADS + 1):  # on a 50 ms grid: 10 s, longer if a reload is late
+            time.sleep(max(0.0, t0 + n * RELOAD_EVERY_S - time.monotonic()))
             switch_current(root, second if current_version(root) == first else first)
             swaps += rec.reload()
-            reloads += 1
     finally:
         stop.set()
         for t in threads:
@@ -165,12 +164,13 @@ def test_reload_every_50ms_under_16_threads_mixes_no_versions(
     for key, got in answers:
         served[next((v for v in want if want[v][key] == got), "neither")] += 1
     tally("serving: recommend() calls under reload", len(answers))
-    tally("serving: reload() calls", reloads)
+    tally("serving: reload() calls", RELOADS)
     tally("serving: errors and mixed answers", len(errors) + served["neither"])
     assert not errors, errors[0]
     assert served["neither"] == 0
     assert served[first.name] > 0 and served[second.name] > 0
-    assert swaps == reloads >= 150  # every reload found the other version and swapped it in
+    assert swaps == RELOADS  # every reload found the other version and swapped it in
+    assert time.monotonic() - t0 >= RELOADS * RELOAD_EVERY_S
 
 
 def test_filters_keep_only_matching_items(rec: Recommender,
@@ -191,3 +191,31 @@ def test_filters_keep_only_matching_items(rec: Recommender,
         rec.recommend(u, filters={"colour": "red"})
     with pytest.raises(ValueError, match="number"):
         rec.recommend(u, filters={"max_price": "cheap"})
+
+
+def test_kept_versions_swap_back_without_loading(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    """`keep=2`: a rollback to the previous version swaps its kept state back in; a third
+    version lets the oldest go first. `keep=1` loads at every change."""
+    from serving import recommender
+
+    loads: list[str] = []
+
+    class Fake:
+        def __init__(self, folder: Path) -> None:
+            self.folder = folder
+            loads.append(folder.name)
+
+    monkeypatch.setattr(recommender.VersionState, "load", classmethod(lambda cls, f: Fake(f)))
+    live = [tmp_path / "a"]
+    monkeypatch.setattr(recommender, "resolve", lambda root: live[0])
+    for keep, want in ((2, ["a", "b", "c", "b"]), (1, ["a", "b", "a", "c", "b"])):
+        loads.clear()
+        rec = Recommender.load(tmp_path, keep=keep)
+        for name in ("b", "a", "c", "b"):
+            live[0] = tmp_path / name
+            assert rec.reload() and rec.version == name
+        assert loads == want, (keep, loads)
+        live[0] = tmp_path / "a"
+    with pytest.raises(ValueError, match="keep"):
+        Recommender.load(tmp_path, keep=0)

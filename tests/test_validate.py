@@ -496,7 +496,6 @@ def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Pa
         config.write_text("[data]\n" + "".join(
             f'{name} = "{getattr(data, name).name}"\n' for name in NAMES))
         result = runner.invoke(app, ["nightly", "--config", str(config)])
-        tally("bad inputs: nightly runs refused", 1)
         assert result.exit_code == 1, (bad.id, result.output)
         file = getattr(data, bad.file or bad.table.split("_")[0])
         assert str(file) in result.output, bad.id
@@ -505,6 +504,7 @@ def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Pa
         assert "Traceback" not in result.output, bad.id
         root = folder / "artifacts"
         assert not (root / "current").exists() and not (root / "versions").exists(), bad.id
+        tally("bad inputs: nightly runs refused")
 
 
 @pytest.mark.parametrize(("text", "shows"), [
@@ -522,10 +522,10 @@ def test_cli_nightly_names_config_errors(tmp_path: Path, text: str | None, shows
     if text is not None:
         config.write_text(text)
     result = runner.invoke(app, ["nightly", "--config", str(config)])
-    tally("bad inputs: nightly runs refused", 1)
     assert result.exit_code == 1 and shows in result.output, result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "artifacts").exists()
+    tally("bad inputs: nightly runs refused")
 
 
 # --- property: random tables give Tables or a DataError, never anything else ---------------------

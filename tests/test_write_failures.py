@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -52,17 +50,24 @@ def snapshot(root: Path) -> tuple[Path | None, dict[str, dict]]:
     return current_version(root), {p.name: verify(p) for p in (root / VERSIONS).iterdir()}
 
 
+# sets the file-size limit in the child itself, then runs the CLI: writes past it fail with
+# EFBIG (SIGXFSZ ignored) whichever library makes them
+LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE,
+                   (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+from engine.cli import app
+app(sys.argv[2:], prog_name="recengine")
+"""
+
+
 def nightly(config: Path, root: Path, *, file_size_limit: int | None = None
             ) -> subprocess.CompletedProcess[str]:
-    def limit() -> None:  # in the child: writes past the limit fail with EFBIG
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE,
-                           (file_size_limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-    return subprocess.run([sys.executable, "-m", "engine.cli", "nightly", "--config",
-                           str(config), "--artifacts", str(root)], capture_output=True,
-                          text=True, timeout=600,
-                          preexec_fn=limit if file_size_limit is not None else None)
+    args = ["nightly", "--config", str(config), "--artifacts", str(root)]
+    cmd = ([sys.executable, "-c", LIMITED, str(file_size_limit), *args]
+           if file_size_limit is not None else [sys.executable, "-m", "engine.cli", *args])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 def recorded(root: Path) -> set[str]:
