@@ -46,4 +46,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if TALLY:
         terminalreporter.section("reliability tally")
         for name, n in sorted(TALLY.items()):
-            terminalreporter.write_line(f"{name:<44} {n:>8,}")
+            terminalreporter.write_line(f"{name:<54} {n:>8,}")
