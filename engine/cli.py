@@ -42,8 +42,10 @@ SAMPLE_CONFIG = REPO / "data_samples" / "config.toml"
 Config = EngineConfig
 """The schema of a whole config file: every layer's sections."""
 
-REFUSALS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT}
-"""The system's refusals to write (permissions, a full disk): reported like bad input."""
+REFUSALS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT,
+            errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+"""The system's refusals to write (permissions, a full disk, a file where a folder is
+needed): reported like bad input."""
 P = ParamSpec("P")
 R = TypeVar("R")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The TOML config file.")]

@@ -34,9 +34,9 @@ class Recommender:
 
     The states of the last `keep` versions stay loaded, so pointing `current` back at the
     previous version (a rollback) swaps it in at once. Memory holds `keep` versions between
-    reloads; at a reload it peaks at two whatever `keep` is (the oldest kept state is let go
-    before a new one loads), as a reload without kept states also holds the old state and the
-    new one while calls in flight finish. `keep=1` frees the old version after each reload."""
+    reloads and peaks at max(keep, 2) during one (the oldest kept state is let go before a new
+    one loads; any reload holds the old state and the new one while calls in flight finish),
+    so the default keep=2 costs no more at the peak than keep=1."""
 
     def __init__(self, root: Path, state: VersionState, *, keep: int = 2) -> None:
         if keep < 1:

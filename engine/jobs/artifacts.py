@@ -141,7 +141,7 @@ def remove(root: Path, folder: Path) -> None:
     version or staging folder in its place."""
     trash = Path(root) / TRASH
     trash.mkdir(exist_ok=True)
-    target = trash / f"{folder.parent.name}-{folder.name}"
+    target = trash / f"{folder.parent.name}-{folder.name}-{os.getpid()}"
     os.replace(folder, target)
     shutil.rmtree(target)
 
@@ -183,6 +183,8 @@ def run_lock(root: Path) -> Iterator[None]:
     instead of writing into the same staging folder. The kernel drops the lock when the
     process dies, however it dies, so a killed run never leaves it behind."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(root, "the artifacts root is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
     with open(root / LOCK, "a+") as fh:
         try:
@@ -199,4 +201,5 @@ def run_lock(root: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            fh.truncate(0)  # no stale pid for the next reader
             fcntl.flock(fh, fcntl.LOCK_UN)

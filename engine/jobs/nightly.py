@@ -51,9 +51,11 @@ class NightlyResult:
     seconds: dict[str, float]
 
 
+INPUTS = ("interactions", "items", "users")
+
+
 def input_checksums(cfg: EngineConfig) -> dict[str, str]:
-    return {name: sha256_file(require_file(getattr(cfg.data, name)))
-            for name in ("interactions", "items", "users")}
+    return {name: sha256_file(require_file(getattr(cfg.data, name))) for name in INPUTS}
 
 
 def library_versions() -> dict[str, str]:
@@ -142,9 +144,11 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
     since (content vectors, a new index and new lists); it runs in full when there is no live
     version or its models are older than `[jobs] full_retrain_days`."""
     root = Path(root or cfg.artifacts.root).resolve()
-    identity = run_identity(cfg)  # reads the inputs (a missing one is named) before any write
+    for name in INPUTS:  # a missing input is named before anything is written
+        require_file(getattr(cfg.data, name))
     with run_lock(root):
-        return _run(cfg, root, identity, force=force, incremental=incremental, report=report)
+        return _run(cfg, root, run_identity(cfg), force=force, incremental=incremental,
+                    report=report)
 
 
 def _run(cfg: EngineConfig, root: Path, identity: dict[str, object], *, force: bool,
