@@ -1,9 +1,11 @@
 """The artifact store's own promises: one run at a time holds a root (the lock dies with its
-process), and versions and staging folders leave through `trash/` so that a kill halfway
-through a deletion never leaves a half-deleted folder where a whole one is expected."""
+process, and the CLI names the holder), versions and staging folders leave through `trash/` so
+that a kill halfway through a deletion never leaves a half-deleted folder where a whole one is
+expected, and a root that is a file or cannot be created is an error without a traceback."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -11,11 +13,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from engine.cli import app
+from engine.jobs import artifacts
 from engine.jobs.artifacts import (
     STAGING, TRASH, VERSIONS, RunLockedError, clear_staging, prune, run_lock, switch_current,
     write_manifest,
 )
+from tests.test_nightly import small_job
+
+runner = CliRunner()
 
 
 def version(root: Path, name: str) -> Path:
@@ -52,7 +60,12 @@ def test_the_lock_dies_with_a_killed_process(tmp_path: Path) -> None:
         pass
 
 
-def test_prune_and_clear_staging_go_through_the_trash(tmp_path: Path) -> None:
+def test_prune_and_clear_staging_go_through_the_trash(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    deleted: list[Path] = []
+    real = shutil.rmtree
+    monkeypatch.setattr(artifacts.shutil, "rmtree",
+                        lambda p, *a, **k: (deleted.append(Path(p)), real(p, *a, **k)))
     old, mid, new = (version(tmp_path, n) for n in ("v1", "v2", "v3"))
     switch_current(tmp_path, new)
     (tmp_path / STAGING / "abc" / "stages").mkdir(parents=True)
@@ -64,3 +77,31 @@ def test_prune_and_clear_staging_go_through_the_trash(tmp_path: Path) -> None:
     assert not (tmp_path / TRASH).exists() or not list((tmp_path / TRASH).iterdir())
     assert clear_staging(tmp_path) == [tmp_path / STAGING / "abc"]
     assert not list((tmp_path / STAGING).iterdir()) and mid.is_dir()
+    assert deleted and all(p.is_relative_to(tmp_path / TRASH) for p in deleted)  # only there
+
+
+def test_the_cli_refuses_a_locked_root_a_file_root_and_a_denied_write(
+        small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = small_job(small_data, tmp_path / "data")
+    root = tmp_path / "artifacts"
+    with run_lock(root):
+        held = runner.invoke(app, ["nightly", "--config", str(config), "--artifacts", str(root)])
+    assert held.exit_code == 1 and f"another recengine run" in held.output
+    assert f"pid {os.getpid()}" in held.output and "Traceback" not in held.output
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    result = runner.invoke(app, ["nightly", "--config", str(config), "--artifacts", str(a_file)])
+    assert result.exit_code == 1 and "is a file, not a folder" in result.output
+    denied = tmp_path / "denied"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self == denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    result = runner.invoke(app, ["nightly", "--config", str(config), "--artifacts", str(denied)])
+    assert result.exit_code == 1 and "Permission denied" in result.output
+    assert str(denied) in result.output and "Traceback" not in result.output
+    assert not (root / "current").exists()

@@ -47,7 +47,8 @@ def test_relative_paths_resolve_against_the_config_folder(small_data: Path, tmp_
     first_user = str(pl.read_parquet(cfg.data.users)["user_id"][0])
     items = pl.read_parquet(cfg.data.items)
     first_item = items.filter(pl.col("kind") == "product")["item_id"][0]
-    path_like = {"user": "../../escape", "item": str(tmp_path / "escape")}  # from `elsewhere`
+    escape = tmp_path / "escape"  # where either id would lead, from any folder
+    path_like = {"user": "../" * 40 + str(escape.relative_to("/")), "item": str(escape)}
     rename = {"user_id": {first_user: path_like["user"]},
               "item_id": {first_item: path_like["item"]}}
     for name in ("interactions", "items", "users"):
@@ -59,7 +60,7 @@ def test_relative_paths_resolve_against_the_config_folder(small_data: Path, tmp_
     result = runner.invoke(app, ["nightly", "--config", "../shop/conf/config.toml"])
     assert result.exit_code == 0, result.output
     assert tree(tmp_path, skip=cfg.artifacts.root) == before  # nothing written elsewhere
-    assert not list(elsewhere.iterdir()) and not (tmp_path / "escape").exists()
+    assert not list(elsewhere.iterdir()) and not escape.exists()
     live = current_version(cfg.artifacts.root)
     assert live is not None and live.is_relative_to(cfg.artifacts.root)
     files = verify(live)["files"]

@@ -170,7 +170,7 @@ def test_reload_every_50ms_under_16_threads_mixes_no_versions(
     assert served["neither"] == 0
     assert served[first.name] > 0 and served[second.name] > 0
     assert swaps == RELOADS  # every reload found the other version and swapped it in
-    assert time.monotonic() - t0 >= RELOADS * RELOAD_EVERY_S
+    assert time.monotonic() - t0 <= 1.5 * RELOADS * RELOAD_EVERY_S  # it kept to the grid
 
 
 def test_filters_keep_only_matching_items(rec: Recommender,
@@ -196,26 +196,33 @@ def test_filters_keep_only_matching_items(rec: Recommender,
 def test_kept_versions_swap_back_without_loading(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     """`keep=2`: a rollback to the previous version swaps its kept state back in; a third
-    version lets the oldest go first. `keep=1` loads at every change."""
+    version lets the oldest go before it loads. `keep=1` loads at every change."""
     from serving import recommender
 
     loads: list[str] = []
+    held: list[int] = []  # states kept while each load ran
+    recs: list[Recommender] = []
 
     class Fake:
         def __init__(self, folder: Path) -> None:
             self.folder = folder
             loads.append(folder.name)
+            held.append(len(recs[-1]._loaded) if recs else 0)
 
     monkeypatch.setattr(recommender.VersionState, "load", classmethod(lambda cls, f: Fake(f)))
     live = [tmp_path / "a"]
     monkeypatch.setattr(recommender, "resolve", lambda root: live[0])
     for keep, want in ((2, ["a", "b", "c", "b"]), (1, ["a", "b", "a", "c", "b"])):
         loads.clear()
+        recs.clear()
         rec = Recommender.load(tmp_path, keep=keep)
+        recs.append(rec)
+        held.clear()
         for name in ("b", "a", "c", "b"):
             live[0] = tmp_path / name
             assert rec.reload() and rec.version == name
         assert loads == want, (keep, loads)
+        assert max(held) == 1  # only the live state is held while another loads: peak two
         live[0] = tmp_path / "a"
     with pytest.raises(ValueError, match="keep"):
         Recommender.load(tmp_path, keep=0)
