@@ -1,6 +1,6 @@
 """However little valid data a shop starts with, the nightly job publishes a verified
-version or stops with a DataError saying there is too little data, never a crash from inside
-a model library.
+version or stops with a DataError on the interactions file saying there is too little data
+(or no rows at all), never a crash from inside a model library.
 Hypothesis draws subsets of the small generated set: from one user to all 400, from one day
 to all 60, with or without ads."""
 
