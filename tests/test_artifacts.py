@@ -86,7 +86,7 @@ def test_the_cli_refuses_a_locked_root_a_file_root_and_a_denied_write(
     root = tmp_path / "artifacts"
     with run_lock(root):
         held = runner.invoke(app, ["nightly", "--config", str(config), "--artifacts", str(root)])
-    assert held.exit_code == 1 and f"another recengine run" in held.output
+    assert held.exit_code == 1 and "another recengine run" in held.output
     assert f"pid {os.getpid()}" in held.output and "Traceback" not in held.output
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("x")
