@@ -26,11 +26,11 @@ CURRENT = "current"
 STAGING = "staging"
 TRASH = "trash"
 LOCK = ".lock"
+MANIFEST = "manifest.json"
 
 
 class RunLockedError(RecengineError):
     """Another run holds the artifacts root."""
-MANIFEST = "manifest.json"
 
 
 def version_files(folder: Path) -> list[str]:
@@ -137,25 +137,19 @@ def switch_current(root: Path, target: Path) -> None:
 
 def remove(root: Path, folder: Path) -> None:
     """Delete `folder` after one rename into `trash/`: a kill halfway through the deletion
-    leaves a folder in the trash (emptied by the next `empty_trash`), never a half-deleted
+    leaves the folder in the trash (emptied by the next removal), never a half-deleted
     version or staging folder in its place."""
     trash = Path(root) / TRASH
-    trash.mkdir(exist_ok=True)
-    target = trash / f"{folder.parent.name}-{folder.name}-{os.getpid()}"
-    os.replace(folder, target)
-    shutil.rmtree(target)
-
-
-def empty_trash(root: Path) -> None:
-    trash = Path(root) / TRASH
-    if trash.is_dir():
-        shutil.rmtree(trash)
+    if trash.exists():
+        shutil.rmtree(trash)  # what a killed removal left
+    trash.mkdir()
+    os.replace(folder, trash / folder.name)
+    shutil.rmtree(trash)
 
 
 def prune(root: Path, keep: int) -> list[Path]:
     """Remove all but the `keep` newest versions (never the current one); the removed."""
     root = Path(root)
-    empty_trash(root)
     folder = root / VERSIONS
     if not folder.is_dir():
         return []

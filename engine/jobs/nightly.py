@@ -55,7 +55,7 @@ INPUTS = ("interactions", "items", "users")
 
 
 def input_checksums(cfg: EngineConfig) -> dict[str, str]:
-    return {name: sha256_file(require_file(getattr(cfg.data, name))) for name in INPUTS}
+    return {name: sha256_file(getattr(cfg.data, name)) for name in INPUTS}
 
 
 def library_versions() -> dict[str, str]:

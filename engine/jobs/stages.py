@@ -59,6 +59,12 @@ class Run:
         return FeatureSet.load(self.dir)
 
 
+def evaluated(cfg: EngineConfig) -> bool:
+    """Whether a run scores its models on the test window (the evaluation needs a temporal
+    split: every model is refitted before the test window)."""
+    return cfg.evaluation.enabled and cfg.split.strategy == "temporal"
+
+
 def validate(run: Run) -> Figures:
     t = validate_tables(run.cfg.data, run.cfg.columns)
     return {"interactions": t.interactions.height, "items": t.items.height,
@@ -68,9 +74,8 @@ def validate(run: Run) -> Figures:
 def features(run: Run) -> Figures:
     cfg = run.cfg
     fs = build_features(cfg, window="all")
-    require_windows(fs, cfg.data.interactions, ("train", "valid", "test")
-                    if cfg.evaluation.enabled and cfg.split.strategy == "temporal"
-                    else ("train", "valid"))
+    require_windows(fs, cfg.data.interactions,
+                    ("train", "valid", "test") if evaluated(cfg) else ("train", "valid"))
     fs.save(run.dir)
     return {"as_of": fs.as_of.isoformat(), "positives": fs.interactions.height}
 
@@ -196,7 +201,7 @@ def evaluation(run: Run) -> Figures:
         old = run.base / "report" / "metrics.json"
         kept = json.loads(old.read_text()) if old.is_file() else {}
         doc |= {k: kept[k] for k in EVALUATION_KEYS if k in kept} | {"evaluated_in": run.base.name}
-    elif cfg.evaluation.enabled and cfg.split.strategy == "temporal":
+    elif evaluated(cfg):
         doc |= evaluate(cfg, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
                         report=run.report)
     write_report(run.dir / "report", doc)
