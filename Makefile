@@ -15,7 +15,7 @@ TORCH_VERSION    := 2.13.0
 FBGEMM_VERSION   := 1.8.0
 TORCHREC_VERSION := 1.8.0
 
-.PHONY: setup setup-gpu demo test test-slow bench clean
+.PHONY: setup setup-gpu demo test test-slow bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -47,21 +47,11 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
-BENCH_DATA := artifacts/bench-data
-
 bench: setup
-	$(BIN)/python bench/bench_generate.py
-	$(BIN)/python bench/bench_two_tower_quality.py --config data_samples/config.toml
-	test -f $(BENCH_DATA)/config.toml || $(BIN)/recengine generate --users 1000000 \
-		--items 200000 --interactions 20000000 --out $(BENCH_DATA)
-	$(BIN)/python bench/bench_train_throughput.py --data $(BENCH_DATA)
-	$(BIN)/python bench/bench_index.py --n 1000000 --dim 64
-	$(BIN)/python bench/bench_candidate_recall.py --config data_samples/config.toml
-	$(BIN)/python bench/bench_rerank_quality.py --config data_samples/config.toml
-	$(BIN)/python bench/bench_pctr.py --config data_samples/config.toml
-	$(BIN)/recengine evaluate --config data_samples/config.toml --out artifacts/reports/evaluation
-	$(BIN)/recengine demo
-	$(BIN)/python bench/bench_serving.py --artifacts artifacts
+	$(BIN)/python bench/run.py
+
+bench-quick: setup
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

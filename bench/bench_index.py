@@ -30,20 +30,19 @@ On dev-2c (2 cores) that takes about 10 minutes (--no-filters skips the filter t
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import os
-import resource
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
 
 from engine.index import IndexConfig, ItemIndex, build_index, exact_top_k
 from engine.index.factory import measure_recall
+from engine.index.faiss_device import GPU_KINDS, gpu_count
+from harness import Report, limits, peak_rss, rss, summary
 
 KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
 CLUSTERS = 4000
@@ -102,18 +101,6 @@ class Others:
         return f"{wall:.0f} s; other processes used {other:.0%} of the CPUs meanwhile"
 
 
-def rss() -> int:
-    """Resident bytes now, after handing freed heap memory back to the OS."""
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def fmt(values: list[float], spec: str = ",.0f") -> str:
-    return (f"{statistics.median(values):{spec}} ({min(values):{spec}}-{max(values):{spec}})")
-
-
 def single(fn: Callable[[np.ndarray], object], queries: np.ndarray, repeats: int
            ) -> tuple[list[float], list[float]]:
     """Per run: median and p99 latency (ms) of one query at a time over `queries`."""
@@ -142,32 +129,6 @@ def batched(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], repea
             fn(b)
         rates.append(sum(len(b) for b in batches) / (time.perf_counter() - t0))
     return rates
-
-
-def limits(repeats: int, threads: int) -> tuple[list[float], list[float], list[float]]:
-    """GEMM GFLOP/s; read and copy bandwidth GB/s (1 GiB, split over `threads` threads)."""
-    a = np.random.default_rng(0).standard_normal((4096, 4096), dtype=np.float32)
-    a @ a
-    gemm = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ a
-        gemm.append(2 * 4096**3 / (time.perf_counter() - t0) / 1e9)
-    del a
-    x = np.ones(1 << 28, np.float32)
-    y = np.zeros_like(x)  # touched, so the timed copy does not page-fault
-    xs, ys = np.array_split(x, threads), np.array_split(y, threads)
-    read, copy = [], []
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(np.sum, xs))
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            list(pool.map(np.sum, xs))
-            read.append(x.nbytes / (time.perf_counter() - t0) / 1e9)
-            t0 = time.perf_counter()
-            list(pool.map(np.copyto, ys, xs))
-            copy.append(2 * x.nbytes / (time.perf_counter() - t0) / 1e9)  # read + write
-    return gemm, read, copy
 
 
 def filters(name: str, index: ItemIndex, single_q: np.ndarray, batch: np.ndarray, k: int,
@@ -199,7 +160,7 @@ def filters(name: str, index: ItemIndex, single_q: np.ndarray, batch: np.ndarray
         med, _ = single(fn, single_q, repeats)
         b = batched(fn, [batch], repeats)
         rates[label] = (1e3 / statistics.median(med), statistics.median(b))
-        print(f"    {label:42s} {fmt([1e3 / m for m in med]):>24s} {fmt(b):>24s}", flush=True)
+        print(f"    {label:42s} {summary([1e3 / m for m in med]):>24s} {summary(b):>24s}", flush=True)
     sel, over = (rates["5% blocked, mask as FAISS selector"],
                  rates["5% blocked, mask as scaled over-fetch"])
     none, fif = rates["no filter"], rates["50 per-query exclude= (over-fetch)"]
@@ -238,6 +199,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=NOISE,
                     help="per-dimension noise sd around the unit centres (scaled to dim 64)")
     ap.add_argument("--no-filters", action="store_true")
+    ap.add_argument("--cpu-only", action="store_true", help="skip the GPU indexes")
     args = ap.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     if bad := set(kinds) - set(KINDS):
@@ -246,12 +208,14 @@ def main() -> None:
     k, r = args.k, args.repeats
     start, others = time.perf_counter(), Others()
 
-    gemm, read, copy = limits(max(r, 5), threads)
-    print(f"limits ({threads} threads, faiss {faiss.__version__}, numpy {np.__version__}), "
-          f"median (min-max) of {max(r, 5)} runs:")
-    print(f"  float32 GEMM 4096^3        : {fmt(gemm)} GFLOP/s")
-    print(f"  memory read (sum of 1 GiB) : {fmt(read, '.1f')} GB/s")
-    print(f"  memory copy (1 GiB, r+w)   : {fmt(copy, '.1f')} GB/s")
+    report = Report("retrieval", args)
+    lim = limits(max(r, 5), threads)
+    gemm, read, copy = lim["gemm_gflops"], lim["read_gbs"], lim["copy_gbs"]
+    gemm_limit = statistics.median(gemm)
+    print(f"limits ({threads} threads, faiss {faiss.__version__}, numpy {np.__version__}):")
+    report.add("float32 GEMM 4096^3", gemm, "GFLOP/s")
+    report.add("memory read (sum of 1 GiB)", read, "GB/s")
+    report.add("memory copy (1 GiB, read + write)", copy, "GB/s")
 
     t0 = time.perf_counter()
     vectors, noise = clustered(args.n, args.dim, args.noise, seed=0)
@@ -279,27 +243,33 @@ def main() -> None:
     bound_ms = scan_bytes / statistics.median(read) / 1e6
     gf = statistics.median(bb) / args.batch * flops / 1e9
     print(f"numpy brute force (exact_top_k), k={k}:")
-    print(f"  batch 1   : {fmt(med1, '.2f')} ms median, p99 {fmt(p991, '.2f')} ms "
+    print(f"  batch 1   : {summary(med1, '.2f')} ms median, p99 {summary(p991, '.2f')} ms "
           f"-> {1e3 / statistics.median(med1):,.0f} q/s; of which the matmul "
-          f"{fmt(mm1, '.2f')} ms")
+          f"{summary(mm1, '.2f')} ms")
     print(f"              bandwidth bound {bound_ms:.2f} ms ({scan_bytes / 1e6:.0f} MB read): "
           f"query at {bound_ms / statistics.median(med1):.0%} of it, matmul alone at "
           f"{bound_ms / statistics.median(mm1):.0%}")
-    print(f"  batch {args.batch}: {fmt(bb)} q/s (chunks of {args.chunk}) = {gf:,.0f} GFLOP/s, "
+    print(f"  batch {args.batch}: {summary(bb)} q/s (chunks of {args.chunk}) = {gf:,.0f} GFLOP/s, "
           f"{gf / statistics.median(gemm):.0%} of GEMM")
+    report.add("numpy brute force, batch 1 latency", med1, "ms",
+               ratio=("of the bandwidth bound", bound_ms / statistics.median(med1)))
+    report.add(f"numpy brute force, batch {args.batch}", bb, "q/s",
+               ratio=("of the GEMM limit", gf / gemm_limit))
     print(f"  [{others.share()}]", flush=True)
     peer = {"single_ms": statistics.median(med1), "batch_qps": statistics.median(bb)}
 
     rows = []
-    for kind in kinds:
+    devices = ["cpu"] + (["gpu"] if gpu_count() > 0 and not args.cpu_only else [])
+    for kind, dev in [(kind, dev) for dev in devices for kind in kinds
+                      if dev == "cpu" or kind in GPU_KINDS]:
         sub = args.hnsw_n if kind == "hnsw" and 0 < args.hnsw_n < n else n
         vec, h_truth, note = vectors, truth, ""
         if sub < n:
-            vec = vectors[:sub]
+            vec = vectors[:sub]  # HNSW's build is slow: a subset, with its own exact truth
             h_truth = truth_chunked(held, vec, k, args.chunk)
             note = f" [ON A {sub:,}-VECTOR SUBSET, recall against exact search on it]"
         cfg = IndexConfig(kind=kind, k=k, eval_queries=args.tune_queries,
-                          recall_target=args.recall_target, use_gpu=False)
+                          recall_target=args.recall_target, use_gpu=dev == "gpu")
         before = rss()
         t0 = time.perf_counter()
         index, figs = build_index(vec, item_idx[:sub], cfg, queries=tune)
@@ -308,7 +278,7 @@ def main() -> None:
         size = len(faiss.serialize_index(index.index))
         recall = measure_recall(index, held, h_truth, k)
         params = ", ".join(f"{a}={b}" for a, b in index.params.items()) or "-"
-        print(f"{kind}{note}: {params}")
+        print(f"{kind} ({dev}){note}: {params}")
         print(f"  build {figs['build_seconds']:.1f} s (train + add, 1 run; build_index with "
               f"tuning {total:.1f} s); serialised {size / 1e6:,.0f} MB "
               f"({size / sub:.0f} B/vector), RSS +{grown / 1e6:,.0f} MB")
@@ -316,16 +286,29 @@ def main() -> None:
               f"(tuning set: {figs['recall']:.4f})", flush=True)
         med, p99 = single(lambda q: index.search(q, k), ones, r)
         bq = batched(lambda b: index.search(b, k), batches, r)
-        print(f"  batch 1   : {fmt(med, '.3f')} ms median, p99 {fmt(p99, '.3f')} ms -> "
+        print(f"  batch 1   : {summary(med, '.3f')} ms median, p99 {summary(p99, '.3f')} ms -> "
               f"{1e3 / statistics.median(med):,.0f} q/s")
-        line = f"  batch {args.batch}: {fmt(bq)} q/s"
+        line = f"  batch {args.batch}: {summary(bq)} q/s"
         if kind == "flat":
             g = statistics.median(bq) / args.batch * flops / 1e9
-            line += f" = {g:,.0f} GFLOP/s, {g / statistics.median(gemm):.0%} of GEMM"
+            line += f" = {g:,.0f} GFLOP/s, {g / gemm_limit:.0%} of GEMM"
         print(line, flush=True)
-        rows.append((kind + (f" ({sub // 1000}k)" if sub < n else ""), recall,
-                     statistics.median(med), statistics.median(bq), sub))
-        if kind in ("flat", "ivf_flat") and not args.no_filters:
+        label = kind + ("" if dev == "cpu" else " gpu") + (f" ({sub // 1000}k)" if sub < n else "")
+        rows.append((label, recall, statistics.median(med), statistics.median(bq), sub))
+        report.add(f"{label}: build (train + add)", figs["build_seconds"], "s")
+        report.add(f"{label}: memory (RSS growth)", grown / 1e6, "MB",
+                   note=f"serialised {size / 1e6:,.0f} MB")
+        report.add(f"{label}: recall@{k} vs exact", recall, "", note=params)
+        report.add(f"{label}: batch 1 latency", med, "ms",
+                   ratio=("numpy brute force speed", peer["single_ms"] / statistics.median(med)))
+        if kind == "flat" and dev == "cpu":
+            report.add(f"{label}: batch {args.batch}", bq, "q/s",
+                       ratio=("of the GEMM limit", g / gemm_limit), goal=">= 0.8x GEMM",
+                       met=g / gemm_limit >= 0.8)
+        else:
+            report.add(f"{label}: batch {args.batch}", bq, "q/s",
+                       ratio=("numpy brute force speed", statistics.median(bq) / peer["batch_qps"]))
+        if kind in ("flat", "ivf_flat") and dev == "cpu" and not args.no_filters:
             filters(kind, index, ones, batches[0], k, r, n, seed=4)
         print(f"  [{others.share()}]", flush=True)
         del index
@@ -342,7 +325,8 @@ def main() -> None:
               f"numpy   batch {args.batch} {qps / peer['batch_qps']:6.1f}x numpy{vs_flat}"
               f"{scale}")
     print(f"total {(time.perf_counter() - start) / 60:.1f} min; peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB")
+          f"{peak_rss() / 2**30:.1f} GiB")
+    report.finish()
 
 
 if __name__ == "__main__":

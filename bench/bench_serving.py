@@ -1,6 +1,14 @@
-"""Online latency of `Recommender.recommend` (single thread, k=10) p50 / p99 over a published
-artifact, the candidates it re-ranks per call, and `recommend_batch` throughput against the
-same users served one call at a time (the peer: batching should pay).
+"""Benchmark 4, online: `Recommender.recommend()` latency (one thread, k=10) on a published
+artifact, beside the same artifact's ANN search alone and the re-ranker's predict alone (the
+two parts a request cannot avoid), and the time of each step of the request path, so the
+overhead over those two is visible. Also `recommend_batch` throughput against the same users
+served one call at a time.
+
+Latencies: p50 and p99 over --calls requests, median (min-max) of --repeats runs. The ANN
+search is the `ann` source's call (`ItemIndex.search` with the user's seen items excluded and
+the eligible mask); predict is `Booster.predict` on that user's candidate feature matrix,
+built beforehand, and beside it the same trees compiled to native code (as the batch lists
+score them), with the largest difference of their scores.
 
     python bench/bench_serving.py --artifacts artifacts [--calls 300]
 """
@@ -8,48 +16,124 @@ same users served one call at a time (the peer: batching should pay).
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
+from engine.candidates import generate_candidates
+from engine.rerank.compiled import CompiledRanker
+from engine.rerank.features import feature_frame
+from engine.rerank.lists import product_lists
+from engine.rerank.ranker import score_frame
+from harness import Report
 from serving import Recommender
 
 
+def latencies(fn: Callable[[int], object], users: list[int], repeats: int
+              ) -> tuple[list[float], list[float]]:
+    """p50 and p99 (ms) of `fn(user)` over `users`, one list entry per run."""
+    for u in users[:5]:
+        fn(u)
+    p50, p99 = [], []
+    for _ in range(repeats):
+        lat = []
+        for u in users:
+            t0 = time.perf_counter()
+            fn(u)
+            lat.append(time.perf_counter() - t0)
+        p50.append(float(np.percentile(lat, 50)) * 1e3)
+        p99.append(float(np.percentile(lat, 99)) * 1e3)
+    return p50, p99
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifacts", default="artifacts")
     ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1000)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
+    report = Report("online", args)
     t = time.perf_counter()
     rec = Recommender.load(args.artifacts)
     load_s = time.perf_counter() - t
-    state = rec._state  # noqa: SLF001 - the bench reads sizes only
-    users = list(state.user_index)[: max(args.calls, args.batch)]
-    rec.recommend(users[0], k=10)  # warm: caches and first-call set-up
-    lat = []
-    for u in users[: args.calls]:
-        t = time.perf_counter()
-        rec.recommend(u, k=10)
-        lat.append(time.perf_counter() - t)
-    lat_ms = np.array(lat) * 1000
-    from engine.candidates import generate_candidates
-    n_cands = [generate_candidates(state.sources, np.array([state.user_index[u]])).height
-               for u in users[:50]]
+    state = rec._state  # noqa: SLF001 - the bench times the request's parts on their own
+    ctx, cfg = state.ctx, state.cfg
+    rng = np.random.default_rng(0)
+    ids = list(state.user_index)
+    pick = rng.choice(len(ids), min(len(ids), max(args.calls, args.batch)), replace=False)
+    user_ids = [ids[i] for i in pick]
+    idx = {u: state.user_index[u] for u in user_ids}
+    calls = user_ids[: args.calls]
+    print(f"artifact {rec.version}: {ctx.index.size:,} products in a {ctx.index.kind} index, "
+          f"{len(ids):,} users; load {load_s:.1f} s", flush=True)
+
+    ann = state.sources[0]
+    frames = {u: feature_frame(generate_candidates(state.sources, np.array([idx[u]])), ctx)
+              for u in calls}
+    matrices = {u: f.select(state.names).to_numpy() for u, f in frames.items()}
+    empty = np.empty(0, np.int64)
+
+    def search(u: str) -> object:
+        i = idx[u]
+        return ctx.index.search(ctx.user_vectors[[i]], cfg.candidates.ann,  # type: ignore[index]
+                                exclude=[ann.seen.get(i, empty)], allowed=ctx.eligible)
+
+    def lists(u: str) -> object:
+        f = frames[u]
+        return product_lists(f, score_frame(state.booster, f, state.names), state.facts,
+                             k=10, rules=cfg.rules)
+
+    parts = {
+        "recommend(k=10), whole request": lambda u: rec.recommend(u, k=10),
+        "ANN search alone (the ann source's index call)": search,
+        "re-ranker predict alone (Booster.predict on the candidates)":
+            lambda u: state.booster.predict(matrices[u]),
+        "step: candidates (all sources, merged)":
+            lambda u: generate_candidates(state.sources, np.array([idx[u]])),
+        "step: feature frame of the candidates":
+            lambda u: feature_frame(generate_candidates(state.sources, np.array([idx[u]])), ctx),
+        "step: score + rules (from the feature frame)": lists,
+    }
+    try:  # the compiled form the batch lists use (engine/rerank/compiled.py), for comparison
+        fast = CompiledRanker(state.booster)  # type: ignore[arg-type]
+        worst = max(float(np.abs(fast.predict(m) - state.booster.predict(m)).max())
+                    for m in matrices.values())
+        parts[f"re-ranker predict, compiled (lleaves; max |diff| {worst:.1e})"] = \
+            lambda u: fast.predict(matrices[u])
+    except Exception as exc:  # noqa: BLE001 - reported, the rest still runs
+        print(f"compiled re-ranker unavailable: {exc}")
+    out = {}
+    for name, fn in parts.items():
+        out[name] = latencies(fn, calls, args.repeats)  # type: ignore[arg-type]
+    n_cands = statistics.mean(len(m) for m in matrices.values())
+    whole, ann_t, pred_t = (out[k] for k in list(parts)[:3])
+    floor = statistics.median(ann_t[0]) + statistics.median(pred_t[0])
+    ratio = statistics.median(whole[0]) / floor
+    report.add(f"recommend(k=10) p50 ({n_cands:.0f} candidates re-ranked, "
+               f"{len(matrices[calls[0]][0])} features, {state.booster.num_trees()} trees)",
+               whole[0], "ms", ratio=("ANN alone + predict alone", ratio),
+               goal="p50 <= 1.3x (ANN + predict)", met=ratio <= 1.3)
+    report.add("recommend(k=10) p99", whole[1], "ms", goal="p99 <= 5 ms",
+               met=statistics.median(whole[1]) <= 5)
+    for name in list(parts)[1:]:
+        report.add(f"{name} p50", out[name][0], "ms",
+                   ratio=("of the whole request",
+                          statistics.median(out[name][0]) / statistics.median(whole[0])))
     t = time.perf_counter()
-    frame = rec.recommend_batch(users[: args.batch], k=10)
-    batch_s = time.perf_counter() - t
-    single_rate = 1000 / lat_ms.mean()
-    print(f"artifact {rec.version}: {state.ctx.index.size:,} products in a "
-          f"{state.ctx.index.kind} index, {len(state.user_index):,} users; load {load_s:.2f} s")
-    print(f"recommend(k=10), {args.calls} calls, one thread: p50 {np.percentile(lat_ms, 50):.1f} ms, "
-          f"p99 {np.percentile(lat_ms, 99):.1f} ms; {np.mean(n_cands):.0f} candidates re-ranked "
-          f"per call")
-    print(f"recommend_batch({args.batch} users, k=10): {batch_s:.2f} s, "
-          f"{args.batch / batch_s:,.0f} users/s vs {single_rate:,.0f} users/s one call at a time "
-          f"({args.batch / batch_s / single_rate:.1f}x); {frame.height:,} rows")
+    frame = rec.recommend_batch(user_ids[: args.batch], k=10)
+    batch_rate = args.batch / (time.perf_counter() - t)
+    single_rate = 1e3 / statistics.median(whole[0])
+    report.add(f"recommend_batch({args.batch} users, k=10)", batch_rate, "users/s",
+               ratio=("one call at a time", batch_rate / single_rate),
+               note=f"{frame.height:,} rows")
+    report.add("Recommender.load", load_s, "s")
+    report.finish()
 
 
 if __name__ == "__main__":

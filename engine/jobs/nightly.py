@@ -58,9 +58,10 @@ def input_checksums(cfg: EngineConfig) -> dict[str, str]:
     return {name: sha256_file(getattr(cfg.data, name)) for name in INPUTS}
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Python's version and those of `LIBRARIES` and `extra` (the installed ones)."""
     out = {"python": platform.python_version()}
-    for name in LIBRARIES:
+    for name in (*LIBRARIES, *extra):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
