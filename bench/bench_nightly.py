@@ -96,6 +96,7 @@ def main() -> None:
         if lists := out["seconds"].get("recs"):
             report.add(f"{tag}: recs stage (product and ad lists) rate", users / lists,
                        "users/s")
+        report.write()
     report.finish()
 
 

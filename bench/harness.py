@@ -217,8 +217,15 @@ class Report:
         Console(width=160).print(t)
 
     def finish(self, out: Path = OUT) -> Path:
-        """Print the table and write `out/<name>.json` (atomically: a rename)."""
+        """Print the table and write `out/<name>.json`."""
         self.table()
+        path = self.write(out)
+        print(f"wrote {path}")
+        return path
+
+    def write(self, out: Path = OUT) -> Path:
+        """Write `out/<name>.json` with the figures so far (atomically: a rename), so a long
+        benchmark keeps what it measured if it is stopped."""
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{self.name}.json"
         doc = {"bench": self.name, "date": self.date, "command": [Path(sys.argv[0]).name,
@@ -230,5 +237,4 @@ class Report:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=1, default=str))
         tmp.replace(path)
-        print(f"wrote {path}")
         return path

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from engine.ads.auction import AuctionConfig
-from engine.ads.lists import Inventory, ad_lists
+from engine.ads.lists import Inventory, Shortlist, ad_lists
 from engine.ads.log import ad_features, ad_impressions
 from engine.ads.pctr import Pctr, PctrConfig, train_pctr
 from pipelines.config import PipelineConfig
@@ -87,3 +87,31 @@ def test_no_campaign_outspends_its_budget(small_features: FeatureSet, model: Pct
     one_ad = float(inv.bid.max())  # a click probability is at most 1
     assert all(spent[c] <= tight[c] + one_ad for c in spent)
     assert lists["user_idx"].n_unique() < len(users)  # the budgets did stop some ads
+
+
+def test_auction_scores_only_each_users_shortlist(small_features: FeatureSet, model: Pctr,
+                                                  log: pl.DataFrame) -> None:
+    """With a shortlist smaller than the inventory, every listed ad is on that user's
+    shortlist: the best prior eCPM overall, or among the best in one of the user's top
+    categories; and the same auction over the whole inventory (0) is what a shortlist
+    covering every ad gives."""
+    at = when(small_features)
+    past = log.filter(pl.col("ts") < at)
+    inv = Inventory.at(small_features, at)
+    assert len(inv.item_idx) > 6
+    short = Shortlist.build(inv, small_features, past, at, 6)
+    users = np.arange(1, 80, dtype=np.int64)
+    mask = short.mask(users)
+    assert (mask.sum(axis=1) <= 3 + 3 * 1).all() and (mask.sum(axis=1) >= 3).all()
+    assert mask[:, short.overall].all() and not mask.all()
+    cfg = AuctionConfig(ads_per_user=3, reserve_ecpm=0.0, pacing=False, candidates=6)
+    lists, _ = ad_lists(users, small_features, model, past, cfg, when=at)
+    column = {int(a): j for j, a in enumerate(inv.item_idx)}
+    row = {int(u): i for i, u in enumerate(users)}
+    assert lists.height > 0
+    assert all(mask[row[u], column[a]] for u, a in lists.select("user_idx", "item_idx").iter_rows())
+    whole, _ = ad_lists(users, small_features, model, past, cfg.model_copy(
+        update={"candidates": 0}), when=at)
+    covering, _ = ad_lists(users, small_features, model, past, cfg.model_copy(
+        update={"candidates": len(inv.item_idx)}), when=at)
+    assert whole.equals(covering) and not whole.equals(lists)

@@ -29,6 +29,10 @@ class AuctionConfig(Section):
     frequency_cap: int = Field(default=3, ge=1)
     """An ad already shown this many times to a user today is not shown to them again."""
     pacing: bool = True
+    candidates: int = Field(default=120, ge=0)
+    """Ads scored by the pCTR model per user: the best by bid x past click rate overall and
+    in the user's top categories (`engine.ads.lists.Shortlist`); 0 scores every ad in
+    flight (users x ads rows)."""
     chunk: int = Field(default=1000, ge=1)
     seed: int = 0
 

@@ -1,6 +1,12 @@
-"""Ad lists for a batch of users at one moment: the ads in flight, their calibrated pCTR for
-each user (the same features the model learned on, as of that moment), and the auction
-(eCPM, reserve, budgets, frequency cap, pacing)."""
+"""Ad lists for a batch of users at one moment: the ads in flight, a shortlist of them for
+each user, their calibrated pCTR for the user (the same features the model learned on, as of
+that moment), and the auction (eCPM, reserve, budgets, frequency cap, pacing).
+
+The shortlist keeps the pCTR model's work linear in users: scoring every ad in flight for
+every user is users x ads rows (250k users x 6,000 ads is 1.5 billion), so each user's
+auction sees the `[auction] candidates` ads with the best prior eCPM (bid x the ad's past
+click rate) overall and within the user's top categories, the two things the model's
+ad-side features say most about (BENCHMARKS.md measures what the shortlist changes)."""
 
 from __future__ import annotations
 
@@ -42,6 +48,53 @@ class Inventory:
                    ads["bid"].to_numpy().astype(np.float64), number.astype(np.int64), budget)
 
 
+@dataclass(frozen=True)
+class Shortlist:
+    """Which ads each user's auction scores: the `n // 2` ads with the best prior eCPM (bid x
+    smoothed past click rate) overall, and in each of the user's top 3 categories (by
+    affinity) the best `n // 6`. All ads when `n` is 0 or covers the inventory."""
+
+    user_categories: dict[int, np.ndarray]   # user_idx -> the user's top category codes
+    by_category: dict[int, np.ndarray]       # category code -> shortlisted ad columns
+    overall: np.ndarray                      # ad columns every user gets
+    n_ads: int
+    everything: bool
+
+    @classmethod
+    def build(cls, inv: Inventory, fs: FeatureSet, past: pl.DataFrame, when: datetime,
+              n: int) -> Shortlist:
+        a = len(inv.item_idx)
+        if n == 0 or n >= a:
+            return cls({}, {}, np.arange(a), a, True)
+        probe = pl.DataFrame({"user_id": pl.Series([None] * a, dtype=past["user_id"].dtype),
+                              "item_id": inv.item_id}).with_columns(pl.lit(when).alias("ts"))
+        feats = ad_features(probe, past, fs)
+        prior = feats["ad_ctr"].to_numpy() * inv.bid
+        order = np.argsort(-prior, kind="stable")
+        category = feats["top_category"].fill_null(-1).to_numpy()
+        per = max(1, n // 6)
+        by_category = {int(c): order[category[order] == c][:per] for c in np.unique(category)}
+        top = (fs.affinity.sort(["user_idx", "affinity"], descending=[False, True])
+               .group_by("user_idx", maintain_order=True).head(3)
+               .group_by("user_idx").agg("top_category"))
+        user_categories = dict(zip(top["user_idx"].to_list(),
+                                   (np.asarray(v) for v in top["top_category"].to_list()),
+                                   strict=True))
+        return cls(user_categories, by_category, order[: n // 2], a, False)
+
+    def mask(self, users: np.ndarray) -> np.ndarray:
+        """(users, ads) bool: True where the user's auction scores the ad."""
+        out = np.zeros((len(users), self.n_ads), bool)
+        out[:, self.overall] = True
+        if self.everything:
+            return out
+        empty = np.empty(0, np.int64)
+        for i, u in enumerate(users):
+            for c in self.user_categories.get(int(u), ()):
+                out[i, self.by_category.get(int(c), empty)] = True
+        return out
+
+
 def shown_today(log: pl.DataFrame, fs: FeatureSet, when: datetime) -> dict[tuple[int, int], int]:
     """(user_idx, ad item_idx) -> impressions of the ad to the user since midnight (UTC)."""
     midnight = datetime.combine(when.date(), time())
@@ -62,13 +115,21 @@ def ad_lists(users: np.ndarray, fs: FeatureSet, model: Pctr, log: pl.DataFrame,
     user_ids = fs.vocabs.user.decode(pl.Series(users)).to_list()
     past = log.filter(pl.col("ts") < when)
 
+    ids = pl.Series(user_ids, dtype=log["user_id"].dtype)
+    pos = dict(zip(np.asarray(users, np.int64).tolist(), range(len(users)), strict=True))
+    short = Shortlist.build(inv, fs, past, when, cfg.candidates)
+
     def pctr(rows: np.ndarray, ads: np.ndarray) -> np.ndarray:
-        pos = {int(u): j for j, u in enumerate(users)}
-        grid = pl.DataFrame({
-            "user_id": [user_ids[pos[int(u)]] for u in rows for _ in ads],
-            "item_id": [inv.item_id[j] for _ in rows for j in range(len(ads))],
-        }).with_columns(pl.lit(when).alias("ts"))
-        return model(ad_features(grid, past, fs)).reshape(len(rows), len(ads))
+        """(rows, ads) calibrated pCTR on each row's shortlist, 0 elsewhere (below any
+        reserve, so never shown)."""
+        r, c = np.nonzero(short.mask(rows))
+        at = np.array([pos[int(u)] for u in rows], np.int64)[r]
+        grid = pl.DataFrame({"user_id": ids.gather(at),
+                             "item_id": pl.Series(inv.item_id).gather(c)}
+                            ).with_columns(pl.lit(when).alias("ts"))
+        out = np.zeros((len(rows), len(ads)))
+        out[r, c] = model(ad_features(grid, past, fs))
+        return out
 
     if len(inv.item_idx) == 0:
         return pl.DataFrame(schema={"user_idx": pl.Int64, "rank": pl.Int32, "item_idx": pl.Int64,
