@@ -56,6 +56,7 @@ class Sizes:
     nightly_out: Path
     online: Path                # benchmark 4: the artifacts root served
     online_calls: int = 300
+    builds_online: bool = True  # the quick run serves its nightly step's artifact
     repeats: int = 3
 
 
@@ -73,7 +74,7 @@ QUICK = Sizes(
     recommend_users=20_000, full_path_users=500, train_examples=50_000,
     nightly_users=[5_000, 10_000], nightly_items=10_000,
     nightly_out=Path("artifacts/bench-nightly-quick"),
-    online=Path("artifacts/bench-nightly-quick/10000/artifacts"), online_calls=100)
+    online=Path("artifacts/bench-nightly-quick/10000/artifacts"), online_calls=100, builds_online=False)
 
 
 def generated(data: Path, users: int, items: int, interactions: int) -> list[str]:
@@ -83,20 +84,26 @@ def generated(data: Path, users: int, items: int, interactions: int) -> list[str
             str(items), "--interactions", str(interactions)]
 
 
-def online_artifact(root: Path) -> list[Command]:
-    """Set-up that builds benchmark 4's 1M-item artifact (BENCHMARKS.md), if absent."""
-    if (root / "current").exists():
-        return []
-    data = root.parent / "data"
-    config = data / "bench.toml"
-
-    def settings() -> None:  # the generated config, no oracle, plus the serving settings
+def online_artifact(root: Path) -> Command:
+    """Set-up that builds the full run's 1M-item artifact of benchmark 4 (BENCHMARKS.md)
+    when it is absent at the time the benchmark starts."""
+    def build() -> None:
+        if (root / "current").exists():
+            return
+        data = root.parent / "data"
+        config = data / "bench.toml"
+        run_checked([RECENGINE, "generate", "--out", str(data), "--users", "20000", "--items",
+                     "1000000", "--interactions", "1000000", "--seed", "11"])
         text = re.sub(r"(?m)^ground_truth.*\n", "", (data / "config.toml").read_text())
         config.write_text(text + "\n" + (BENCH / "serving_1m.toml").read_text())
+        run_checked([RECENGINE, "nightly", "--config", str(config), "--artifacts", str(root)])
 
-    return [[RECENGINE, "generate", "--out", str(data), "--users", "20000", "--items",
-             "1000000", "--interactions", "1000000", "--seed", "11"], settings,
-            [RECENGINE, "nightly", "--config", str(config), "--artifacts", str(root)]]
+    return build
+
+
+def run_checked(cmd: list[str]) -> None:
+    print(f"  set-up: {' '.join(cmd[1:])}", flush=True)
+    subprocess.run(cmd, check=True)
 
 
 def plan(s: Sizes) -> list[tuple[str, list[Command]]]:
@@ -121,7 +128,7 @@ def plan(s: Sizes) -> list[tuple[str, list[Command]]]:
                             str(largest / "data" / "bench.toml"), "--artifacts",
                             str(largest / "artifacts"), "--full-users",
                             str(s.full_path_users), *r]]),
-        ("online", [*online_artifact(s.online),
+        ("online", [*([online_artifact(s.online)] if s.builds_online else []),
                     [PY, str(BENCH / "bench_serving.py"), "--artifacts", str(s.online),
                      "--calls", str(s.online_calls), *r]]),
     ]
@@ -152,7 +159,12 @@ def run(name: str, commands: list[Command], out: Path) -> dict[str, object]:
     with log.open("w") as fh:
         for cmd in commands:
             if callable(cmd):
-                cmd()
+                try:
+                    cmd()
+                except (OSError, subprocess.CalledProcessError) as exc:
+                    print(f"set-up failed: {exc}", flush=True)
+                    code = 1
+                    break
                 continue
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, env=env)
