@@ -108,12 +108,13 @@ def retrieval(report: Report, m: sp.csr_matrix, users: np.ndarray, args: argpars
     _, truth = exact.search(uf[sample], k, exclude=seen_lists(m, sample))
     recall = float(np.mean([len(np.intersect1d(g[g >= 0], t[t >= 0])) / max(1, (t >= 0).sum())
                             for g, t in zip(got, truth, strict=True)]))
-    _, als_items = als.recommend(sample, m[sample], N=k, filter_already_liked_items=True)
-    als_recall = float(np.mean([len(np.intersect1d(a, t[t >= 0])) / max(1, (t >= 0).sum())
-                                for a, t in zip(als_items, truth, strict=True)]))
+    als_items, _ = als.recommend(sample, m[sample], N=k, filter_already_liked_items=True)
+    overlap = float(np.mean([len(np.intersect1d(a, t[t >= 0])) / max(1, (t >= 0).sum())
+                             for a, t in zip(als_items, truth, strict=True)]))
     ratio = statistics.median(ours_rate) / statistics.median(theirs_rate)
     report.add(f"implicit ALS recommend, top-{k}, seen filtered ({len(users):,} users)",
-               theirs_rate, "users/s", note=f"recall@{k} vs exact {als_recall:.4f}")
+               theirs_rate, "users/s", note=f"its top-{k} (raw factors) shares {overlap:.0%} with "
+               f"the exact top-{k} of the normalised ones")
     report.add(f"retrieval alone: {index.kind} search, top-{k}, seen excluded "
                f"({len(users):,} users)", ours_rate, "users/s", ratio=("implicit ALS", ratio),
                goal=">= 10x ALS at recall@100 >= 0.99", met=ratio >= 10 and recall >= 0.99,

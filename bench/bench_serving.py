@@ -7,8 +7,7 @@ served one call at a time.
 Latencies: p50 and p99 over --calls requests, median (min-max) of --repeats runs. The ANN
 search is the `ann` source's call (`ItemIndex.search` with the user's seen items excluded and
 the eligible mask); predict is `Booster.predict` on that user's candidate feature matrix,
-built beforehand, and beside it the same trees compiled to native code (as the batch lists
-score them), with the largest difference of their scores.
+built beforehand.
 
     python bench/bench_serving.py --artifacts artifacts [--calls 300]
 """
@@ -24,7 +23,6 @@ from collections.abc import Callable
 import numpy as np
 
 from engine.candidates import generate_candidates
-from engine.rerank.compiled import CompiledRanker
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import product_lists
 from engine.rerank.ranker import score_frame
@@ -100,14 +98,6 @@ def main() -> None:
             lambda u: feature_frame(generate_candidates(state.sources, np.array([idx[u]])), ctx),
         "step: score + rules (from the feature frame)": lists,
     }
-    try:  # the compiled form the batch lists use (engine/rerank/compiled.py), for comparison
-        fast = CompiledRanker(state.booster)  # type: ignore[arg-type]
-        worst = max(float(np.abs(fast.predict(m) - state.booster.predict(m)).max())
-                    for m in matrices.values())
-        parts[f"re-ranker predict, compiled (lleaves; max |diff| {worst:.1e})"] = \
-            lambda u: fast.predict(matrices[u])
-    except Exception as exc:  # noqa: BLE001 - reported, the rest still runs
-        print(f"compiled re-ranker unavailable: {exc}")
     out = {}
     for name, fn in parts.items():
         out[name] = latencies(fn, calls, args.repeats)  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 OUT = Path("artifacts/bench")
-PEERS = ("implicit", "pandas", "lleaves")  # besides the libraries a version records
+PEERS = ("implicit", "pandas")  # besides the libraries a version records
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
 
 

@@ -23,7 +23,3 @@ class JobsConfig(Section):
     """`--incremental` retrains fully anyway once the live models are this many days old."""
     explain: bool = True
     """Write the `why` column (sources, feature contributions, rules) in the product lists."""
-    compile_ranker_users: int = Field(default=20_000, ge=0)
-    """Batch lists for at least this many users score with the re-ranker compiled to native
-    code (`engine.rerank.compiled`): compiling takes up to a minute, once per model and
-    machine, and then scoring takes about a quarter of LightGBM's time. 0: always."""

@@ -29,7 +29,6 @@ from engine.config import EngineConfig
 from engine.evaluation.evaluate import EVALUATION_KEYS, evaluate
 from engine.evaluation.report import write_report
 from engine.index import build_index
-from engine.rerank.compiled import compiled_or_booster
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import load_ranker, save_ranker, score_frame
@@ -153,14 +152,12 @@ def recs(run: Run) -> Figures:
     facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
     users = fs.users["user_idx"].to_numpy().astype(np.int64)
     users = users[users > 0]
-    scorer = compiled_or_booster(booster) if len(users) >= cfg.jobs.compile_ranker_users \
-        else booster
     n_rows = 0
     for part, a in enumerate(range(0, len(users), cfg.jobs.user_chunk)):
         chunk = users[a:a + cfg.jobs.user_chunk]
         run.report(f"product lists {a + len(chunk):,}/{len(users):,} users")
         frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        lists = product_lists(frame, score_frame(scorer, frame, names), facts, k=cfg.jobs.k,
+        lists = product_lists(frame, score_frame(booster, frame, names), facts, k=cfg.jobs.k,
                               rules=cfg.rules)
         if cfg.jobs.explain:
             lists = with_explanations(lists, frame, booster, names)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import lightgbm as lgb
 import numpy as np
@@ -19,9 +18,6 @@ import polars as pl
 from engine.rerank.config import RankerConfig
 from pipelines.errors import DataError
 from pipelines.io import atomic_path
-
-if TYPE_CHECKING:
-    from engine.rerank.compiled import CompiledRanker
 
 MODEL_FILE = "model.txt"
 FEATURES_FILE = "features.json"
@@ -62,10 +58,9 @@ def feature_matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     return frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
 
 
-def score_frame(booster: lgb.Booster | CompiledRanker, frame: pl.DataFrame, names: list[str]
-                ) -> np.ndarray:
+def score_frame(booster: lgb.Booster, frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     """(N,) scores of the rows of a feature frame: the one scoring call of the batch lists and
-    the online path (`booster` may be its compiled form)."""
+    the online path."""
     return booster.predict(feature_matrix(frame, names),
                            num_iteration=booster.best_iteration or None)
 
