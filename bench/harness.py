@@ -18,7 +18,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import threading
@@ -104,8 +103,10 @@ def rss() -> int:
 
 
 def peak_rss() -> int:
-    """This process's peak resident bytes so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident bytes so far: VmHWM, the peak of its own memory map
+    (`ru_maxrss` would carry over the parent's peak into a spawned child)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
 
 
 def _with_peak(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, int]:
