@@ -193,7 +193,8 @@ def run(args: argparse.Namespace, world: World) -> None:
     raw = [raw_ebc(sizes, cfg, batches, args.warmup, world) for _ in range(args.repeats)]
     if not world.is_main:
         return
-    gemm = statistics.median(limits(3, world.size)["gemm_gflops"]) * 1e9  # all ranks' cores
+    # this rank's GEMM rate (its threads), times the ranks: each has cores of its own
+    gemm = statistics.median(limits(3)["gemm_gflops"]) * 1e9 * world.size
     flops = dense_flops(TwoTower(sizes, cfg.model, device=torch.device("meta")),
                         tc.batch_size, cfg.model.dim)
     bound = 1 / (1 / statistics.median(raw) + flops / gemm)

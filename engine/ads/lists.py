@@ -3,7 +3,7 @@ each user, their calibrated pCTR for the user (the same features the model learn
 that moment), and the auction (eCPM, reserve, budgets, frequency cap, pacing).
 
 The shortlist keeps the pCTR model's work linear in users: scoring every ad in flight for
-every user is users x ads rows (250k users x 6,000 ads is 1.5 billion), so each user's
+every user is users x ads rows (250k users x 1,547 ads in flight: 387 million), so each user's
 auction sees the `[auction] candidates` ads with the best prior eCPM (bid x the ad's past
 click rate) overall and within the user's top categories, the two things the model's
 ad-side features say most about (BENCHMARKS.md measures what the shortlist changes)."""
