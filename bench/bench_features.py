@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,8 @@ def pandas_history(path: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, int(history["history"].map(len).sum())
 
 
-def measure(fn, arg: Path, repeats: int) -> tuple[list[float], list[float], int]:  # type: ignore[no-untyped-def]
+def measure(fn: Callable[[Path], tuple[float, int]], arg: Path, repeats: int
+            ) -> tuple[list[float], list[float], int]:
     """Seconds and peak GiB of `repeats` fresh-process runs of `fn(arg)`, and its row count."""
     secs, peaks, rows = [], [], 0
     for _ in range(repeats):

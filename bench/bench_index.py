@@ -160,7 +160,8 @@ def filters(name: str, index: ItemIndex, single_q: np.ndarray, batch: np.ndarray
         med, _ = single(fn, single_q, repeats)
         b = batched(fn, [batch], repeats)
         rates[label] = (1e3 / statistics.median(med), statistics.median(b))
-        print(f"    {label:42s} {summary([1e3 / m for m in med]):>24s} {summary(b):>24s}", flush=True)
+        print(f"    {label:42s} {summary([1e3 / m for m in med]):>24s} {summary(b):>24s}",
+              flush=True)
     sel, over = (rates["5% blocked, mask as FAISS selector"],
                  rates["5% blocked, mask as scaled over-fetch"])
     none, fif = rates["no filter"], rates["50 per-query exclude= (over-fetch)"]

@@ -53,12 +53,13 @@ def nightly(config: Path, root: Path) -> dict[str, object]:
 
 
 def dataset(out: Path, users: int, items: int, per_user: int, seed: int) -> Path:
-    """The generated set for `users` (made once), with the bench settings appended."""
+    """The generated set for `users` (made once, kept for reruns)."""
     data = out / "data"
     if not (data / "config.toml").is_file():
-        subprocess.run([str(Path(sys.executable).with_name("recengine")), "generate", "--out", str(data),
-                        "--users", str(users), "--items", str(items), "--interactions",
-                        str(users * per_user), "--seed", str(seed)], check=True,
+        subprocess.run([str(Path(sys.executable).with_name("recengine")), "generate",
+                        "--out", str(data), "--users", str(users), "--items", str(items),
+                        "--interactions", str(users * per_user), "--seed", str(seed)],
+                       check=True,
                        stdout=subprocess.DEVNULL)
     return data
 

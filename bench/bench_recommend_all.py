@@ -165,8 +165,8 @@ def full_path(report: Report, config: Path, root: Path | None, users_n: int, rep
     report.add(f"full product path: candidates + features + re-rank + rules ({where})", full,
                "users/s", ratio=("of the version's ann retrieval alone",
                                  statistics.median(full) / statistics.median(alone)))
-    report.add(f"the version's ann candidate source alone ({ctx.index.kind})", alone,  # type: ignore[union-attr]
-               "users/s")
+    kind = ctx.index.kind  # type: ignore[union-attr]
+    report.add(f"the version's ann candidate source alone ({kind})", alone, "users/s")
 
 
 def main() -> None:
