@@ -42,7 +42,7 @@ import numpy as np
 from engine.index import IndexConfig, ItemIndex, build_index, exact_top_k
 from engine.index.factory import measure_recall
 from engine.index.faiss_device import GPU_KINDS, gpu_count
-from harness import Report, limits, peak_rss, rss, summary
+from harness import Report, latencies, limits, peak_rss, rss, summary
 
 KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
 CLUSTERS = 4000
@@ -104,18 +104,7 @@ class Others:
 def single(fn: Callable[[np.ndarray], object], queries: np.ndarray, repeats: int
            ) -> tuple[list[float], list[float]]:
     """Per run: median and p99 latency (ms) of one query at a time over `queries`."""
-    for q in queries[:5]:
-        fn(q[None])
-    med, p99 = [], []
-    for _ in range(repeats):
-        lat = []
-        for q in queries:
-            t0 = time.perf_counter()
-            fn(q[None])
-            lat.append(time.perf_counter() - t0)
-        med.append(float(np.median(lat)) * 1e3)
-        p99.append(float(np.percentile(lat, 99)) * 1e3)
-    return med, p99
+    return latencies(lambda q: fn(q[None]), queries, repeats)
 
 
 def batched(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], repeats: int

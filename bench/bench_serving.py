@@ -18,7 +18,6 @@ import argparse
 import statistics
 import time
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 
@@ -26,25 +25,8 @@ from engine.candidates import generate_candidates
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import product_lists
 from engine.rerank.ranker import score_frame
-from harness import Report
+from harness import Report, latencies
 from serving import Recommender
-
-
-def latencies(fn: Callable[[int], object], users: list[int], repeats: int
-              ) -> tuple[list[float], list[float]]:
-    """p50 and p99 (ms) of `fn(user)` over `users`, one list entry per run."""
-    for u in users[:5]:
-        fn(u)
-    p50, p99 = [], []
-    for _ in range(repeats):
-        lat = []
-        for u in users:
-            t0 = time.perf_counter()
-            fn(u)
-            lat.append(time.perf_counter() - t0)
-        p50.append(float(np.percentile(lat, 50)) * 1e3)
-        p99.append(float(np.percentile(lat, 99)) * 1e3)
-    return p50, p99
 
 
 def main() -> None:

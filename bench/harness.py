@@ -53,6 +53,24 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float
     return out
 
 
+def latencies(fn: Callable[[Any], object], inputs: Sequence[Any], repeats: int
+              ) -> tuple[list[float], list[float]]:
+    """p50 and p99 (ms) of `fn(x)` one call at a time over `inputs`, one entry per run
+    (after 5 untimed calls)."""
+    for x in inputs[:5]:
+        fn(x)
+    p50, p99 = [], []
+    for _ in range(repeats):
+        lat = []
+        for x in inputs:
+            t0 = time.perf_counter()
+            fn(x)
+            lat.append(time.perf_counter() - t0)
+        p50.append(float(np.percentile(lat, 50)) * 1e3)
+        p99.append(float(np.percentile(lat, 99)) * 1e3)
+    return p50, p99
+
+
 def machine() -> dict[str, Any]:
     """Cores, CPU model and the vector flags that decide GEMM speed, memory, GPU, versions."""
     model, flags, mem = platform.processor(), set(), 0
