@@ -132,7 +132,7 @@ def full_path(report: Report, config: Path, root: Path | None, users_n: int, rep
     from engine.config import EngineConfig
     from engine.rerank.features import feature_frame
     from engine.rerank.lists import ItemFacts, product_lists
-    from engine.rerank.ranker import load_ranker, score_frame
+    from engine.rerank.ranker import early_exit_for, load_ranker, score_frame
     from engine.version import version_context
     from pipelines.dataset import FeatureSet
 
@@ -147,13 +147,14 @@ def full_path(report: Report, config: Path, root: Path | None, users_n: int, rep
     all_users = fs.users["user_idx"].to_numpy().astype(np.int64)
     users = np.random.default_rng(0).choice(all_users[all_users > 0], users_n, replace=False)
     chunk = cfg.jobs.user_chunk
+    early_exit = early_exit_for(cfg.rerank, cfg.jobs.k)
     retrieval_only = sources[:1]  # the ann source: the two-tower search, seen excluded
 
     def lists() -> None:
         for a in range(0, len(users), chunk):
             frame = feature_frame(generate_candidates(sources, users[a:a + chunk]), ctx)
-            product_lists(frame, score_frame(booster, frame, names), facts, k=cfg.jobs.k,
-                          rules=cfg.rules)
+            product_lists(frame, score_frame(booster, frame, names, early_exit), facts,
+                          k=cfg.jobs.k, rules=cfg.rules)
 
     def ann() -> None:
         for a in range(0, len(users), chunk):

@@ -24,7 +24,7 @@ import numpy as np
 from engine.candidates import generate_candidates
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import product_lists
-from engine.rerank.ranker import score_frame
+from engine.rerank.ranker import early_exit_for, score_frame
 from harness import Report, latencies
 from serving import Recommender
 
@@ -66,8 +66,8 @@ def main() -> None:
 
     def lists(u: str) -> object:
         f = frames[u]
-        return product_lists(f, score_frame(state.booster, f, state.names), state.facts,
-                             k=10, rules=cfg.rules)
+        scores = score_frame(state.booster, f, state.names, early_exit_for(cfg.rerank, 10))
+        return product_lists(f, scores, state.facts, k=10, rules=cfg.rules)
 
     parts = {
         "recommend(k=10), whole request": lambda u: rec.recommend(u, k=10),

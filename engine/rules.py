@@ -56,6 +56,11 @@ class RuledList:
     dropped: dict[int, str] = field(default_factory=dict)  # item -> the rule that removed it
 
 
+def shortlist_size(k: int) -> int:
+    """Rows per user the rules see: the top k five times over, and never fewer than 50."""
+    return max(5 * k, 50)
+
+
 def apply_rules(cands: list[Candidate], k: int, cfg: RulesConfig, *,
                 exclude: set[int] | frozenset[int] = frozenset(),
                 eligible: np.ndarray | None = None,

@@ -16,7 +16,7 @@ from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
-from engine.rerank.ranker import load_ranker, score_frame
+from engine.rerank.ranker import early_exit_for, load_ranker, score_frame
 from engine.rules import Candidate, allocate_slots
 from engine.version import version_context
 from pipelines.dataset import FeatureSet
@@ -85,8 +85,10 @@ class VersionState:
         frame = feature_frame(generate_candidates(self.sources, users), self.ctx)
         if allowed is not None:
             frame = frame.filter(pl.Series(allowed[frame["item_idx"].to_numpy()]))
-        lists = product_lists(frame, score_frame(self.booster, frame, self.names),  # type: ignore[arg-type]
-                              self.facts, k=k, rules=self.cfg.rules, exclude=exclude)
+        scores = score_frame(self.booster, frame, self.names,  # type: ignore[arg-type]
+                             early_exit_for(self.cfg.rerank, k))
+        lists = product_lists(frame, scores, self.facts,  # type: ignore[arg-type]
+                              k=k, rules=self.cfg.rules, exclude=exclude)
         return with_explanations(lists, frame, self.booster, self.names) if explain else lists  # type: ignore[arg-type]
 
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import polars as pl
 import pytest
 from sklearn.datasets import load_svmlight_file
 
@@ -68,8 +69,6 @@ def test_query_groups_must_cover_the_rows() -> None:
 
 
 def test_explanations_name_the_largest_contributions() -> None:
-    import polars as pl
-
     from engine.rerank.explain import contribution_texts, contributions
 
     rng = np.random.default_rng(1)
@@ -83,3 +82,69 @@ def test_explanations_name_the_largest_contributions() -> None:
     why = contribution_texts(booster, frame, ["a", "b", "c"], top=1)
     assert len(why) == 400
     assert np.mean([w.startswith("b ") for w in why]) > 0.8  # b drives the label, so it leads
+
+
+def _users_ranker(folder: Path, n_users: int = 40, per_user: int = 60
+                  ) -> tuple[lgb.Booster, pl.DataFrame]:
+    """A ranker as the lists load it (from its text model), and a frame of users' rows."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(n_users * per_user, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] + 0.3 * rng.normal(size=len(x)) > 1.0).astype(float)
+    booster = train_ranker(RankData(x, y, np.full(n_users, per_user)), ["a", "b", "c"],
+                           RankerConfig(num_boost_round=40, min_data_in_leaf=10,
+                                        learning_rate=0.1))
+    booster = load_ranker(save_ranker(booster, folder))
+    users = np.repeat(np.arange(1, n_users + 1), per_user)
+    order = rng.permutation(len(x))  # a user's rows need not be contiguous
+    frame = pl.DataFrame({"user_idx": users[order], "a": x[order, 0], "b": x[order, 1],
+                          "c": x[order, 2]})
+    return booster, frame
+
+
+def test_best_per_group_keeps_each_groups_top_rows() -> None:
+    from engine.rerank.ranker import best_per_group
+
+    groups = np.array([2, 1, 2, 1, 2, 1, 3])
+    scores = np.array([0.5, 0.9, 0.7, 0.1, 0.7, 0.4, -1.0])
+    # group 1: 0.9 (1), 0.4 (5); group 2: 0.7 (2), 0.7 (4), tie kept by the earlier row; 3: 6
+    assert best_per_group(groups, scores, 2).tolist() == [1, 2, 4, 5, 6]
+    assert best_per_group(groups, scores, 1).tolist() == [1, 2, 6]
+    assert len(best_per_group(groups, scores, 10)) == len(groups)
+
+
+def test_early_exit_scores_the_kept_rows_with_the_whole_model(tmp_path: Path) -> None:
+    from engine.rerank.ranker import EarlyExit, score_frame
+
+    booster, frame = _users_ranker(tmp_path)
+    names = ["a", "b", "c"]
+    full = score_frame(booster, frame, names)
+    cut = score_frame(booster, frame, names, EarlyExit(trees=10, keep=15))
+    kept = np.isfinite(cut)
+    # every user keeps exactly 15 of its 60 rows, scored as by the whole model
+    per_user = frame.with_columns(kept=kept).group_by("user_idx").agg(pl.col("kept").sum())
+    assert set(per_user["kept"].to_list()) == {15}
+    np.testing.assert_allclose(cut[kept], full[kept], rtol=0, atol=1e-12)
+    assert np.all(np.isneginf(cut[~kept]))
+    # the kept rows are the best by the first 10 trees
+    first = booster.predict(frame.select(names).to_numpy(), num_iteration=10)
+    users = frame["user_idx"].to_numpy()
+    for u in (1, 17, 40):
+        mine = users == u
+        assert set(np.flatnonzero(mine & kept)) == set(
+            np.flatnonzero(mine)[np.argsort(-first[mine], kind="stable")[:15]])
+
+
+def test_early_exit_off_or_past_the_model_scores_every_row(tmp_path: Path) -> None:
+    from engine.rerank.ranker import EarlyExit, early_exit_for, score_frame
+
+    booster, frame = _users_ranker(tmp_path, n_users=5)
+    names = ["a", "b", "c"]
+    full = score_frame(booster, frame, names)
+    np.testing.assert_array_equal(
+        score_frame(booster, frame, names, EarlyExit(trees=booster.current_iteration(),
+                                                     keep=1)), full)
+    assert early_exit_for(RankerConfig(), k=20) is None
+    # never fewer rows than the rules see for a list of k (5 x k, at least 50)
+    on = RankerConfig(early_exit_trees=50, early_exit_keep=80)
+    assert early_exit_for(on, k=10) == EarlyExit(50, 80)
+    assert early_exit_for(on, k=20) == EarlyExit(50, 100)

@@ -17,7 +17,7 @@ from engine.evaluation.holdout import Holdout
 from engine.index.batch import search_all
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists
-from engine.rerank.ranker import score_frame
+from engine.rerank.ranker import early_exit_for, score_frame
 from engine.rerank.training import FittedRanker
 from pipelines.dataset import FeatureSet
 from pipelines.progress import Report
@@ -43,11 +43,12 @@ def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg
     sources = default_sources(ctx)
     facts = ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors)
     cands, final = [], []
+    early_exit = early_exit_for(cfg.rerank, kmax)
     for a in range(0, len(users), cfg.jobs.user_chunk):
         chunk = users[a:a + cfg.jobs.user_chunk]
         report(f"recengine lists {a + len(chunk):,}/{len(users):,} users")
         frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        scores = score_frame(ranker.booster, frame, ranker.names)
+        scores = score_frame(ranker.booster, frame, ranker.names, early_exit)
         u, i = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
         keep = np.asarray(h.seen[u, i]).ravel() == 0
         cands.append(pl.DataFrame({"user_idx": u[keep], "item_idx": i[keep],

@@ -31,7 +31,7 @@ from engine.evaluation.report import write_report
 from engine.index import build_index
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
-from engine.rerank.ranker import load_ranker, save_ranker, score_frame
+from engine.rerank.ranker import early_exit_for, load_ranker, save_ranker, score_frame
 from engine.rerank.training import fit_ranker, training_lists
 from engine.retrieval import train_retrieval
 from engine.version import dense_vectors, version_context
@@ -152,13 +152,13 @@ def recs(run: Run) -> Figures:
     facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
     users = fs.users["user_idx"].to_numpy().astype(np.int64)
     users = users[users > 0]
-    n_rows = 0
+    early_exit, n_rows = early_exit_for(cfg.rerank, cfg.jobs.k), 0
     for part, a in enumerate(range(0, len(users), cfg.jobs.user_chunk)):
         chunk = users[a:a + cfg.jobs.user_chunk]
         run.report(f"product lists {a + len(chunk):,}/{len(users):,} users")
         frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        lists = product_lists(frame, score_frame(booster, frame, names), facts, k=cfg.jobs.k,
-                              rules=cfg.rules)
+        lists = product_lists(frame, score_frame(booster, frame, names, early_exit), facts,
+                              k=cfg.jobs.k, rules=cfg.rules)
         if cfg.jobs.explain:
             lists = with_explanations(lists, frame, booster, names)
         write_parquet(_with_ids(lists, fs).drop("sources", "rules"),

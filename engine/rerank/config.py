@@ -44,6 +44,14 @@ class RankerConfig(Section):
     item by what else it knows instead of burying it."""
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
     """Share of users whose lists early-stop the fit."""
+    early_exit_trees: int = Field(default=0, ge=0)
+    """Scoring lists: every candidate is scored with this many trees first and only each
+    user's best `early_exit_keep` go on through the rest of the model (0: every candidate
+    through every tree). Most candidates are settled long before the last tree, and the
+    prediction is most of the cost of the batch lists."""
+    early_exit_keep: int = Field(default=100, ge=1)
+    """Candidates per user scored with the whole model after the early exit (never fewer
+    than the rows the rules see for a list: 5 x k, at least 50)."""
 
     def params(self) -> dict[str, object]:
         return {"objective": self.objective, "metric": "ndcg", "ndcg_eval_at": [self.ndcg_at],

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from engine.rerank.explain import contribution_texts
-from engine.rules import Candidate, RuledList, RulesConfig, apply_rules
+from engine.rules import Candidate, RuledList, RulesConfig, apply_rules, shortlist_size
 from pipelines.dataset import FeatureSet
 
 
@@ -40,11 +40,6 @@ class ItemFacts:
         brand[idx] = fs.items["brand_idx"].fill_null(-1).to_numpy()
         category[idx] = fs.items["top_category"].fill_null(-1).to_numpy()
         return cls(brand, category, eligible, vectors)
-
-
-def shortlist_size(k: int) -> int:
-    """Rows per user the rules see: the top k five times over, and never fewer than 50."""
-    return max(5 * k, 50)
 
 
 def apply_list_rules(items: np.ndarray, scores: np.ndarray, facts: ItemFacts, *, k: int,

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from engine.rerank.config import RankerConfig
+from engine.rules import shortlist_size
 from pipelines.errors import DataError
 from pipelines.io import atomic_path
 
@@ -58,11 +59,49 @@ def feature_matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     return frame.select([pl.col(n).cast(pl.Float64) for n in names]).to_numpy()
 
 
-def score_frame(booster: lgb.Booster, frame: pl.DataFrame, names: list[str]) -> np.ndarray:
-    """(N,) scores of the rows of a feature frame: the one scoring call of the batch lists and
-    the online path."""
-    return booster.predict(feature_matrix(frame, names),
-                           num_iteration=booster.best_iteration or None)
+@dataclass(frozen=True)
+class EarlyExit:
+    """Score every row with the first `trees` trees; only each user's best `keep` rows by that
+    partial score go through the remaining trees. A boosted model's later trees make ever
+    smaller corrections, so the rows cut are those the whole model would rank low anyway."""
+
+    trees: int
+    keep: int
+
+
+def early_exit_for(cfg: RankerConfig, k: int) -> EarlyExit | None:
+    """`[rerank]`'s early exit for lists of `k` (None when it is off): never fewer rows kept
+    than the rules see for such a list."""
+    if not cfg.early_exit_trees:
+        return None
+    return EarlyExit(cfg.early_exit_trees, max(cfg.early_exit_keep, shortlist_size(k)))
+
+
+def best_per_group(groups: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """Row positions of the `n` highest `scores` of each group (ties: the earlier row)."""
+    order = np.lexsort((-scores, groups))
+    g = groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
+    return np.sort(order[rank < n])
+
+
+def score_frame(booster: lgb.Booster, frame: pl.DataFrame, names: list[str],
+                early_exit: EarlyExit | None = None) -> np.ndarray:
+    """(N,) scores of the rows of a feature frame (rows of `user_idx`' candidates): the one
+    scoring call of the batch lists, the evaluation and the online path. With `early_exit`,
+    the rows cut after its first trees score -inf (ranked below every other row of their
+    user); the others get the whole model's score."""
+    x = feature_matrix(frame, names)
+    trees = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+    if early_exit is None or early_exit.trees >= trees:
+        return booster.predict(x, num_iteration=trees)
+    first = booster.predict(x, num_iteration=early_exit.trees)
+    kept = best_per_group(frame["user_idx"].to_numpy(), first, early_exit.keep)
+    scores = np.full(len(first), -np.inf)
+    scores[kept] = first[kept] + booster.predict(x[kept], start_iteration=early_exit.trees,
+                                                 num_iteration=trees - early_exit.trees)
+    return scores
 
 
 def save_ranker(booster: lgb.Booster, folder: Path) -> Path:
