@@ -1,6 +1,6 @@
-"""Lookup tables of the re-ranker's features, built once per candidate context, so that a
-request reads only its own rows: item tables are dense by item index (a gather), user tables
-are sorted by user (a binary search). A join against a whole table would cost what the table
+"""Lookup tables of the candidate sources and the re-ranker's features, built once per candidate
+context, so that a request reads only its own rows: item tables are dense by item index (a
+gather), tables of many rows per key are sorted by the key (a binary search). A join against a whole table would cost what the table
 costs, for every online request."""
 
 from __future__ import annotations
@@ -9,18 +9,19 @@ import numpy as np
 import polars as pl
 
 
-class ByUser:
-    """A frame's rows grouped by `user_idx`, found for any set of users by binary search."""
+class ByKey:
+    """A frame's rows grouped by an integer `key` column (`user_idx` unless told), found for
+    any set of keys by binary search; the key column becomes Int64."""
 
-    def __init__(self, frame: pl.DataFrame) -> None:
-        self.frame = frame.with_columns(pl.col("user_idx").cast(pl.Int64)).sort("user_idx")
-        self.keys = self.frame["user_idx"].to_numpy()
+    def __init__(self, frame: pl.DataFrame, key: str = "user_idx") -> None:
+        self.frame = frame.with_columns(pl.col(key).cast(pl.Int64)).sort(key)
+        self.keys = self.frame[key].to_numpy()
 
-    def rows(self, users: np.ndarray) -> pl.DataFrame:
-        """Every row of the given users (each user once, whatever `users` repeats)."""
-        users = np.unique(np.asarray(users, np.int64))
-        lo = np.searchsorted(self.keys, users, "left")
-        n = np.searchsorted(self.keys, users, "right") - lo
+    def rows(self, keys: np.ndarray) -> pl.DataFrame:
+        """Every row of the given keys (each key once, whatever `keys` repeats)."""
+        keys = np.unique(np.asarray(keys, np.int64))
+        lo = np.searchsorted(self.keys, keys, "left")
+        n = np.searchsorted(self.keys, keys, "right") - lo
         total = int(n.sum())
         idx = np.arange(total) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
         return self.frame[idx]

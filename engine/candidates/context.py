@@ -13,7 +13,7 @@ import polars as pl
 from engine.candidates.config import CandidatesConfig
 from engine.index import ItemIndex
 from engine.index.eligibility import eligible_items
-from engine.lookup import ByUser
+from engine.lookup import ByKey
 from pipelines.dataset import FeatureSet
 
 
@@ -51,12 +51,12 @@ class CandidateContext:
         return pl.DataFrame({"item_idx": np.flatnonzero(self.eligible).astype(np.int64)})
 
     @cached_property
-    def _history(self) -> ByUser:
-        return ByUser(self.fs.history)
+    def _history(self) -> ByKey:
+        return ByKey(self.fs.history)
 
     @cached_property
-    def _seen(self) -> ByUser:
-        return ByUser(self.seen)
+    def _seen(self) -> ByKey:
+        return ByKey(self.seen)
 
     def history_of(self, users: np.ndarray) -> pl.DataFrame:
         """The `fs.history` rows of `users` (user_idx as Int64)."""

@@ -11,6 +11,7 @@ import polars as pl
 
 from engine.candidates.config import CandidatesConfig
 from engine.candidates.context import CandidateContext
+from engine.lookup import ByKey
 
 DAY_US = 86_400 * 1_000_000
 
@@ -39,12 +40,12 @@ class CovisitSource:
 
     def __init__(self, ctx: CandidateContext) -> None:
         self.ctx = ctx
-        self.table = covisitation(ctx.fs.window_interactions().lazy(), at=ctx.fs.as_of,
-                                  cfg=ctx.cfg).collect(engine="streaming")
+        self.table = ByKey(covisitation(ctx.fs.window_interactions().lazy(), at=ctx.fs.as_of,
+                                        cfg=ctx.cfg).collect(engine="streaming"), "item_idx")
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         recent = self.ctx.recent(users).with_columns(pl.col("item_idx").cast(pl.Int64))
-        table = self.table.with_columns(pl.col("item_idx").cast(pl.Int64))
+        table = self.table.rows(recent["item_idx"].to_numpy())
         scored = (recent.join(table, on="item_idx")
                   .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
                   .agg((pl.col("weight") * pl.col("weight_right")).sum().alias("score")))

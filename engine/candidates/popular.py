@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from engine.candidates.context import CandidateContext
+from engine.lookup import ByKey
 
 
 def _users(users: np.ndarray) -> pl.DataFrame:
@@ -38,13 +39,13 @@ class TrendingSource:
                             .head(cfg.trending * 3)
                             .select("top_category", pl.col("item_idx").cast(pl.Int64),
                                     pl.col("count").cast(pl.Float64)))
-        self.top = (fs.affinity.sort(["user_idx", "share", "top_category"],
-                                     descending=[False, True, False])
-                    .group_by("user_idx", maintain_order=True).head(cfg.top_categories)
-                    .select(pl.col("user_idx").cast(pl.Int64), "top_category", "share"))
+        self.top = ByKey(fs.affinity.sort(["user_idx", "share", "top_category"],
+                                          descending=[False, True, False])
+                         .group_by("user_idx", maintain_order=True).head(cfg.top_categories)
+                         .select("user_idx", "top_category", "share"))
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
-        scored = (self.top.join(_users(users), on="user_idx", how="semi")
+        scored = (self.top.rows(users)
                   .join(self.by_category, on="top_category")
                   .group_by("user_idx", "item_idx")
                   .agg((pl.col("count") * pl.col("share")).sum().alias("score")))
@@ -94,13 +95,17 @@ class ColdUserSource:
         self.overall = (overall.with_columns((pl.col("n") / pl.col("n").sum()).alias("share"))
                         .sort(["share", "item_idx"], descending=[True, False]).head(keep)
                         .select(pl.col("item_idx").cast(pl.Int64), "share"))
-        self.tokens = tokens
-        self.with_history = fs.history.filter(pl.col("history").list.len() > 0).select(
-            pl.col("user_idx").cast(pl.Int64))
+        self.tokens = ByKey(tokens)
+        warm = fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_numpy()
+        self.warm = np.zeros(fs.vocabs.user.size, bool)
+        self.warm[warm] = True
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
-        cold = _users(users).join(self.with_history, on="user_idx", how="anti")
-        by_attr = (self.tokens.join(cold, on="user_idx", how="semi")
+        users = np.unique(np.asarray(users, np.int64))
+        known = (users >= 0) & (users < len(self.warm))
+        known[known] = self.warm[users[known]]
+        cold = _users(users[~known])
+        by_attr = (self.tokens.rows(cold["user_idx"].to_numpy())
                    .join(self.per_token, on="attr_tok")
                    .select("user_idx", "item_idx", "share"))
         base = cold.join(self.overall.with_columns(pl.col("share") * 0.5), how="cross")

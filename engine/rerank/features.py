@@ -17,7 +17,7 @@ import polars as pl
 
 from engine.candidates.context import CandidateContext
 from engine.rerank.similarity import vector_features
-from engine.lookup import ByUser, dense_by_item, gather_items
+from engine.lookup import ByKey, dense_by_item, gather_items
 from pipelines.dataset import FeatureSet
 from pipelines.features.popularity import DAY_US
 
@@ -104,7 +104,7 @@ def _tables(ctx: CandidateContext) -> dict[str, object]:
     stats = _user_stats(ctx)
     return {"items": dense_by_item(items, fs.vocabs.item.size),
             "counts": [c for c in pop.columns if c.startswith("count_") or c == "weight_all"],
-            "affinity": ByUser(aff), **{k: ByUser(v) for k, v in stats.items()}}
+            "affinity": ByKey(aff), **{k: ByKey(v) for k, v in stats.items()}}
 
 
 def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
