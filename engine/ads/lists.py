@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from engine.ads.auction import AuctionConfig, rank_ads
-from engine.ads.log import ad_features
+from engine.ads.log import AdStats, ad_features
 from engine.ads.pctr import Pctr
 from engine.index.eligibility import eligible_items
 from pipelines.dataset import FeatureSet
@@ -118,6 +118,7 @@ def ad_lists(users: np.ndarray, fs: FeatureSet, model: Pctr, log: pl.DataFrame,
     ids = pl.Series(user_ids, dtype=log["user_id"].dtype)
     pos = dict(zip(np.asarray(users, np.int64).tolist(), range(len(users)), strict=True))
     short = Shortlist.build(inv, fs, past, when, cfg.candidates)
+    stats = AdStats.of(past, fs)  # once: every chunk of users is featured against this past
 
     def pctr(rows: np.ndarray, ads: np.ndarray) -> np.ndarray:
         """(rows, ads) calibrated pCTR on each row's shortlist, 0 elsewhere (below any
@@ -128,7 +129,7 @@ def ad_lists(users: np.ndarray, fs: FeatureSet, model: Pctr, log: pl.DataFrame,
                              "item_id": pl.Series(inv.item_id).gather(c)}
                             ).with_columns(pl.lit(when).alias("ts"))
         out = np.zeros((len(rows), len(ads)))
-        out[r, c] = model(ad_features(grid, past, fs))
+        out[r, c] = model(ad_features(grid, past, fs, stats))
         return out
 
     if len(inv.item_idx) == 0:

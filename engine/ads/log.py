@@ -43,28 +43,53 @@ def ad_impressions(interactions: pl.DataFrame, items: pl.DataFrame, *, start: da
             .select(*keep, "clicked"))
 
 
-def ad_features(log: pl.DataFrame, past: pl.DataFrame, fs: FeatureSet) -> pl.DataFrame:
-    """`log` with the pCTR features; `past` is the labelled log before `fs.as_of`."""
-    rate = past["clicked"].mean() if past.height else 0.0
-    prior = PRIOR_IMPRESSIONS
+@dataclass(frozen=True)
+class AdStats:
+    """What `ad_features` joins onto impressions, computed once from the past log and the
+    feature set: the ad lists feature a chunk of users at a time against the same past, and
+    these group-bys (over every past impression and every interaction) would otherwise run
+    again for each chunk."""
 
-    def smoothed(by: str, name: str) -> pl.DataFrame:
-        return past.group_by(by).agg(
-            ((pl.col("clicked").sum() + prior * rate) / (pl.len() + prior)).alias(f"{name}_ctr"),
-            pl.len().alias(f"{name}_impressions"))
+    rate: float               # the overall past click rate (the prior)
+    ad: pl.DataFrame          # item_id, ad_ctr, ad_impressions
+    user_ad: pl.DataFrame     # user_id, user_ad_ctr, user_ad_impressions
+    users: pl.DataFrame       # user_idx, user_events
+    affinity: pl.DataFrame    # user_idx, top_category, category_share
+    items: pl.DataFrame       # item_id, bid, top_category
 
+    @classmethod
+    def of(cls, past: pl.DataFrame, fs: FeatureSet) -> AdStats:
+        rate = float(past["clicked"].mean()) if past.height else 0.0  # type: ignore[arg-type]
+        prior = PRIOR_IMPRESSIONS
+
+        def smoothed(by: str, name: str) -> pl.DataFrame:
+            clicks = pl.col("clicked").sum() + prior * rate
+            return past.group_by(by).agg((clicks / (pl.len() + prior)).alias(f"{name}_ctr"),
+                                         pl.len().alias(f"{name}_impressions"))
+
+        return cls(rate=rate, ad=smoothed("item_id", "ad"), user_ad=smoothed("user_id", "user_ad"),
+                   users=fs.window_interactions().group_by("user_idx").agg(
+                       pl.len().alias("user_events")),
+                   affinity=fs.affinity.select("user_idx", "top_category",
+                                               pl.col("share").alias("category_share")),
+                   items=fs.items.select("item_id", "bid", "top_category"))
+
+
+def ad_features(log: pl.DataFrame, past: pl.DataFrame, fs: FeatureSet,
+                stats: AdStats | None = None) -> pl.DataFrame:
+    """`log` with the pCTR features; `past` is the labelled log before `fs.as_of` (`stats`:
+    its `AdStats`, when the caller holds them already)."""
+    st = stats or AdStats.of(past, fs)
     item_idx = fs.vocabs.item.encode(pl.col("item_id"))
     user_idx = fs.vocabs.user.encode(pl.col("user_id"))
-    items = fs.items.select("item_id", "bid", "top_category")
-    users = fs.window_interactions().group_by("user_idx").agg(pl.len().alias("user_events"))
-    aff = fs.affinity.select("user_idx", "top_category", pl.col("share").alias("category_share"))
     return (log.with_columns(item_idx.alias("item_idx"), user_idx.alias("user_idx"))
-            .join(items, on="item_id", how="left")
-            .join(smoothed("item_id", "ad"), on="item_id", how="left")
-            .join(smoothed("user_id", "user_ad"), on="user_id", how="left")
-            .join(users, on="user_idx", how="left")
-            .join(aff, on=["user_idx", "top_category"], how="left")
-            .with_columns(pl.col("ad_ctr").fill_null(rate), pl.col("user_ad_ctr").fill_null(rate),
+            .join(st.items, on="item_id", how="left")
+            .join(st.ad, on="item_id", how="left")
+            .join(st.user_ad, on="user_id", how="left")
+            .join(st.users, on="user_idx", how="left")
+            .join(st.affinity, on=["user_idx", "top_category"], how="left")
+            .with_columns(pl.col("ad_ctr").fill_null(st.rate),
+                          pl.col("user_ad_ctr").fill_null(st.rate),
                           pl.col("ad_impressions", "user_ad_impressions", "user_events",
                                  "category_share").fill_null(0),
                           pl.col("ts").dt.hour().alias("hour"),
