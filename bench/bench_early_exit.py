@@ -9,7 +9,6 @@ far the final lists (rules applied, k from the version's config) move from the e
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import warnings
@@ -18,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.candidates import default_sources, generate_candidates
-from engine.config import EngineConfig
+from engine.candidates import generate_candidates
 from engine.rerank.features import feature_frame
-from engine.rerank.lists import ItemFacts, product_lists
-from engine.rerank.ranker import EarlyExit, load_ranker, score_frame
-from engine.version import version_context
+from engine.rerank.lists import product_lists
+from engine.rerank.ranker import EarlyExit, score_frame
 from harness import Report, timed
-from pipelines.dataset import FeatureSet
+from serving.state import VersionState
 
 
 def by_user(lists: pl.DataFrame) -> dict[int, list[int]]:
@@ -53,16 +50,11 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    cfg = EngineConfig.model_validate(
-        json.loads((args.version / "manifest.json").read_text())["config"])
-    fs = FeatureSet.load(args.version)
-    ctx = version_context(args.version, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
-    booster = load_ranker(args.version / "rerank")
-    names = booster.feature_name()
-    facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
-    users = fs.users["user_idx"].to_numpy().astype(np.int64)
+    state = VersionState.load(args.version.resolve())  # what the online path loads
+    cfg, booster, names, facts = state.cfg, state.booster, state.names, state.facts
+    users = state.fs.users["user_idx"].to_numpy().astype(np.int64)
     users = np.sort(np.random.default_rng(0).choice(users[users > 0], args.users, replace=False))
-    frame = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
+    frame = feature_frame(generate_candidates(state.sources, users), state.ctx)
     k = cfg.jobs.k
     report = Report("early_exit", args)
     where = (f"{args.users:,} users, {frame.height / args.users:.0f} candidates each, "

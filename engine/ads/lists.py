@@ -62,13 +62,13 @@ class Shortlist:
 
     @classmethod
     def build(cls, inv: Inventory, fs: FeatureSet, past: pl.DataFrame, when: datetime,
-              n: int) -> Shortlist:
+              n: int, stats: AdStats | None = None) -> Shortlist:
         a = len(inv.item_idx)
         if n == 0 or n >= a:
             return cls({}, {}, np.arange(a), a, True)
         probe = pl.DataFrame({"user_id": pl.Series([None] * a, dtype=past["user_id"].dtype),
                               "item_id": inv.item_id}).with_columns(pl.lit(when).alias("ts"))
-        feats = ad_features(probe, past, fs)
+        feats = ad_features(probe, past, fs, stats)
         prior = feats["ad_ctr"].to_numpy() * inv.bid
         order = np.argsort(-prior, kind="stable")
         category = feats["top_category"].fill_null(-1).to_numpy()
@@ -117,8 +117,8 @@ def ad_lists(users: np.ndarray, fs: FeatureSet, model: Pctr, log: pl.DataFrame,
 
     ids = pl.Series(user_ids, dtype=log["user_id"].dtype)
     pos = dict(zip(np.asarray(users, np.int64).tolist(), range(len(users)), strict=True))
-    short = Shortlist.build(inv, fs, past, when, cfg.candidates)
-    stats = AdStats.of(past, fs)  # once: every chunk of users is featured against this past
+    stats = AdStats.of(past, fs)  # once: the shortlist and every chunk of users read it
+    short = Shortlist.build(inv, fs, past, when, cfg.candidates, stats)
 
     def pctr(rows: np.ndarray, ads: np.ndarray) -> np.ndarray:
         """(rows, ads) calibrated pCTR on each row's shortlist, 0 elsewhere (below any
