@@ -55,14 +55,18 @@ class SplitConfig(Section):
 
     Give the cutoffs as TOML datetimes, or as day counts before the last interaction
     (`valid_days`, `test_days`). `leave_last_out` puts each user's last interaction in test and
-    the one before it in valid instead.
+    the one before it in valid instead. `holdout` puts each user's latest `holdout_share` of
+    interactions (at least one) in test and the latest share of the rest in valid: the split
+    for sites whose users come back rarely, where a global date catches few of them.
     """
 
-    strategy: Literal["temporal", "leave_last_out"] = "temporal"
+    strategy: Literal["temporal", "leave_last_out", "holdout"] = "temporal"
     valid_start: datetime | None = None
     test_start: datetime | None = None
     valid_days: float | None = Field(default=None, gt=0)
     test_days: float | None = Field(default=None, gt=0)
+    holdout_share: float = Field(default=0.2, gt=0, lt=1)
+    """With `holdout`: each user's latest share of interactions held out (test, then valid)."""
 
     @field_validator("valid_start", "test_start")
     @classmethod
@@ -74,7 +78,7 @@ class SplitConfig(Section):
 
     @model_validator(mode="after")
     def _cutoffs_given(self) -> SplitConfig:
-        if self.strategy == "leave_last_out":
+        if self.strategy != "temporal":
             return self
         absolute = self.valid_start is not None and self.test_start is not None
         relative = self.valid_days is not None and self.test_days is not None

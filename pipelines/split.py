@@ -3,6 +3,8 @@
 Temporal (the default): rows before `valid_start` train, rows in [valid_start, test_start)
 validate, rows from `test_start` on test, so no model ever sees the future of what it is scored
 on. Leave-last-out: each user's last interaction is test and the one before it valid.
+Holdout: each user's latest share of interactions is test, the latest share of the rest valid
+(a user's own cutoff, for users who come back rarely and a global date would miss).
 """
 
 from __future__ import annotations
@@ -59,8 +61,46 @@ def leave_last_out(lf: pl.LazyFrame, *, user: str = "user_id", ts: str = "ts") -
     )
 
 
+def latest_share(share: float, *, user: str = "user_id", ts: str = "ts",
+                 within: str | None = None) -> pl.Expr:
+    """True on each user's latest `share` of rows (of the rows whose split is `within`, when
+    given): at least one, never all of them, so the user keeps a history to be scored from.
+    Ties in time break by row order."""
+    rows = pl.col(ts).is_not_null() if within is None else pl.col(SPLIT) == within
+    order = pl.when(rows).then(pl.col(ts))          # other splits' rows sort last
+    pos = pl.int_range(pl.len()).over(user, order_by=order, descending=True, nulls_last=True)
+    n = rows.cast(pl.Int64).sum().over(user)
+    held = (n * share).round().cast(pl.Int64).clip(1, None)
+    return rows & (n >= 2) & (pos < pl.min_horizontal(held, n - 1))
+
+
+def user_holdout(lf: pl.LazyFrame, share: float, *, user: str = "user_id",
+                 ts: str = "ts") -> pl.LazyFrame:
+    """Add a `split` column: each user's latest `share` of rows is test, the latest `share` of
+    the remaining rows valid, the rest train (a user with one row keeps it in train)."""
+    return (lf.with_columns(pl.when(latest_share(share, user=user, ts=ts)).then(pl.lit("test"))
+                            .otherwise(pl.lit("train")).alias(SPLIT))
+            .with_columns(pl.when(latest_share(share, user=user, ts=ts, within="train"))
+                          .then(pl.lit("valid")).otherwise(pl.col(SPLIT)).alias(SPLIT)))
+
+
+def per_user_cutoff(lf: pl.LazyFrame, share: float, *, drop_test: bool,
+                    user: str = "user_id", ts: str = "ts") -> pl.LazyFrame:
+    """Re-split for the re-ranker's training lists at per-user cutoffs: each user's latest
+    `share` of the kept rows is "valid" (the labels), the rest "train". With `drop_test` the
+    configured test rows are dropped first (lists for a model scored on them must never see
+    them); otherwise every row is kept (lists for the published model)."""
+    if drop_test:
+        lf = lf.filter(pl.col(SPLIT) != "test")
+    return (lf.with_columns(pl.lit("train").alias(SPLIT))
+            .with_columns(pl.when(latest_share(share, user=user, ts=ts, within="train"))
+                          .then(pl.lit("valid")).otherwise(pl.col(SPLIT)).alias(SPLIT)))
+
+
 def split_interactions(lf: pl.LazyFrame, cfg: SplitConfig, last_ts: datetime) -> pl.LazyFrame:
     """Apply the configured split strategy."""
     if cfg.strategy == "leave_last_out":
         return leave_last_out(lf)
+    if cfg.strategy == "holdout":
+        return user_holdout(lf, cfg.holdout_share)
     return temporal_split(lf, resolve_cutoffs(cfg, last_ts))
