@@ -17,7 +17,8 @@ from engine.candidates.covisit import covisitation
 from engine.index import IndexConfig, build_index
 from pipelines.dataset import FeatureSet
 
-CFG = CandidatesConfig(ann=30, covisit=20, content=10, trending=10, repeat=5, cold_user=15)
+CFG = CandidatesConfig(ann=30, covisit=20, content=10, trending=10, repeat=5, cold_user=15,
+                       ease=12, knn=12, transitions=8)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,15 @@ def sources_by_name(ctx: CandidateContext) -> dict[str, object]:
     return {s.name: s for s in default_sources(ctx)}
 
 
-@pytest.mark.parametrize("name", ["ann", "covisit", "content", "trending", "repeat", "cold_user"])
+SOURCE_SIZE = {"ease": "ease", "knn": "knn", "next": "transitions"}
+
+
+@pytest.mark.parametrize("name", ["ann", "covisit", "content", "trending", "repeat", "cold_user",
+                                  "ease", "knn", "next"])
 def test_source_contract(ctx: CandidateContext, users: np.ndarray, name: str) -> None:
     source = sources_by_name(ctx)[name]
     df = source(users)  # type: ignore[operator]
-    size = getattr(CFG, name)
+    size = getattr(CFG, SOURCE_SIZE.get(name, name))
     assert df.columns == ["user_idx", "item_idx", "score", "rank"]
     assert df.height > 0, f"{name} proposed nothing"
     assert set(df["user_idx"].to_list()) <= set(users.tolist())

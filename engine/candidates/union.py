@@ -9,9 +9,11 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from engine.candidates.collaborative import EaseSource, KnnSource, ease_fits
 from engine.candidates.context import CandidateContext
 from engine.candidates.covisit import CovisitSource
 from engine.candidates.popular import ColdUserSource, RepeatSource, TrendingSource
+from engine.candidates.sequence import TransitionSource
 from engine.candidates.vectors import AnnSource, ContentSource
 
 
@@ -35,6 +37,9 @@ def default_sources(ctx: CandidateContext) -> list[CandidateSource]:
         (cfg.trending, True, TrendingSource),
         (cfg.repeat, True, RepeatSource),
         (cfg.cold_user, True, ColdUserSource),
+        (cfg.ease, ease_fits(ctx), EaseSource),
+        (cfg.knn, True, KnnSource),
+        (cfg.transitions, True, TransitionSource),
     ]
     return [make(ctx) for size, available, make in wanted if size > 0 and available]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from threadpoolctl import threadpool_limits
 
+from engine.candidates.itemitem import ItemItem, top_of_scores
 from engine.evaluation.config import EvaluationConfig
 
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -53,52 +53,15 @@ def popularity(x: Interactions, recent: sp.csr_matrix | None = None) -> Scorer:
 def item_knn(x: Interactions, neighbours: int, shrink: float = 10.0) -> Scorer:
     """Score = sum of cosine similarities (co-occurrence / sqrt of both degrees, shrunk) of
     the item to the user's items, keeping each item's `neighbours` most similar items."""
-    m = x.matrix
-    co = (m.T @ m).tocsr().astype(np.float32)
-    deg = np.asarray(m.sum(axis=0)).ravel().astype(np.float32)
-    co.setdiag(0)
-    co.eliminate_zeros()
-    co = co.tocoo()
-    sim = co.data / (np.sqrt(deg[co.row] * deg[co.col]) + shrink)
-    sim_m = sp.csr_matrix((sim, (co.row, co.col)), shape=co.shape)
-    sim_m = _keep_top_per_row(sim_m, neighbours)
-    # score(u, j) = sum over the user's items i of sim(i, j)
-    return lambda rows: np.asarray((m[rows] @ sim_m).todense(), dtype=np.float32)
-
-
-def _keep_top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """`m` with all but each row's `k` largest entries dropped."""
-    m = m.tocsr()
-    row = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    order = np.lexsort((-m.data, row))                       # by row, largest first
-    rank = np.arange(len(order)) - m.indptr[row[order]]      # position within the row
-    keep = order[rank < k]
-    return sp.csr_matrix((m.data[keep], (row[keep], m.indices[keep])), shape=m.shape,
-                         dtype=np.float32)
+    model = ItemItem.knn(x.matrix, neighbours=neighbours, shrink=shrink)
+    return model.scores
 
 
 def ease(x: Interactions, lam: float, max_items: int) -> Scorer:
-    """EASE (Steck 2019): B = I - P diagMat(1 / diag(P)), P = (X'X + lambda I)^-1, on the
-    `max_items` most interacted items (a dense item x item matrix; items beyond never score)."""
-    m = x.matrix
-    deg = np.asarray(m.sum(axis=0)).ravel()
-    keep = np.sort(np.argsort(-deg, kind="stable")[:max_items])
-    keep = keep[deg[keep] > 0]
-    sub = m[:, keep]
-    gram = torch.from_numpy((sub.T @ sub).toarray().astype(np.float64))
-    gram += lam * torch.eye(len(keep), dtype=torch.float64)
-    p = torch.linalg.inv(gram)
-    del gram  # in place from here: a 20k-item EASE holds two dense float64 matrices at most
-    p /= -torch.diag(p)[None, :]
-    p.fill_diagonal_(0.0)
-    b32 = p.to(torch.float32).numpy()
-    del p
-
-    def score(rows: np.ndarray) -> np.ndarray:
-        out = np.full((len(rows), x.n_items), -np.inf, np.float32)
-        out[:, keep] = np.asarray(sub[rows].todense(), np.float32) @ b32
-        return out
-    return score
+    """EASE (Steck 2019) on the `max_items` most interacted items (a dense item x item
+    matrix; items beyond never score)."""
+    model = ItemItem.ease(x.matrix, lam=lam, max_items=max_items)
+    return lambda rows: np.nan_to_num(model.scores(rows), nan=-np.inf)
 
 
 def als(x: Interactions, factors: int, regularization: float, iterations: int, alpha: float,
@@ -174,16 +137,3 @@ def top_items(score: Scorer, rows: np.ndarray, blocked: sp.csr_matrix, allowed: 
         s[b.row, b.col] = -np.inf
         out[a:a + len(r)] = top_of_scores(s, k)
     return out
-
-
-def top_of_scores(s: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) column indices of the k best finite scores per row (ties by lower index)."""
-    k_eff = min(k, s.shape[1])
-    part = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff]
-    vals = np.take_along_axis(s, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    top = np.take_along_axis(part, order, axis=1)
-    top = np.where(np.isfinite(np.take_along_axis(vals, order, axis=1)), top, -1)
-    if k_eff < k:
-        top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-1)
-    return top
