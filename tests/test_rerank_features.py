@@ -15,7 +15,8 @@ from engine.rerank.dataset import attach_labels, rank_data, split_users
 from engine.rerank.features import GRADES, feature_frame, feature_names, labels
 from pipelines.dataset import FeatureSet
 
-CFG = CandidatesConfig(ann=0, covisit=20, content=10, trending=10, repeat=5, cold_user=10)
+CFG = CandidatesConfig(ann=0, covisit=20, content=10, trending=10, repeat=5, cold_user=10,
+                       ease=10, knn=10, transitions=10)
 
 
 def context(fs: FeatureSet) -> CandidateContext:
@@ -94,3 +95,43 @@ def test_items_without_history_have_unknown_popularity(small_features: FeatureSe
     assert cold.any() and len(pop_cols) >= 6
     assert frame.filter(cold).select(pop_cols).null_count().row(0) == (cold.sum(),) * len(pop_cols)
     assert frame.filter(~cold)["count_all"].null_count() == 0
+
+
+@pytest.fixture(scope="module")
+def per_user_features(small_config) -> FeatureSet:  # noqa: ANN001 - a PipelineConfig
+    """The view of the re-ranker's lists at per-user cutoffs: each user's latest 20% label."""
+    from functools import partial
+
+    from pipelines.dataset import build_features
+    from pipelines.split import per_user_cutoff
+
+    return build_features(small_config, window="train",
+                          resplit=partial(per_user_cutoff, share=0.2, drop_test=True))
+
+
+def test_per_user_cutoffs_label_each_users_latest_rows(per_user_features: FeatureSet) -> None:
+    inter = per_user_features.interactions
+    assert set(inter["split"].unique()) == {"train", "valid"}   # the test rows are gone
+    bounds = inter.group_by("user_idx", "split").agg(pl.col("ts").min().alias("lo"),
+                                                     pl.col("ts").max().alias("hi"))
+    per_user = bounds.pivot(on="split", index="user_idx", values=["lo", "hi"]).drop_nulls()
+    assert per_user.height > 100
+    assert (per_user["lo_valid"] >= per_user["hi_train"]).all()   # labels after the history
+    users_with_labels = inter.filter(pl.col("split") == "valid")["user_idx"].n_unique()
+    assert users_with_labels > 0.5 * inter["user_idx"].n_unique()  # most users give a list
+
+
+def test_per_user_lists_do_not_see_the_labels(per_user_features: FeatureSet) -> None:
+    """Drop or double every user's label rows: the candidates and features stay the same."""
+    fs0 = per_user_features
+    users = (fs0.interactions.filter(pl.col("split") == "valid")["user_idx"].unique().sort()
+             .to_numpy()[:120].astype(np.int64))
+    ctx = context(fs0)
+    base = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
+    labels_ = pl.col("split") == "valid"
+    for changed in (fs0.interactions.filter(~labels_),
+                    pl.concat([fs0.interactions, fs0.interactions.filter(labels_)])):
+        fs = dataclasses.replace(fs0, interactions=changed)
+        ctx = context(fs)
+        again = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
+        assert_frame_equal(again, base)

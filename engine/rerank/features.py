@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from engine.candidates.collaborative import ease_fits, ease_model, knn_model
 from engine.candidates.context import CandidateContext
+from engine.candidates.sequence import transition_scores
 from engine.rerank.similarity import vector_features
 from engine.lookup import ByKey, dense_by_item, gather_items
 from pipelines.dataset import FeatureSet
@@ -115,6 +117,7 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     recent = ctx.recent(users).with_columns(pl.col("user_idx").cast(pl.Int64),
                                             pl.col("item_idx").cast(pl.Int64))
     df = df.with_columns(**{k: pl.Series(v) for k, v in vector_features(df, ctx, recent).items()})
+    df = item_item_features(df, ctx)
     intent = _recent_intent(recent, t["items"])
     df = df.hstack(gather_items(t["items"], df["item_idx"].to_numpy()))
     return (df.join(t["affinity"].rows(users), on=["user_idx", "top_category"], how="left")
@@ -133,6 +136,25 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
             .drop("top_category", "leaf_category", "brand_idx", "user_mean_price")
             .pipe(list_features)
             .pipe(lambda f: hide_popularity(f, pl.col("days_since_last").is_null())))
+
+
+def item_item_features(df: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
+    """`<source>_score` of the item-to-item sources (EASE, item-kNN, transitions) for every
+    candidate, not only the ones each proposed (`<source>_rank` still says which): the score
+    the strongest simple model gives this item for this user, whoever found it."""
+    c = ctx.cfg
+    users, items = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
+    cols = {}
+    if c.ease > 0 and ease_fits(ctx):
+        cols["ease_score"] = ease_model(ctx).pair_scores(users, items)
+    if c.knn > 0:
+        cols["knn_score"] = knn_model(ctx).pair_scores(users, items)
+    out = df.with_columns(**{k: pl.Series(k, v, pl.Float64) for k, v in cols.items()})
+    if c.transitions > 0:
+        nxt = transition_scores(ctx, np.unique(users)).rename({"score": "next_score"})
+        out = (out.drop("next_score", strict=False).join(nxt, on=KEYS, how="left")
+               .with_columns(pl.col("next_score").fill_null(0.0)))
+    return out
 
 
 POPULARITY = ("count_", "weight_all", "days_since_last", "leaf_traffic_share")
