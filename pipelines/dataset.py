@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 import polars as pl
@@ -132,13 +133,15 @@ FEATURE_STEPS = 6
 
 def build_features(cfg: PipelineConfig, *, window: Window = "train",
                    tables: Tables | None = None, vocabs: Vocabularies | None = None,
+                   resplit: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
                    report: Report = silent) -> FeatureSet:
     """Validate the inputs (unless `tables` is given) and build every feature.
 
     Interactions of all splits are kept (with their `split` label) for training and
     evaluation; histories, popularity and affinity use only the rows of `window`, as of the
     end of that window. `vocabs` (default: fitted on the tables) lets an incremental run keep
-    a trained model's indices.
+    a trained model's indices. `resplit` rewrites the configured split (and may drop rows):
+    the per-user cutoffs of the re-ranker's training lists (`pipelines.split.per_user_cutoff`).
     """
     report("validate inputs")
     tables = tables or validate_tables(cfg.data, cfg.columns)
@@ -151,13 +154,14 @@ def build_features(cfg: PipelineConfig, *, window: Window = "train",
         tables.interactions.lazy()
         .pipe(positives, fc.event_weights)
         .pipe(split_interactions, cfg.split, last_ts)
+        .pipe(resplit or (lambda lf: lf))
         .select(vocabs.user.encode(pl.col("user_id")).alias("user_idx"),
                 vocabs.item.encode(pl.col("item_id")).alias("item_idx"),
                 "ts", "event", "value", "weight", SPLIT)
         .sort("ts", "user_idx", "item_idx")
         .collect(engine="streaming")
     )
-    if cfg.split.strategy == "temporal":
+    if cfg.split.strategy == "temporal" and resplit is None:
         cut = resolve_cutoffs(cfg.split, last_ts)
         valid_start, test_start = cut.valid_start, cut.test_start
         as_of = {"train": valid_start, "valid": test_start, "all": None}[window]

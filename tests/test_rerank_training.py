@@ -88,3 +88,32 @@ def test_ranker_fits_and_round_trips(tmp_path: Path, cfg: EngineConfig,
     x = rank_data(lists, fitted.names).x
     np.testing.assert_allclose(back.predict(x),
                                fitted.booster.predict(x, num_iteration=fitted.booster.best_iteration))
+
+
+def test_list_mode_takes_per_user_cutoffs_where_global_ones_catch_few_users(
+        cfg: EngineConfig, small_features: FeatureSet) -> None:
+    """Weekly-active users: the global cutoffs' label windows hold them. Users scattered in
+    time (here: a per-user split, or label windows shrunk to an hour): per-user cutoffs."""
+    from pipelines.validate import validate_tables
+
+    from engine.rerank.training import list_mode
+
+    tables = validate_tables(cfg.data, cfg.columns)
+    at = small_features.valid_start
+    assert list_mode(cfg, tables, at) == "temporal"
+    hour = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(
+        update={"label_days": 1 / 24, "training_cutoffs": 1})})
+    assert list_mode(hour, tables, at) == "per_user"
+    holdout = cfg.model_copy(update={"split": cfg.split.model_copy(
+        update={"strategy": "holdout"})})
+    assert list_mode(holdout, tables, at) == "per_user"
+
+
+def test_per_user_lists_label_users_after_their_own_cutoff(cfg: EngineConfig) -> None:
+    per_user = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(
+        update={"lists": "per_user"})})
+    got = training_lists(per_user, build_features(cfg).as_of, epochs=1, exclude_test=True)
+    assert got["cutoff"].unique().to_list() == [0]
+    n_lists = got.select("user_idx").n_unique()
+    assert n_lists > 100                         # most of the 400 users give a list
+    assert got.group_by("user_idx").agg((pl.col("label") > 0).any())["label"].all()

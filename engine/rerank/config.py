@@ -38,6 +38,22 @@ class RankerConfig(Section):
     """At most this many users' lists per cutoff (a random sample of the users active in its
     label window; None: all): memory and fit time stay flat as the user base grows, and a few
     thousand lists per cutoff already carry most of what the ranker can learn."""
+    lists: Literal["auto", "temporal", "per_user"] = "auto"
+    """Where training lists are cut. "temporal": at the global cutoffs above, which catch
+    the users active in each label window (every user, on a shop visited weekly). "per_user":
+    at each user's own cutoff, their latest `label_share` of interactions as labels and the
+    rest as history, which catches every returning user however rarely they come (rating
+    sites, most shops). "auto" takes per-user cutoffs when the split is not temporal or the
+    temporal cutoffs' label windows hold fewer than half the users per-user cutoffs would."""
+    label_share: float = Field(default=0.2, gt=0, lt=1)
+    """Per-user cutoffs: each user's latest share of interactions (at least one) labels."""
+    per_user_lists: int | None = Field(default=20_000, ge=1)
+    """Per-user cutoffs: at most this many users' lists (a random sample; None: all)."""
+    negatives_per_list: int = Field(default=150, ge=0)
+    """Training lists keep every positive and at most this many of their other candidates
+    (a seeded random sample; 0: all). A list of 500 candidates with one positive teaches
+    little more from its 500th negative than from its 150th, and the fit's time grows with
+    the rows."""
     popularity_dropout: float = Field(default=0.1, ge=0, lt=1)
     """Share of (cutoff, item) pairs whose popularity features are hidden in the training
     lists, as they are for items with no history: the ranker then learns to rank an unknown
@@ -52,6 +68,11 @@ class RankerConfig(Section):
     early_exit_keep: int = Field(default=100, ge=1)
     """Candidates per user scored with the whole model after the early exit (never fewer
     than the rows the rules see for a list: 5 x k, at least 50)."""
+    explain_shap_trees: int = Field(default=0, ge=0)
+    """Explaining the lists (`why`): the first this many trees are attributed with TreeSHAP,
+    the rest by their decision paths (0: every tree by its path). Either way a row's
+    contributions and the bias sum to its score; TreeSHAP costs leaves x depth^2 per tree and
+    row, enough over a large model to outlast the scoring (`engine.rerank.explain`)."""
 
     def params(self) -> dict[str, object]:
         return {"objective": self.objective, "metric": "ndcg", "ndcg_eval_at": [self.ndcg_at],

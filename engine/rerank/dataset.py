@@ -47,3 +47,14 @@ def split_users(frame: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFr
     held = pl.DataFrame({"user_idx": rng.choice(users, n, replace=False)})
     return (frame.join(held, on="user_idx", how="anti"),
             frame.join(held, on="user_idx", how="semi"))
+
+
+def sample_negatives(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """Every positive row of each query and at most `n` of its negatives (chosen by a seeded
+    hash, so the same inputs keep the same rows); `n` = 0 keeps every row."""
+    if n <= 0 or frame.is_empty():
+        return frame
+    order = pl.struct(*QUERY, "item_idx").hash(seed)
+    keep = (pl.col("label") > 0) | (
+        order.rank("ordinal").over([*QUERY, (pl.col("label") > 0).alias("_positive")]) <= n)
+    return frame.filter(keep)

@@ -7,12 +7,18 @@ At each cutoff a two-tower model is trained on what came before it only (a fixed
 never looking at the label window), candidates and features are computed as of the cutoff, and
 labels come from the `label_days` after it: the same view of the world the ranker gets when it
 serves, repeated over time.
+
+Where users come back rarely a global cutoff catches few of them (a few hundred lists on a
+shop of 15k users), so lists can also be cut per user (`[rerank] lists`): each user's latest
+interactions label, everything before them (and every other user's rows except their labels)
+is the history the models, candidates and features are built from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timedelta
 
 import lightgbm as lgb
@@ -21,14 +27,15 @@ import polars as pl
 
 from engine.candidates import default_sources, generate_candidates
 from engine.config import EngineConfig
-from engine.rerank.dataset import attach_labels, rank_data, split_users
+from engine.rerank.dataset import attach_labels, rank_data, sample_negatives, split_users
 from engine.rerank.features import feature_frame, feature_names, hide_popularity, labels
 from engine.rerank.ndcg import mean_ndcg
 from engine.rerank.ranker import train_ranker
 from engine.retrieval import TrainedRetrieval, retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, Window, build_features
 from pipelines.errors import DataError
-from pipelines.validate import validate_tables
+from pipelines.split import per_user_cutoff
+from pipelines.validate import Tables, validate_tables
 
 
 def labelled_lists(cfg: EngineConfig, trained: TrainedRetrieval, *, window: Window,
@@ -46,7 +53,8 @@ def labelled_lists(cfg: EngineConfig, trained: TrainedRetrieval, *, window: Wind
         users = np.sort(rng.choice(users, max_users, replace=False))
     cands = generate_candidates(default_sources(ctx), users)
     frame = feature_frame(cands, ctx).with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff"))
-    return attach_labels(frame, labels(ctx, label_split))
+    return sample_negatives(attach_labels(frame, labels(ctx, label_split)),
+                            cfg.rerank.negatives_per_list, cfg.rerank.seed + cutoff)
 
 
 def shifted(cfg: EngineConfig, valid_start: datetime, label_days: float) -> EngineConfig:
@@ -58,12 +66,53 @@ def shifted(cfg: EngineConfig, valid_start: datetime, label_days: float) -> Engi
     return cfg.model_copy(update={"split": split})
 
 
-def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
+def list_mode(cfg: EngineConfig, tables: Tables, latest: datetime) -> str:
+    """"temporal" or "per_user" (see `[rerank] lists`): per-user cutoffs when the split is
+    not temporal, or when the temporal cutoffs' label windows hold fewer than half the users
+    that per-user cutoffs would give lists to."""
+    rc = cfg.rerank
+    if rc.lists != "auto":
+        return rc.lists
+    if cfg.split.strategy != "temporal":
+        return "per_user"
+    inter = tables.interactions.select("user_id", "ts")
+    temporal = 0
+    for n in range(rc.training_cutoffs):
+        at = latest - timedelta(days=n * rc.cutoff_step_days)
+        active = inter.filter((pl.col("ts") >= at)
+                              & (pl.col("ts") < at + timedelta(days=rc.label_days)))
+        temporal += min(active["user_id"].n_unique(), rc.users_per_cutoff or 1 << 62)
+    returning = int((inter.group_by("user_id").len()["len"] >= 2).sum())
+    per_user = min(returning, rc.per_user_lists or 1 << 62)
+    return "temporal" if temporal >= per_user / 2 else "per_user"
+
+
+def per_user_lists(cfg: EngineConfig, tables: Tables, *, epochs: int, drop_test: bool,
                    report: Callable[[str], None] = lambda _: None) -> pl.DataFrame:
+    """Labelled lists at per-user cutoffs: each user's latest `label_share` of positives
+    label (column `cutoff` is 0). The two-tower model, the candidates and every feature see
+    only the rows before each user's cutoff and no row of any user's labels; with
+    `drop_test` the configured test rows are gone too (lists for a model scored on them)."""
+    rc = cfg.rerank
+    report("training lists at per-user cutoffs")
+    cut = partial(per_user_cutoff, share=rc.label_share, drop_test=drop_test)
+    fs = build_features(cfg, window="train", tables=tables, resplit=cut)
+    trained = train_retrieval(cfg, epochs=epochs, fs=fs)
+    return labelled_lists(cfg, trained, window="train", label_split="valid", cutoff=0,
+                          max_users=rc.per_user_lists, fs=fs)
+
+
+def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
+                   report: Callable[[str], None] = lambda _: None,
+                   exclude_test: bool = False) -> pl.DataFrame:
     """Labelled lists of `cfg.rerank.training_cutoffs` cutoffs, the latest at `latest`, the
-    others `cutoff_step_days` apart before it; column `cutoff` counts back from 0."""
+    others `cutoff_step_days` apart before it; column `cutoff` counts back from 0. Or, where
+    `list_mode` says so, lists at per-user cutoffs (`per_user_lists`; `exclude_test` keeps
+    the configured test rows out of them, as `latest` does for temporal cutoffs)."""
     rc = cfg.rerank
     tables = validate_tables(cfg.data, cfg.columns)  # the same inputs at every cutoff
+    if list_mode(cfg, tables, latest) == "per_user":
+        return per_user_lists(cfg, tables, epochs=epochs, drop_test=exclude_test, report=report)
     parts = []
     for n in range(rc.training_cutoffs):
         at = latest - timedelta(days=n * rc.cutoff_step_days)
