@@ -41,6 +41,9 @@ class EvaluationConfig(Section):
     als_alpha: float = Field(default=5.0, ge=0)
     activity_bins: list[int] = [1, 5, 20, 50]
     """Lower edges of the user activity segments (positives in the fit window); 0 = new."""
+    min_users: int = Field(default=500, ge=1)
+    """Fewer evaluated users than this and the report says the figures cannot decide between
+    methods instead of naming a winner (a few dozen users' NDCG moves by chance alone)."""
     bootstrap_draws: int = Field(default=2000, ge=100)
     seed: int = 0
     enabled: bool = True

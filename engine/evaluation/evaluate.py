@@ -35,7 +35,7 @@ from engine.evaluation.metrics import RANKING, gains_of, means, ranking_metrics
 from engine.evaluation.stage_lists import Oracle, recengine_lists, two_tower_lists
 from engine.rerank.features import GRADES
 from engine.rerank.ndcg import paired_bootstrap
-from engine.rerank.training import fit_ranker, training_lists
+from engine.rerank.training import fit_ranker, list_mode, training_lists
 from engine.retrieval import retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.errors import DataError
@@ -142,12 +142,18 @@ def method_figures(tops: dict[str, np.ndarray], per_user: dict[str, dict[str, np
     return methods
 
 
-def verdict_of(methods: dict[str, dict], significance: dict[str, dict[str, float]], key: str
-               ) -> dict[str, object]:
-    """The final list against the best baseline on `key`, plainly; shares of the oracle."""
+def verdict_of(methods: dict[str, dict], significance: dict[str, dict[str, float]], key: str,
+               *, users: int | None = None, min_users: int = 0) -> dict[str, object]:
+    """The final list against the best baseline on `key`, plainly; shares of the oracle.
+    With fewer than `min_users` evaluated users it names no winner (`decided` False)."""
     baselines = [n for n in methods if STAGE_OF.get(n) == "baseline"]
     final_v = methods["final"]["metrics"][key]
     verdict: dict[str, object] = {"metric": key, "final": final_v}
+    if users is not None and users < min_users:
+        verdict |= {"decided": False, "users": users, "min_users": min_users,
+                    "reason": f"the test set holds {users:,} users, fewer than [evaluation] "
+                              f"min_users = {min_users:,}: these figures cannot decide "
+                              "between the methods"}
     if baselines:
         best_name = max(baselines, key=lambda n: methods[n]["metrics"][key])
         best_v = methods[best_name]["metrics"][key]
@@ -179,7 +185,8 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         refit = train_retrieval(cfg, window="valid", epochs=epochs)
     report("evaluation: re-ranker on lists labelled before the test start")
     with timer("re-ranker training lists"):
-        lists = training_lists(cfg, fs_train.as_of, epochs=epochs, report=report)
+        lists = training_lists(cfg, fs_train.as_of, epochs=epochs, report=report,
+                               exclude_test=True)
     with timer("re-ranker fit"):
         ranker = fit_ranker(lists, cfg)
     ctx, _ = retrieval_context(cfg, fs, refit)
@@ -216,7 +223,8 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     significance = {name: {"metric": key, **paired(per_user["final"][key], per_user[name][key],
                                                      ec.bootstrap_draws, ec.seed)}
                     for name in tops if name != "final" and STAGE_OF.get(name) != "oracle"}
-    verdict = verdict_of(methods, significance, key)
+    verdict = verdict_of(methods, significance, key, users=int(len(truth.users)),
+                         min_users=ec.min_users)
 
     hits_c = gains_of(made.candidates, truth) > 0
     candidates = {"recall": float((hits_c.sum(1) / truth.n_relevant).mean()),
@@ -228,6 +236,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                              oracle.truth if oracle is not None else None)
     return {
         "protocol": {"fit": "train + valid windows", "scored": "test window",
+                     "split": cfg.split.strategy, "list_mode": list_mode(cfg, tables, fs_train.as_of),
                      "test_start": str(fs.test_start), "users": int(len(truth.users)),
                      "relevant_items": int(truth.n_relevant.sum()),
                      "eligible_items": int(h.eligible.sum()), "ks": ec.ks, "epochs": epochs,

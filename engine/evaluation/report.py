@@ -79,7 +79,11 @@ def summary(doc: dict) -> str:
              f"(from {html.escape(str(doc['protocol']['test_start']))}); models fitted on "
              f"{html.escape(doc['protocol']['fit'])}; full corpus of "
              f"{doc['protocol']['eligible_items']:,} eligible products, seen items excluded.</p>"]
-    if "best_baseline" in v:
+    if v.get("decided") is False:
+        lines.append(f'<p class=bad>No verdict: {html.escape(str(v["reason"]))}. recengine\'s '
+                     f'final list scores {metric} {v["final"]:.4f}; the table below shows every '
+                     "method, but their differences here are within chance.</p>")
+    elif "best_baseline" in v:
         name = doc["methods"][v["best_baseline"]]["label"]
         css, where = ("good", "at or above") if v["beats_best_baseline"] else ("bad", "BELOW")
         lines.append(f'<p class={css}>recengine\'s final list scores {metric} '

@@ -95,17 +95,28 @@ def two_tower_lists(ctx: CandidateContext, h: Holdout, kmax: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Oracle:
-    """The generator's true utility at the middle of the test window (generated data only)."""
+    """The generator's true utility at the middle of the test window, or at the end of the fit
+    window for per-user splits (generated data only). Where the generator chains items, each
+    user's last item in the fit window says which successor the truth favours."""
 
     truth: GroundTruth
     at: datetime
+    last: np.ndarray | None = None   # (ground-truth users,) item row of each one's last item
 
     @classmethod
     def of(cls, cfg: EngineConfig, fs: FeatureSet) -> Oracle | None:
-        if cfg.data.ground_truth is None or fs.test_start is None:
+        if cfg.data.ground_truth is None:
             return None
-        return cls(GroundTruth.load(cfg.data.ground_truth),
-                   fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2)
+        gt = GroundTruth.load(cfg.data.ground_truth)
+        at = (fs.test_start + timedelta(days=cfg.split.test_days or 7) / 2
+              if fs.test_start is not None else fs.as_of)
+        last = (fs.window_interactions().sort("ts")
+                .group_by("user_idx").agg(pl.col("item_idx").last()))
+        rows = np.full(len(gt.user_ids), -1, np.int64)
+        u = gt.rows_of(fs.vocabs.user.decode(last["user_idx"]), gt.user_ids)
+        i = gt.rows_of(fs.vocabs.item.decode(last["item_idx"]), gt.item_ids)
+        rows[u[u >= 0]] = i[u >= 0]
+        return cls(gt, at, rows)
 
     def lists(self, h: Holdout, kmax: int) -> np.ndarray:
         """The best `kmax` eligible unseen items of every held-out user by true utility."""
@@ -119,7 +130,9 @@ class Oracle:
             rows = gt_user[users]
             out = np.full((len(rows), len(gt_item)), -np.inf, np.float32)
             known = rows >= 0
-            out[known] = gt.utility(rows[known], self.at)[:, np.maximum(gt_item, 0)]
+            last = None if self.last is None else self.last[rows[known]]
+            out[known] = gt.utility(rows[known], self.at,
+                                    last_items=last)[:, np.maximum(gt_item, 0)]
             return out
 
         return top_items(utility, h.truth.users, h.seen, h.eligible & (gt_item >= 0), kmax)
@@ -128,7 +141,15 @@ class Oracle:
         """The candidate `pairs` ordered by true utility: the best any re-ranker could do with
         these candidates (the gap to `lists` is what the candidate stage loses)."""
         fs = h.fs
+        last = None
+        if self.last is not None:
+            gt_user = self.truth.rows_of(fs.vocabs.user.decode(pairs["user_idx"]),
+                                         self.truth.user_ids)
+            rows = np.where(gt_user >= 0, self.last[np.maximum(gt_user, 0)], -1)
+            ids = self.truth.item_ids.gather(np.maximum(rows, 0))
+            last = pl.select(pl.when(pl.Series(rows >= 0)).then(ids)).to_series()
         util = self.truth.pair_utility(fs.vocabs.user.decode(pairs["user_idx"]),
-                                       fs.vocabs.item.decode(pairs["item_idx"]), self.at)
+                                       fs.vocabs.item.decode(pairs["item_idx"]), self.at,
+                                       last_item_ids=last)
         return to_matrix(ranked(pairs.with_columns(
             pl.Series("score", np.nan_to_num(util, nan=-np.inf)))), h.truth.users, kmax)
