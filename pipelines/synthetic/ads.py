@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.synthetic.events import CLICK, IMPRESSION, Events, Timeline, taste
+from pipelines.synthetic.events import CLICK, IMPRESSION, Events, Timeline, taste, when
 from pipelines.synthetic.sampling import sample_rows
 from pipelines.synthetic.world import World
 
@@ -63,7 +63,7 @@ def sample_ad_log(world: World, tl: Timeline, camp: Campaigns, n_requests: int,
     cdf = np.cumsum(w, 1) / np.maximum(total, 1e-300)[:, None]
 
     user = rng.choice(len(tl.activity), n_requests, p=tl.activity)
-    t = tl.user_from[user] + rng.random(n_requests) * np.maximum(tl.span - 60 - tl.user_from[user], 0)
+    t = when(user, tl, rng, margin=60.0)
     row = np.minimum((t // DAY).astype(np.int64), n_days - 1) * n_top + world.user_top[user]
     ok = total[row] > 0
     user, t, row = user[ok], t[ok], row[ok]

@@ -6,6 +6,12 @@ in it picks an item of that category by sampling-importance-resampling: candidat
 popularity, one kept with probability ∝ exp(taste . q / tau). Items not yet created at the
 view's time are never chosen. Views turn into add-to-cart and purchase with a probability that
 rises with utility; impressions shown by popularity turn into clicks the same way.
+
+Activity is weekly (each event at a uniform time of the user's whole tenure) or bursty (each
+event inside one of the user's 1-3 bursts of a day or two, placed at random over the span; see
+`Timeline`). In the bursty world, products also form chains (`world.Chains`): after a view, the
+user's next view (same burst or a later one) is the successor of the viewed item with
+probability `follow`, else the usual pick.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.synthetic.sampling import GroupedAlias, gumbel_argmax
-from pipelines.synthetic.world import World
+from pipelines.synthetic.world import Chains, World
 
 VIEW, CLICK, CART, PURCHASE, IMPRESSION = 0, 1, 2, 3, 4
 EVENT_NAMES = ("view", "click", "add_to_cart", "purchase", "impression")
@@ -48,6 +54,10 @@ class Timeline:
     user_from: np.ndarray   # (U,) seconds: max(0, signup)
     item_from: np.ndarray   # (I,) seconds: created (may be < 0)
     activity: np.ndarray    # (U,) relative activity, sums to 1
+    burst_first: np.ndarray | None = None  # (U,) bursty: the user's first row in burst_start
+    burst_count: np.ndarray | None = None  # (U,) bursty: the user's number of bursts (1..)
+    burst_start: np.ndarray | None = None  # (B,) bursty: seconds, grouped by user
+    burst_len: np.ndarray | None = None    # (B,) bursty: seconds; a burst ends by span - 4 h
 
 
 def taste(world: World, users: np.ndarray, t: np.ndarray, span: float) -> np.ndarray:
@@ -60,14 +70,47 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _when(users: np.ndarray, tl: Timeline, rng: np.random.Generator, margin: float) -> np.ndarray:
-    lo = tl.user_from[users]
-    return lo + rng.random(len(users)) * np.maximum(tl.span - margin - lo, 0.0)
+def when(users: np.ndarray, tl: Timeline, rng: np.random.Generator, margin: float) -> np.ndarray:
+    """A random time for an event of each user (at least `margin` seconds before the end):
+    uniform over the user's tenure, or, with bursts, uniform inside one of the user's bursts."""
+    if tl.burst_start is None:
+        lo = tl.user_from[users]
+        return lo + rng.random(len(users)) * np.maximum(tl.span - margin - lo, 0.0)
+    b = tl.burst_first[users] + (rng.random(len(users)) * tl.burst_count[users]).astype(np.int64)
+    return tl.burst_start[b] + rng.random(len(users)) * tl.burst_len[b]
+
+
+def follow_chains(user: np.ndarray, item: np.ndarray, t: np.ndarray, successor: np.ndarray,
+                  item_from: np.ndarray, follow: float, rng: np.random.Generator) -> np.ndarray:
+    """Items of views after the chain step: in each user's time order, a view becomes the
+    successor of the user's previous view with probability `follow` (when that item has a
+    successor that exists by then). Returns the new item column."""
+    order = np.lexsort((t, user))
+    u, it, tt = user[order], item[order].copy(), t[order]
+    n = len(u)
+    if n < 2:
+        return item.copy()
+    heads = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    pos = np.arange(n) - np.repeat(heads, np.diff(np.r_[heads, n]))
+    go = rng.random(n) < follow
+    by_pos = np.argsort(pos, kind="stable")
+    cuts = np.searchsorted(pos[by_pos], np.arange(pos.max() + 2))
+    for p in range(1, int(pos.max()) + 1):     # position p depends on the result at p - 1
+        cur = by_pos[cuts[p]:cuts[p + 1]]
+        cur = cur[go[cur]]
+        nxt = successor[it[cur - 1]]
+        ok = nxt >= 0
+        ok[ok] = item_from[nxt[ok]] <= tt[cur[ok]]
+        it[cur[ok]] = nxt[ok]
+    out = np.empty_like(item)
+    out[order] = it
+    return out
 
 
 def sample_sessions(world: World, tl: Timeline, prices: np.ndarray, n_views: int,
-                    rng: np.random.Generator) -> Events:
-    """Browsing sessions: views, then add-to-cart and purchase rows for some of them."""
+                    rng: np.random.Generator, chains: Chains | None = None) -> Events:
+    """Browsing sessions: views, then add-to-cart and purchase rows for some of them. With
+    `chains`, views follow the item chains (`follow_chains`) before the funnel is drawn."""
     products = np.flatnonzero(~world.item_is_ad)
     n_leaf = len(world.leaf_names)
     leaf_of = world.item_leaf[products]
@@ -79,7 +122,7 @@ def sample_sessions(world: World, tl: Timeline, prices: np.ndarray, n_views: int
     lengths = np.minimum(1 + rng.geometric(0.25, size=max(1, n_views // 5)), 30)
     n_sessions = len(lengths)
     s_user = rng.choice(len(tl.activity), n_sessions, p=tl.activity)
-    s_start = _when(s_user, tl, rng, margin=3 * 3600)
+    s_start = when(s_user, tl, rng, margin=3 * 3600)
     s_leaf = np.empty(n_sessions, np.int64)
     for a in range(0, n_sessions, CHUNK):
         b = min(a + CHUNK, n_sessions)
@@ -104,6 +147,8 @@ def sample_sessions(world: World, tl: Timeline, prices: np.ndarray, n_views: int
         item[a:b] = cand[np.arange(b - a), pick]
         ok[a:b] = alive.any(1)
     user, item, t = user[ok], item[ok], t[ok]
+    if chains is not None:
+        item = follow_chains(user, item, t, chains.successor, tl.item_from, chains.follow, rng)
     views = Events(user, item, t, np.full(len(user), VIEW, np.int8), np.full(len(user), np.nan),
                    np.full(len(user), np.nan))
 
@@ -124,7 +169,7 @@ def sample_impressions(world: World, tl: Timeline, n: int, rng: np.random.Genera
     alias = GroupedAlias.build(np.zeros(len(products), np.int64),
                                np.exp(world.item_bias[products]), 1)
     user = rng.choice(len(tl.activity), n, p=tl.activity)
-    t = _when(user, tl, rng, margin=60.0)
+    t = when(user, tl, rng, margin=60.0)
     item = products[alias.sample(np.zeros(n, np.int64), 1, rng)[:, 0]]
     ok = tl.item_from[item] <= t
     user, item, t = user[ok], item[ok], t[ok]

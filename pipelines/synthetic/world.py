@@ -132,3 +132,44 @@ def item_titles(world: World, rng: np.random.Generator) -> list[str]:
     b = brands[world.item_brand]
     w = leaf_word[world.item_leaf]
     return [f"{x} {y} {z} {v}" for x, y, z, v in zip(b, a0, a1, w, strict=True)]
+
+
+@dataclass(frozen=True)
+class Chains:
+    """Series and complements of the bursty world: products grouped into ordered chains (a
+    phone, its case, its charger; volume 1, 2, 3 of a series). After a view of an item, the
+    user's next pick is its successor with probability `follow` (see `events.follow_chains`)."""
+
+    chain: np.ndarray      # (I,) chain id, -1 for items in no chain (ads, loners)
+    position: np.ndarray   # (I,) 0-based place in the chain, -1 outside chains
+    successor: np.ndarray  # (I,) next item of the chain, -1 for the last one and outside chains
+    follow: float
+
+
+def build_chains(world: World, *, share: float, max_len: int, follow: float,
+                 rng: np.random.Generator) -> Chains:
+    """Cut a `share` of the products of each top category, in random order, into chains of 2 to
+    `max_len` items (members may sit in different leaves of that top category: complements)."""
+    n = len(world.item_vecs)
+    chain, position, successor = np.full(n, -1), np.full(n, -1), np.full(n, -1)
+    item_top = world.leaf_top[world.item_leaf]
+    in_chain = (~world.item_is_ad) & (rng.random(n) < share)
+    next_id = 0
+    for t in range(int(world.leaf_top.max()) + 1):
+        members = rng.permutation(np.flatnonzero(in_chain & (item_top == t)))
+        sizes = rng.integers(2, max_len + 1, max(1, len(members) // 2))
+        ends = np.cumsum(sizes)
+        ends = ends[ends < len(members)]
+        bounds = np.concatenate([[0], ends, [len(members)]])
+        if bounds[-1] - bounds[-2] < 2:   # a leftover single item stays out of chains
+            members, bounds = members[:-1], bounds[:-1]
+        if len(members) < 2:
+            continue
+        k = np.arange(len(members))
+        local = np.searchsorted(bounds, k, side="right") - 1      # chain of each member
+        chain[members] = next_id + local
+        position[members] = k - bounds[local]
+        same = local[1:] == local[:-1]
+        successor[members[:-1][same]] = members[1:][same]
+        next_id += len(bounds) - 1
+    return Chains(chain=chain, position=position, successor=successor, follow=follow)
