@@ -89,7 +89,10 @@ class VersionState:
                              early_exit_for(self.cfg.rerank, k))
         lists = product_lists(frame, scores, self.facts,  # type: ignore[arg-type]
                               k=k, rules=self.cfg.rules, exclude=exclude)
-        return with_explanations(lists, frame, self.booster, self.names) if explain else lists  # type: ignore[arg-type]
+        if not explain:
+            return lists
+        return with_explanations(lists, frame, self.booster, self.names,  # type: ignore[arg-type]
+                                 shap_trees=self.cfg.rerank.explain_shap_trees)
 
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
                         exclude: set[int], allowed: np.ndarray | None = None) -> pl.DataFrame:

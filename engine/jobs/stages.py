@@ -160,7 +160,8 @@ def recs(run: Run) -> Figures:
         lists = product_lists(frame, score_frame(booster, frame, names, early_exit), facts,
                               k=cfg.jobs.k, rules=cfg.rules)
         if cfg.jobs.explain:
-            lists = with_explanations(lists, frame, booster, names)
+            lists = with_explanations(lists, frame, booster, names,
+                                      shap_trees=cfg.rerank.explain_shap_trees)
         write_parquet(_with_ids(lists, fs).drop("sources", "rules"),
                       out / "kind=product" / f"part-{part:05d}.parquet")
         n_rows += lists.height
