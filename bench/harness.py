@@ -199,6 +199,7 @@ class Report:
 
     def __init__(self, name: str, args: object | None = None) -> None:
         self.name, self.figures = name, []  # type: ignore[var-annotated]
+        self.details: dict[str, Any] = {}  # anything else the benchmark records, JSON-ready
         self.params = {k: (str(v) if isinstance(v, Path) else v)
                        for k, v in vars(args).items()} if args is not None else {}
         self.started = time.perf_counter()
@@ -253,6 +254,8 @@ class Report:
                "params": self.params, "machine": machine(),
                "peak_rss_gib": round(peak_rss() / 2**30, 2),
                "figures": [asdict(f) for f in self.figures]}
+        if self.details:
+            doc["details"] = self.details
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=1, default=str))
         tmp.replace(path)

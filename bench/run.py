@@ -11,7 +11,9 @@ machine-readable file beside the printed tables:
 The full run works on the 1M users x 200k items x 20M interactions generated set and takes
 hours on a 2-core machine; --quick runs the same benchmarks on small sets (100k users x 20k
 items x 2M interactions; the nightly curve at 5k and 10k users over 10k items) in under 10
-minutes.
+minutes, plus the list quality on real data (`bench_real_quality.py`: the full run on the
+grocery, toys and sports sets of ../shared/datasets, --quick on toys only; skipped when the
+folder is absent).
 
     python bench/run.py [--quick] [--only limits,retrieval,...]
 """
@@ -58,6 +60,7 @@ class Sizes:
     online_calls: int = 300
     builds_online: bool = True  # the quick run serves its nightly step's artifact
     repeats: int = 3
+    real_quality: tuple[str, ...] = ("--datasets", "grocery,toys,sports")  # real data sets
 
 
 FULL = Sizes(
@@ -75,7 +78,7 @@ QUICK = Sizes(
     nightly_users=[5_000, 10_000], nightly_items=10_000,
     nightly_out=Path("artifacts/bench-nightly-quick"),
     online=Path("artifacts/bench-nightly-quick/10000/artifacts"), online_calls=100,
-    builds_online=False)
+    builds_online=False, real_quality=("--quick",))
 
 
 def generated(data: Path, users: int, items: int, interactions: int) -> Command:
@@ -139,6 +142,7 @@ def plan(s: Sizes) -> list[tuple[str, list[Command]]]:
         ("online", [*([online_artifact(s.online)] if s.builds_online else []),
                     [PY, str(BENCH / "bench_serving.py"), "--artifacts", str(s.online),
                      "--calls", str(s.online_calls), *r]]),
+        ("real_quality", [[PY, str(BENCH / "bench_real_quality.py"), *s.real_quality]]),
     ]
 
 
