@@ -9,7 +9,6 @@ call and the result is checked by the same validation as any user's data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -168,15 +167,11 @@ def _detect(src: Path) -> Format:
     raise DataError(src, f"no MovieLens files found: expected {expected}")
 
 
-def _write_config(path: Path, ts: pl.Series) -> None:
-    """Config with a temporal split at the 90% / 95% quantiles of the timestamps."""
-    secs = ts.dt.epoch("s")
-    valid = datetime.fromtimestamp(int(secs.quantile(0.9, "lower")), UTC)
-    test = datetime.fromtimestamp(int(secs.quantile(0.95, "lower")), UTC)
-    if test <= valid:
-        test = valid + timedelta(seconds=1)
-    write_data_config(path, split={"strategy": "temporal", "valid_start": valid,
-                                   "test_start": test},
+def _write_config(path: Path) -> None:
+    """Config with a per-user split: each user's latest 20% of ratings held out. Raters come
+    in one or two bursts, most of them long before the last weeks, so a global test window
+    would hold a few dozen of them (58 of 943 users in MovieLens 100K)."""
+    write_data_config(path, split={"strategy": "holdout", "holdout_share": 0.2},
                       comment="MovieLens imported by `recengine import movielens`.")
 
 
@@ -195,7 +190,7 @@ def import_movielens(src: Path, out: Path) -> ImportSummary:
     write_parquet(items, paths["items"])
     write_parquet(users, paths["users"])
     config = out / "config.toml"
-    _write_config(config, inter["ts"])
+    _write_config(config)
     cfg = load_config(config)
     validate_tables(cfg.data, cfg.columns)  # self-check: the output meets the contract
     return ImportSummary(format=fmt, n_users=users.height, n_items=items.height,

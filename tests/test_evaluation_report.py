@@ -109,3 +109,20 @@ def test_ads_section_shows_calibration_and_the_policy_estimates(report: Path) ->
     assert section.count("data:image/png;base64,") == 1
     for text in ("0.0120", "SNIPS", "0.1380", "0.1860", "80.5"):
         assert text in section, text
+
+
+def test_too_few_users_give_no_verdict(report: Path) -> None:
+    """The small set's test window holds fewer users than [evaluation] min_users (500): the
+    page says the figures cannot decide instead of naming a winner."""
+    doc = json.loads((report / "metrics.json").read_text())
+    v = doc["verdict"]
+    assert doc["protocol"]["users"] < 500
+    assert v["decided"] is False and "cannot decide" in v["reason"]
+    page = (report / "index.html").read_text()
+    assert "No verdict" in page and "BELOW" not in page and "at or above" not in page
+    from engine.evaluation.evaluate import verdict_of
+
+    methods = {n: {"metrics": {"ndcg@10": x}} for n, x in (("final", 0.2), ("ease", 0.1))}
+    sig = {"ease": {"p_value": 0.01}}
+    decided = verdict_of(methods, sig, "ndcg@10", users=600, min_users=500)
+    assert "decided" not in decided and decided["best_baseline"] == "ease"

@@ -103,8 +103,8 @@ def _check_common(out: Path, inter: pl.DataFrame, items: pl.DataFrame) -> None:
     assert items["kind"].unique().to_list() == ["product"]
     assert items["available"].all()
     cfg = load_config(out / "config.toml")
-    assert cfg.split.strategy == "temporal"
-    assert cfg.split.valid_start < cfg.split.test_start
+    assert cfg.split.strategy == "holdout"        # raters are bursty: a per-user holdout
+    assert cfg.split.holdout_share == 0.2
     assert cfg.data.interactions == (out / "interactions.parquet").resolve()
 
 

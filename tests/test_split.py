@@ -54,3 +54,29 @@ def test_strategy_is_chosen_by_config() -> None:
     d = [datetime(2024, 1, k) for k in (1, 2, 3)]
     out = split_interactions(frame(d), SplitConfig(strategy="leave_last_out"), d[-1]).collect()
     assert out["split"].to_list() == ["train", "valid", "test"]
+
+
+def test_holdout_takes_each_users_latest_share() -> None:
+    """10 rows: the latest 2 test, the latest 2 of the other 8 valid; 3 rows: 1 and 1; a
+    user with one row keeps it in train; ties in time never split a user's order."""
+    from pipelines.split import user_holdout
+
+    df = pl.DataFrame({"user_id": ["a"] * 10 + ["b"] * 3 + ["c"],
+                       "ts": list(range(10)) + [30, 10, 20] + [5]})
+    got = user_holdout(df.lazy(), 0.2).collect().sort("user_id", "ts")
+    by_user = {u: g.sort("ts")["split"].to_list()
+               for (u,), g in got.group_by("user_id", maintain_order=True)}
+    assert by_user["a"] == ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
+    assert by_user["b"] == ["train", "valid", "test"]
+    assert by_user["c"] == ["train"]
+
+
+def test_per_user_cutoff_drops_test_rows_and_labels_the_latest() -> None:
+    from pipelines.split import SPLIT, per_user_cutoff
+
+    df = pl.DataFrame({"user_id": ["a"] * 6, "ts": list(range(6)),
+                       SPLIT: ["train"] * 4 + ["valid", "test"]})
+    kept = per_user_cutoff(df.lazy(), 0.2, drop_test=True).collect().sort("ts")
+    assert kept[SPLIT].to_list() == ["train"] * 4 + ["valid"]     # 5 rows: 1 labels
+    every = per_user_cutoff(df.lazy(), 0.4, drop_test=False).collect().sort("ts")
+    assert every[SPLIT].to_list() == ["train"] * 4 + ["valid"] * 2

@@ -15,6 +15,7 @@ business rules (recengine's product list).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -191,6 +192,11 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         ranker = fit_ranker(lists, cfg)
     ctx, _ = retrieval_context(cfg, fs, refit)
     h = holdout(ctx)
+    test_users = len(h.truth.users)
+    if ec.max_users is not None and len(h.truth.users) > ec.max_users:
+        rows = np.sort(np.random.default_rng(ec.seed).choice(len(h.truth.users), ec.max_users,
+                                                             replace=False))
+        h = dataclasses.replace(h, truth=h.truth.subset(rows))
     truth = h.truth
     if len(truth.users) == 0:
         raise DataError(cfg.data.interactions, "the test window has no user with a new "
@@ -238,6 +244,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         "protocol": {"fit": "train + valid windows", "scored": "test window",
                      "split": cfg.split.strategy, "list_mode": list_mode(cfg, tables, fs_train.as_of),
                      "test_start": str(fs.test_start), "users": int(len(truth.users)),
+                     "test_users": int(test_users),
                      "relevant_items": int(truth.n_relevant.sum()),
                      "eligible_items": int(h.eligible.sum()), "ks": ec.ks, "epochs": epochs,
                      "ranker_trees": ranker.booster.best_iteration,

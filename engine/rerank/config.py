@@ -20,12 +20,12 @@ class RankerConfig(Section):
 
     objective: Literal["rank_xendcg", "lambdarank"] = "rank_xendcg"
     num_leaves: int = Field(default=63, ge=2)
-    learning_rate: float = Field(default=0.02, gt=0)
+    learning_rate: float = Field(default=0.05, gt=0)
     num_boost_round: int = Field(default=1500, ge=1)
     min_data_in_leaf: int = Field(default=200, ge=1)
     lambda_l2: float = Field(default=10.0, ge=0)
     feature_fraction: float = Field(default=0.9, gt=0, le=1)
-    early_stopping_rounds: int = Field(default=100, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
     ndcg_at: int = Field(default=10, ge=1)
     """Early stopping watches validation NDCG at this depth."""
     seed: int = 0
