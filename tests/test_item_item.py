@@ -53,7 +53,13 @@ def test_pair_scores_gather_the_dense_scores() -> None:
     for model in (ItemItem.ease(m, lam=5.0, max_items=25),
                   ItemItem.knn(m, neighbours=5, shrink=1.0)):
         users, items = rng.integers(0, 50, 400), rng.integers(0, 30, 400)
+        blocks = model.pair_scores(users, items)          # block by block
         dense = model.scores(np.arange(50))
+        np.testing.assert_allclose(blocks, dense[users, items], atol=1e-6)
+        # the users of the last `scores` call are read from it, the others recomputed
+        np.testing.assert_allclose(model.pair_scores(users, items), dense[users, items],
+                                   atol=1e-6)
+        model.scores(np.arange(10))
         np.testing.assert_allclose(model.pair_scores(users, items), dense[users, items],
                                    atol=1e-6)
 

@@ -36,7 +36,7 @@ from engine.evaluation.metrics import RANKING, gains_of, means, ranking_metrics
 from engine.evaluation.stage_lists import Oracle, recengine_lists, two_tower_lists
 from engine.rerank.features import GRADES
 from engine.rerank.ndcg import paired_bootstrap
-from engine.rerank.training import fit_ranker, list_mode, training_lists
+from engine.rerank.training import FittedRanker, fit_ranker, list_mode, training_lists
 from engine.retrieval import retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.errors import DataError
@@ -76,6 +76,7 @@ def tune_baselines(cfg: EngineConfig, fs: FeatureSet, report: Report
     setting."""
     ec = cfg.evaluation
     k0 = ec.ks[0]
+    fit_ec = ec.model_copy(update={"ease_max_items": min(ec.ease_max_items, ec.tune_ease_items)})
     h = holdout(CandidateContext.build(fs, cfg.candidates), split="valid")
     rows = np.arange(len(h.truth.users))
     if len(rows) > ec.tune_users:
@@ -87,7 +88,7 @@ def tune_baselines(cfg: EngineConfig, fs: FeatureSet, report: Report
         tried = []
         for params in grid:
             report(f"evaluation: tune {name} {params}")
-            top = top_items(make_baseline(name, h.fit, h.recent, params, ec), truth.users,
+            top = top_items(make_baseline(name, h.fit, h.recent, params, fit_ec), truth.users,
                             h.seen, h.eligible, k0)
             tried.append((params, float(ranking_metrics(top, truth, [k0])[f"ndcg@{k0}"].mean())))
         best = max(tried, key=lambda t: t[1])
@@ -168,9 +169,11 @@ def verdict_of(methods: dict[str, dict], significance: dict[str, dict[str, float
     return verdict
 
 
-def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = silent
-             ) -> dict[str, object]:
-    """Every figure of the evaluation report (see the module doc), JSON-ready."""
+def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = silent,
+             ranker: FittedRanker | None = None, lists: int = 0) -> dict[str, object]:
+    """Every figure of the evaluation report (see the module doc), JSON-ready. `ranker`
+    (fitted on `lists` training lists that never saw the test rows: the nightly's, when its
+    lists were cut per user without them) is scored as it is instead of being refitted."""
     ec = cfg.evaluation
     kmax, k0 = max(max(ec.ks), max(CURVE_KS)), ec.ks[0]
     timer = Timer()
@@ -184,12 +187,14 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     report("evaluation: two-tower refit on train + valid")
     with timer("two-tower refit"):
         refit = train_retrieval(cfg, window="valid", epochs=epochs)
-    report("evaluation: re-ranker on lists labelled before the test start")
-    with timer("re-ranker training lists"):
-        lists = training_lists(cfg, fs_train.as_of, epochs=epochs, report=report,
-                               exclude_test=True)
-    with timer("re-ranker fit"):
-        ranker = fit_ranker(lists, cfg)
+    if ranker is None:
+        report("evaluation: re-ranker on lists labelled before the test start")
+        with timer("re-ranker training lists"):
+            frame = training_lists(cfg, fs_train.as_of, epochs=epochs, report=report,
+                                   exclude_test=True)
+            lists = frame.select("cutoff", "user_idx").n_unique()
+        with timer("re-ranker fit"):
+            ranker = fit_ranker(frame, cfg)
     ctx, _ = retrieval_context(cfg, fs, refit)
     h = holdout(ctx)
     test_users = len(h.truth.users)
@@ -248,7 +253,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                      "relevant_items": int(truth.n_relevant.sum()),
                      "eligible_items": int(h.eligible.sum()), "ks": ec.ks, "epochs": epochs,
                      "ranker_trees": ranker.booster.best_iteration,
-                     "training_lists": int(lists.select("cutoff", "user_idx").n_unique()),
+                     "training_lists": int(lists),
                      "gain": "2^grade - 1 (" + ", ".join(f"{e} {g}" for e, g in GRADES.items())
                              + ")",
                      "cold_items": int(((h.counts == 0) & h.eligible).sum()),

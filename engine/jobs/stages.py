@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -32,7 +33,7 @@ from engine.index import build_index
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import early_exit_for, load_ranker, save_ranker, score_frame
-from engine.rerank.training import fit_ranker, training_lists
+from engine.rerank.training import FittedRanker, fit_ranker, list_mode, training_lists
 from engine.retrieval import train_retrieval
 from engine.version import dense_vectors, version_context
 from pipelines.dataset import FeatureSet, build_features, require_windows
@@ -111,12 +112,23 @@ def latest_cutoff(as_of: datetime, label_days: float) -> datetime:
 
 
 def rerank(run: Run) -> Figures:
+    """Training lists and the ranker's fit. Lists cut per user leave the evaluation's test
+    rows out when the run is evaluated, so that the evaluation can score this very ranker
+    instead of building the same lists a second time (`evaluation` reads `reusable`)."""
+    cfg = run.cfg
     as_of = datetime.fromisoformat(str(run.figures["features"]["as_of"]))  # no feature load
-    lists = training_lists(run.cfg, latest_cutoff(as_of, run.cfg.rerank.label_days),
-                           epochs=int(run.figures["train"]["epochs"]))  # type: ignore[arg-type]
-    fitted = fit_ranker(lists, run.cfg)
+    latest = latest_cutoff(as_of, cfg.rerank.label_days)
+    mode = list_mode(cfg, validate_tables(cfg.data, cfg.columns), latest)
+    reusable = mode == "per_user" and evaluated(cfg)
+    t = time.perf_counter()
+    lists = training_lists(cfg, latest, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
+                           exclude_test=reusable)
+    t_lists = time.perf_counter() - t
+    fitted = fit_ranker(lists, cfg)
     save_ranker(fitted.booster, run.dir / "rerank")
     return {"lists": lists.select("cutoff", "user_idx").n_unique(), "rows": lists.height,
+            "mode": mode, "reusable": int(reusable), "lists_seconds": round(t_lists, 1),
+            "fit_seconds": round(time.perf_counter() - t - t_lists, 1),
             "trees": fitted.booster.best_iteration, "holdout_ndcg": fitted.holdout_ndcg,
             "holdout_two_tower_ndcg": fitted.holdout_two_tower_ndcg}
 
@@ -203,8 +215,14 @@ def evaluation(run: Run) -> Figures:
         kept = json.loads(old.read_text()) if old.is_file() else {}
         doc |= {k: kept[k] for k in EVALUATION_KEYS if k in kept} | {"evaluated_in": run.base.name}
     elif evaluated(cfg):
+        rr = run.figures["rerank"]
+        ranker = None
+        if rr.get("reusable"):  # lists cut per user without the test rows: the same ranker
+            booster = load_ranker(run.dir / "rerank")
+            ranker = FittedRanker(booster, booster.feature_name(), float(rr["holdout_ndcg"]),  # type: ignore[arg-type]
+                                  rr.get("holdout_two_tower_ndcg"))  # type: ignore[arg-type]
         doc |= evaluate(cfg, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
-                        report=run.report)
+                        report=run.report, ranker=ranker, lists=int(rr.get("lists") or 0))
     write_report(run.dir / "report", doc)
     verdict = doc.get("verdict") or {}
     return {"stages": len(run.figures),
