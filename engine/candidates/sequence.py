@@ -46,7 +46,8 @@ def transition_scores(ctx: CandidateContext, users: np.ndarray) -> pl.DataFrame:
     table = transition_table(ctx).rows(recent["item_idx"].to_numpy())
     return (recent.join(table, on="item_idx")
             .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
-            .agg((pl.col("weight") * pl.col("weight_right")).sum().alias("score")))
+            .agg((pl.col("weight") * pl.col("weight_right")).sum().round(9).alias("score")))
+    # rounded: a threaded join feeds the sum in any order, and ties must rank the same
 
 
 class TransitionSource:
