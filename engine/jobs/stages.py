@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
 import polars as pl
@@ -120,15 +120,15 @@ def rerank(run: Run) -> Figures:
     latest = latest_cutoff(as_of, cfg.rerank.label_days)
     mode = list_mode(cfg, validate_tables(cfg.data, cfg.columns), latest)
     reusable = mode == "per_user" and evaluated(cfg)
-    t = time.perf_counter()
+    t = perf_counter()
     lists = training_lists(cfg, latest, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
                            exclude_test=reusable)
-    t_lists = time.perf_counter() - t
+    t_lists = perf_counter() - t
     fitted = fit_ranker(lists, cfg)
     save_ranker(fitted.booster, run.dir / "rerank")
     return {"lists": lists.select("cutoff", "user_idx").n_unique(), "rows": lists.height,
             "mode": mode, "reusable": int(reusable), "lists_seconds": round(t_lists, 1),
-            "fit_seconds": round(time.perf_counter() - t - t_lists, 1),
+            "fit_seconds": round(perf_counter() - t - t_lists, 1),
             "trees": fitted.booster.best_iteration, "holdout_ndcg": fitted.holdout_ndcg,
             "holdout_two_tower_ndcg": fitted.holdout_two_tower_ndcg}
 
