@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import numpy as np
 import polars as pl
+import torch
 
 from engine.candidates.context import CandidateContext
-from engine.candidates.itemitem import ItemItem, top_of_scores, user_items
+from engine.candidates.itemitem import ItemItem, user_items
 
 
 def _history(ctx: CandidateContext):  # noqa: ANN202 - a csr matrix
@@ -49,19 +50,21 @@ class _ItemItemSource:
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         users = np.asarray(users, np.int64)
-        n = type(self).size(self.ctx)
-        s = self.item_model.scores(users)
-        s[:, ~self.ctx.eligible] = -np.inf
+        n = min(type(self).size(self.ctx), self.item_model.n_items)
+        # the model keeps these scores for the features of the same users: read, never write
+        s = torch.from_numpy(self.item_model.scores(users))
+        bad = ~(s > 0)                                   # NaN, 0, negative: no evidence
+        bad[:, torch.from_numpy(~self.ctx.eligible)] = True
         seen = self.item_model.history[users].tocoo()
-        s[seen.row, seen.col] = -np.inf
-        s[~np.isfinite(s) | (s <= 0)] = -np.inf        # no evidence is no candidate
-        s = np.round(s, 6)  # threaded BLAS may differ in the last bits: ranks must not
-        top = top_of_scores(s, n)
-        row = np.repeat(np.arange(len(users)), n)
-        ok = top.ravel() >= 0
-        item = top.ravel()[ok]
-        df = pl.DataFrame({"user_idx": users[row[ok]], "item_idx": item,
-                           "score": s[row[ok], item].astype(np.float64)})
+        bad[torch.from_numpy(seen.row.astype(np.int64)),
+            torch.from_numpy(seen.col.astype(np.int64))] = True
+        # rounded: threaded BLAS may differ in the last bits, and ties must rank the same
+        vals, top = torch.topk(torch.round(s.masked_fill(bad, -torch.inf), decimals=6), n, dim=1)
+        vals, top = vals.numpy(), top.numpy()
+        ok = np.isfinite(vals)
+        row = np.broadcast_to(np.arange(len(users))[:, None], vals.shape)
+        df = pl.DataFrame({"user_idx": users[row[ok]], "item_idx": top[ok].astype(np.int64),
+                           "score": vals[ok].astype(np.float64)})
         return self.ctx.finish(df, n)
 
 

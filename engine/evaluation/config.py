@@ -26,7 +26,7 @@ class EvaluationConfig(Section):
     tune_baselines: bool = True
     """Choose each baseline's parameters on the validation window (grids in baselines.GRIDS);
     False uses the values below."""
-    tune_users: int = Field(default=20_000, ge=100)
+    tune_users: int = Field(default=5_000, ge=100)
     """Validation users sampled for tuning."""
     tune_ease_items: int = Field(default=8_000, ge=1)
     """EASE's penalty is tuned on this many most interacted items (its cost grows with the

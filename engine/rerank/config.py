@@ -47,7 +47,7 @@ class RankerConfig(Section):
     temporal cutoffs' label windows hold fewer than half the users per-user cutoffs would."""
     label_share: float = Field(default=0.2, gt=0, lt=1)
     """Per-user cutoffs: each user's latest share of interactions (at least one) labels."""
-    per_user_lists: int | None = Field(default=20_000, ge=1)
+    per_user_lists: int | None = Field(default=15_000, ge=1)
     """Per-user cutoffs: at most this many users' lists (a random sample; None: all)."""
     negatives_per_list: int = Field(default=150, ge=0)
     """Training lists keep every positive and at most this many of their other candidates

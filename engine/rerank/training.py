@@ -25,7 +25,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from engine.candidates import default_sources, generate_candidates
+from engine.candidates import candidate_chunks, default_sources, generate_candidates
 from engine.config import EngineConfig
 from engine.rerank.dataset import attach_labels, rank_data, sample_negatives, split_users
 from engine.rerank.features import feature_frame, feature_names, hide_popularity, labels
@@ -51,10 +51,17 @@ def labelled_lists(cfg: EngineConfig, trained: TrainedRetrieval, *, window: Wind
     if max_users is not None and len(users) > max_users:
         rng = np.random.default_rng(cfg.rerank.seed + cutoff)
         users = np.sort(rng.choice(users, max_users, replace=False))
-    cands = generate_candidates(default_sources(ctx), users)
-    frame = feature_frame(cands, ctx).with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff"))
-    return sample_negatives(attach_labels(frame, labels(ctx, label_split)),
-                            cfg.rerank.negatives_per_list, cfg.rerank.seed + cutoff)
+    truth = labels(ctx, label_split)
+    parts = []  # chunk by chunk: the features reuse what the sources computed for the chunk
+    for _, cands in candidate_chunks(default_sources(ctx), users, chunk=cfg.jobs.user_chunk):
+        frame = feature_frame(cands, ctx).with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff"))
+        parts.append(sample_negatives(attach_labels(frame, truth),
+                                      cfg.rerank.negatives_per_list, cfg.rerank.seed + cutoff))
+    if not parts:  # no user to list: an empty frame with every column
+        frame = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
+        parts.append(attach_labels(frame.with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff")),
+                                   truth))
+    return pl.concat(parts, how="diagonal_relaxed")
 
 
 def shifted(cfg: EngineConfig, valid_start: datetime, label_days: float) -> EngineConfig:
@@ -122,6 +129,10 @@ def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
         trained = train_retrieval(c, epochs=epochs, fs=fs)
         parts.append(labelled_lists(c, trained, window="train", label_split="valid", cutoff=n,
                                     max_users=rc.users_per_cutoff, fs=fs))
+    if not parts:  # no user to list: an empty frame with every column
+        frame = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
+        parts.append(attach_labels(frame.with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff")),
+                                   truth))
     return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
 
 
