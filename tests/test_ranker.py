@@ -143,7 +143,8 @@ def test_early_exit_off_or_past_the_model_scores_every_row(tmp_path: Path) -> No
     np.testing.assert_array_equal(
         score_frame(booster, frame, names, EarlyExit(trees=booster.current_iteration(),
                                                      keep=1)), full)
-    assert early_exit_for(RankerConfig(), k=20) is None
+    assert early_exit_for(RankerConfig(early_exit_trees=0), k=20) is None
+    assert early_exit_for(RankerConfig(), k=20) == EarlyExit(30, 100)   # on by default
     # never fewer rows than the rules see for a list of k (5 x k, at least 50)
     on = RankerConfig(early_exit_trees=50, early_exit_keep=80)
     assert early_exit_for(on, k=10) == EarlyExit(50, 80)

@@ -32,9 +32,9 @@ class EvaluationConfig(Section):
     """EASE's penalty is tuned on this many most interacted items (its cost grows with the
     cube of the items: 4 s at 8k, 40 s at 18k on 2 cores), then refitted on
     `ease_max_items` with the penalty chosen."""
-    max_users: int | None = Field(default=10_000, ge=100)
+    max_users: int | None = Field(default=5_000, ge=100)
     """Test users scored (a seeded random sample of them when there are more; None: all).
-    Ten thousand users put a paired interval of a few thousandths around NDCG@10, and the
+    Five thousand users put a paired interval of about +-0.005 around NDCG@10, and the
     evaluation's cost grows with the users it lists."""
     popularity_days: float | None = Field(default=7.0, gt=0)
     """Popularity counts the last days before the test start (None: the whole fit window)."""

@@ -60,7 +60,7 @@ class RankerConfig(Section):
     item by what else it knows instead of burying it."""
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
     """Share of users whose lists early-stop the fit."""
-    early_exit_trees: int = Field(default=0, ge=0)
+    early_exit_trees: int = Field(default=30, ge=0)
     """Scoring lists: every candidate is scored with this many trees first and only each
     user's best `early_exit_keep` go on through the rest of the model (0: every candidate
     through every tree). Most candidates are settled long before the last tree, and the
