@@ -157,6 +157,11 @@ QUALITY = [  # full mode only: quality, not speed (each prints its own tables)
     ("evaluation", [[RECENGINE, "evaluate", "--config", "data_samples/config.toml", "--out",
                      "artifacts/reports/evaluation"]]),
     ("generator", [[PY, str(BENCH / "bench_generate.py")]]),
+    ("explain", [[PY, str(BENCH / "bench_explain.py")]]),
+    ("evaluation_bursty", [[RECENGINE, "generate", "--spec", "data_samples/generator_bursty.toml",
+                            "--out", "artifacts/bench-bursty"],
+                           [RECENGINE, "evaluate", "--config", "artifacts/bench-bursty/config.toml",
+                            "--out", "artifacts/reports/evaluation-bursty"]]),
 ]
 
 
