@@ -27,15 +27,20 @@ DENSE_PER_BLOCK = 1 << 25
 """Dense (user x item) scores held at once by `pair_scores` (128 MB of float32)."""
 
 
-def user_items(fs: FeatureSet) -> sp.csr_matrix:
-    """(n_users, n_items) float32, 1 where the user had a positive in the feature window."""
-    w = fs.window_interactions()
-    n_users, n_items = fs.vocabs.user.size, fs.vocabs.item.size
-    m = sp.csr_matrix((np.ones(w.height, np.float32),
-                       (w["user_idx"].to_numpy(), w["item_idx"].to_numpy())),
+def binary_matrix(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int
+                  ) -> sp.csr_matrix:
+    """(n_users, n_items) float32, 1 at every (user, item) pair given (repeats count once)."""
+    m = sp.csr_matrix((np.ones(len(user_idx), np.float32), (user_idx, item_idx)),
                       shape=(n_users, n_items), dtype=np.float32)
     m.data[:] = 1.0  # duplicates were summed: binary again
     return m
+
+
+def user_items(fs: FeatureSet) -> sp.csr_matrix:
+    """(n_users, n_items) float32, 1 where the user had a positive in the feature window."""
+    w = fs.window_interactions()
+    return binary_matrix(w["user_idx"].to_numpy(), w["item_idx"].to_numpy(),
+                         fs.vocabs.user.size, fs.vocabs.item.size)
 
 
 def ease_weights(m: sp.csr_matrix, lam: float, max_items: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from engine.candidates.itemitem import ItemItem, top_of_scores
+from engine.candidates.itemitem import ItemItem, binary_matrix, top_of_scores
 from engine.evaluation.config import EvaluationConfig
 
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -33,10 +33,7 @@ class Interactions:
     @classmethod
     def build(cls, user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int
               ) -> Interactions:
-        data = np.ones(len(user_idx), np.float32)
-        m = sp.csr_matrix((data, (user_idx, item_idx)), shape=(n_users, n_items), dtype=np.float32)
-        m.data[:] = 1.0  # duplicates summed by the constructor: binary again
-        return cls(m)
+        return cls(binary_matrix(user_idx, item_idx, n_users, n_items))
 
     @property
     def n_items(self) -> int:

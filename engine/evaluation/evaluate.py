@@ -191,7 +191,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         report("evaluation: re-ranker on lists labelled before the test start")
         with timer("re-ranker training lists"):
             frame = training_lists(cfg, fs_train.as_of, epochs=epochs, report=report,
-                                   exclude_test=True)
+                                   exclude_test=True, tables=tables)
             lists = frame.select("cutoff", "user_idx").n_unique()
         with timer("re-ranker fit"):
             ranker = fit_ranker(frame, cfg)

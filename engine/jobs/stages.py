@@ -118,11 +118,12 @@ def rerank(run: Run) -> Figures:
     cfg = run.cfg
     as_of = datetime.fromisoformat(str(run.figures["features"]["as_of"]))  # no feature load
     latest = latest_cutoff(as_of, cfg.rerank.label_days)
-    mode = list_mode(cfg, validate_tables(cfg.data, cfg.columns), latest)
+    tables = validate_tables(cfg.data, cfg.columns)
+    mode = list_mode(cfg, tables, latest)
     reusable = mode == "per_user" and evaluated(cfg)
     t = perf_counter()
     lists = training_lists(cfg, latest, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
-                           exclude_test=reusable)
+                           exclude_test=reusable, tables=tables)
     t_lists = perf_counter() - t
     fitted = fit_ranker(lists, cfg)
     save_ranker(fitted.booster, run.dir / "rerank")

@@ -111,13 +111,13 @@ def per_user_lists(cfg: EngineConfig, tables: Tables, *, epochs: int, drop_test:
 
 def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
                    report: Callable[[str], None] = lambda _: None,
-                   exclude_test: bool = False) -> pl.DataFrame:
+                   exclude_test: bool = False, tables: Tables | None = None) -> pl.DataFrame:
     """Labelled lists of `cfg.rerank.training_cutoffs` cutoffs, the latest at `latest`, the
     others `cutoff_step_days` apart before it; column `cutoff` counts back from 0. Or, where
     `list_mode` says so, lists at per-user cutoffs (`per_user_lists`; `exclude_test` keeps
     the configured test rows out of them, as `latest` does for temporal cutoffs)."""
     rc = cfg.rerank
-    tables = validate_tables(cfg.data, cfg.columns)  # the same inputs at every cutoff
+    tables = tables or validate_tables(cfg.data, cfg.columns)  # the same at every cutoff
     if list_mode(cfg, tables, latest) == "per_user":
         return per_user_lists(cfg, tables, epochs=epochs, drop_test=exclude_test, report=report)
     parts = []
