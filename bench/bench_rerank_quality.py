@@ -66,7 +66,7 @@ def final_lists(cfg: EngineConfig, test: pl.DataFrame, scores: np.ndarray, best,
         lists = product_lists(test, scores, facts, k=10, rules=rules)
         t_rules = time.perf_counter() - t
         t = time.perf_counter()
-        lists = with_explanations(lists, test, best.booster, best.names)
+        lists = with_explanations(lists, test, best.ranker, best.names)
         t_why = time.perf_counter() - t
         per_brand = lists.group_by("user_idx", pl.col("item_idx").map_elements(
             lambda i: int(facts.brand[i]), return_dtype=pl.Int64)).len()["len"].max()
@@ -103,7 +103,7 @@ def main() -> None:
     names = next(iter(fitted.values())).names
     data = rank_data(test, names)
 
-    orders = {f"LightGBM {obj}": f.booster.predict(data.x, num_iteration=f.booster.best_iteration)
+    orders = {f"LightGBM {obj}": f.ranker.predict(data.x, num_iteration=f.ranker.best_iteration)
               for obj, f in fitted.items()}
     orders |= {"two-tower dot product": test["two_tower"].to_numpy(),
                "popularity (count_all)": test["count_all"].to_numpy().astype(float),
@@ -136,15 +136,15 @@ def main() -> None:
             f"  vs two-tower {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
         print(f"  {name:26s} NDCG@10 {row['ndcg@10']:.4f}  NDCG@50 {row['ndcg@50']:.4f}{vs}")
     for obj, f in fitted.items():
-        gain = dict(zip(f.names, f.booster.feature_importance("gain",
-                                                              iteration=f.booster.best_iteration),
+        gain = dict(zip(f.names, f.ranker.feature_importance("gain",
+                                                              iteration=f.ranker.best_iteration),
                         strict=True))
         top = sorted(gain.items(), key=lambda p: -p[1])[:8]
-        print(f"  {obj}: {f.booster.best_iteration} trees, holdout NDCG@10 {f.holdout_ndcg:.4f} "
+        print(f"  {obj}: {f.ranker.best_iteration} trees, holdout NDCG@10 {f.holdout_ndcg:.4f} "
               f"(two-tower {f.holdout_two_tower_ndcg:.4f}); top gain "
               + json.dumps({k: round(v) for k, v in top}))
     best = fitted[cfg.rerank.objective]
-    scores = best.booster.predict(data.x, num_iteration=best.booster.best_iteration)
+    scores = best.ranker.predict(data.x, num_iteration=best.ranker.best_iteration)
     report["final_lists"] = final_lists(cfg, test, scores, best, data)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -272,7 +272,11 @@ def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool,
         train, rerank, ads = f.get("train", {}), f.get("rerank", {}), f.get("ads", {})
         rows += [(f"two-tower valid recall@{train.get('recall_k')}", f"{train.get('valid_recall'):.4f}"),
                  ("re-ranker holdout NDCG@10 (two-tower)",
-                  f"{rerank.get('holdout_ndcg'):.4f} ({rerank.get('holdout_two_tower_ndcg'):.4f})")]
+                  f"{rerank.get('holdout_ndcg'):.4f} ({rerank.get('holdout_two_tower_ndcg') or 0:.4f})"),
+                 ("re-ranker training lists", f"{rerank.get('lists', 0):,}")]
+        if rerank.get("fallback"):
+            rows.append(("re-ranker NOT used; lists ordered by",
+                         f"{rerank.get('order')}: {rerank['fallback']}"))
         if ads.get("trained"):
             rows.append(("pCTR AUC, ECE raw -> calibrated",
                          f"{ads['auc']:.3f}, {ads['ece_raw']:.4f} -> {ads['ece_calibrated']:.4f}"))

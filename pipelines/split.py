@@ -84,14 +84,17 @@ def user_holdout(lf: pl.LazyFrame, share: float, *, user: str = "user_id",
                           .then(pl.lit("valid")).otherwise(pl.col(SPLIT)).alias(SPLIT)))
 
 
-def per_user_cutoff(lf: pl.LazyFrame, share: float, *, drop_test: bool,
+def per_user_cutoff(lf: pl.LazyFrame, share: float, *, drop_test: bool, step: int = 0,
                     user: str = "user_id", ts: str = "ts") -> pl.LazyFrame:
     """Re-split for the re-ranker's training lists at per-user cutoffs: each user's latest
     `share` of the kept rows is "valid" (the labels), the rest "train". With `drop_test` the
     configured test rows are dropped first (lists for a model scored on them must never see
-    them); otherwise every row is kept (lists for the published model)."""
+    them); otherwise every row is kept (lists for the published model). `step` cuts that many
+    times earlier: the labels of each later cut are dropped (they are this cut's future)."""
     if drop_test:
         lf = lf.filter(pl.col(SPLIT) != "test")
+    for _ in range(step):
+        lf = lf.filter(~latest_share(share, user=user, ts=ts))
     return (lf.with_columns(pl.lit("train").alias(SPLIT))
             .with_columns(pl.when(latest_share(share, user=user, ts=ts, within="train"))
                           .then(pl.lit("valid")).otherwise(pl.col(SPLIT)).alias(SPLIT)))

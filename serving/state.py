@@ -14,6 +14,7 @@ from embeddings.user_encoder import UserEncoder
 from engine.candidates import CandidateContext, CandidateSource, default_sources, generate_candidates
 from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
+from engine.rerank.fallback import Ranker
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import early_exit_for, load_ranker, score_frame
@@ -45,7 +46,7 @@ class VersionState:
     fs: FeatureSet
     ctx: CandidateContext
     sources: list[CandidateSource]
-    booster: object            # lightgbm.Booster
+    booster: Ranker            # the LightGBM model, or the signal order published instead
     names: list[str]
     facts: ItemFacts
     encoder: UserEncoder
@@ -85,13 +86,13 @@ class VersionState:
         frame = feature_frame(generate_candidates(self.sources, users), self.ctx)
         if allowed is not None:
             frame = frame.filter(pl.Series(allowed[frame["item_idx"].to_numpy()]))
-        scores = score_frame(self.booster, frame, self.names,  # type: ignore[arg-type]
+        scores = score_frame(self.booster, frame, self.names,
                              early_exit_for(self.cfg.rerank, k))
         lists = product_lists(frame, scores, self.facts,  # type: ignore[arg-type]
                               k=k, rules=self.cfg.rules, exclude=exclude)
         if not explain:
             return lists
-        return with_explanations(lists, frame, self.booster, self.names,  # type: ignore[arg-type]
+        return with_explanations(lists, frame, self.booster, self.names,
                                  shap_trees=self.cfg.rerank.explain_shap_trees)
 
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,

@@ -48,6 +48,10 @@ def test_page_has_every_section_and_only_embedded_images(report: Path) -> None:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "No offline evaluation" not in page
+    # what the fit tried on held-out users is shown: every leaf count and signal order
+    chosen = page.split('<section id="choices">')[1].split("</section>")[0]
+    assert "num_leaves=63:" in chosen and "num_leaves=15:" in chosen
+    assert "two_tower:" in chosen and "re-ranker:" in chosen
 
 
 def test_metrics_json_holds_every_method_and_the_verdict(report: Path) -> None:

@@ -45,6 +45,7 @@ cold_user = 10
 
 [rerank]
 training_cutoffs = 2
+min_lists = 50
 min_data_in_leaf = 5
 num_boost_round = 40
 early_stopping_rounds = 10

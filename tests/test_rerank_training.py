@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
@@ -33,7 +34,8 @@ def cfg(small_config: PipelineConfig) -> EngineConfig:
         candidates=CandidatesConfig(ann=30, covisit=20, content=10, trending=10, repeat=5,
                                     cold_user=10),
         rerank=RankerConfig(training_cutoffs=2, cutoff_step_days=STEP, label_days=7.0,
-                            min_data_in_leaf=5, num_boost_round=30, early_stopping_rounds=10))
+                            min_data_in_leaf=5, num_boost_round=30, early_stopping_rounds=10,
+                            min_lists=50))
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +84,13 @@ def test_query_groups_are_lists_of_one_user_at_one_cutoff(lists: pl.DataFrame) -
 def test_ranker_fits_and_round_trips(tmp_path: Path, cfg: EngineConfig,
                                      lists: pl.DataFrame) -> None:
     fitted = fit_ranker(lists, cfg)
-    assert 0.0 < fitted.holdout_ndcg <= 1.0
+    assert fitted.fallback is None and isinstance(fitted.ranker, lgb.Booster)
+    assert fitted.holdout_ndcg > max(fitted.orders.values())   # beats every signal alone
     assert "two_tower" in fitted.names and "cutoff" not in fitted.names
-    back = load_ranker(save_ranker(fitted.booster, tmp_path))
+    back = load_ranker(save_ranker(fitted.ranker, tmp_path))
     x = rank_data(lists, fitted.names).x
     np.testing.assert_allclose(back.predict(x),
-                               fitted.booster.predict(x, num_iteration=fitted.booster.best_iteration))
+                               fitted.ranker.predict(x, num_iteration=fitted.ranker.best_iteration))
 
 
 def test_list_mode_takes_per_user_cutoffs_where_global_ones_catch_few_users(
@@ -111,9 +114,32 @@ def test_list_mode_takes_per_user_cutoffs_where_global_ones_catch_few_users(
 
 def test_per_user_lists_label_users_after_their_own_cutoff(cfg: EngineConfig) -> None:
     per_user = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(
-        update={"lists": "per_user"})})
+        update={"lists": "per_user", "target_lists": 1})})
     got = training_lists(per_user, build_features(cfg).as_of, epochs=1, exclude_test=True)
-    assert got["cutoff"].unique().to_list() == [0]
+    assert got["cutoff"].unique().to_list() == [0]   # one cut reaches the target
     n_lists = got.select("user_idx").n_unique()
     assert n_lists > 100                         # most of the 400 users give a list
     assert got.group_by("user_idx").agg((pl.col("label") > 0).any())["label"].all()
+
+
+def test_per_user_lists_cut_again_below_the_target(cfg: EngineConfig) -> None:
+    """Fewer lists than `target_lists`: a second cut before each user's first labels, whose
+    positives are items of the rows just before them, never of the first cut's labels."""
+    from pipelines.split import SPLIT, per_user_cutoff
+
+    per_user = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(
+        update={"lists": "per_user", "target_lists": 10_000, "per_user_cuts": 2})})
+    got = training_lists(per_user, build_features(cfg).as_of, epochs=1, exclude_test=True)
+    assert sorted(got["cutoff"].unique().to_list()) == [0, 1]
+    fs = build_features(cfg)
+    rows = (fs.interactions.select("user_idx", "item_idx", "ts", SPLIT)
+            .with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64)))
+    for step in (0, 1):
+        cut = per_user_cutoff(rows.lazy(), per_user.rerank.label_share, drop_test=True,
+                              step=step, user="user_idx").collect()
+        label_rows = cut.filter(pl.col(SPLIT) == "valid").select("user_idx", "item_idx")
+        positives = got.filter((pl.col("cutoff") == step) & (pl.col("label") > 0))
+        assert positives.height > 50
+        assert positives.join(label_rows, on=["user_idx", "item_idx"], how="anti").is_empty()
+    first = got.filter(pl.col("cutoff") == 0).select("user_idx").n_unique()
+    assert got.select("cutoff", "user_idx").n_unique() > first

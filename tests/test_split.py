@@ -80,3 +80,17 @@ def test_per_user_cutoff_drops_test_rows_and_labels_the_latest() -> None:
     assert kept[SPLIT].to_list() == ["train"] * 4 + ["valid"]     # 5 rows: 1 labels
     every = per_user_cutoff(df.lazy(), 0.4, drop_test=False).collect().sort("ts")
     assert every[SPLIT].to_list() == ["train"] * 4 + ["valid"] * 2
+
+
+def test_per_user_cutoff_steps_back_before_the_later_labels() -> None:
+    """Cut one step back: the latest share is gone (the later cut's labels are this cut's
+    future) and the latest share of what is left labels; a user left with one row has none."""
+    from pipelines.split import SPLIT, per_user_cutoff
+
+    df = pl.DataFrame({"user_id": ["a"] * 10 + ["b"] * 2, "ts": list(range(10)) + [0, 1],
+                       SPLIT: ["train"] * 12})
+    got = per_user_cutoff(df.lazy(), 0.2, drop_test=False, step=1).collect()
+    a = got.filter(pl.col("user_id") == "a").sort("ts")
+    assert a["ts"].to_list() == list(range(8))                   # 8 and 9 labelled step 0
+    assert a[SPLIT].to_list() == ["train"] * 6 + ["valid"] * 2   # round(0.2 * 8) = 2
+    assert got.filter(pl.col("user_id") == "b")[SPLIT].to_list() == ["train"]

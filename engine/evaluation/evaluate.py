@@ -192,9 +192,9 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
         with timer("re-ranker training lists"):
             frame = training_lists(cfg, fs_train.as_of, epochs=epochs, report=report,
                                    exclude_test=True, tables=tables)
-            lists = frame.select("cutoff", "user_idx").n_unique()
         with timer("re-ranker fit"):
             ranker = fit_ranker(frame, cfg)
+        lists = ranker.lists
     ctx, _ = retrieval_context(cfg, fs, refit)
     h = holdout(ctx)
     test_users = len(h.truth.users)
@@ -252,7 +252,12 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                      "test_users": int(test_users),
                      "relevant_items": int(truth.n_relevant.sum()),
                      "eligible_items": int(h.eligible.sum()), "ks": ec.ks, "epochs": epochs,
-                     "ranker_trees": ranker.booster.best_iteration,
+                     "ranker_trees": ranker.trees, "ranker_fallback": ranker.fallback,
+                     "ranker_tried": " ".join(f"num_leaves={k}:{v:.4f}"
+                                              for k, v in ranker.tried.items()),
+                     "ranker_holdout_ndcg": ranker.holdout_ndcg,
+                     "ranker_num_leaves": ranker.num_leaves,
+                     "ranker_orders": ranker.orders,
                      "training_lists": int(lists),
                      "gain": "2^grade - 1 (" + ", ".join(f"{e} {g}" for e, g in GRADES.items())
                              + ")",

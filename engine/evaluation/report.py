@@ -23,6 +23,7 @@ SECTIONS = {"summary": "Summary", "metrics": "Metrics beside the baselines",
             "segments": "User segments and cold-start items",
             "beyond": "Coverage, novelty, diversity and popularity",
             "ads": "Ads: click model, calibration and the ad policy",
+            "choices": "Settings chosen on validation",
             "timings": "Stage timings", "config": "Config"}
 """id -> heading of every section, in page order (a test checks each is rendered)."""
 
@@ -99,6 +100,14 @@ def summary(doc: dict) -> str:
                      f"{cand:.1%} of the oracle. Of the gap of {1 - final:.1%}, "
                      f"{1 - cand:.1%} is lost at the candidate stage and {cand - final:.1%} in "
                      "the order the re-ranker gives the candidates.</p>")
+    p = doc["protocol"]
+    if p.get("ranker_fallback"):
+        lines.append(f"<p class=bad>The re-ranker was not used: {html.escape(str(p['ranker_fallback']))}"
+                     f". The lists are ordered by that signal instead.</p>")
+    elif p.get("training_lists"):
+        lines.append(f"<p>The re-ranker learnt from {p['training_lists']:,} training lists "
+                     f"({p.get('list_mode', '-')} cutoffs) and kept {p.get('ranker_trees', 0):,} "
+                     "trees.</p>")
     c = doc["candidates"]
     lines.append(f"<p>The candidate set (mean {c['mean_size']:.0f} items a user) holds "
                  f"{c['recall']:.1%} of the relevant items: no later stage can do better.</p>")
@@ -245,6 +254,36 @@ def ads(doc: dict) -> str:
     return out
 
 
+def choices(doc: dict) -> str:
+    """What the nightly tried on its validation data and what it kept."""
+    train = (doc.get("nightly") or {}).get("train") or {}
+    rr = (doc.get("nightly") or {}).get("rerank") or {}
+    p = doc.get("protocol") or {}
+    if not rr and p.get("ranker_tried"):   # `recengine evaluate`: the evaluation's own fit
+        rr = {"tried": p["ranker_tried"], "holdout_ndcg": p.get("ranker_holdout_ndcg"),
+              "num_leaves": p.get("ranker_num_leaves"), "order": None,
+              **{f"holdout_{k}_order_ndcg": v for k, v in (p.get("ranker_orders") or {}).items()}}
+    rows: list[list[object]] = []
+    if train.get("valid_recall_by_epoch"):
+        rows.append([f"two-tower epochs (validation recall@{train.get('recall_k')})",
+                     train["valid_recall_by_epoch"], str(train.get("epochs"))])
+    if rr.get("tried"):
+        rows.append(["re-ranker num_leaves (held-out NDCG@10)", rr["tried"],
+                     str(rr.get("num_leaves") or "-")])
+    orders = {k[len("holdout_"):-len("_order_ndcg")]: v for k, v in rr.items()
+              if k.startswith("holdout_") and k.endswith("_order_ndcg") and v is not None}
+    if orders:
+        chosen = rr.get("order") or "re-ranker"
+        tried = " ".join(f"{k}:{float(v):.4f}" for k, v in orders.items())
+        rows.append(["list order (held-out NDCG@10)",
+                     f"re-ranker:{float(rr.get('holdout_ndcg') or 0):.4f} " + tried, chosen])
+    if not rows:
+        return "<p>No choices recorded by this run.</p>"
+    return ("<p>Each setting below was tried on data the published models are not scored on "
+            "(the validation window, or the re-ranker's held-out users); the last column is "
+            "what the run kept.</p>" + _table(["setting", "tried: figure", "kept"], rows))
+
+
 def timings(doc: dict) -> str:
     parts = []
     for title, secs in (("nightly job stages", doc.get("nightly_seconds") or {}),
@@ -266,10 +305,10 @@ def config(doc: dict) -> str:
 
 RENDER = {"summary": summary, "metrics": metrics_table, "significance": significance,
           "curves": curves, "stages": stages, "segments": segments, "beyond": beyond,
-          "ads": ads, "timings": timings, "config": config}
+          "ads": ads, "choices": choices, "timings": timings, "config": config}
 
 
-NEEDS_EVALUATION = set(SECTIONS) - {"timings", "config"}
+NEEDS_EVALUATION = set(SECTIONS) - {"choices", "timings", "config"}
 
 
 def _section(sid: str, doc: dict) -> str:

@@ -48,7 +48,7 @@ def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg
         chunk = users[a:a + cfg.jobs.user_chunk]
         report(f"recengine lists {a + len(chunk):,}/{len(users):,} users")
         frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        scores = score_frame(ranker.booster, frame, ranker.names, early_exit)
+        scores = score_frame(ranker.ranker, frame, ranker.names, early_exit)
         u, i = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
         keep = np.asarray(h.seen[u, i]).ravel() == 0
         cands.append(pl.DataFrame({"user_idx": u[keep], "item_idx": i[keep],

@@ -10,6 +10,7 @@ models that produce the published lists are then fitted on every interaction up 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from pipelines.dataset import FeatureSet, build_features, require_windows
 from pipelines.io import write_parquet
 from pipelines.progress import Report, silent
 from pipelines.validate import validate_tables
+
+log = logging.getLogger(__name__)
 
 Figures = dict[str, float | int | str | None]
 
@@ -92,7 +95,10 @@ def train(run: Run) -> Figures:
                    known_users=final.result.known_users,
                    history_length=run.cfg.features.history_length, folder=out)
     return {"epochs": epochs, "valid_recall": chosen.result.best_recall,
-            "recall_k": run.cfg.train.recall_k}
+            "recall_k": run.cfg.train.recall_k,
+            "valid_recall_by_epoch": " ".join(f"{e + 1}:{r.recall:.4f}" for e, r in
+                                              enumerate(chosen.result.epochs)
+                                              if r.recall is not None)}
 
 
 def index(run: Run) -> Figures:
@@ -126,12 +132,22 @@ def rerank(run: Run) -> Figures:
                            exclude_test=reusable, tables=tables)
     t_lists = perf_counter() - t
     fitted = fit_ranker(lists, cfg)
-    save_ranker(fitted.booster, run.dir / "rerank")
-    return {"lists": lists.select("cutoff", "user_idx").n_unique(), "rows": lists.height,
-            "mode": mode, "reusable": int(reusable), "lists_seconds": round(t_lists, 1),
+    if fitted.fallback:
+        log.warning("re-ranker not published, lists ordered by %s: %s",
+                    fitted.names[0], fitted.fallback)
+        run.report(f"re-ranker not published: {fitted.names[0]} order ({fitted.fallback})")
+    save_ranker(fitted.ranker, run.dir / "rerank")
+    return {"lists": fitted.lists, "cuts": lists["cutoff"].n_unique() if lists.height else 0,
+            "rows": lists.height, "mode": mode, "reusable": int(reusable),
+            "lists_seconds": round(t_lists, 1),
             "fit_seconds": round(perf_counter() - t - t_lists, 1),
-            "trees": fitted.booster.best_iteration, "holdout_ndcg": fitted.holdout_ndcg,
-            "holdout_two_tower_ndcg": fitted.holdout_two_tower_ndcg}
+            "trees": fitted.trees, "holdout_ndcg": fitted.holdout_ndcg,
+            "holdout_two_tower_ndcg": fitted.holdout_two_tower_ndcg,
+            "order": fitted.names[0] if fitted.fallback else None,
+            "num_leaves": fitted.num_leaves,
+            "tried": " ".join(f"num_leaves={k}:{v:.4f}" for k, v in fitted.tried.items()),
+            "fallback": fitted.fallback,
+            **{f"holdout_{c}_order_ndcg": v for c, v in fitted.orders.items()}}
 
 
 def _ad_log(cfg: EngineConfig) -> pl.DataFrame:
@@ -221,7 +237,9 @@ def evaluation(run: Run) -> Figures:
         if rr.get("reusable"):  # lists cut per user without the test rows: the same ranker
             booster = load_ranker(run.dir / "rerank")
             ranker = FittedRanker(booster, booster.feature_name(), float(rr["holdout_ndcg"]),  # type: ignore[arg-type]
-                                  rr.get("holdout_two_tower_ndcg"))  # type: ignore[arg-type]
+                                  rr.get("holdout_two_tower_ndcg"),  # type: ignore[arg-type]
+                                  lists=int(rr.get("lists") or 0),  # type: ignore[arg-type]
+                                  fallback=rr.get("fallback"))  # type: ignore[arg-type]
         doc |= evaluate(cfg, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
                         report=run.report, ranker=ranker, lists=int(rr.get("lists") or 0))
     write_report(run.dir / "report", doc)

@@ -20,6 +20,11 @@ class RankerConfig(Section):
 
     objective: Literal["rank_xendcg", "lambdarank"] = "rank_xendcg"
     num_leaves: int = Field(default=63, ge=2)
+    other_leaves: list[int] = Field(default_factory=lambda: [15])
+    """Also fitted, in order, while the fits so far took under `choice_seconds`: the ranker
+    with the best held-out NDCG is kept, and every try is recorded (`rerank.tried`). How
+    many leaves a few thousand lists can fill differs by data set."""
+    choice_seconds: float = Field(default=120.0, ge=0)
     learning_rate: float = Field(default=0.05, gt=0)
     num_boost_round: int = Field(default=1500, ge=1)
     min_data_in_leaf: int = Field(default=200, ge=1)
@@ -48,7 +53,18 @@ class RankerConfig(Section):
     label_share: float = Field(default=0.2, gt=0, lt=1)
     """Per-user cutoffs: each user's latest share of interactions (at least one) labels."""
     per_user_lists: int | None = Field(default=15_000, ge=1)
-    """Per-user cutoffs: at most this many users' lists (a random sample; None: all)."""
+    """Per-user cutoffs: at most this many users' lists per cut (a random sample; None: all)."""
+    target_lists: int = Field(default=5_000, ge=0)
+    """Per-user cutoffs: while the lists number fewer than this, each user is cut again
+    before the labels of the last cut (a shop of a few thousand users, or users with short
+    histories, still gives the ranker enough lists), up to `per_user_cuts` cuts."""
+    per_user_cuts: int = Field(default=2, ge=1)
+    """Per-user cutoffs: at most this many cuts per user (each costs a two-tower fit)."""
+    min_lists: int = Field(default=300, ge=0)
+    """Fewer training lists than this and no ranker is fitted: the lists are ordered by the
+    candidate signal that ranks the lists best (two-tower, EASE, item-kNN, transitions), and
+    the job says so. A fitted ranker that ranks its held-out lists no better than that
+    signal is not published either (`engine.rerank.fallback`)."""
     negatives_per_list: int = Field(default=150, ge=0)
     """Training lists keep every positive and at most this many of their other candidates
     (a seeded random sample; 0: all). A list of 500 candidates with one positive teaches

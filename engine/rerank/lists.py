@@ -13,11 +13,11 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
 from engine.rerank.explain import SHAP_TREES, contribution_texts
+from engine.rerank.fallback import Ranker, SourceOrder
 from engine.rules import Candidate, RuledList, RulesConfig, apply_rules, shortlist_size
 from pipelines.dataset import FeatureSet
 
@@ -101,16 +101,19 @@ def product_lists(frame: pl.DataFrame, scores: np.ndarray, facts: ItemFacts, *, 
                                       "sources": pl.String, "rules": pl.String})
 
 
-def with_explanations(lists: pl.DataFrame, frame: pl.DataFrame, booster: lgb.Booster,
+def with_explanations(lists: pl.DataFrame, frame: pl.DataFrame, booster: Ranker,
                       names: list[str], *, top: int = 3,
                       shap_trees: int = SHAP_TREES) -> pl.DataFrame:
     """`lists` with a `why` column: "sources: ann,covisit; two_tower +0.41, count_7d +0.12;
     rules: brand cap (3 per list) removed 1". Contributions are computed for the listed rows
     only (k per user, not every candidate), the first `shap_trees` trees with TreeSHAP and
     the rest by their decision paths (`[rerank] explain_shap_trees`, `engine.rerank.explain`)."""
-    rows = lists.select("user_idx", "item_idx").join(frame, on=["user_idx", "item_idx"],
-                                                     how="left", maintain_order="left")
-    texts = contribution_texts(booster, rows, names, top=top, shap_trees=shap_trees)
+    if isinstance(booster, SourceOrder):  # no model to attribute: the order says it all
+        texts = [f"order: {booster.column}"] * lists.height
+    else:
+        rows = lists.select("user_idx", "item_idx").join(frame, on=["user_idx", "item_idx"],
+                                                         how="left", maintain_order="left")
+        texts = contribution_texts(booster, rows, names, top=top, shap_trees=shap_trees)
     return lists.with_columns(pl.Series("why", [
         "; ".join(p for p in (f"sources: {s or '-'}", t, r and f"rules: {r}") if p)
         for s, t, r in zip(lists["sources"].to_list(), texts, lists["rules"].to_list(),

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from engine.rerank.config import RankerConfig
+from engine.rerank.fallback import ORDER_FILE, Ranker, SourceOrder
 from engine.rules import shortlist_size
 from pipelines.errors import DataError
 from pipelines.io import atomic_path
@@ -86,12 +87,14 @@ def best_per_group(groups: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray
     return np.sort(order[rank < n])
 
 
-def score_frame(booster: lgb.Booster, frame: pl.DataFrame, names: list[str],
+def score_frame(booster: Ranker, frame: pl.DataFrame, names: list[str],
                 early_exit: EarlyExit | None = None) -> np.ndarray:
     """(N,) scores of the rows of a feature frame (rows of `user_idx`' candidates): the one
     scoring call of the batch lists, the evaluation and the online path. With `early_exit`,
     the rows cut after its first trees score -inf (ranked below every other row of their
-    user); the others get the whole model's score."""
+    user); the others get the whole model's score. A `SourceOrder` scores by its column."""
+    if isinstance(booster, SourceOrder):
+        return booster.scores(frame)
     x = feature_matrix(frame, names)
     trees = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
     if early_exit is None or early_exit.trees >= trees:
@@ -104,10 +107,12 @@ def score_frame(booster: lgb.Booster, frame: pl.DataFrame, names: list[str],
     return scores
 
 
-def save_ranker(booster: lgb.Booster, folder: Path) -> Path:
+def save_ranker(booster: Ranker, folder: Path) -> Path:
     """model.txt (LightGBM's text format, best iteration) and features.json (names and gain
-    importance, best first)."""
+    importance, best first); or a signal's order, order.json."""
     folder = Path(folder)
+    if isinstance(booster, SourceOrder):
+        return booster.save(folder)
     with atomic_path(folder / MODEL_FILE) as tmp:
         booster.save_model(str(tmp), num_iteration=booster.best_iteration or None)
     gain = booster.feature_importance("gain", iteration=booster.best_iteration or None)
@@ -119,7 +124,10 @@ def save_ranker(booster: lgb.Booster, folder: Path) -> Path:
     return folder
 
 
-def load_ranker(folder: Path) -> lgb.Booster:
+def load_ranker(folder: Path) -> Ranker:
+    """The booster a version holds, or the signal order it was published with instead."""
+    if (Path(folder) / ORDER_FILE).is_file():
+        return SourceOrder.load(folder)
     path = Path(folder) / MODEL_FILE
     if not path.is_file():
         raise DataError(path, "re-ranker model not found (train it first)")

@@ -17,8 +17,9 @@ is the history the models, candidates and features are built from.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
+from time import perf_counter
 from datetime import datetime, timedelta
 
 import lightgbm as lgb
@@ -28,12 +29,12 @@ import polars as pl
 from engine.candidates import candidate_chunks, default_sources, generate_candidates
 from engine.config import EngineConfig
 from engine.rerank.dataset import attach_labels, rank_data, sample_negatives, split_users
+from engine.rerank.fallback import Ranker, SourceOrder, best_order, order_ndcgs
 from engine.rerank.features import feature_frame, feature_names, hide_popularity, labels
 from engine.rerank.ndcg import mean_ndcg
 from engine.rerank.ranker import train_ranker
 from engine.retrieval import TrainedRetrieval, retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, Window, build_features
-from pipelines.errors import DataError
 from pipelines.split import per_user_cutoff
 from pipelines.validate import Tables, validate_tables
 
@@ -99,14 +100,23 @@ def per_user_lists(cfg: EngineConfig, tables: Tables, *, epochs: int, drop_test:
     """Labelled lists at per-user cutoffs: each user's latest `label_share` of positives
     label (column `cutoff` is 0). The two-tower model, the candidates and every feature see
     only the rows before each user's cutoff and no row of any user's labels; with
-    `drop_test` the configured test rows are gone too (lists for a model scored on them)."""
+    `drop_test` the configured test rows are gone too (lists for a model scored on them).
+    While there are fewer than `target_lists` lists, every user is cut again before the last
+    cut's labels (`cutoff` 1, 2, ...; at most `per_user_cuts` cuts)."""
     rc = cfg.rerank
-    report("training lists at per-user cutoffs")
-    cut = partial(per_user_cutoff, share=rc.label_share, drop_test=drop_test)
-    fs = build_features(cfg, window="train", tables=tables, resplit=cut)
-    trained = train_retrieval(cfg, epochs=epochs, fs=fs)
-    return labelled_lists(cfg, trained, window="train", label_split="valid", cutoff=0,
-                          max_users=rc.per_user_lists, fs=fs)
+    parts: list[pl.DataFrame] = []
+    for step in range(rc.per_user_cuts):
+        report("training lists at per-user cutoffs" + (f" ({step + 1} back)" if step else ""))
+        cut = partial(per_user_cutoff, share=rc.label_share, drop_test=drop_test, step=step)
+        fs = build_features(cfg, window="train", tables=tables, resplit=cut)
+        trained = train_retrieval(cfg, epochs=epochs, fs=fs)
+        part = labelled_lists(cfg, trained, window="train", label_split="valid", cutoff=step,
+                              max_users=rc.per_user_lists, fs=fs)
+        parts.append(part)
+        lists = sum(p.select("user_idx").n_unique() for p in parts if not p.is_empty())
+        if lists >= rc.target_lists or part.is_empty():
+            break
+    return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
 
 
 def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
@@ -129,42 +139,76 @@ def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
         trained = train_retrieval(c, epochs=epochs, fs=fs)
         parts.append(labelled_lists(c, trained, window="train", label_split="valid", cutoff=n,
                                     max_users=rc.users_per_cutoff, fs=fs))
-    if not parts:  # no user to list: an empty frame with every column
-        frame = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
-        parts.append(attach_labels(frame.with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff")),
-                                   truth))
     return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
 
 
 @dataclass(frozen=True)
 class FittedRanker:
-    """The booster, its feature names and its early-stopping NDCG on held-out users."""
+    """What orders the lists (the booster, or a signal's order where the booster could not be
+    trusted: `fallback` says why), the features it reads and its NDCG on held-out users,
+    beside each signal's own order on the same lists (`orders`)."""
 
-    booster: lgb.Booster
+    ranker: Ranker
     names: list[str]
     holdout_ndcg: float
     holdout_two_tower_ndcg: float | None
+    orders: dict[str, float] = field(default_factory=dict)
+    lists: int = 0
+    fallback: str | None = None
+    tried: dict[int, float] = field(default_factory=dict)   # num_leaves -> held-out NDCG
+
+    @property
+    def num_leaves(self) -> int | None:
+        """The leaf count of the published booster (None for a signal order)."""
+        if self.fallback or not self.tried:
+            return None
+        return max(self.tried, key=self.tried.__getitem__)
+
+    @property
+    def trees(self) -> int:
+        r = self.ranker
+        return 0 if isinstance(r, SourceOrder) else (r.best_iteration or r.current_iteration())
+
+
+def _order(reason: str, orders: dict[str, float], lists: int) -> FittedRanker:
+    col = best_order(orders)
+    return FittedRanker(SourceOrder(col, reason), [col], orders.get(col, 0.0),
+                        orders.get("two_tower"), orders, lists, reason)
 
 
 def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
-    """LambdaRank on `lists`, early-stopped on NDCG@`ndcg_at` of a share of whole users."""
+    """LambdaRank on `lists`, early-stopped on NDCG@`ndcg_at` of a share of whole users; or,
+    with fewer than `min_lists` lists or a fit that loses to a signal on the held-out users,
+    that signal's order (`engine.rerank.fallback`)."""
     rc = cfg.rerank
     names = feature_names(lists)
+    n = lists.select("cutoff", "user_idx").n_unique() if not lists.is_empty() else 0
     fit, hold = split_users(lists, rc.holdout_share, seed=rc.seed)
-    if fit.is_empty() or hold.is_empty():
-        n = lists.select("cutoff", "user_idx").n_unique() if not lists.is_empty() else 0
-        raise DataError(cfg.data.interactions, f"too little data for the re-ranker: {n} "
-                        "training list(s) (users with a positive among their candidates) over "
-                        f"{rc.training_cutoffs} cutoff(s); it needs users to fit on and "
-                        f"{rc.holdout_share:.0%} of them to early-stop on: give more users or "
-                        "days of data, or more [rerank] training_cutoffs")
+    if n < max(rc.min_lists, 2) or fit.is_empty() or hold.is_empty():
+        return _order(f"{n} training lists (users with a positive among their candidates), "
+                      f"fewer than [rerank] min_lists = {rc.min_lists}",
+                      order_ndcgs(lists, rc.ndcg_at), n)
     if rc.popularity_dropout > 0:
         hidden = pl.struct("cutoff", "item_idx").hash(rc.seed) % 10_000 \
             < int(rc.popularity_dropout * 10_000)
         fit = hide_popularity(fit, hidden)
-    valid = rank_data(hold, names)
-    booster = train_ranker(rank_data(fit, names), names, rc, valid=valid)
-    score = booster.predict(valid.x, num_iteration=booster.best_iteration or None)
-    base = (mean_ndcg(valid.y, hold["two_tower"].to_numpy(), valid.group, rc.ndcg_at)
-            if "two_tower" in hold.columns else None)
-    return FittedRanker(booster, names, mean_ndcg(valid.y, score, valid.group, rc.ndcg_at), base)
+    valid, train = rank_data(hold, names), rank_data(fit, names)
+    tried: dict[int, float] = {}
+    booster, ndcg, start = None, -1.0, perf_counter()
+    for leaves in dict.fromkeys([rc.num_leaves, *rc.other_leaves]):
+        if tried and perf_counter() - start >= rc.choice_seconds:
+            break
+        b = train_ranker(train, names, rc.model_copy(update={"num_leaves": leaves}),
+                         valid=valid)
+        tried[leaves] = mean_ndcg(valid.y, b.predict(valid.x, num_iteration=b.best_iteration
+                                                     or None), valid.group, rc.ndcg_at)
+        if tried[leaves] > ndcg:
+            booster, ndcg = b, tried[leaves]
+    assert booster is not None
+    orders = order_ndcgs(hold, rc.ndcg_at)
+    best = best_order(orders)
+    if orders and ndcg <= orders[best]:
+        return replace(_order(f"the re-ranker's held-out NDCG@{rc.ndcg_at} {ndcg:.4f} is not "
+                              f"above the {best} order's {orders[best]:.4f}", orders, n),
+                       tried=tried)
+    return FittedRanker(booster, names, ndcg, orders.get("two_tower"), orders, n, tried=tried)
