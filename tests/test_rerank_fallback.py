@@ -98,3 +98,37 @@ def test_an_order_round_trips_and_scores_lists(tmp_path: Path) -> None:
                           "sources": ["knn"], "rules": [""]})
     why = with_explanations(lists, frame, back, back.feature_name())["why"].to_list()
     assert why == ["sources: knn; order: knn_score"]
+
+
+def test_nightly_publishes_the_order_says_why_and_serves_it(small_data: Path,
+                                                           tmp_path: Path) -> None:
+    """End to end: a shop with too few lists for `min_lists` gets a version whose lists follow
+    the best signal, a manifest and `why` that say so, and an online API that agrees."""
+    from engine.jobs.artifacts import current_version, read_manifest
+    from engine.jobs.nightly import run_nightly
+    from pipelines.config import load_config
+    from serving import Recommender
+    from tests.test_nightly import small_job
+
+    path = small_job(small_data, tmp_path / "data")
+    path.write_text(path.read_text().replace("min_lists = 50", "min_lists = 1000000")
+                    + "\n[evaluation]\nenabled = false\n")
+    cfg = load_config(path, EngineConfig)
+    run_nightly(cfg, tmp_path / "artifacts")
+    live = current_version(tmp_path / "artifacts")
+    assert live is not None
+    rr = read_manifest(live)["metrics"]["rerank"]
+    assert rr["trees"] == 0 and rr["order"] in {"two_tower", "ease_score", "knn_score",
+                                                "next_score"}
+    assert "min_lists = 1000000" in rr["fallback"]
+    assert rr[f"holdout_{rr['order']}_order_ndcg"] == max(
+        v for k, v in rr.items() if k.endswith("_order_ndcg"))
+    assert (live / "rerank" / "order.json").is_file()
+    assert not (live / "rerank" / "model.txt").exists()
+    batch = pl.read_parquet(live / "recs" / "kind=product" / "*.parquet")
+    assert batch["why"].str.contains(f"order: {rr['order']}").all()
+    rec = Recommender.load(tmp_path / "artifacts")
+    for u in batch["user_id"].unique().sort().head(10).to_list():
+        want = batch.filter(pl.col("user_id") == u).sort("rank")
+        got = rec.recommend(u, k=cfg.jobs.k)
+        assert [g["item_id"] for g in got] == want["item_id"].to_list()

@@ -177,9 +177,10 @@ def _order(reason: str, orders: dict[str, float], lists: int) -> FittedRanker:
 
 
 def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
-    """LambdaRank on `lists`, early-stopped on NDCG@`ndcg_at` of a share of whole users; or,
-    with fewer than `min_lists` lists or a fit that loses to a signal on the held-out users,
-    that signal's order (`engine.rerank.fallback`)."""
+    """LightGBM ranking on `lists`, early-stopped on NDCG@`ndcg_at` of a share of whole
+    users (one fit per leaf count tried, the best kept); or, with fewer than `min_lists` lists
+    or a fit that loses to a signal on the held-out users, that signal's order
+    (`engine.rerank.fallback`)."""
     rc = cfg.rerank
     names = feature_names(lists)
     n = lists.select("cutoff", "user_idx").n_unique() if not lists.is_empty() else 0
