@@ -156,6 +156,7 @@ QUALITY = [  # full mode only: quality, not speed (each prints its own tables)
     ("pctr", [[PY, str(BENCH / "bench_pctr.py"), "--config", "data_samples/config.toml"]]),
     ("evaluation", [[RECENGINE, "evaluate", "--config", "data_samples/config.toml", "--out",
                      "artifacts/reports/evaluation"]]),
+    ("oracle_ceiling", [[PY, str(BENCH / "bench_oracle_ceiling.py"), "--data", "data_samples"]]),
     ("generator", [[PY, str(BENCH / "bench_generate.py")]]),
     ("explain", [[PY, str(BENCH / "bench_explain.py")]]),
     ("evaluation_bursty", [[RECENGINE, "generate", "--spec", "data_samples/generator_bursty.toml",
