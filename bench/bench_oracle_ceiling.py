@@ -3,8 +3,8 @@
 The oracle ranks by the generator's true utility: every user's true taste. A learner sees only
 the user's events. This script gives a learner more than recengine ever has, the generator's
 TRUE item factors and biases, estimates each user's taste from their views before the test
-window (the MAP of the softmax choice model the views are drawn from, a Gaussian prior scaled
-by `--priors`), ranks the unseen products by the estimated utility, and scores NDCG@10 on the
+window (the MAP of the generator's own choice model, taste p + f(t) drift at each view's time
+t, Gaussian priors of the true variances scaled by `--priors`), ranks the unseen products by the estimated utility, and scores NDCG@10 on the
 test window beside the oracle under one protocol (test window: the last 7 days; relevance: the
 strongest event, gain 2^grade - 1; seen items excluded; every user with a new relevant
 product). Its share of the oracle is a ceiling for a learner of user taste from this much data,
@@ -30,6 +30,7 @@ from pipelines.synthetic.truth import GroundTruth
 
 GRADES = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4}
 K = 10
+BINS = 8
 
 
 def mean_ndcg(util: np.ndarray, relevant: list[dict[int, int]], seen: list[np.ndarray]) -> float:
@@ -48,18 +49,28 @@ def mean_ndcg(util: np.ndarray, relevant: list[dict[int, int]], seen: list[np.nd
 
 
 def map_taste(q: torch.Tensor, b: torch.Tensor, tau: float, users: np.ndarray,
-              cols: np.ndarray, n: int, prior_var: float, scale: float) -> np.ndarray:
-    """(n, d) MAP taste of each user from their chosen columns (softmax over all columns)."""
+              cols: np.ndarray, f: np.ndarray, n: int, prior_var: float, drift_var: float,
+              scale: float, at: float) -> np.ndarray:
+    """(n, d) MAP taste at time `at` of each user, p + at * drift, from their chosen columns
+    at times `f` (softmax over all columns of (p + f * drift) . q / tau + b; the generator's
+    own model, Gaussian priors of the true variances times `scale`)."""
     p = torch.zeros(n, q.shape[1], requires_grad=True)
-    opt = torch.optim.Adam([p], lr=0.05)
-    iu, ic = torch.from_numpy(users), torch.from_numpy(cols)
+    d = torch.zeros(n, q.shape[1], requires_grad=True)
+    opt = torch.optim.Adam([p, d], lr=0.05)
+    # views in 8 time bins a user: one softmax per (user, bin) instead of one per view
+    k = np.minimum((f * BINS).astype(np.int64), BINS - 1)
+    centre = torch.from_numpy(((np.arange(BINS) + 0.5) / BINS).astype(np.float32))
+    iu, ik, ic = (torch.from_numpy(a) for a in (users, k, cols))
     for _ in range(300):
         opt.zero_grad()
-        logits = p @ q.T / tau + b
-        ll = (logits[iu, ic] - torch.logsumexp(logits, 1)[iu]).sum()
-        (-ll + scale * (p ** 2).sum() / (2 * prior_var)).backward()
+        taste = p[:, None, :] + centre[None, :, None] * d[:, None, :]     # (n, BINS, dim)
+        logits = taste @ q.T / tau + b                                     # (n, BINS, I)
+        lse = torch.logsumexp(logits, 2)
+        ll = (logits[iu, ik, ic] - lse[iu, ik]).sum()
+        prior = (p ** 2).sum() / (2 * prior_var) + (d ** 2).sum() / (2 * drift_var)
+        (-ll + scale * prior).backward()
         opt.step()
-    return p.detach().numpy()
+    return (p + at * d).detach().numpy()
 
 
 def main() -> None:
@@ -107,9 +118,12 @@ def main() -> None:
     report.add("oracle NDCG@10", oracle, "")
     report.add("true item bias alone NDCG@10", popular, "", ratio=("oracle", popular / oracle))
     prior_var = float(gt.user_factor.var(0).mean())
+    drift_var = float(gt.user_drift.var(0).mean())
+    when = np.array([gt._f(t) for t in fit["ts"].filter(pl.Series(view)).to_list()])
     for scale in (float(s) for s in args.priors.split(",")):
         taste = map_taste(torch.from_numpy(q), torch.from_numpy(b), gt.tau,
-                          row_of[fu[view]], fc[view], len(users), prior_var, scale)
+                          row_of[fu[view]], fc[view], when, len(users), prior_var, drift_var,
+                          scale, f)
         got = mean_ndcg(taste @ q.T / gt.tau + b, relevant, seen)
         print(f"  MAP taste (prior x{scale:g}) with the true item factors: NDCG@{K} {got:.4f}, "
               f"{got / oracle:.3f} of the oracle")
