@@ -253,8 +253,7 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
                      "relevant_items": int(truth.n_relevant.sum()),
                      "eligible_items": int(h.eligible.sum()), "ks": ec.ks, "epochs": epochs,
                      "ranker_trees": ranker.trees, "ranker_fallback": ranker.fallback,
-                     "ranker_tried": " ".join(f"num_leaves={k}:{v:.4f}"
-                                              for k, v in ranker.tried.items()),
+                     "ranker_tried": ranker.tried_text,
                      "ranker_holdout_ndcg": ranker.holdout_ndcg,
                      "ranker_num_leaves": ranker.num_leaves,
                      "ranker_orders": ranker.orders,

@@ -145,7 +145,7 @@ def rerank(run: Run) -> Figures:
             "holdout_two_tower_ndcg": fitted.holdout_two_tower_ndcg,
             "order": fitted.names[0] if fitted.fallback else None,
             "num_leaves": fitted.num_leaves,
-            "tried": " ".join(f"num_leaves={k}:{v:.4f}" for k, v in fitted.tried.items()),
+            "tried": fitted.tried_text,
             "fallback": fitted.fallback,
             **{f"holdout_{c}_order_ndcg": v for c, v in fitted.orders.items()}}
 

@@ -105,6 +105,7 @@ def per_user_lists(cfg: EngineConfig, tables: Tables, *, epochs: int, drop_test:
     cut's labels (`cutoff` 1, 2, ...; at most `per_user_cuts` cuts)."""
     rc = cfg.rerank
     parts: list[pl.DataFrame] = []
+    lists = 0
     for step in range(rc.per_user_cuts):
         report("training lists at per-user cutoffs" + (f" ({step + 1} back)" if step else ""))
         cut = partial(per_user_cutoff, share=rc.label_share, drop_test=drop_test, step=step)
@@ -113,7 +114,7 @@ def per_user_lists(cfg: EngineConfig, tables: Tables, *, epochs: int, drop_test:
         part = labelled_lists(cfg, trained, window="train", label_split="valid", cutoff=step,
                               max_users=rc.per_user_lists, fs=fs)
         parts.append(part)
-        lists = sum(p.select("user_idx").n_unique() for p in parts if not p.is_empty())
+        lists += part["user_idx"].n_unique()
         if lists >= rc.target_lists or part.is_empty():
             break
     return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
@@ -163,6 +164,11 @@ class FittedRanker:
         if self.fallback or not self.tried:
             return None
         return max(self.tried, key=self.tried.__getitem__)
+
+    @property
+    def tried_text(self) -> str:
+        """The leaf counts tried and their held-out NDCG, as figures and the report show them."""
+        return " ".join(f"num_leaves={k}:{v:.4f}" for k, v in self.tried.items())
 
     @property
     def trees(self) -> int:
