@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -15,9 +16,10 @@ from engine.candidates import CandidateContext, CandidateSource, default_sources
 from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
 from engine.rerank.fallback import Ranker
-from engine.rerank.features import feature_frame
+from engine.rerank.explain import warm_explanations
+from engine.rerank.features import feature_frame, rerank_tables
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
-from engine.rerank.ranker import early_exit_for, load_ranker, score_frame
+from engine.rerank.ranker import early_exit_for, load_ranker, score_frame, warm_ranges
 from engine.rules import Candidate, allocate_slots
 from engine.version import version_context
 from pipelines.dataset import FeatureSet
@@ -37,6 +39,16 @@ def resolve(path: Path) -> Path:
     if live is None:
         raise DataError(path / CURRENT, "no published version here (run recengine nightly)")
     return live
+
+
+def _warm(ctx: CandidateContext, booster: Ranker, cfg: EngineConfig) -> None:
+    """Build every table and tree range a request reads while the version loads: nothing is
+    filled in lazily while calls run concurrently (and no first request pays for it)."""
+    rerank_tables(ctx)
+    ctx.warm()
+    if isinstance(booster, lgb.Booster):
+        warm_ranges(booster, early_exit_for(cfg.rerank, 1))
+        warm_explanations(booster, shap_trees=cfg.rerank.explain_shap_trees)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +76,7 @@ class VersionState:
         fs = FeatureSet.load(folder)
         ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
         booster = load_ranker(folder / "rerank")
+        _warm(ctx, booster, cfg)
         item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
         default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)

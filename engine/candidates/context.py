@@ -3,6 +3,7 @@ be recommended, what each user has seen, and (when a model is trained) the vecto
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +32,8 @@ class CandidateContext:
     item_vectors: np.ndarray | None = None     # (n_items, D) two-tower item vectors
     cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
     """Tables derived from `fs` once and reused by every request (see `once`)."""
+    _building: threading.RLock = field(default_factory=threading.RLock, repr=False,
+                                       compare=False)
 
     @classmethod
     def build(cls, fs: FeatureSet, cfg: CandidatesConfig, **models: object) -> CandidateContext:
@@ -40,10 +43,20 @@ class CandidateContext:
 
     def once(self, name: str, build: Callable[[], object]) -> object:
         """`build()` the first time `name` is asked for, the stored value after: statistics
-        over the whole feature set that an online request must not recompute."""
-        if name not in self.cache:
-            self.cache[name] = build()
-        return self.cache[name]
+        over the whole feature set that an online request must not recompute. Built under a
+        lock (re-entrant: one table may be built from another), so concurrent first calls
+        build it once; a served version builds them all when it loads."""
+        got = self.cache.get(name)
+        if got is None:
+            with self._building:
+                got = self.cache.get(name)
+                if got is None:
+                    got = self.cache[name] = build()
+        return got
+
+    def warm(self) -> None:
+        """Build the lookups the per-request methods read (a served version does at load)."""
+        self.eligible_items, self._history, self._seen  # noqa: B018 - cached on first access
 
     @cached_property
     def eligible_items(self) -> pl.DataFrame:

@@ -38,6 +38,7 @@ import scipy.sparse as sp
 
 from engine.rerank.config import RankerConfig
 from engine.rerank.ranker import feature_matrix
+from engine.rerank.trees import model_trees, predict_range, tree_range
 
 SHAP_TREES: int = RankerConfig.model_fields["explain_shap_trees"].default
 ROW_BLOCK = 4096
@@ -57,11 +58,6 @@ class PathTable:
 
 _tables: weakref.WeakKeyDictionary[lgb.Booster, dict[tuple[int, int], PathTable]] = \
     weakref.WeakKeyDictionary()
-
-
-def model_trees(booster: lgb.Booster) -> int:
-    """Trees the lists score with (as `ranker.score_frame`): the best iteration's, else all."""
-    return booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
 
 
 def _tree_fields(block: str) -> dict[str, str]:
@@ -128,8 +124,7 @@ def path_contributions(booster: lgb.Booster, x: np.ndarray, start: int, stop: in
     n_leaves = pt.table.shape[0]
     out = np.zeros((len(x), pt.table.shape[1] + 1))
     for a in range(0, len(x), ROW_BLOCK):
-        leaf = booster.predict(x[a:a + ROW_BLOCK], pred_leaf=True, start_iteration=start,
-                               num_iteration=stop - start)
+        leaf = predict_range(booster, x[a:a + ROW_BLOCK], start, stop, pred_leaf=True)
         leaf = leaf.reshape(len(x[a:a + ROW_BLOCK]), -1).astype(np.int64) + pt.leaf_offset
         n, trees = leaf.shape
         onehot = sp.csr_matrix((np.ones(n * trees), leaf.ravel(),
@@ -148,11 +143,22 @@ def contributions(booster: lgb.Booster, x: np.ndarray, *,
     shap = min(shap_trees, total)
     if len(x) == 0:
         return np.zeros((0, booster.num_feature() + 1))
-    out = (booster.predict(x, pred_contrib=True, num_iteration=shap) if shap
+    out = (predict_range(booster, x, 0, shap, pred_contrib=True) if shap
            else np.zeros((len(x), booster.num_feature() + 1)))
     if shap < total:
         out += path_contributions(booster, x, shap, total)
     return out
+
+
+def warm_explanations(booster: lgb.Booster, *, shap_trees: int = SHAP_TREES) -> None:
+    """Build the tree ranges and path table `contributions` reads, so that no request does."""
+    total = model_trees(booster)
+    shap = min(shap_trees, total)
+    if shap:
+        tree_range(booster, 0, shap)
+    if shap < total:
+        tree_range(booster, shap, total)
+        path_table(booster, shap, total)
 
 
 def contribution_texts(booster: lgb.Booster, frame: pl.DataFrame, names: list[str], *,

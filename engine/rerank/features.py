@@ -109,9 +109,14 @@ def _tables(ctx: CandidateContext) -> dict[str, object]:
             "affinity": ByKey(aff), **{k: ByKey(v) for k, v in stats.items()}}
 
 
+def rerank_tables(ctx: CandidateContext) -> dict[str, object]:
+    """The context's feature lookup tables, built once."""
+    return ctx.once("rerank_tables", lambda: _tables(ctx))  # type: ignore[return-value]
+
+
 def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     """`cands` (merged candidates) with every re-ranker feature column added."""
-    t: dict = ctx.once("rerank_tables", lambda: _tables(ctx))  # type: ignore[assignment]
+    t: dict = rerank_tables(ctx)
     df = cands.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
     users = df["user_idx"].unique().to_numpy()
     recent = ctx.recent(users).with_columns(pl.col("user_idx").cast(pl.Int64),

@@ -17,6 +17,7 @@ import polars as pl
 
 from engine.rerank.config import RankerConfig
 from engine.rerank.fallback import ORDER_FILE, Ranker, SourceOrder
+from engine.rerank.trees import model_trees, predict_range, tree_range
 from engine.rules import shortlist_size
 from pipelines.errors import DataError
 from pipelines.io import atomic_path
@@ -96,15 +97,25 @@ def score_frame(booster: Ranker, frame: pl.DataFrame, names: list[str],
     if isinstance(booster, SourceOrder):
         return booster.scores(frame)
     x = feature_matrix(frame, names)
-    trees = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+    trees = model_trees(booster)
     if early_exit is None or early_exit.trees >= trees:
-        return booster.predict(x, num_iteration=trees)
-    first = booster.predict(x, num_iteration=early_exit.trees)
+        return predict_range(booster, x, 0, trees)
+    first = predict_range(booster, x, 0, early_exit.trees)
     kept = best_per_group(frame["user_idx"].to_numpy(), first, early_exit.keep)
     scores = np.full(len(first), -np.inf)
-    scores[kept] = first[kept] + booster.predict(x[kept], start_iteration=early_exit.trees,
-                                                 num_iteration=trees - early_exit.trees)
+    scores[kept] = first[kept] + predict_range(booster, x[kept], early_exit.trees, trees)
     return scores
+
+
+def warm_ranges(booster: Ranker, early_exit: EarlyExit | None) -> None:
+    """Build the tree ranges `score_frame` reads, so that no request builds one."""
+    if isinstance(booster, SourceOrder):
+        return
+    trees = model_trees(booster)
+    tree_range(booster, 0, trees)
+    if early_exit is not None and early_exit.trees < trees:
+        tree_range(booster, 0, early_exit.trees)
+        tree_range(booster, early_exit.trees, trees)
 
 
 def save_ranker(booster: Ranker, folder: Path) -> Path:
