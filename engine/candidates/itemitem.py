@@ -58,7 +58,9 @@ def ease_weights(m: sp.csr_matrix, lam: float, max_items: int) -> tuple[np.ndarr
     del gram
     p /= -torch.diag(p)[None, :]
     p.fill_diagonal_(0.0)
-    return keep, p.numpy()
+    # row-major: the inverse comes column-major, and scipy's sparse @ dense copies such an
+    # operand whole on every call (23 ms per call at 3k items, against 0.01 ms)
+    return keep, np.ascontiguousarray(p.numpy())
 
 
 def knn_weights(m: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matrix:
