@@ -20,6 +20,7 @@ from engine.rerank.explain import warm_explanations
 from engine.rerank.features import feature_frame, rerank_tables
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import early_exit_for, load_ranker, score_frame, warm_ranges
+from engine.request import RequestTables, known_user_list
 from engine.rules import Candidate, allocate_slots
 from engine.version import version_context
 from pipelines.dataset import FeatureSet
@@ -68,6 +69,7 @@ class VersionState:
     attr_index: dict[str, int]
     ads: dict[str, pl.DataFrame]   # user_id -> that user's published ad list
     default_ads: pl.DataFrame      # ads by mean eCPM, for users without a list
+    tables: RequestTables          # the arrays a known user's request reads
 
     @classmethod
     def load(cls, folder: Path) -> VersionState:
@@ -77,12 +79,13 @@ class VersionState:
         ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
         booster = load_ranker(folder / "rerank")
         _warm(ctx, booster, cfg)
+        sources = default_sources(ctx)
         item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
         default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)
                        .sort(["ecpm", "item_id"], descending=[True, False]))
         return cls(
-            folder=folder, cfg=cfg, fs=fs, ctx=ctx, sources=default_sources(ctx),
+            folder=folder, cfg=cfg, fs=fs, ctx=ctx, sources=sources,
             booster=booster, names=booster.feature_name(),
             facts=ItemFacts.build(fs, ctx.eligible, ctx.item_vectors),
             encoder=UserEncoder.from_state_dict(load_state_dict(folder / "embeddings")),
@@ -91,7 +94,7 @@ class VersionState:
             item_ids=item_ids,
             attr_index={v: i + 1 for i, v in enumerate(fs.vocabs.user_attr.values.to_list())},
             ads={u: df.sort("rank") for (u,), df in ads.group_by("user_id")},
-            default_ads=default_ads)
+            default_ads=default_ads, tables=RequestTables.build(ctx, sources))
 
     # ------------------------------------------------------------------ products
     def _known_lists(self, users: np.ndarray, k: int, exclude: dict[int, set[int]],
@@ -130,12 +133,19 @@ class VersionState:
 
     def _products(self, user_id: str | None, k: int, exclude: set[int],
                   history: list[str] | None, features: dict[str, str],
-                  explain: bool, allowed: np.ndarray | None) -> pl.DataFrame:
+                  explain: bool, allowed: np.ndarray | None) -> list[dict[str, object]]:
         u = self.user_index.get(user_id) if user_id is not None else None
         if u is not None and history is None:
-            return self._known_lists(np.array([u], np.int64), k, {u: exclude}, explain,
-                                     allowed)
-        return self._anonymous_list(history or [], features, k, exclude, allowed)
+            listed = known_user_list(
+                self.tables, self.booster, self.names, self.facts, self.cfg.rules, u, k=k,
+                exclude=exclude, allowed=allowed, early_exit=early_exit_for(self.cfg.rerank, k),
+                explain=explain, shap_trees=self.cfg.rerank.explain_shap_trees)
+            return [{"item_id": self.item_ids[r.item], "rank": r.rank, "score": r.score,
+                     **({"why": r.why} if explain else {})} for r in listed]
+        lists = self._anonymous_list(history or [], features, k, exclude, allowed)
+        return [{"item_id": self.item_ids[r["item_idx"]], "rank": r["rank"], "score": r["score"],
+                 **({"why": r["why"]} if explain else {})}
+                for r in lists.sort("rank").iter_rows(named=True)]
 
     # ------------------------------------------------------------------ ads
     def _ads(self, user_id: str | None, k: int, exclude: set[str]) -> pl.DataFrame:
@@ -153,11 +163,7 @@ class VersionState:
         allowed = filter_mask(self.fs, filters) if filters else None
         if kind == "ad":
             return self._ad_rows(self._ads(user_id, k, set(exclude)))
-        products = self._products(user_id, k, excluded, history, user_features, explain,
-                                  allowed)
-        out = [{"item_id": self.item_ids[r["item_idx"]], "rank": r["rank"], "score": r["score"],
-                **({"why": r["why"]} if explain and "why" in r else {})}
-               for r in products.sort("rank").iter_rows(named=True)]
+        out = self._products(user_id, k, excluded, history, user_features, explain, allowed)
         if kind == "product":
             return out
         ads = self._ad_rows(self._ads(user_id, self.cfg.rules.max_ads_in_list, set(exclude)))

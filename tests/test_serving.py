@@ -226,3 +226,34 @@ def test_kept_versions_swap_back_without_loading(monkeypatch: pytest.MonkeyPatch
         live[0] = tmp_path / "a"
     with pytest.raises(ValueError, match="keep"):
         Recommender.load(tmp_path, keep=0)
+
+
+def test_array_path_builds_the_frame_paths_candidates_and_features(rec: Recommender) -> None:
+    """The request path's arrays give, for sampled users (some without a history), the
+    candidates, sources and re-ranker features the frame path (the training reference)
+    builds: the same items, and every feature within 1e-9."""
+    import numpy as np
+
+    from engine.candidates import generate_candidates
+    from engine.rerank.features import feature_frame
+    from engine.rerank.ranker import feature_matrix
+    from engine.request.candidates import user_candidates
+    from engine.request.features import feature_matrix as array_matrix
+
+    st = rec._state  # noqa: SLF001 - the loaded version's internals are what is compared
+    rng = np.random.default_rng(7)
+    histories = st.fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_numpy()
+    cold = np.setdiff1d(np.arange(1, st.fs.vocabs.user.size), histories)
+    users = np.r_[rng.choice(histories, 40, replace=False), cold[:5]]
+    checked = 0
+    for u in users.tolist():
+        frame = feature_frame(generate_candidates(st.sources, np.array([u])), st.ctx)
+        c = user_candidates(st.tables, u)
+        np.testing.assert_array_equal(c.items, frame["item_idx"].to_numpy())
+        assert c.source_names() == frame["sources"].to_list()
+        want = feature_matrix(frame, st.names)
+        got = array_matrix(st.tables, c, st.names)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=0, atol=1e-9)
+        checked += len(c.items)
+    assert checked > 40 * 50

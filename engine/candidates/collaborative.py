@@ -48,25 +48,36 @@ class _ItemItemSource:
         self.ctx = ctx
         self.item_model = type(self).model(ctx)
 
-    def __call__(self, users: np.ndarray) -> pl.DataFrame:
+    @property
+    def per_user(self) -> int:
+        """Items this source proposes per user."""
+        return min(type(self).size(self.ctx), self.item_model.n_items)
+
+    def top(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(row into `users`, item, score) of each user's best `per_user` items with evidence
+        (eligible, unseen, score above 0), and the dense (len(users), n_items) scores."""
         users = np.asarray(users, np.int64)
-        n = min(type(self).size(self.ctx), self.item_model.n_items)
-        # the model keeps these scores for the features of the same users: read, never write
-        s = torch.from_numpy(self.item_model.scores(users))
+        dense = self.item_model.scores(users)
+        s = torch.from_numpy(dense)
         bad = ~(s > 0)                                   # NaN, 0, negative: no evidence
         bad[:, torch.from_numpy(~self.ctx.eligible)] = True
         seen = self.item_model.history[users].tocoo()
         bad[torch.from_numpy(seen.row.astype(np.int64)),
             torch.from_numpy(seen.col.astype(np.int64))] = True
         # rounded: threaded BLAS may differ in the last bits, and ties must rank the same
-        vals, top = torch.topk(torch.round(s.masked_fill(bad, -torch.inf), decimals=6), n, dim=1)
+        vals, top = torch.topk(torch.round(s.masked_fill(bad, -torch.inf), decimals=6),
+                               self.per_user, dim=1)
         vals, top = vals.numpy(), top.numpy()
         ok = np.isfinite(vals)
         row = np.broadcast_to(np.arange(len(users))[:, None], vals.shape)
-        df = pl.DataFrame({"user_idx": users[row[ok]], "item_idx": top[ok].astype(np.int64),
-                           "score": vals[ok].astype(np.float64)})
-        return self.ctx.finish(df, n)
+        return row[ok], top[ok].astype(np.int64), vals[ok].astype(np.float64), dense
 
+    def __call__(self, users: np.ndarray) -> pl.DataFrame:
+        users = np.asarray(users, np.int64)
+        # the model keeps these scores for the features of the same users: read, never write
+        row, items, scores, _ = self.top(users)
+        df = pl.DataFrame({"user_idx": users[row], "item_idx": items, "score": scores})
+        return self.ctx.finish(df, self.per_user)
 
 class EaseSource(_ItemItemSource):
     """EASE's best items for the user's whole history."""

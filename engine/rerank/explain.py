@@ -167,7 +167,15 @@ def contribution_texts(booster: lgb.Booster, frame: pl.DataFrame, names: list[st
     (the `top` contributions by size)."""
     if frame.height == 0:
         return []
-    x = feature_matrix(frame, names)
+    return matrix_texts(booster, feature_matrix(frame, names), names, top=top,
+                        shap_trees=shap_trees)
+
+
+def matrix_texts(booster: lgb.Booster, x: np.ndarray, names: list[str], *, top: int = 3,
+                 shap_trees: int = SHAP_TREES) -> list[str]:
+    """`contribution_texts` of the rows of a feature matrix."""
+    if len(x) == 0:
+        return []
     contrib = contributions(booster, x, shap_trees=shap_trees)[:, :-1]
     order = np.argsort(-np.abs(contrib), axis=1)[:, :top]
     return [", ".join(f"{names[j]} {contrib[r, j]:+.3f}" for j in idx)

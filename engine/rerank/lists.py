@@ -115,6 +115,11 @@ def with_explanations(lists: pl.DataFrame, frame: pl.DataFrame, booster: Ranker,
                                                          how="left", maintain_order="left")
         texts = contribution_texts(booster, rows, names, top=top, shap_trees=shap_trees)
     return lists.with_columns(pl.Series("why", [
-        "; ".join(p for p in (f"sources: {s or '-'}", t, r and f"rules: {r}") if p)
-        for s, t, r in zip(lists["sources"].to_list(), texts, lists["rules"].to_list(),
-                           strict=True)]))
+        why_text(s, t, r) for s, t, r in zip(lists["sources"].to_list(), texts,
+                                             lists["rules"].to_list(), strict=True)]))
+
+
+def why_text(sources: str | None, contributions: str, rules: str) -> str:
+    """"sources: ann,covisit; two_tower +0.41, count_7d +0.12; rules: brand cap ... removed 1"."""
+    return "; ".join(p for p in (f"sources: {sources or '-'}", contributions,
+                                 rules and f"rules: {rules}") if p)

@@ -96,16 +96,21 @@ def score_frame(booster: Ranker, frame: pl.DataFrame, names: list[str],
     user); the others get the whole model's score. A `SourceOrder` scores by its column."""
     if isinstance(booster, SourceOrder):
         return booster.scores(frame)
-    x = feature_matrix(frame, names)
+    return score_matrix(booster, feature_matrix(frame, names), frame["user_idx"].to_numpy(),
+                        early_exit)
+
+
+def score_matrix(booster: lgb.Booster, x: np.ndarray, users: np.ndarray,
+                 early_exit: EarlyExit | None = None) -> np.ndarray:
+    """`score_frame` on a feature matrix whose rows belong to `users`."""
     trees = model_trees(booster)
     if early_exit is None or early_exit.trees >= trees:
         return predict_range(booster, x, 0, trees)
     first = predict_range(booster, x, 0, early_exit.trees)
-    kept = best_per_group(frame["user_idx"].to_numpy(), first, early_exit.keep)
+    kept = best_per_group(users, first, early_exit.keep)
     scores = np.full(len(first), -np.inf)
     scores[kept] = first[kept] + predict_range(booster, x[kept], early_exit.trees, trees)
     return scores
-
 
 def warm_ranges(booster: Ranker, early_exit: EarlyExit | None) -> None:
     """Build the tree ranges `score_frame` reads, so that no request builds one."""

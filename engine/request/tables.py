@@ -1,0 +1,202 @@
+"""The arrays one request reads, built once per version from the candidate context: per-user
+rows (history, seen items, category/brand/leaf statistics) and per-item rows (co-visitation,
+transition and content neighbours, trending lists) as CSR, item facts as dense columns.
+
+Polars builds every table (the same frames the batch path joins against); a request only
+slices and gathers, so its cost is the rows it reads and not a query plan's fixed price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from engine.candidates import CandidateContext, CandidateSource
+from engine.candidates.collaborative import EaseSource, KnnSource
+from engine.candidates.covisit import CovisitSource
+from engine.candidates.popular import ColdUserSource, RepeatSource, TrendingSource
+from engine.candidates.sequence import TransitionSource, transition_table
+from engine.candidates.vectors import AnnSource, ContentSource
+from engine.lookup import ByKey
+from engine.rerank.features import rerank_tables
+
+MISSING_KEY = -1
+"""A null category, brand or leaf: matches no row (as a null key joins nothing)."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Variable-length rows by an integer key (CSR): row `k` holds `cols[c][indptr[k]:
+    indptr[k + 1]]`; keys outside 0..n-1 have empty rows."""
+
+    indptr: np.ndarray
+    cols: dict[str, np.ndarray]
+
+    @classmethod
+    def build(cls, frame: pl.DataFrame, key: str, n_keys: int, columns: list[str],
+              *, order: list[str] | None = None) -> Rows:
+        """Rows of `frame` by `key` (rows of one key kept in their order, or sorted by
+        `order` within the key)."""
+        f = frame.sort([key, *(order or [])], maintain_order=True)
+        keys = f[key].cast(pl.Int64).to_numpy()
+        indptr = np.searchsorted(keys, np.arange(n_keys + 1), "left").astype(np.int64)
+        return cls(indptr, {c: _array(f[c]) for c in columns})
+
+    @property
+    def n_keys(self) -> int:
+        return len(self.indptr) - 1
+
+    def span(self, key: int) -> slice:
+        if not 0 <= key < self.n_keys:
+            return slice(0, 0)
+        return slice(int(self.indptr[key]), int(self.indptr[key + 1]))
+
+    def row(self, key: int, col: str) -> np.ndarray:
+        return self.cols[col][self.span(key)]
+
+    def gather(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions into the columns, owner): every row of each of `keys` in turn (repeats
+        included), `owner[j]` the index into `keys` that row `j` belongs to."""
+        keys = np.asarray(keys, np.int64)
+        ok = (keys >= 0) & (keys < self.n_keys)
+        safe = np.where(ok, keys, 0)
+        lo = self.indptr[safe]
+        n = np.where(ok, self.indptr[safe + 1] - lo, 0)
+        total = int(n.sum())
+        owner = np.repeat(np.arange(len(keys)), n)
+        pos = np.arange(total) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+        return pos, owner
+
+
+def _array(s: pl.Series) -> np.ndarray:
+    """A column as numpy: floats with NaN for null, integer keys with `MISSING_KEY`."""
+    if s.dtype.is_float():
+        return s.cast(pl.Float64).fill_null(np.nan).to_numpy()
+    if s.dtype.is_integer():
+        return s.cast(pl.Int64).fill_null(MISSING_KEY).to_numpy()
+    return s.to_numpy()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Per-user (key -> values) rows, keys sorted within each user: one user's value for a
+    candidate's key is a binary search in that user's few rows."""
+
+    rows: Rows
+    key: str
+
+    @classmethod
+    def build(cls, frame: pl.DataFrame, key: str, n_users: int, values: list[str]) -> Lookup:
+        clean = frame.filter(pl.col(key).is_not_null())
+        return cls(Rows.build(clean, "user_idx", n_users, [key, *values], order=[key]), key)
+
+    def values(self, user: int, keys: np.ndarray, col: str) -> np.ndarray:
+        """`col` of `user`'s row for each of `keys`, NaN where the user has none."""
+        span = self.rows.span(user)
+        have = self.rows.cols[self.key][span]
+        out = np.full(len(keys), np.nan)
+        if len(have):
+            at = np.minimum(np.searchsorted(have, keys), len(have) - 1)
+            hit = have[at] == keys
+            out[hit] = self.rows.cols[col][span][at[hit]]
+        return out
+
+
+@dataclass(frozen=True)
+class RequestTables:
+    """Everything the array path of a known user's request reads (see `engine.request`)."""
+
+    ctx: CandidateContext
+    sources: list[CandidateSource]
+    history: Rows                  # by user: history items, oldest first
+    seen: Rows                     # by user: sorted items seen in the feature window
+    covisit: Rows | None           # by item: neighbour, weight
+    transitions: Rows | None       # by item: neighbour, weight
+    content: Rows | None           # by item: neighbour, sim
+    trending: Rows | None          # by category: item, count
+    top_categories: Rows | None    # by user: top_category, share
+    cold_warm: np.ndarray | None   # (n_users,) bool: has a history
+    cold_tokens: Rows | None       # by user: attr_tok
+    cold_per_token: Rows | None    # by token: item, share
+    cold_overall: tuple[np.ndarray, np.ndarray] | None  # items, share / 2
+    items: dict[str, np.ndarray]   # dense item columns by item_idx
+    counts: list[str]              # popularity count columns (null -> 0)
+    user_stats: dict[str, np.ndarray]   # dense by user_idx
+    affinity: Lookup
+    brands: Lookup
+    leaves: Lookup
+    categories: Lookup
+    pairs: Lookup
+
+    @classmethod
+    def build(cls, ctx: CandidateContext, sources: list[CandidateSource]) -> RequestTables:
+        fs = ctx.fs
+        n_users, n_items = fs.vocabs.user.size, fs.vocabs.item.size
+        by = {type(s): s for s in sources}
+        hist = fs.history.select("user_idx", pl.col("history")).explode("history").drop_nulls()
+        seen = ctx.seen.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+        cov = by.get(CovisitSource)
+        trend = by.get(TrendingSource)
+        cold = by.get(ColdUserSource)
+        content = by.get(ContentSource)
+        t = rerank_tables(ctx)
+        items = {c: _array(t["items"][c]) for c in t["items"].columns}  # type: ignore[index]
+        users = t["users"].frame  # type: ignore[union-attr]
+        stats = {}
+        for c in users.columns:
+            if c == "user_idx":
+                continue
+            col = np.full(n_users, 0.0 if c in ("user_events", "user_items") else np.nan)
+            col[users["user_idx"].to_numpy()] = _array(users[c])
+            stats[c] = col
+
+        def lookup(name: str, key: str, values: list[str]) -> Lookup:
+            return Lookup.build(t[name].frame, key, n_users, values)  # type: ignore[union-attr]
+
+        return cls(
+            ctx=ctx, sources=sources,
+            history=Rows.build(hist, "user_idx", n_users, ["history"]),
+            seen=Rows.build(seen, "user_idx", n_users, ["item_idx"], order=["item_idx"]),
+            covisit=None if cov is None else _neighbours(cov.table, n_items, "weight"),
+            transitions=(_neighbours(transition_table(ctx), n_items, "weight")
+                         if TransitionSource in by else None),
+            content=None if content is None else _content(content, n_items),
+            trending=None if trend is None else Rows.build(
+                trend.by_category, "top_category",
+                int(fs.items["top_category"].max() or 0) + 1, ["item_idx", "count"]),
+            top_categories=None if trend is None else Rows.build(
+                trend.top.frame, "user_idx", n_users, ["top_category", "share"]),
+            cold_warm=None if cold is None else cold.warm,
+            cold_tokens=None if cold is None else Rows.build(
+                cold.tokens.frame, "user_idx", n_users, ["attr_tok"]),
+            cold_per_token=None if cold is None else Rows.build(
+                cold.per_token, "attr_tok", fs.vocabs.user_attr.size + 1, ["item_idx", "share"]),
+            cold_overall=None if cold is None else (
+                cold.overall["item_idx"].to_numpy(), cold.overall["share"].to_numpy() * 0.5),
+            items=items, counts=list(t["counts"]),  # type: ignore[call-overload]
+            user_stats=stats,
+            affinity=lookup("affinity", "top_category", ["category_affinity", "category_share"]),
+            brands=lookup("brands", "brand_idx", ["brand_share"]),
+            leaves=lookup("leaves", "leaf_category", ["leaf_share"]),
+            categories=lookup("categories", "top_category", ["days_since_category"]),
+            pairs=lookup("pairs", "item_idx", ["user_item_events", "days_since_user_item"]))
+
+    def source(self, kind: type) -> CandidateSource | None:
+        return next((s for s in self.sources if type(s) is kind), None)
+
+
+def _neighbours(table: ByKey, n_items: int, value: str) -> Rows:
+    return Rows.build(table.frame, "item_idx", n_items, ["neighbour", value])
+
+
+def _content(source: ContentSource, n_items: int) -> Rows:
+    """Every item's content neighbours (as the content source finds them for a seed)."""
+    frame = source._table(np.arange(n_items, dtype=np.int64))  # noqa: SLF001 - its own table
+    return Rows.build(frame, "item_idx", n_items, ["neighbour", "sim"])
+
+
+KNOWN_SOURCES = (AnnSource, CovisitSource, ContentSource, TrendingSource, RepeatSource,
+                 ColdUserSource, EaseSource, KnnSource, TransitionSource)
+"""The sources the array path computes; a version with any other falls back to frames."""
