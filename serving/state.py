@@ -21,6 +21,7 @@ from engine.rerank.features import feature_frame, rerank_tables
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import early_exit_for, load_ranker, score_frame, warm_ranges
 from engine.request import RequestTables, known_user_list
+from engine.request.store import load_content_neighbours
 from engine.rules import Candidate, allocate_slots
 from engine.version import version_context
 from pipelines.dataset import FeatureSet
@@ -80,6 +81,7 @@ class VersionState:
         booster = load_ranker(folder / "rerank")
         _warm(ctx, booster, cfg)
         sources = default_sources(ctx)
+        load_content_neighbours(sources, folder)
         item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
         default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)

@@ -61,9 +61,14 @@ class _ItemItemSource:
         s = torch.from_numpy(dense)
         bad = ~(s > 0)                                   # NaN, 0, negative: no evidence
         bad[:, torch.from_numpy(~self.ctx.eligible)] = True
-        seen = self.item_model.history[users].tocoo()
-        bad[torch.from_numpy(seen.row.astype(np.int64)),
-            torch.from_numpy(seen.col.astype(np.int64))] = True
+        h = self.item_model.history
+        if len(users) == 1:  # one request: its row of the CSR, without a sparse slice
+            cols = h.indices[h.indptr[users[0]]:h.indptr[users[0] + 1]].astype(np.int64)
+            bad[0, torch.from_numpy(cols)] = True
+        else:
+            seen = h[users].tocoo()
+            bad[torch.from_numpy(seen.row.astype(np.int64)),
+                torch.from_numpy(seen.col.astype(np.int64))] = True
         # rounded: threaded BLAS may differ in the last bits, and ties must rank the same
         vals, top = torch.topk(torch.round(s.masked_fill(bad, -torch.inf), decimals=6),
                                self.per_user, dim=1)

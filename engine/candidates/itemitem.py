@@ -113,6 +113,11 @@ class ItemItem:
     def scores(self, users: np.ndarray) -> np.ndarray:
         """(len(users), n_items) float32; NaN on items the model does not cover."""
         users = np.asarray(users, np.int64)
+        if len(users) == 1 and isinstance(self.weights, np.ndarray) and self.keep is not None \
+                and len(self.keep) == self.n_items:
+            out = self._one_dense(int(users[0]))
+            self.last["entry"] = (users, out)
+            return out
         rows = self.history[users]
         if self.keep is None:
             out = np.asarray((rows @ self.weights).todense(), np.float32)
@@ -123,6 +128,16 @@ class ItemItem:
             out[:, self.keep] = rows[:, self.keep] @ self.weights
         self.last["entry"] = (users, out)  # one assignment: a reader in another thread sees
         return out                          # the old pair or the new one, never a mix
+
+    def _one_dense(self, user: int) -> np.ndarray:
+        """(1, n_items) dense-model scores of one user: the rows of the user's items added in
+        their stored order, as scipy's sparse @ dense adds them (the same float32 sums),
+        without a sparse row slice per request."""
+        h = self.history
+        out = np.zeros((1, self.n_items), np.float32)
+        for j in h.indices[h.indptr[user]:h.indptr[user + 1]]:
+            out[0] += self.weights[j]
+        return out
 
     def pair_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """One score per (users[r], items[r]) row, computed a block of users at a time."""

@@ -97,6 +97,24 @@ class ContentSource:
         }) if parts else pl.DataFrame(schema={"item_idx": pl.Int64, "neighbour": pl.Int64,
                                               "sim": pl.Float64})
 
+    def neighbours(self, seeds: np.ndarray) -> pl.DataFrame:
+        """item_idx, neighbour, sim of each of `seeds` (searched once per item, then kept)."""
+        return self._table(np.asarray(seeds, np.int64))
+
+    def searched(self) -> np.ndarray:
+        """The seed items whose neighbours are known (sorted)."""
+        return np.array(sorted(self._neighbours), np.int64)
+
+    def preload(self, table: pl.DataFrame) -> None:
+        """Take the neighbours a version stored (`neighbours` of its seeds) instead of
+        searching for them again."""
+        t = table.sort("item_idx", maintain_order=True)
+        items, nb = t["item_idx"].to_numpy(), t["neighbour"].to_numpy()
+        sim = t["sim"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, items[1:] != items[:-1]]) if len(items) else []
+        for a, b in zip(starts, [*starts[1:], len(items)], strict=True):
+            self._neighbours[int(items[a])] = (nb[a:b], sim[a:b])
+
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         recent = self.ctx.recent(users).with_columns(pl.col("item_idx").cast(pl.Int64))
         table = self._table(recent["item_idx"].unique().to_numpy())

@@ -31,6 +31,7 @@ from engine.config import EngineConfig
 from engine.evaluation.evaluate import EVALUATION_KEYS, evaluate
 from engine.evaluation.report import write_report
 from engine.index import build_index
+from engine.request.store import save_content_neighbours
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import early_exit_for, load_ranker, save_ranker, score_frame
@@ -194,7 +195,8 @@ def recs(run: Run) -> Figures:
         write_parquet(_with_ids(lists, fs).drop("sources", "rules"),
                       out / "kind=product" / f"part-{part:05d}.parquet")
         n_rows += lists.height
-    figures: Figures = {"users": len(users), "product_rows": n_rows}
+    figures: Figures = {"users": len(users), "product_rows": n_rows,
+                        "content_neighbours": save_content_neighbours(sources, run.dir)}
     run.report("ad lists")
     ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}
     if (run.dir / "ads").is_dir():

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
 from engine.candidates.collaborative import EaseSource, KnnSource
 from engine.candidates.covisit import CovisitSource
@@ -64,7 +63,10 @@ def finish(t: RequestTables, user: int, items: np.ndarray, scores: np.ndarray, n
     ok = (items >= 0) & (items < len(eligible))
     ok[ok] = eligible[items[ok]]
     if drop_seen:
-        ok &= ~np.isin(items, t.seen.row(user, "item_idx"), assume_unique=False)
+        seen = t.seen.row(user, "item_idx")  # sorted
+        if len(seen):
+            at = np.minimum(np.searchsorted(seen, items), len(seen) - 1)
+            ok &= seen[at] != items
     items, scores = items[ok], scores[ok]
     order = np.lexsort((items, -scores))[:n]
     return items[order], scores[order]
@@ -94,7 +96,12 @@ def transition_scores(t: RequestTables, rec: Recent) -> tuple[np.ndarray, np.nda
     (rounded to 9 places the same way)."""
     _, nb, w = _spread(t.transitions, rec, "weight")
     items, s = _summed(nb, w)
-    return items, pl.Series(s, dtype=pl.Float64).round(9).to_numpy()
+    return items, round9(s)
+
+
+def round9(x: np.ndarray) -> np.ndarray:
+    """Polars' `round(9)` (half to even) in numpy, without a Series per request."""
+    return np.rint(x * 1e9) / 1e9
 
 
 def _content(t: RequestTables, user: int, rec: Recent) -> tuple[np.ndarray, np.ndarray]:

@@ -162,7 +162,8 @@ class RequestTables:
             covisit=None if cov is None else _neighbours(cov.table, n_items, "weight"),
             transitions=(_neighbours(transition_table(ctx), n_items, "weight")
                          if TransitionSource in by else None),
-            content=None if content is None else _content(content, n_items),
+            content=None if content is None else _content(content, hist, ctx.cfg.recent_items,
+                                                          n_items),
             trending=None if trend is None else Rows.build(
                 trend.by_category, "top_category",
                 int(fs.items["top_category"].max() or 0) + 1, ["item_idx", "count"]),
@@ -191,10 +192,13 @@ def _neighbours(table: ByKey, n_items: int, value: str) -> Rows:
     return Rows.build(table.frame, "item_idx", n_items, ["neighbour", value])
 
 
-def _content(source: ContentSource, n_items: int) -> Rows:
-    """Every item's content neighbours (as the content source finds them for a seed)."""
-    frame = source._table(np.arange(n_items, dtype=np.int64))  # noqa: SLF001 - its own table
-    return Rows.build(frame, "item_idx", n_items, ["neighbour", "sim"])
+def _content(source: ContentSource, hist: pl.DataFrame, recent: int, n_items: int) -> Rows:
+    """The content neighbours of every item that is among some user's last `recent` history
+    items: all a known user's request can start from (stored by the nightly; searched here
+    only for a version that did not store them)."""
+    seeds = (hist.group_by("user_idx", maintain_order=True).tail(recent)["history"]
+             .unique().cast(pl.Int64).to_numpy())
+    return Rows.build(source.neighbours(seeds), "item_idx", n_items, ["neighbour", "sim"])
 
 
 KNOWN_SOURCES = (AnnSource, CovisitSource, ContentSource, TrendingSource, RepeatSource,
