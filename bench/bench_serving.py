@@ -1,8 +1,11 @@
 """Benchmark 4, online: `Recommender.recommend()` latency (one thread, k=10) on a published
 artifact, beside the same artifact's ANN search alone and the re-ranker's predict alone (the
-two parts a request cannot avoid), and the time of each step of the request path, so the
-overhead over those two is visible. Also `recommend_batch` throughput against the same users
-served one call at a time.
+two parts a request cannot avoid), and the time of each step of the request path (the
+per-version arrays of `engine.request`), so the overhead over those two is visible; the same
+with `explain=True`. Also `recommend_batch` throughput against the same users served one call
+at a time, and the re-ranker's predictors side by side (`--predictors`: LightGBM with its
+threads, LightGBM on one thread, and onnxruntime where it is installed, with each one's
+largest difference from LightGBM's scores).
 
 Latencies: p50 and p99 over --calls requests, median (min-max) of --repeats runs. The ANN
 search is the `ann` source's call (`ItemIndex.search` with the user's seen items excluded and
@@ -21,10 +24,10 @@ import warnings
 
 import numpy as np
 
-from engine.candidates import generate_candidates
-from engine.rerank.features import feature_frame
-from engine.rerank.lists import product_lists
-from engine.rerank.ranker import early_exit_for, score_frame
+from engine.request.candidates import user_candidates
+from engine.request.features import feature_matrix
+from engine.rerank.ranker import early_exit_for, score_matrix
+from engine.rerank.trees import model_trees, tree_range
 from harness import Report, latencies
 from serving import Recommender
 
@@ -36,6 +39,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--predictors", action="store_true",
+                    help="also time each predictor of the re-ranker side by side")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     report = Report("online", args)
@@ -54,9 +59,11 @@ def main() -> None:
           f"{len(ids):,} users; load {load_s:.1f} s", flush=True)
 
     ann = state.sources[0]
-    frames = {u: feature_frame(generate_candidates(state.sources, np.array([idx[u]])), ctx)
-              for u in calls}
-    matrices = {u: f.select(state.names).to_numpy() for u, f in frames.items()}
+    tables = state.tables
+    cands = {u: user_candidates(tables, idx[u]) for u in calls}
+    matrices = {u: feature_matrix(tables, c, state.names) for u, c in cands.items()}
+    whole_model = tree_range(state.booster, 0, model_trees(state.booster))
+    exit_ = early_exit_for(cfg.rerank, 10)
     empty = np.empty(0, np.int64)
 
     def search(u: str) -> object:
@@ -64,21 +71,17 @@ def main() -> None:
         return ctx.index.search(ctx.user_vectors[[i]], cfg.candidates.ann,  # type: ignore[index]
                                 exclude=[ann.seen.get(i, empty)], allowed=ctx.eligible)
 
-    def lists(u: str) -> object:
-        f = frames[u]
-        scores = score_frame(state.booster, f, state.names, early_exit_for(cfg.rerank, 10))
-        return product_lists(f, scores, state.facts, k=10, rules=cfg.rules)
-
     parts = {
         "recommend(k=10), whole request": lambda u: rec.recommend(u, k=10),
         "ANN search alone (the ann source's index call)": search,
         "re-ranker predict alone (Booster.predict on the candidates)":
-            lambda u: state.booster.predict(matrices[u]),
-        "step: candidates (all sources, merged)":
-            lambda u: generate_candidates(state.sources, np.array([idx[u]])),
-        "step: feature frame of the candidates":
-            lambda u: feature_frame(generate_candidates(state.sources, np.array([idx[u]])), ctx),
-        "step: score + rules (from the feature frame)": lists,
+            lambda u: whole_model.predict(matrices[u]),
+        "step: candidates (all sources, merged)": lambda u: user_candidates(tables, idx[u]),
+        "step: features of the candidates": lambda u: feature_matrix(tables, cands[u],
+                                                                     state.names),
+        "step: score (early exit as configured)": lambda u: score_matrix(
+            state.booster, matrices[u], np.zeros(len(matrices[u]), np.int64), exit_),
+        "recommend(k=10, explain=True)": lambda u: rec.recommend(u, k=10, explain=True),
     }
     out = {}
     for name, fn in parts.items():
@@ -104,8 +107,42 @@ def main() -> None:
     report.add(f"recommend_batch({args.batch} users, k=10)", batch_rate, "users/s",
                ratio=("one call at a time", batch_rate / single_rate),
                note=f"{frame.height:,} rows")
+    added = statistics.median(out["recommend(k=10, explain=True)"][0]) - \
+        statistics.median(whole[0])
+    report.add("explain=True adds at p50", added, "ms", goal="<= 1 ms", met=added <= 1)
     report.add("Recommender.load", load_s, "s")
+    if args.predictors:
+        predictors(report, whole_model, list(matrices.values()), args.repeats)
     report.finish()
+
+
+def predictors(report: Report, booster: object, xs: list[np.ndarray], repeats: int) -> None:
+    """The re-ranker's predict over each request's candidates by each predictor at hand."""
+    want = [booster.predict(x) for x in xs]  # type: ignore[attr-defined]
+    ways = {"LightGBM predict (its OpenMP threads)": booster.predict,  # type: ignore[attr-defined]
+            "LightGBM predict, num_threads=1":
+                lambda x: booster.predict(x, num_threads=1)}  # type: ignore[attr-defined]
+    try:
+        import onnxmltools
+        import onnxruntime as ort
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        model = onnxmltools.convert_lightgbm(
+            booster, initial_types=[("x", FloatTensorType([None, xs[0].shape[1]]))],
+            target_opset=15)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"])
+        ways["onnxruntime (float32 trees), 1 thread"] = lambda x: sess.run(
+            None, {"x": x.astype(np.float32)})[0].ravel()
+    except ImportError:
+        print("onnxruntime / onnxmltools not installed: not compared", flush=True)
+    n = range(len(xs))
+    for name, fn in ways.items():
+        p50, p99 = latencies(lambda i, fn=fn: fn(xs[i]), list(n), repeats)
+        diff = max(float(np.nanmax(np.abs(fn(xs[i]) - want[i]))) for i in n)
+        report.add(f"predictor: {name} p50", p50, "ms", note=f"max |score - LightGBM| {diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from engine.rerank.explain import warm_explanations
 from engine.rerank.features import feature_frame, rerank_tables
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import early_exit_for, load_ranker, score_frame, warm_ranges
-from engine.request import RequestTables, known_user_list
+from engine.request import ListedItem, RequestTables, known_user_list
+from engine.request.lists import anonymous_list
 from engine.request.store import load_content_neighbours
 from engine.rules import Candidate, allocate_slots
 from engine.version import version_context
@@ -114,24 +115,15 @@ class VersionState:
                                  shap_trees=self.cfg.rerank.explain_shap_trees)
 
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
-                        exclude: set[int], allowed: np.ndarray | None = None) -> pl.DataFrame:
+                        exclude: set[int], allowed: np.ndarray | None = None
+                        ) -> list[ListedItem]:
         hist = [self.item_index[h] for h in history if h in self.item_index]
         hist = hist[-self.cfg.features.history_length:]
         attrs = [self.attr_index[t] for t in (f"{a}={v}" for a, v in features.items())
                  if t in self.attr_index]
-        vec = self.encoder.encode([hist], [attrs])
-        n = min(self.ctx.index.size, 5 * k + len(exclude))  # type: ignore[union-attr]
-        scores, items = self.ctx.index.search(  # type: ignore[union-attr]
-            vec, n, exclude=[np.asarray(hist, np.int64)],
-            allowed=self.ctx.eligible if allowed is None else self.ctx.eligible & allowed)
-        keep = items[0] >= 0
-        frame = pl.DataFrame({"user_idx": np.zeros(int(keep.sum()), np.int64),
-                              "item_idx": items[0][keep].astype(np.int64),
-                              "sources": ["ann"] * int(keep.sum())})
-        lists = product_lists(frame, scores[0][keep], self.facts, k=k, rules=self.cfg.rules,
-                              exclude={0: exclude})
-        why = [f"sources: {s}; anonymous: two-tower score" for s in lists["sources"].to_list()]
-        return lists.with_columns(pl.Series("why", why, pl.String))
+        return anonymous_list(self.tables, self.facts, self.cfg.rules,
+                              self.encoder.encode([hist], [attrs]), np.asarray(hist, np.int64),
+                              k=k, exclude=exclude, allowed=allowed)
 
     def _products(self, user_id: str | None, k: int, exclude: set[int],
                   history: list[str] | None, features: dict[str, str],
@@ -142,12 +134,10 @@ class VersionState:
                 self.tables, self.booster, self.names, self.facts, self.cfg.rules, u, k=k,
                 exclude=exclude, allowed=allowed, early_exit=early_exit_for(self.cfg.rerank, k),
                 explain=explain, shap_trees=self.cfg.rerank.explain_shap_trees)
-            return [{"item_id": self.item_ids[r.item], "rank": r.rank, "score": r.score,
-                     **({"why": r.why} if explain else {})} for r in listed]
-        lists = self._anonymous_list(history or [], features, k, exclude, allowed)
-        return [{"item_id": self.item_ids[r["item_idx"]], "rank": r["rank"], "score": r["score"],
-                 **({"why": r["why"]} if explain else {})}
-                for r in lists.sort("rank").iter_rows(named=True)]
+        else:
+            listed = self._anonymous_list(history or [], features, k, exclude, allowed)
+        return [{"item_id": self.item_ids[r.item], "rank": r.rank, "score": r.score,
+                 **({"why": r.why} if explain else {})} for r in listed]
 
     # ------------------------------------------------------------------ ads
     def _ads(self, user_id: str | None, k: int, exclude: set[str]) -> pl.DataFrame:
@@ -203,8 +193,11 @@ class VersionState:
         strangers = [u for u in user_ids if u not in self.user_index]
         if strangers:  # no history, no attributes: one anonymous list serves them all
             anon = self._anonymous_list([], {}, k, set())
-            one = anon.select("rank", self.fs.vocabs.item.decode(anon["item_idx"]).alias("item_id"),
-                              "score")
+            one = pl.DataFrame({"rank": [r.rank for r in anon],
+                                "item_id": [self.item_ids[r.item] for r in anon],
+                                "score": [r.score for r in anon]},
+                               schema={"rank": pl.Int32, "item_id": pl.String,
+                                       "score": pl.Float64})
             parts.append(pl.DataFrame({"user_id": strangers}).join(one, how="cross")
                          .select("user_id", "rank", "item_id", "score"))
         if not parts:

@@ -16,7 +16,34 @@ from engine.rerank.explain import SHAP_TREES, matrix_texts
 from engine.rerank.fallback import Ranker, SourceOrder
 from engine.rerank.lists import ItemFacts, apply_list_rules, rule_notes, why_text
 from engine.rerank.ranker import EarlyExit, score_matrix
-from engine.rules import RulesConfig, shortlist_size
+from engine.rules import RuledList, RulesConfig, shortlist_size
+
+
+def ruled_list(items: np.ndarray, scores: np.ndarray, facts: ItemFacts, rules: RulesConfig,
+               *, k: int, exclude: Collection[int] = ()) -> RuledList:
+    """One list under the rules from its best `shortlist_size(k)` rows by score (ties: the
+    lower item), as `product_lists` cuts each user's rows."""
+    order = np.lexsort((items, -scores))[:shortlist_size(k)]
+    return apply_list_rules(items[order], scores[order], facts, k=k, rules=rules,
+                            exclude=exclude)
+
+
+def anonymous_list(t: RequestTables, facts: ItemFacts, rules: RulesConfig,
+                   vector: np.ndarray, history: np.ndarray, *, k: int,
+                   exclude: Collection[int] = (), allowed: np.ndarray | None = None
+                   ) -> list[ListedItem]:
+    """A list for a user vector the version does not hold (from a history and attributes):
+    the two-tower nearest items under the rules, no re-ranker (it has no user row to read)."""
+    ctx = t.ctx
+    n = min(ctx.index.size, shortlist_size(k) + len(exclude))  # type: ignore[union-attr]
+    scores, items = ctx.index.search(  # type: ignore[union-attr]
+        vector, n, exclude=[np.asarray(history, np.int64)],
+        allowed=ctx.eligible if allowed is None else ctx.eligible & allowed)
+    keep = items[0] >= 0
+    ruled = ruled_list(items[0][keep].astype(np.int64), scores[0][keep].astype(np.float64),
+                       facts, rules, k=k, exclude=exclude)
+    return [ListedItem(c.item, n, c.score, "sources: ann; anonymous: two-tower score")
+            for n, c in enumerate(ruled.items, 1)]
 
 
 @dataclass(frozen=True)
@@ -47,9 +74,7 @@ def known_user_list(t: RequestTables, ranker: Ranker, names: list[str], facts: I
         scores = np.where(np.isnan(col), -np.inf, col)
     else:
         scores = score_matrix(ranker, x, np.zeros(len(items), np.int64), early_exit)
-    order = np.lexsort((items, -scores))[:shortlist_size(k)]
-    ruled = apply_list_rules(items[order], scores[order], facts, k=k, rules=rules,
-                             exclude=exclude)
+    ruled = ruled_list(items, scores, facts, rules, k=k, exclude=exclude)
     out = [ListedItem(c_.item, n, c_.score) for n, c_ in enumerate(ruled.items, 1)]
     if not explain:
         return out
