@@ -83,3 +83,43 @@ def test_transitions_estimate_what_comes_next() -> None:
     after_10 = {b: w for a, b, w in two.iter_rows() if a == 10}
     # user 1 reaches 12 two steps after 10 (weight 1/2): 2 + 1 + 0.5 in all
     assert after_10[12] == pytest.approx(0.5 / 3.5)
+
+
+def test_a_sparse_models_scores_stay_sparse_and_equal_the_dense_product() -> None:
+    """kNN scores a block of users as CSR (a dense block would not fit at a million items):
+    the same values as the dense product, zero where the model has no evidence, and the
+    pairs the features read equal the dense product's."""
+    rng = np.random.default_rng(5)
+    hist = sp.csr_matrix((rng.random((60, 300)) < 0.03).astype(np.float32))
+    model = ItemItem.knn(hist, neighbours=20, shrink=1.0)
+    users = np.arange(0, 60, 3)
+    dense = np.asarray((hist[users] @ model.weights).todense(), np.float32)
+    got = model.sparse_scores(users)
+    np.testing.assert_array_equal(got.toarray(), dense)
+    assert got.nnz < dense.size / 3
+    items = rng.integers(0, 300, len(users) * 40)
+    pairs = np.repeat(users, 40)
+    np.testing.assert_array_equal(model.pair_scores(pairs, items),
+                                  dense[np.repeat(np.arange(len(users)), 40), items])
+
+
+def test_knn_source_takes_each_users_best_unseen_eligible_items() -> None:
+    from types import SimpleNamespace
+
+    from engine.candidates.collaborative import KnnSource
+
+    rng = np.random.default_rng(6)
+    hist = sp.csr_matrix((rng.random((40, 200)) < 0.05).astype(np.float32))
+    eligible = rng.random(200) < 0.8
+    source = KnnSource.__new__(KnnSource)
+    source.ctx = SimpleNamespace(eligible=eligible, cfg=SimpleNamespace(knn=7))
+    source.item_model = ItemItem.knn(hist, neighbours=15, shrink=1.0)
+    users = np.arange(40)
+    row, items, vals, _ = source.top(users)
+    dense = np.round(np.asarray((hist @ source.item_model.weights).todense(), np.float32), 6)
+    for u in users:
+        ok = (dense[u] > 0) & eligible & (hist[u].toarray()[0] == 0)
+        cand = np.flatnonzero(ok)
+        want = cand[np.lexsort((cand, -dense[u, cand]))][:7]
+        np.testing.assert_array_equal(items[row == u], want)
+        np.testing.assert_allclose(vals[row == u], dense[u, want], rtol=1e-6)

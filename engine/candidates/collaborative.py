@@ -13,7 +13,7 @@ import polars as pl
 import torch
 
 from engine.candidates.context import CandidateContext
-from engine.candidates.itemitem import ItemItem, user_items
+from engine.candidates.itemitem import ItemItem, ScoreRows, user_items
 
 
 def _history(ctx: CandidateContext):  # noqa: ANN202 - a csr matrix
@@ -53,10 +53,12 @@ class _ItemItemSource:
         """Items this source proposes per user."""
         return min(type(self).size(self.ctx), self.item_model.n_items)
 
-    def top(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def top(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, ScoreRows]:
         """(row into `users`, item, score) of each user's best `per_user` items with evidence
-        (eligible, unseen, score above 0), and the dense (len(users), n_items) scores."""
+        (eligible, unseen, score above 0), and the users' scores (`ScoreRows`)."""
         users = np.asarray(users, np.int64)
+        if self.item_model.is_sparse:
+            return self._top_sparse(users)
         dense = self.item_model.scores(users)
         s = torch.from_numpy(dense)
         bad = ~(s > 0)                                   # NaN, 0, negative: no evidence
@@ -75,7 +77,33 @@ class _ItemItemSource:
         vals, top = vals.numpy(), top.numpy()
         ok = np.isfinite(vals)
         row = np.broadcast_to(np.arange(len(users))[:, None], vals.shape)
-        return row[ok], top[ok].astype(np.int64), vals[ok].astype(np.float64), dense
+        return (row[ok], top[ok].astype(np.int64), vals[ok].astype(np.float64),
+                ScoreRows(dense=dense))
+
+    def _top_sparse(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                      ScoreRows]:
+        """`top` from a sparse model's CSR scores: only the items with evidence are ever
+        held, never a (users x catalogue) block; ties go to the lower item."""
+        s = self.item_model.sparse_scores(users)
+        row = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(s.indptr))
+        items = s.indices.astype(np.int64)
+        h = self.item_model.history[users]
+        h.sort_indices()
+        n = np.int64(self.item_model.n_items)
+        seen = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(h.indptr)) * n \
+            + h.indices.astype(np.int64)
+        key = row * n + items
+        ok = (s.data > 0) & self.ctx.eligible[items]
+        if len(seen):
+            at = np.minimum(np.searchsorted(seen, key), len(seen) - 1)
+            ok &= seen[at] != key
+        vals = torch.round(torch.from_numpy(s.data[ok]), decimals=6).numpy().astype(np.float64)
+        row, items = row[ok], items[ok]
+        order = np.lexsort((items, -vals, row))
+        row, items, vals = row[order], items[order], vals[order]
+        starts = np.searchsorted(row, row, "left")
+        keep = np.arange(len(row)) - starts < self.per_user
+        return row[keep], items[keep], vals[keep], ScoreRows(sparse=s)
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         users = np.asarray(users, np.int64)

@@ -87,13 +87,39 @@ def keep_top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
 
 
 @dataclass(frozen=True)
+class ScoreRows:
+    """A block of users' scores: dense (users x items) for a dense model, CSR (zeros not
+    stored, columns sorted) for a sparse one, whose dense block would not fit at a million
+    items (5,000 users x 1M items is 20 GB of float32)."""
+
+    dense: np.ndarray | None = None
+    sparse: sp.csr_matrix | None = None
+
+    def at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """float32 score of each (rows[r], items[r]) (0 where a sparse model has none)."""
+        if self.dense is not None:
+            return self.dense[rows, items]
+        s = self.sparse
+        assert s is not None
+        n = np.int64(s.shape[1])
+        keys = np.repeat(np.arange(s.shape[0], dtype=np.int64), np.diff(s.indptr)) * n \
+            + s.indices.astype(np.int64)
+        q = np.asarray(rows, np.int64) * n + np.asarray(items, np.int64)
+        if not len(keys):
+            return np.zeros(len(q), np.float32)
+        at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+        return np.where(keys[at] == q, s.data[at], 0).astype(np.float32)
+
+
+@dataclass(frozen=True)
 class ItemItem:
     """A fitted item-to-item model and the user x item matrix it scores users from."""
 
     history: sp.csr_matrix                 # (n_users, n_items) binary
     weights: np.ndarray | sp.csr_matrix    # (len(keep), len(keep)) dense, or (n, n) sparse
     keep: np.ndarray | None = None         # columns the dense weights cover (None: all)
-    last: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+    last: dict[str, tuple[np.ndarray, ScoreRows]] = field(default_factory=dict, repr=False,
+                                                          compare=False)
     """The users and scores of the last `scores` call: the candidate source scores a chunk of
     users and the re-ranker's features then ask for pairs of the same users."""
 
@@ -116,7 +142,7 @@ class ItemItem:
         if len(users) == 1 and isinstance(self.weights, np.ndarray) and self.keep is not None \
                 and len(self.keep) == self.n_items:
             out = self._one_dense(int(users[0]))
-            self.last["entry"] = (users, out)
+            self.last["entry"] = (users, ScoreRows(dense=out))
             return out
         rows = self.history[users]
         if self.keep is None:
@@ -126,8 +152,27 @@ class ItemItem:
         else:
             out = np.full((rows.shape[0], self.n_items), np.nan, np.float32)
             out[:, self.keep] = rows[:, self.keep] @ self.weights
-        self.last["entry"] = (users, out)  # one assignment: a reader in another thread sees
-        return out                          # the old pair or the new one, never a mix
+        self.last["entry"] = (users, ScoreRows(dense=out))  # one assignment: a reader in
+        return out  # another thread sees the old pair or the new one, never a mix
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.weights)
+
+    def sparse_scores(self, users: np.ndarray) -> sp.csr_matrix:
+        """A sparse model's scores of `users` as CSR (see `ScoreRows`), kept for `pair_scores`
+        of the same users."""
+        users = np.asarray(users, np.int64)
+        out = sp.csr_matrix(self.history[users] @ self.weights, dtype=np.float32)
+        out.sort_indices()
+        self.last["entry"] = (users, ScoreRows(sparse=out))
+        return out
+
+    def score_rows(self, users: np.ndarray) -> ScoreRows:
+        """`users`' scores in the form that fits the model (sparse for a sparse model)."""
+        if self.is_sparse:
+            return ScoreRows(sparse=self.sparse_scores(users))
+        return ScoreRows(dense=self.scores(users))
 
     def _one_dense(self, user: int) -> np.ndarray:
         """(1, n_items) dense-model scores of one user: the rows of the user's items added in
@@ -144,12 +189,12 @@ class ItemItem:
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
         entry = self.last.get("entry")
         if entry is not None:
-            known, dense = entry
+            known, block = entry
             order = np.argsort(known, kind="stable")
             at = np.searchsorted(known, users, sorter=order)
             at = order[np.minimum(at, len(known) - 1)] if len(known) else at
             if len(known) and (known[at] == users).all():
-                return dense[at, items].copy()
+                return block.at(at, items).copy()
         out = np.full(len(users), np.nan, np.float32)
         uniq, pos = np.unique(users, return_inverse=True)
         block = max(1, DENSE_PER_BLOCK // max(self.n_items, 1))
@@ -159,8 +204,8 @@ class ItemItem:
             if lo == hi:
                 continue
             rows = order[lo:hi]
-            dense = self.scores(uniq[b * block:(b + 1) * block])
-            out[rows] = dense[pos[rows] - b * block, items[rows]]
+            scored = self.score_rows(uniq[b * block:(b + 1) * block])
+            out[rows] = scored.at(pos[rows] - b * block, items[rows])
         return out
 
 

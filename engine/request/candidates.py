@@ -10,6 +10,7 @@ import numpy as np
 
 from engine.candidates.collaborative import EaseSource, KnnSource
 from engine.candidates.covisit import CovisitSource
+from engine.candidates.itemitem import ScoreRows
 from engine.candidates.popular import ColdUserSource, RepeatSource, TrendingSource
 from engine.candidates.sequence import TransitionSource
 from engine.candidates.vectors import AnnSource, ContentSource
@@ -35,7 +36,7 @@ class UserCandidates:
     scores: dict[str, np.ndarray]
     ranks: dict[str, np.ndarray]
     recent: Recent
-    dense: dict[str, np.ndarray]       # the item-to-item models' scores over the catalogue
+    dense: dict[str, ScoreRows]        # the item-to-item models' scores of the user
     next_scores: tuple[np.ndarray, np.ndarray]  # transition items and scores (all, not cut)
 
     @property
@@ -171,7 +172,7 @@ def user_candidates(t: RequestTables, user: int) -> UserCandidates:
             found[s.name] = _cold_user(t, user)
         elif isinstance(s, EaseSource | KnnSource):
             _, items, scores, d = s.top(np.array([user], np.int64))
-            dense[s.name] = d[0]
+            dense[s.name] = d
             found[s.name] = finish(t, user, items, scores, s.per_user)
         elif isinstance(s, TransitionSource):
             nxt = transition_scores(t, rec)

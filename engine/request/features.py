@@ -52,8 +52,8 @@ def feature_columns(t: RequestTables, c: UserCandidates) -> dict[str, np.ndarray
     if ctx.content_vectors is not None:
         f["recent_content_max"], f["content_sim"] = recent_similarity(
             row, items, last, weight, ctx.content_vectors)
-    for name, dense in c.dense.items():
-        f[f"{name}_score"] = dense[items].astype(np.float64)
+    for name, scored in c.dense.items():
+        f[f"{name}_score"] = scored.at(np.zeros(n, np.int64), items).astype(np.float64)
     if "next" in c.ranks:
         nxt_items, nxt_scores = c.next_scores
         at = np.minimum(np.searchsorted(nxt_items, items), max(len(nxt_items) - 1, 0))
