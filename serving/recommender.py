@@ -1,8 +1,9 @@
 """`Recommender`: load a published version and answer top-k lookups in-process.
 
-The live path of a known user is the batch path on one user: candidates from every source
-(two-tower ANN in FAISS, co-visitation, content, trending, repeat) -> the re-ranker's features
-(the same `feature_frame`, as of the version's time) -> LightGBM -> business rules. A user the
+The live path of a known user reads the version's arrays (`engine.request`): candidates from
+every source (two-tower ANN in FAISS, co-visitation, content, trending, repeat, EASE, item-kNN,
+transitions) -> the re-ranker's features, column for column what the batch path's
+`feature_frame` computes (a test holds them equal) -> LightGBM -> business rules. A user the
 version does not know, or a caller who passes a history instead of an id, takes the anonymous
 path: a user vector from the history and attributes (the user tower without TorchRec) -> FAISS
 -> rules, by two-tower score (there is no user row for the re-ranker's user features).
