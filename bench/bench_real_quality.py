@@ -478,13 +478,12 @@ def stage_figures(version: Path, config: Path, space: Space, truth: Truth,
                   ) -> dict[str, object]:
     """Candidate recall, the two-tower order over the whole corpus, the re-ranked candidates
     and the final lists of the published version, on (a sample of) the test users."""
-    from engine.candidates import default_sources, generate_candidates
     from engine.config import EngineConfig
     from engine.evaluation.baselines import Interactions, top_items
     from engine.evaluation.metrics import gains_of
     from engine.evaluation.stage_lists import ranked, to_matrix
-    from engine.rerank.features import feature_frame
-    from engine.rerank.ranker import early_exit_for, load_ranker, score_frame
+    from engine.rerank.ranker import load_ranker
+    from engine.scoring import ListScorer
     from engine.version import version_context
     from pipelines.config import load_config
     from pipelines.dataset import FeatureSet
@@ -499,9 +498,7 @@ def stage_figures(version: Path, config: Path, space: Space, truth: Truth,
     cfg = load_config(config, EngineConfig)
     fs = FeatureSet.load(version)
     ctx = version_context(version, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
-    booster = load_ranker(version / "rerank")
-    names = booster.feature_name()
-    early_exit = early_exit_for(cfg.rerank, cfg.jobs.k)
+    scorer = ListScorer.build(ctx, load_ranker(version / "rerank"), cfg.rules, cfg.rerank)
     # engine index <-> data set index
     n_eng_items = fs.vocabs.item.size
     e2m_item = np.full(n_eng_items, -1, np.int64)
@@ -514,12 +511,10 @@ def stage_figures(version: Path, config: Path, space: Space, truth: Truth,
     known = eng_users > 0
 
     # candidates and the re-ranker's order of them (seen items left out)
-    sources = default_sources(ctx)
     pairs = []
     for a in range(0, int(known.sum()), cfg.jobs.user_chunk):
         chunk = np.sort(eng_users[known][a:a + cfg.jobs.user_chunk])
-        frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        s = score_frame(booster, frame, names, early_exit)
+        frame, s = scorer.scored(chunk, k=cfg.jobs.k)
         pairs.append(pl.DataFrame({"user_idx": e2m_user[frame["user_idx"].to_numpy()],
                                    "item_idx": e2m_item[frame["item_idx"].to_numpy()],
                                    "score": np.asarray(s, np.float64)}))

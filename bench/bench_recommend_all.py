@@ -128,11 +128,10 @@ def retrieval(report: Report, m: sp.csr_matrix, users: np.ndarray, args: argpars
 def full_path(report: Report, config: Path, root: Path | None, users_n: int, repeats: int
               ) -> None:
     """Users/s of the `lists` stage's work (no explanations, nothing written)."""
-    from engine.candidates import default_sources, generate_candidates
+    from engine.candidates import generate_candidates
     from engine.config import EngineConfig
-    from engine.rerank.features import feature_frame
-    from engine.rerank.lists import ItemFacts, product_lists
-    from engine.rerank.ranker import early_exit_for, load_ranker, score_frame
+    from engine.rerank.ranker import load_ranker
+    from engine.scoring import ListScorer
     from engine.version import version_context
     from pipelines.dataset import FeatureSet
 
@@ -140,21 +139,16 @@ def full_path(report: Report, config: Path, root: Path | None, users_n: int, rep
     folder = (Path(root or cfg.artifacts.root) / "current").resolve()
     fs = FeatureSet.load(folder)
     ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
-    sources = default_sources(ctx)
-    booster = load_ranker(folder / "rerank")
-    names = booster.feature_name()
-    facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
+    scorer = ListScorer.build(ctx, load_ranker(folder / "rerank"), cfg.rules, cfg.rerank)
+    sources = scorer.sources
     all_users = fs.users["user_idx"].to_numpy().astype(np.int64)
     users = np.random.default_rng(0).choice(all_users[all_users > 0], users_n, replace=False)
     chunk = cfg.jobs.user_chunk
-    early_exit = early_exit_for(cfg.rerank, cfg.jobs.k)
     retrieval_only = sources[:1]  # the ann source: the two-tower search, seen excluded
 
     def lists() -> None:
         for a in range(0, len(users), chunk):
-            frame = feature_frame(generate_candidates(sources, users[a:a + chunk]), ctx)
-            product_lists(frame, score_frame(booster, frame, names, early_exit), facts,
-                          k=cfg.jobs.k, rules=cfg.rules)
+            scorer.lists(users[a:a + chunk], k=cfg.jobs.k)
 
     def ann() -> None:
         for a in range(0, len(users), chunk):

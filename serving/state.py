@@ -12,18 +12,19 @@ import polars as pl
 
 from embeddings.checkpoint import load_state_dict
 from embeddings.user_encoder import UserEncoder
-from engine.candidates import CandidateContext, CandidateSource, default_sources, generate_candidates
+from engine.candidates import CandidateContext, CandidateSource, default_sources
 from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
-from engine.rerank.fallback import Ranker
-from engine.rerank.explain import warm_explanations
-from engine.rerank.features import feature_frame, rerank_tables
-from engine.rerank.lists import ItemFacts, product_lists, with_explanations
-from engine.rerank.ranker import early_exit_for, load_ranker, score_frame, warm_ranges
 from engine.request import ListedItem, RequestTables, known_user_list
 from engine.request.lists import anonymous_list
 from engine.request.store import load_content_neighbours
+from engine.rerank.explain import warm_explanations
+from engine.rerank.fallback import Ranker
+from engine.rerank.features import rerank_tables
+from engine.rerank.lists import ItemFacts
+from engine.rerank.ranker import early_exit_for, load_ranker, warm_ranges
 from engine.rules import Candidate, allocate_slots
+from engine.scoring import ListScorer
 from engine.version import version_context
 from pipelines.dataset import FeatureSet
 from pipelines.errors import DataError
@@ -72,6 +73,7 @@ class VersionState:
     ads: dict[str, pl.DataFrame]   # user_id -> that user's published ad list
     default_ads: pl.DataFrame      # ads by mean eCPM, for users without a list
     tables: RequestTables          # the arrays a known user's request reads
+    scorer: ListScorer             # the same stages over frames, for batches of users
 
     @classmethod
     def load(cls, folder: Path) -> VersionState:
@@ -83,6 +85,7 @@ class VersionState:
         _warm(ctx, booster, cfg)
         sources = default_sources(ctx)
         load_content_neighbours(sources, folder)
+        facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
         item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
         default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)
@@ -90,30 +93,18 @@ class VersionState:
         return cls(
             folder=folder, cfg=cfg, fs=fs, ctx=ctx, sources=sources,
             booster=booster, names=booster.feature_name(),
-            facts=ItemFacts.build(fs, ctx.eligible, ctx.item_vectors),
+            facts=facts,
             encoder=UserEncoder.from_state_dict(load_state_dict(folder / "embeddings")),
             user_index={v: i + 1 for i, v in enumerate(fs.vocabs.user.values.to_list())},
             item_index={v: i + 1 for i, v in enumerate(item_ids[1:])},
             item_ids=item_ids,
             attr_index={v: i + 1 for i, v in enumerate(fs.vocabs.user_attr.values.to_list())},
             ads={u: df.sort("rank") for (u,), df in ads.group_by("user_id")},
-            default_ads=default_ads, tables=RequestTables.build(ctx, sources))
+            default_ads=default_ads, tables=RequestTables.build(ctx, sources),
+            scorer=ListScorer(ctx, sources, booster, booster.feature_name(), facts,
+                              cfg.rules, cfg.rerank))
 
     # ------------------------------------------------------------------ products
-    def _known_lists(self, users: np.ndarray, k: int, exclude: dict[int, set[int]],
-                     explain: bool, allowed: np.ndarray | None = None) -> pl.DataFrame:
-        frame = feature_frame(generate_candidates(self.sources, users), self.ctx)
-        if allowed is not None:
-            frame = frame.filter(pl.Series(allowed[frame["item_idx"].to_numpy()]))
-        scores = score_frame(self.booster, frame, self.names,
-                             early_exit_for(self.cfg.rerank, k))
-        lists = product_lists(frame, scores, self.facts,  # type: ignore[arg-type]
-                              k=k, rules=self.cfg.rules, exclude=exclude)
-        if not explain:
-            return lists
-        return with_explanations(lists, frame, self.booster, self.names,
-                                 shap_trees=self.cfg.rerank.explain_shap_trees)
-
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
                         exclude: set[int], allowed: np.ndarray | None = None
                         ) -> list[ListedItem]:
@@ -184,7 +175,7 @@ class VersionState:
             return pl.concat(parts).select("user_id", "rank", "item_id", "score", *AD_COLUMNS)
         known = np.array(sorted({self.user_index[u] for u in user_ids if u in self.user_index}),
                          np.int64)
-        lists = self._known_lists(known, k, {}, False) if len(known) else None
+        lists = self.scorer.lists(known, k=k) if len(known) else None
         parts = []
         if lists is not None and lists.height:
             parts.append(lists.select(

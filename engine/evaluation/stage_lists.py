@@ -10,15 +10,13 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from engine.candidates import CandidateContext, default_sources, generate_candidates
+from engine.candidates import CandidateContext
 from engine.config import EngineConfig
 from engine.evaluation.baselines import top_items
 from engine.evaluation.holdout import Holdout
 from engine.index.batch import search_all
-from engine.rerank.features import feature_frame
-from engine.rerank.lists import ItemFacts, product_lists
-from engine.rerank.ranker import early_exit_for, score_frame
 from engine.rerank.training import FittedRanker
+from engine.scoring import ListScorer
 from pipelines.dataset import FeatureSet
 from pipelines.progress import Report
 from pipelines.synthetic import GroundTruth
@@ -40,22 +38,19 @@ def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg
     seen items are scored with their list (the features see the whole list, as in
     production) and then left out."""
     users = h.truth.users
-    sources = default_sources(ctx)
-    facts = ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors)
+    scorer = ListScorer.build(ctx, ranker.ranker, cfg.rules, cfg.rerank, names=ranker.names)
     cands, final = [], []
-    early_exit = early_exit_for(cfg.rerank, kmax)
     for a in range(0, len(users), cfg.jobs.user_chunk):
         chunk = users[a:a + cfg.jobs.user_chunk]
         report(f"recengine lists {a + len(chunk):,}/{len(users):,} users")
-        frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        scores = score_frame(ranker.ranker, frame, ranker.names, early_exit)
+        frame, scores = scorer.scored(chunk, k=kmax)
         u, i = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
         keep = np.asarray(h.seen[u, i]).ravel() == 0
         cands.append(pl.DataFrame({"user_idx": u[keep], "item_idx": i[keep],
                                    "score": scores[keep]}))
         exclude = {int(x): h.seen[int(x)].indices.tolist() for x in chunk}
-        final.append(product_lists(frame, scores, facts, k=kmax, rules=cfg.rules,
-                                   exclude=exclude).select("user_idx", "item_idx", "rank"))
+        final.append(scorer.rule(frame, scores, k=kmax, exclude=exclude)
+                     .select("user_idx", "item_idx", "rank"))
     kept = pl.concat(cands)
     ordered = ranked(kept)
     width = max(int(ordered["rank"].max() or 0), 1)

@@ -26,17 +26,15 @@ from embeddings.export import export_vectors
 from engine.ads.lists import ad_lists
 from engine.ads.log import ad_windows, logged_ads
 from engine.ads.pctr import Pctr, pctr_report, train_pctr
-from engine.candidates import default_sources, generate_candidates
 from engine.config import EngineConfig
 from engine.evaluation.evaluate import EVALUATION_KEYS, evaluate
 from engine.evaluation.report import write_report
 from engine.index import build_index
 from engine.request.store import save_content_neighbours
-from engine.rerank.features import feature_frame
-from engine.rerank.lists import ItemFacts, product_lists, with_explanations
-from engine.rerank.ranker import early_exit_for, load_ranker, save_ranker, score_frame
+from engine.rerank.ranker import load_ranker, save_ranker
 from engine.rerank.training import FittedRanker, fit_ranker, list_mode, training_lists
 from engine.retrieval import train_retrieval
+from engine.scoring import ListScorer
 from engine.version import dense_vectors, version_context
 from pipelines.dataset import FeatureSet, build_features, require_windows
 from pipelines.io import write_parquet
@@ -176,27 +174,19 @@ def recs(run: Run) -> Figures:
     out = run.dir / "recs"
     shutil.rmtree(out, ignore_errors=True)
     ctx = version_context(run.dir, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
-    sources = default_sources(ctx)
-    booster = load_ranker(run.dir / "rerank")
-    names = booster.feature_name()
-    facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
+    scorer = ListScorer.build(ctx, load_ranker(run.dir / "rerank"), cfg.rules, cfg.rerank)
     users = fs.users["user_idx"].to_numpy().astype(np.int64)
     users = users[users > 0]
-    early_exit, n_rows = early_exit_for(cfg.rerank, cfg.jobs.k), 0
+    n_rows = 0
     for part, a in enumerate(range(0, len(users), cfg.jobs.user_chunk)):
         chunk = users[a:a + cfg.jobs.user_chunk]
         run.report(f"product lists {a + len(chunk):,}/{len(users):,} users")
-        frame = feature_frame(generate_candidates(sources, chunk), ctx)
-        lists = product_lists(frame, score_frame(booster, frame, names, early_exit), facts,
-                              k=cfg.jobs.k, rules=cfg.rules)
-        if cfg.jobs.explain:
-            lists = with_explanations(lists, frame, booster, names,
-                                      shap_trees=cfg.rerank.explain_shap_trees)
+        lists = scorer.lists(chunk, k=cfg.jobs.k, explain=cfg.jobs.explain)
         write_parquet(_with_ids(lists, fs).drop("sources", "rules"),
                       out / "kind=product" / f"part-{part:05d}.parquet")
         n_rows += lists.height
     figures: Figures = {"users": len(users), "product_rows": n_rows,
-                        "content_neighbours": save_content_neighbours(sources, run.dir)}
+                        "content_neighbours": save_content_neighbours(scorer.sources, run.dir)}
     run.report("ad lists")
     ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}
     if (run.dir / "ads").is_dir():
