@@ -514,10 +514,10 @@ def stage_figures(version: Path, config: Path, space: Space, truth: Truth,
     pairs = []
     for a in range(0, int(known.sum()), cfg.jobs.user_chunk):
         chunk = np.sort(eng_users[known][a:a + cfg.jobs.user_chunk])
-        frame, s = scorer.scored(chunk, k=cfg.jobs.k)
-        pairs.append(pl.DataFrame({"user_idx": e2m_user[frame["user_idx"].to_numpy()],
-                                   "item_idx": e2m_item[frame["item_idx"].to_numpy()],
-                                   "score": np.asarray(s, np.float64)}))
+        scored = scorer.scored(chunk, k=cfg.jobs.k)
+        pairs.append(pl.DataFrame({"user_idx": e2m_user[scored.users[scored.row]],
+                                   "item_idx": e2m_item[scored.items],
+                                   "score": np.asarray(scored.scores, np.float64)}))
         print(f"    candidates and re-ranker scores: {a + len(chunk):,}/{int(known.sum()):,} "
               "users", flush=True)
     cand = (pl.concat(pairs) if pairs else

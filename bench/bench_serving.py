@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from engine.request.candidates import user_candidates
+from engine.request.candidates import candidates
 from engine.request.features import feature_matrix
 from engine.rerank.ranker import early_exit_for, score_matrix
 from engine.rerank.trees import model_trees, tree_range
@@ -60,7 +60,7 @@ def main() -> None:
 
     ann = state.sources[0]
     tables = state.tables
-    cands = {u: user_candidates(tables, idx[u]) for u in calls}
+    cands = {u: candidates(tables, np.array([idx[u]])) for u in calls}
     matrices = {u: feature_matrix(tables, c, state.names) for u, c in cands.items()}
     whole_model = tree_range(state.booster, 0, model_trees(state.booster))
     exit_ = early_exit_for(cfg.rerank, 10)
@@ -76,7 +76,7 @@ def main() -> None:
         "ANN search alone (the ann source's index call)": search,
         "re-ranker predict alone (Booster.predict on the candidates)":
             lambda u: whole_model.predict(matrices[u]),
-        "step: candidates (all sources, merged)": lambda u: user_candidates(tables, idx[u]),
+        "step: candidates (all sources, merged)": lambda u: candidates(tables, np.array([idx[u]])),
         "step: features of the candidates": lambda u: feature_matrix(tables, cands[u],
                                                                      state.names),
         "step: score (early exit as configured)": lambda u: score_matrix(

@@ -86,6 +86,7 @@ class VersionState:
         sources = default_sources(ctx)
         load_content_neighbours(sources, folder)
         facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
+        tables = RequestTables.build(ctx, sources)
         item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
         default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)
@@ -100,9 +101,9 @@ class VersionState:
             item_ids=item_ids,
             attr_index={v: i + 1 for i, v in enumerate(fs.vocabs.user_attr.values.to_list())},
             ads={u: df.sort("rank") for (u,), df in ads.group_by("user_id")},
-            default_ads=default_ads, tables=RequestTables.build(ctx, sources),
-            scorer=ListScorer(ctx, sources, booster, booster.feature_name(), facts,
-                              cfg.rules, cfg.rerank))
+            default_ads=default_ads, tables=tables,
+            scorer=ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules,
+                              cfg.rerank))
 
     # ------------------------------------------------------------------ products
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,

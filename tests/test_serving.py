@@ -229,34 +229,63 @@ def test_kept_versions_swap_back_without_loading(monkeypatch: pytest.MonkeyPatch
 
 
 def test_array_path_builds_the_frame_paths_candidates_and_features(rec: Recommender) -> None:
-    """The request path's arrays give, for sampled users (some without a history), the
-    candidates, sources and re-ranker features the frame path (the training reference)
-    builds: the same items, and every feature within 1e-9."""
+    """The request path's arrays give, for sampled users (some without a history), one at a
+    time and as one block, the candidates, sources and re-ranker features the frame path (the
+    training reference) builds: the same items, and every feature within 1e-9."""
     import numpy as np
 
     from engine.candidates import generate_candidates
     from engine.rerank.features import feature_frame
     from engine.rerank.ranker import feature_matrix
-    from engine.request.candidates import user_candidates
-    from engine.request.features import feature_matrix as array_matrix
+    from engine.request.lists import score_users
 
     st = rec._state  # noqa: SLF001 - the loaded version's internals are what is compared
     rng = np.random.default_rng(7)
     histories = st.fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_numpy()
     cold = np.setdiff1d(np.arange(1, st.fs.vocabs.user.size), histories)
-    users = np.r_[rng.choice(histories, 40, replace=False), cold[:5]]
-    checked = 0
-    for u in users.tolist():
-        frame = feature_frame(generate_candidates(st.sources, np.array([u])), st.ctx)
-        c = user_candidates(st.tables, u)
+    assert len(cold) >= 5
+    users = np.sort(np.r_[rng.choice(histories, 40, replace=False), cold[:5]])
+    blocks = [np.array([u]) for u in users[::3]] + [users]
+    for block in blocks:
+        frame = (feature_frame(generate_candidates(st.sources, block), st.ctx)
+                 .sort("user_idx", "item_idx"))
+        c = score_users(st.tables, st.booster, st.names, block)
+        np.testing.assert_array_equal(block[c.row], frame["user_idx"].to_numpy())
         np.testing.assert_array_equal(c.items, frame["item_idx"].to_numpy())
-        assert c.source_names() == frame["sources"].to_list()
+        assert c.sources(list(range(len(c.items)))) == frame["sources"].to_list()
         want = feature_matrix(frame, st.names)
-        got = array_matrix(st.tables, c, st.names)
-        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-        np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=0, atol=1e-9)
-        checked += len(c.items)
-    assert checked > 40 * 50
+        np.testing.assert_array_equal(np.isnan(c.x), np.isnan(want))
+        np.testing.assert_allclose(np.nan_to_num(c.x), np.nan_to_num(want), rtol=0, atol=1e-9)
+    assert len(c.items) > 40 * 50
+
+
+def test_array_lists_equal_the_frame_lists(rec: Recommender) -> None:
+    """A block of users listed over the arrays (`ListScorer`, what the nightly, the batch
+    and the evaluation use): the rows, scores, sources, rules and explanations the frame path
+    (`feature_frame` -> `score_frame` -> `product_lists` -> `with_explanations`) gives."""
+    import numpy as np
+
+    from engine.candidates import generate_candidates
+    from engine.rerank.features import feature_frame
+    from engine.rerank.lists import product_lists, with_explanations
+    from engine.rerank.ranker import early_exit_for, score_frame
+
+    st = rec._state  # noqa: SLF001
+    users = np.arange(1, 120, dtype=np.int64)
+    exclude = {int(u): set(range(int(u) % 7, 300, 7)) for u in users[::2]}
+    frame = feature_frame(generate_candidates(st.sources, users), st.ctx)
+    scores = score_frame(st.booster, frame, st.names, early_exit_for(st.cfg.rerank, 10))
+    lists = product_lists(frame, scores, st.facts, k=10, rules=st.cfg.rules, exclude=exclude)
+    for explain in (False, True):
+        want = (with_explanations(lists, frame, st.booster, st.names,
+                                  shap_trees=st.cfg.rerank.explain_shap_trees)
+                if explain else lists)
+        got = st.scorer.lists(users, k=10, exclude=exclude, explain=explain)
+        keys = ["user_idx", "rank"]
+        assert got.height == want.height > 100 * 5
+        assert got.drop("score").sort(keys).equals(want.drop("score").sort(keys))
+        np.testing.assert_allclose(got.sort(keys)["score"], want.sort(keys)["score"],
+                                   rtol=0, atol=1e-9)
 
 
 def test_stored_content_neighbours_are_what_a_search_finds(rec: Recommender) -> None:

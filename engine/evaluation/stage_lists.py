@@ -43,13 +43,13 @@ def recengine_lists(ctx: CandidateContext, ranker: FittedRanker, h: Holdout, cfg
     for a in range(0, len(users), cfg.jobs.user_chunk):
         chunk = users[a:a + cfg.jobs.user_chunk]
         report(f"recengine lists {a + len(chunk):,}/{len(users):,} users")
-        frame, scores = scorer.scored(chunk, k=kmax)
-        u, i = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
+        scored = scorer.scored(chunk, k=kmax)
+        u, i = scored.users[scored.row], scored.items
         keep = np.asarray(h.seen[u, i]).ravel() == 0
         cands.append(pl.DataFrame({"user_idx": u[keep], "item_idx": i[keep],
-                                   "score": scores[keep]}))
+                                   "score": scored.scores[keep]}))
         exclude = {int(x): h.seen[int(x)].indices.tolist() for x in chunk}
-        final.append(scorer.rule(frame, scores, k=kmax, exclude=exclude)
+        final.append(scorer.rule(scored, k=kmax, exclude=exclude).frame()
                      .select("user_idx", "item_idx", "rank"))
     kept = pl.concat(cands)
     ordered = ranked(kept)

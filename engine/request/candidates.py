@@ -1,6 +1,11 @@
-"""One known user's candidates from every source, over the version's arrays: the same items,
-scores and ranks as `engine.candidates` gives for that user (the frame path stays the
-reference; a test holds the two equal), at a fraction of a millisecond per source."""
+"""Users' candidates from every source, over the version's arrays: the same items, scores and
+ranks as `engine.candidates` gives for those users (the frame path stays the reference; a
+test holds the two equal). One call serves a single online request or a chunk of the nightly's
+users: every step is a gather, a sort or a grouped sum over all of the users' rows at once.
+
+Rows are keyed by `row`, the position of their user in the `users` given, and by item; a
+(row, item) pair is one int64 key, `row * n_items + item`.
+"""
 
 from __future__ import annotations
 
@@ -18,86 +23,115 @@ from engine.request.tables import RequestTables, Rows
 
 
 @dataclass(frozen=True)
-class Recent:
-    """The user's last `recent_items` history items (repeats kept) and their weights, the
-    latest weighing 1, the one before 1/2, and so on."""
+class Found:
+    """(row, item, score) rows: one source's candidates, or a grouped score."""
 
+    row: np.ndarray
+    item: np.ndarray
+    score: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Found:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+
+
+@dataclass(frozen=True)
+class Recent:
+    """Each user's last `recent_items` history items (repeats kept, oldest first) and their
+    weights, the latest weighing 1, the one before 1/2, and so on."""
+
+    row: np.ndarray
     items: np.ndarray
     weights: np.ndarray
 
 
 @dataclass(frozen=True)
-class UserCandidates:
-    """The merged candidates of one user, by item (sorted): each source's score and rank
+class Candidates:
+    """The merged candidates of `users`, sorted by (row, item): each source's score and rank
     (NaN where it did not propose the item), and what the features need besides."""
 
-    user: int
+    users: np.ndarray
+    row: np.ndarray
     items: np.ndarray
     scores: dict[str, np.ndarray]
     ranks: dict[str, np.ndarray]
     recent: Recent
-    dense: dict[str, ScoreRows]        # the item-to-item models' scores of the user
-    next_scores: tuple[np.ndarray, np.ndarray]  # transition items and scores (all, not cut)
+    item_item: dict[str, ScoreRows]    # the item-to-item models' scores of the users
+    next_scores: Found                 # every transition score (not cut to the source's size)
 
     @property
     def n_sources(self) -> np.ndarray:
-        return sum((~np.isnan(r)).astype(np.int32) for r in self.ranks.values())  # type: ignore[return-value]
-
-    def source_names(self) -> list[str]:
-        names = list(self.ranks)
-        present = np.column_stack([~np.isnan(self.ranks[n]) for n in names])
-        return [",".join(n for n, p in zip(names, row, strict=True) if p) for row in present]
+        out = np.zeros(len(self.items), np.int32)
+        for r in self.ranks.values():
+            out += ~np.isnan(r)
+        return out
 
 
-def recent(t: RequestTables, user: int) -> Recent:
-    hist = t.history.row(user, "history")[-t.ctx.cfg.recent_items:]
-    m = len(hist)
-    return Recent(hist, 1.0 / (m - np.arange(m, dtype=np.float64)))
+def _keys(row: np.ndarray, item: np.ndarray, n: int) -> np.ndarray:
+    return row.astype(np.int64) * np.int64(n) + item.astype(np.int64)
 
 
-def finish(t: RequestTables, user: int, items: np.ndarray, scores: np.ndarray, n: int, *,
-           drop_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Eligible items the user has not seen, the best `n` by score (ties: lower item)."""
-    items = np.asarray(items, np.int64)
-    scores = np.asarray(scores, np.float64)
-    eligible = t.ctx.eligible
-    ok = (items >= 0) & (items < len(eligible))
-    ok[ok] = eligible[items[ok]]
-    if drop_seen:
-        seen = t.seen.row(user, "item_idx")  # sorted
-        if len(seen):
-            at = np.minimum(np.searchsorted(seen, items), len(seen) - 1)
-            ok &= seen[at] != items
-    items, scores = items[ok], scores[ok]
-    order = np.lexsort((items, -scores))[:n]
-    return items[order], scores[order]
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    if not len(sorted_keys):
+        return np.zeros(len(keys), bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
 
 
-def _summed(items: np.ndarray, contrib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, inv = np.unique(items, return_inverse=True)
-    return uniq, np.bincount(inv, weights=contrib, minlength=len(uniq))
+def recent(t: RequestTables, users: np.ndarray) -> Recent:
+    pos, row = t.history.gather(users)
+    end = t.history.indptr[np.maximum(users, 0)[row] + 1] if len(row) else pos
+    from_end = end - pos                                  # the last item: 1
+    keep = from_end <= t.ctx.cfg.recent_items
+    return Recent(row[keep], t.history.cols["history"][pos[keep]],
+                  1.0 / from_end[keep].astype(np.float64))
+
+
+class Finisher:
+    """`CandidateContext.finish` over arrays: eligible items the user has not seen, the best
+    `n` per user by score (ties: the lower item), ranked from 1."""
+
+    def __init__(self, t: RequestTables, users: np.ndarray) -> None:
+        self.eligible = t.ctx.eligible
+        self.n_items = len(self.eligible)
+        pos, row = t.seen.gather(users)
+        self.seen = _keys(row, t.seen.cols["item_idx"][pos], self.n_items)  # sorted
+
+    def __call__(self, f: Found, n: int, *, drop_seen: bool = True) -> Found:
+        items = f.item.astype(np.int64)
+        ok = (items >= 0) & (items < self.n_items)
+        ok[ok] = self.eligible[items[ok]]
+        if drop_seen:
+            ok &= ~_contains(self.seen, _keys(f.row, items, self.n_items))
+        row, items, score = f.row[ok], items[ok], f.score[ok].astype(np.float64)
+        order = np.lexsort((items, -score, row))
+        row, items, score = row[order], items[order], score[order]
+        keep = np.arange(len(row)) - np.searchsorted(row, row, "left") < n
+        return Found(row[keep], items[keep], score[keep])
+
+
+def _grouped(row: np.ndarray, item: np.ndarray, value: np.ndarray, n_items: int, *,
+             how: str = "sum") -> Found:
+    """One row per (row, item): the sum (or max) of `value`, added in input order."""
+    uniq, inv = np.unique(_keys(row, item, n_items), return_inverse=True)
+    if how == "sum":
+        out = np.bincount(inv, weights=value, minlength=len(uniq))
+    else:
+        out = np.full(len(uniq), -np.inf)
+        np.maximum.at(out, inv, value)
+    return Found(uniq // n_items, uniq % n_items, out)
 
 
 def _spread(rows: Rows | None, rec: Recent, value: str) -> tuple[np.ndarray, np.ndarray,
-                                                                  np.ndarray]:
-    """(recent row, neighbour, weight x value) of every neighbour of every recent item."""
-    if rows is None:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+                                                                  np.ndarray, np.ndarray]:
+    """(recent row, user row, neighbour, weight x value) of each neighbour of each recent
+    item."""
+    if rows is None or not len(rec.items):
+        e = np.empty(0, np.int64)
+        return e, e, e, np.empty(0)
     pos, owner = rows.gather(rec.items)
-    return owner, rows.cols["neighbour"][pos], rec.weights[owner] * rows.cols[value][pos]
-
-
-def _covisit(t: RequestTables, user: int, rec: Recent) -> tuple[np.ndarray, np.ndarray]:
-    _, nb, w = _spread(t.covisit, rec, "weight")
-    return finish(t, user, *_summed(nb, w), t.ctx.cfg.covisit)
-
-
-def transition_scores(t: RequestTables, rec: Recent) -> tuple[np.ndarray, np.ndarray]:
-    """Every item one step from the user's last items, scored as `sequence.transition_scores`
-    (rounded to 9 places the same way)."""
-    _, nb, w = _spread(t.transitions, rec, "weight")
-    items, s = _summed(nb, w)
-    return items, round9(s)
+    return (owner, rec.row[owner], rows.cols["neighbour"][pos],
+            rec.weights[owner] * rows.cols[value][pos])
 
 
 def round9(x: np.ndarray) -> np.ndarray:
@@ -105,88 +139,117 @@ def round9(x: np.ndarray) -> np.ndarray:
     return np.rint(x * 1e9) / 1e9
 
 
-def _content(t: RequestTables, user: int, rec: Recent) -> tuple[np.ndarray, np.ndarray]:
-    owner, nb, w = _spread(t.content, rec, "sim")
+def transition_scores(t: RequestTables, rec: Recent) -> Found:
+    """Every item one step from each user's last items, scored as
+    `sequence.transition_scores` (rounded to 9 places the same way)."""
+    _, row, nb, w = _spread(t.transitions, rec, "weight")
+    f = _grouped(row, nb, w, len(t.ctx.eligible))
+    return Found(f.row, f.item, round9(f.score))
+
+
+def _covisit(t: RequestTables, rec: Recent) -> Found:
+    _, row, nb, w = _spread(t.covisit, rec, "weight")
+    return _grouped(row, nb, w, len(t.ctx.eligible))
+
+
+def _content(t: RequestTables, rec: Recent) -> Found:
+    owner, row, nb, w = _spread(t.content, rec, "sim")
     keep = nb != rec.items[owner]
-    nb, w = nb[keep], w[keep]
-    uniq, inv = np.unique(nb, return_inverse=True)
-    best = np.full(len(uniq), -np.inf)
-    np.maximum.at(best, inv, w)
-    return finish(t, user, uniq, best, t.ctx.cfg.content)
+    return _grouped(row[keep], nb[keep], w[keep], len(t.ctx.eligible), how="max")
 
 
-def _trending(t: RequestTables, user: int) -> tuple[np.ndarray, np.ndarray]:
+def _trending(t: RequestTables, users: np.ndarray) -> Found:
     tops, trend = t.top_categories, t.trending
     assert tops is not None and trend is not None
-    cats, share = tops.row(user, "top_category"), tops.row(user, "share")
-    pos, owner = trend.gather(cats)
-    items, s = _summed(trend.cols["item_idx"][pos], trend.cols["count"][pos] * share[owner])
-    return finish(t, user, items, s, t.ctx.cfg.trending)
+    pos, row = tops.gather(users)
+    cats, share = tops.cols["top_category"][pos], tops.cols["share"][pos]
+    pos2, owner = trend.gather(cats)
+    return _grouped(row[owner], trend.cols["item_idx"][pos2],
+                    trend.cols["count"][pos2] * share[owner], len(t.ctx.eligible))
 
 
-def _repeat(t: RequestTables, user: int) -> tuple[np.ndarray, np.ndarray]:
+def _repeat(t: RequestTables, users: np.ndarray) -> Found:
     n = t.ctx.cfg.repeat
-    hist = t.history.row(user, "history")[-n:]
-    return finish(t, user, hist, np.arange(1, len(hist) + 1, dtype=np.float64), n,
-                  drop_seen=False)
+    pos, row = t.history.gather(users)
+    safe = np.maximum(users, 0)
+    end = t.history.indptr[safe + 1][row] if len(row) else pos
+    from_end = end - pos
+    keep = from_end <= n
+    length = np.minimum(t.history.indptr[safe + 1] - t.history.indptr[safe], n)
+    length = np.where((users >= 0) & (users < t.history.n_keys), length, 0)
+    # the latest of the user's last n items scores n' (the count kept), the oldest 1
+    return Found(row[keep], t.history.cols["history"][pos[keep]],
+                 (length[row[keep]] - from_end[keep] + 1).astype(np.float64))
 
 
-def _cold_user(t: RequestTables, user: int) -> tuple[np.ndarray, np.ndarray]:
+def _cold_user(t: RequestTables, users: np.ndarray) -> Found:
     warm, tokens, per_token, overall = t.cold_warm, t.cold_tokens, t.cold_per_token, t.cold_overall
     assert warm is not None and tokens is not None and per_token is not None and overall is not None
-    if 0 <= user < len(warm) and warm[user]:
-        return np.empty(0, np.int64), np.empty(0)
-    pos, _ = per_token.gather(tokens.row(user, "attr_tok"))
-    items, s = _summed(np.r_[per_token.cols["item_idx"][pos], overall[0]],
-                       np.r_[per_token.cols["share"][pos], overall[1]])
-    return finish(t, user, items, s, t.ctx.cfg.cold_user)
+    inside = (users >= 0) & (users < len(warm))
+    cold = np.flatnonzero(~(inside & warm[np.where(inside, users, 0)]))
+    if not len(cold):
+        return Found.empty()
+    pos, owner = tokens.gather(users[cold])
+    pos2, owner2 = per_token.gather(tokens.cols["attr_tok"][pos])
+    rows = np.r_[cold[owner[owner2]], np.repeat(cold, len(overall[0]))]
+    items = np.r_[per_token.cols["item_idx"][pos2], np.tile(overall[0], len(cold))]
+    shares = np.r_[per_token.cols["share"][pos2], np.tile(overall[1], len(cold))]
+    return _grouped(rows, items, shares, len(t.ctx.eligible))
 
 
-def _ann(t: RequestTables, user: int, source: AnnSource) -> tuple[np.ndarray, np.ndarray]:
+def _ann(t: RequestTables, users: np.ndarray, source: AnnSource) -> Found:
     ctx = t.ctx
+    empty = np.empty(0, np.int64)
     scores, items = ctx.index.search(  # type: ignore[union-attr]
-        ctx.user_vectors[[user]], ctx.cfg.ann,  # type: ignore[index]
-        exclude=[source.seen.get(user, np.empty(0, np.int64))], allowed=ctx.eligible)
-    keep = items[0] >= 0
-    return finish(t, user, items[0][keep], scores[0][keep].astype(np.float64), ctx.cfg.ann)
+        ctx.user_vectors[users], ctx.cfg.ann,  # type: ignore[index]
+        exclude=[source.seen.get(int(u), empty) for u in users], allowed=ctx.eligible)
+    row = np.repeat(np.arange(len(users), dtype=np.int64), items.shape[1])
+    keep = items.ravel() >= 0
+    return Found(row[keep], items.ravel()[keep].astype(np.int64),
+                 scores.ravel()[keep].astype(np.float64))
 
 
-def user_candidates(t: RequestTables, user: int) -> UserCandidates:
-    """Every source of the version for one known user, merged by item."""
-    rec = recent(t, user)
-    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    dense: dict[str, np.ndarray] = {}
-    nxt = (np.empty(0, np.int64), np.empty(0))
+def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
+    """Every source of the version for `users` (known users, any order), merged by item."""
+    users = np.asarray(users, np.int64)
+    cfg = t.ctx.cfg
+    rec = recent(t, users)
+    finish = Finisher(t, users)
+    found: dict[str, Found] = {}
+    item_item: dict[str, ScoreRows] = {}
+    nxt = Found.empty()
     for s in t.sources:
         if isinstance(s, AnnSource):
-            found[s.name] = _ann(t, user, s)
+            found[s.name] = finish(_ann(t, users, s), cfg.ann)
         elif isinstance(s, CovisitSource):
-            found[s.name] = _covisit(t, user, rec)
+            found[s.name] = finish(_covisit(t, rec), cfg.covisit)
         elif isinstance(s, ContentSource):
-            found[s.name] = _content(t, user, rec)
+            found[s.name] = finish(_content(t, rec), cfg.content)
         elif isinstance(s, TrendingSource):
-            found[s.name] = _trending(t, user)
+            found[s.name] = finish(_trending(t, users), cfg.trending)
         elif isinstance(s, RepeatSource):
-            found[s.name] = _repeat(t, user)
+            found[s.name] = finish(_repeat(t, users), cfg.repeat, drop_seen=False)
         elif isinstance(s, ColdUserSource):
-            found[s.name] = _cold_user(t, user)
+            found[s.name] = finish(_cold_user(t, users), cfg.cold_user)
         elif isinstance(s, EaseSource | KnnSource):
-            _, items, scores, d = s.top(np.array([user], np.int64))
-            dense[s.name] = d
-            found[s.name] = finish(t, user, items, scores, s.per_user)
+            row, items, scores, scored = s.top(users)
+            item_item[s.name] = scored
+            found[s.name] = finish(Found(row, items, scores), s.per_user)
         elif isinstance(s, TransitionSource):
             nxt = transition_scores(t, rec)
-            found[s.name] = finish(t, user, *nxt, t.ctx.cfg.transitions)
+            found[s.name] = finish(nxt, cfg.transitions)
         else:
             raise TypeError(f"no array kernel for the candidate source {s.name!r}")
-    items = np.unique(np.concatenate([f[0] for f in found.values()])) if found else \
-        np.empty(0, np.int64)
+    n_items = len(t.ctx.eligible)
+    keys = {name: _keys(f.row, f.item, n_items) for name, f in found.items()}
+    merged = np.unique(np.concatenate(list(keys.values()))) if keys else np.empty(0, np.int64)
     scores, ranks = {}, {}
-    for name, (its, sc) in found.items():
-        at = np.searchsorted(items, its)
-        score, rank = np.full(len(items), np.nan), np.full(len(items), np.nan)
+    for name, f in found.items():
+        at = np.searchsorted(merged, keys[name])
+        rank = (np.arange(len(f.row)) - np.searchsorted(f.row, f.row, "left") + 1).astype(float)
+        score, rk = np.full(len(merged), np.nan), np.full(len(merged), np.nan)
         # a repeated item (the repeat source) keeps its first, best row, as the merge does
-        score[at[::-1]] = sc[::-1]
-        rank[at[::-1]] = np.arange(len(its), 0, -1, dtype=np.float64)
-        scores[name], ranks[name] = score, rank
-    return UserCandidates(user, items, scores, ranks, rec, dense, nxt)
+        score[at[::-1]], rk[at[::-1]] = f.score[::-1], rank[::-1]
+        scores[name], ranks[name] = score, rk
+    return Candidates(users, merged // n_items, merged % n_items, scores, ranks, rec,
+                      item_item, nxt)

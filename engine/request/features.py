@@ -1,50 +1,75 @@
-"""The re-ranker's feature matrix for one known user's candidates, over the version's arrays:
-column for column what `engine.rerank.features.feature_frame` computes for the same rows (the
-frame path stays the reference the ranker is trained on; a test holds the two equal)."""
+"""The re-ranker's feature matrix of users' candidates, over the version's arrays: column for
+column what `engine.rerank.features.feature_frame` computes for the same rows (the frame path
+stays the reference the ranker is trained on; a test holds the two equal)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.request.candidates import UserCandidates
+from engine.request.candidates import Candidates
 from engine.request.tables import RequestTables
 from engine.rerank.features import POPULARITY
 from engine.rerank.similarity import recent_similarity, row_dot
 
 
-def _rank_desc(v: np.ndarray) -> np.ndarray:
-    """Polars' rank("min", descending=True): 1 + how many values are larger."""
-    s = np.sort(v)
-    return (len(v) - np.searchsorted(s, v, "right") + 1).astype(np.float64)
+def _starts(row: np.ndarray) -> np.ndarray:
+    """For rows sorted by `row`: the position of each row's group's first row."""
+    return np.searchsorted(row, row, "left")
 
 
-def _share(items: np.ndarray, weights: np.ndarray, cats: np.ndarray, keys: np.ndarray
-           ) -> np.ndarray:
-    """Share of `weights` whose item falls in each of `keys` (0 where none does)."""
-    total = weights.sum()
-    out = np.zeros(len(keys))
-    if total == 0:
-        return out
-    known = cats[items]
-    for c in np.unique(keys[keys >= 0]):
-        out[keys == c] = weights[known == c].sum() / total
+def rank_desc(row: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Polars' rank("min", descending=True) within each `row` group: 1 + how many values of
+    the group are larger."""
+    order = np.lexsort((-v, row))
+    r, s = row[order], v[order]
+    new = np.r_[True, (r[1:] != r[:-1]) | (s[1:] != s[:-1])] if len(r) else np.empty(0, bool)
+    run = np.maximum.accumulate(np.where(new, np.arange(len(r)), 0))
+    out = np.empty(len(v))
+    out[order] = run - _starts(r) + 1
     return out
 
 
-def feature_columns(t: RequestTables, c: UserCandidates) -> dict[str, np.ndarray]:
-    """Every re-ranker feature of the user's candidates, by name (float64, NaN missing)."""
-    ctx, items, u = t.ctx, c.items, c.user
+def _recent_matrix(c: Candidates) -> tuple[np.ndarray, np.ndarray]:
+    """(users, R) recent items (-1 padded) and weights, as `similarity._recent_matrix`."""
+    rec = c.recent
+    n = max(int(np.bincount(rec.row, minlength=1).max()) if len(rec.row) else 1, 1)
+    last = np.full((len(c.users), n), -1, np.int64)
+    weight = np.zeros((len(c.users), n), np.float32)
+    slot = np.arange(len(rec.row)) - _starts(rec.row)
+    last[rec.row, slot] = rec.items
+    weight[rec.row, slot] = rec.weights
+    return last, weight
+
+
+def _recent_share(c: Candidates, cats: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Share of each user's recent weights whose item falls in the row's category `keys`
+    (0 where none does or the category is null)."""
+    rec = c.recent
+    total = np.bincount(rec.row, weights=rec.weights, minlength=len(c.users))
+    width = int(max(cats.max(initial=0), keys.max(initial=0))) + 2
+    rk = rec.row * width + cats[rec.items]
+    ok = cats[rec.items] >= 0
+    uniq, inv = np.unique(rk[ok], return_inverse=True)
+    sums = np.bincount(inv, weights=rec.weights[ok], minlength=len(uniq))
+    q = c.row * width + keys
+    out = np.zeros(len(keys))
+    if len(uniq):
+        at = np.minimum(np.searchsorted(uniq, q), len(uniq) - 1)
+        hit = (uniq[at] == q) & (keys >= 0)
+        out[hit] = sums[at[hit]] / total[c.row[hit]]
+    return out
+
+
+def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
+    """Every re-ranker feature of the candidates, by name (NaN missing)."""
+    ctx, items, row = t.ctx, c.items, c.row
+    users = c.users[row]
     n = len(items)
     f: dict[str, np.ndarray] = {}
     for name in c.ranks:
         f[f"{name}_score"], f[f"{name}_rank"] = c.scores[name], c.ranks[name]
     f["n_sources"] = c.n_sources.astype(np.float64)
-    users = np.full(n, u, np.int64)
-    last = c.recent.items.astype(np.int64)[None, :] if len(c.recent.items) else \
-        np.full((1, 1), -1, np.int64)
-    weight = c.recent.weights.astype(np.float32)[None, :] if len(c.recent.items) else \
-        np.zeros((1, 1), np.float32)
-    row = np.zeros(n, np.int64)
+    last, weight = _recent_matrix(c)
     if ctx.user_vectors is not None and ctx.item_vectors is not None:
         f["two_tower"] = row_dot(users, items, ctx.user_vectors, ctx.item_vectors)
         f["recent_tt_max"], f["recent_tt_mean"] = recent_similarity(
@@ -52,13 +77,18 @@ def feature_columns(t: RequestTables, c: UserCandidates) -> dict[str, np.ndarray
     if ctx.content_vectors is not None:
         f["recent_content_max"], f["content_sim"] = recent_similarity(
             row, items, last, weight, ctx.content_vectors)
-    for name, scored in c.dense.items():
-        f[f"{name}_score"] = scored.at(np.zeros(n, np.int64), items).astype(np.float64)
+    for name, scored in c.item_item.items():
+        f[f"{name}_score"] = scored.at(row, items).astype(np.float64)
     if "next" in c.ranks:
-        nxt_items, nxt_scores = c.next_scores
-        at = np.minimum(np.searchsorted(nxt_items, items), max(len(nxt_items) - 1, 0))
-        hit = (nxt_items[at] == items) if len(nxt_items) else np.zeros(n, bool)
-        f["next_score"] = np.where(hit, nxt_scores[at] if len(nxt_items) else 0.0, 0.0)
+        nxt, n_items = c.next_scores, np.int64(len(ctx.eligible))
+        keys = nxt.row * n_items + nxt.item          # sorted: grouped by (row, item)
+        q = row * n_items + items
+        out = np.zeros(n)
+        if len(keys):
+            at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+            hit = keys[at] == q
+            out[hit] = nxt.score[at[hit]]
+        f["next_score"] = out
     col = t.items
     for name, values in col.items():
         f[name] = values[items].astype(np.float64)
@@ -66,28 +96,33 @@ def feature_columns(t: RequestTables, c: UserCandidates) -> dict[str, np.ndarray
         f[name] = np.nan_to_num(f[name], nan=0.0)
     top, leaf, brand = (col["top_category"][items], col["leaf_category"][items],
                         col["brand_idx"][items])
-    f["category_affinity"] = np.nan_to_num(t.affinity.values(u, top, "category_affinity"))
-    f["category_share"] = np.nan_to_num(t.affinity.values(u, top, "category_share"))
-    f["brand_share"] = np.nan_to_num(t.brands.values(u, brand, "brand_share"))
-    f["leaf_share"] = np.nan_to_num(t.leaves.values(u, leaf, "leaf_share"))
-    f["days_since_category"] = t.categories.values(u, top, "days_since_category")
-    f["user_item_events"] = np.nan_to_num(t.pairs.values(u, items, "user_item_events"))
-    f["days_since_user_item"] = t.pairs.values(u, items, "days_since_user_item")
+    f["category_affinity"] = np.nan_to_num(t.affinity.values(users, top, "category_affinity"))
+    f["category_share"] = np.nan_to_num(t.affinity.values(users, top, "category_share"))
+    f["brand_share"] = np.nan_to_num(t.brands.values(users, brand, "brand_share"))
+    f["leaf_share"] = np.nan_to_num(t.leaves.values(users, leaf, "leaf_share"))
+    f["days_since_category"] = t.categories.values(users, top, "days_since_category")
+    f["user_item_events"] = np.nan_to_num(t.pairs.values(users, items, "user_item_events"))
+    f["days_since_user_item"] = t.pairs.values(users, items, "days_since_user_item")
+    inside = (users >= 0) & (users < len(next(iter(t.user_stats.values()))))
     for name, values in t.user_stats.items():
-        f[name] = np.full(n, values[u] if 0 <= u < len(values) else np.nan)
+        f[name] = np.where(inside, values[np.where(inside, users, 0)], np.nan)
     for name in ("user_events", "user_items"):
         f[name] = np.nan_to_num(f[name])
-    f["recent_top_share"] = _share(c.recent.items, c.recent.weights, col["top_category"], top)
-    f["recent_leaf_share"] = _share(c.recent.items, c.recent.weights, col["leaf_category"],
-                                    leaf)
+    f["recent_top_share"] = _recent_share(c, col["top_category"], top)
+    f["recent_leaf_share"] = _recent_share(c, col["leaf_category"], leaf)
     with np.errstate(divide="ignore", invalid="ignore"):
         f["price_ratio"] = f["price"] / f.pop("user_mean_price")
     for name in [k for k in f if k.startswith("count_")]:
-        f[f"{name}_rank_in_list"] = _rank_desc(f[name])
+        f[f"{name}_rank_in_list"] = rank_desc(row, f[name])
     if "two_tower" in f:
         tt = f["two_tower"]
-        f["two_tower_rank_in_list"] = _rank_desc(tt.astype(np.float64))
-        f["two_tower_gap"] = tt - tt.max() if n else tt
+        f["two_tower_rank_in_list"] = rank_desc(row, tt.astype(np.float64))
+        if n:
+            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+            best = np.maximum.reduceat(tt, starts)
+            f["two_tower_gap"] = tt - np.repeat(best, np.diff(np.r_[starts, n]))
+        else:
+            f["two_tower_gap"] = tt
     hidden = np.isnan(f["days_since_last"])
     for name in [k for k in f if k.startswith(POPULARITY)]:
         f[name] = np.where(hidden, np.nan, f[name])
@@ -96,7 +131,7 @@ def feature_columns(t: RequestTables, c: UserCandidates) -> dict[str, np.ndarray
     return f
 
 
-def feature_matrix(t: RequestTables, c: UserCandidates, names: list[str]) -> np.ndarray:
+def feature_matrix(t: RequestTables, c: Candidates, names: list[str]) -> np.ndarray:
     """(candidates, len(names)) float64: the ranker's input, columns in its order."""
     f = feature_columns(t, c)
     x = np.empty((len(c.items), len(names)))

@@ -1,15 +1,17 @@
-"""One known user's product list over the version's arrays: candidates -> features -> the
-re-ranker (or the signal order published instead) -> business rules -> explanations. The same
-list, item for item, as the batch path's `product_lists` for that user."""
+"""Product lists over the version's arrays: candidates -> features -> the re-ranker (or the
+signal order published instead) -> business rules -> explanations, for one online request or
+a chunk of the nightly's users. The same lists, item for item, as `product_lists` over the
+frame path gives."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
-from engine.request.candidates import user_candidates
+from engine.request.candidates import candidates
 from engine.request.features import feature_matrix
 from engine.request.tables import RequestTables
 from engine.rerank.explain import SHAP_TREES, matrix_texts
@@ -54,35 +56,120 @@ class ListedItem:
     why: str | None = None
 
 
-def known_user_list(t: RequestTables, ranker: Ranker, names: list[str], facts: ItemFacts,
-                    rules: RulesConfig, user: int, *, k: int, exclude: Collection[int] = (),
-                    allowed: np.ndarray | None = None, early_exit: EarlyExit | None = None,
-                    explain: bool = False, shap_trees: int = SHAP_TREES) -> list[ListedItem]:
-    """The top `k` of one known user (`exclude`: item indices never to list; `allowed`: a
-    mask over items the caller's filters keep)."""
-    c = user_candidates(t, user)
+@dataclass(frozen=True)
+class UserLists:
+    """The lists of a block of users: per user (by position in `users`) its listed items."""
+
+    users: np.ndarray
+    listed: list[list[ListedItem]]
+    notes: list[list[str]]         # what the rules did, per listed item
+    sources: list[list[str]]       # the sources that proposed each listed item
+
+    def frame(self) -> pl.DataFrame:
+        """user_idx, rank, item_idx, score, sources, rules (and why, when explained), as
+        `product_lists` (and `with_explanations`) give them."""
+        rows = [(int(self.users[r]), it.rank, it.item, it.score, src, note, it.why)
+                for r, (items, notes, sources) in enumerate(
+                    zip(self.listed, self.notes, self.sources, strict=True))
+                for it, note, src in zip(items, notes, sources, strict=True)]
+        cols = list(zip(*rows, strict=True)) if rows else [[]] * 7
+        out = pl.DataFrame({"user_idx": cols[0], "rank": cols[1], "item_idx": cols[2],
+                            "score": cols[3], "sources": cols[4], "rules": cols[5]},
+                           schema={"user_idx": pl.Int64, "rank": pl.Int32, "item_idx": pl.Int64,
+                                   "score": pl.Float64, "sources": pl.String,
+                                   "rules": pl.String})
+        if rows and rows[0][6] is not None:
+            out = out.with_columns(pl.Series("why", cols[6], pl.String))
+        return out
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """Users' candidates with their features and the re-ranker's scores, sorted by (row,
+    item); `row` is the position of the row's user in `users`."""
+
+    users: np.ndarray
+    row: np.ndarray
+    items: np.ndarray
+    x: np.ndarray
+    scores: np.ndarray
+    codes: np.ndarray              # which sources proposed the row, one bit per source
+    names: list[str]               # the sources, in bit order
+
+    def sources(self, rows: list[int]) -> list[str]:
+        """The comma-joined source names of the given rows."""
+        return [",".join(n for j, n in enumerate(self.names) if int(self.codes[r]) >> j & 1)
+                for r in rows]
+
+
+def score_users(t: RequestTables, ranker: Ranker, names: list[str], users: np.ndarray, *,
+                allowed: np.ndarray | None = None, early_exit: EarlyExit | None = None
+                ) -> ScoredRows:
+    """Candidates -> features -> scores of known `users` (`allowed`: a mask over items the
+    caller's filters keep, applied after the features, as the frame path does)."""
+    users = np.asarray(users, np.int64)
+    c = candidates(t, users)
     x = feature_matrix(t, c, names)
-    items = c.items
-    sources = c.source_names() if explain else None
+    row, items = c.row, c.items
+    codes = np.zeros(len(items), np.int64)
+    for j, r in enumerate(c.ranks.values()):
+        codes |= (~np.isnan(r)).astype(np.int64) << j
     if allowed is not None:
         keep = allowed[items]
-        items, x = items[keep], x[keep]
-        sources = None if sources is None else [s for s, ok in zip(sources, keep, strict=True)
-                                                 if ok]
+        row, items, x, codes = row[keep], items[keep], x[keep], codes[keep]
     if isinstance(ranker, SourceOrder):
         col = x[:, names.index(ranker.column)]
         scores = np.where(np.isnan(col), -np.inf, col)
     else:
-        scores = score_matrix(ranker, x, np.zeros(len(items), np.int64), early_exit)
-    ruled = ruled_list(items, scores, facts, rules, k=k, exclude=exclude)
-    out = [ListedItem(c_.item, n, c_.score) for n, c_ in enumerate(ruled.items, 1)]
-    if not explain:
-        return out
-    row = {int(i): j for j, i in enumerate(items)}
-    chosen = [row[it.item] for it in out]
-    texts = ([f"order: {ranker.column}"] * len(out) if isinstance(ranker, SourceOrder) else
-             matrix_texts(ranker, x[chosen], names, shap_trees=shap_trees))
-    assert sources is not None
-    return [ListedItem(it.item, it.rank, it.score, why_text(sources[j], text, note))
-            for it, j, text, note in zip(out, chosen, texts, rule_notes(ruled), strict=True)]
+        scores = score_matrix(ranker, x, row, early_exit)
+    return ScoredRows(users, row, items, x, scores, codes, list(c.ranks))
 
+
+def rule_users(s: ScoredRows, ranker: Ranker, names: list[str], facts: ItemFacts,
+               rules: RulesConfig, *, k: int,
+               exclude: Mapping[int, Collection[int]] | None = None, explain: bool = False,
+               shap_trees: int = SHAP_TREES) -> UserLists:
+    """The top `k` of each user of `s` under the rules (`exclude[user]`: item indices never to
+    list that user), explained on request."""
+    exclude = exclude or {}
+    bounds = np.searchsorted(s.row, np.arange(len(s.users) + 1))
+    listed, notes, chosen = [], [], []
+    for r in range(len(s.users)):
+        a, b = bounds[r], bounds[r + 1]
+        ruled = ruled_list(s.items[a:b], s.scores[a:b], facts, rules, k=k,
+                           exclude=exclude.get(int(s.users[r]), ()))
+        at = {int(i): a + j for j, i in enumerate(s.items[a:b])}
+        listed.append([ListedItem(c_.item, n, c_.score) for n, c_ in enumerate(ruled.items, 1)])
+        notes.append(rule_notes(ruled))
+        chosen.append([at[c_.item] for c_ in ruled.items])
+    sources = [s.sources(js) for js in chosen]
+    if explain:
+        picked = [j for js in chosen for j in js]
+        texts = ([f"order: {ranker.column}"] * len(picked) if isinstance(ranker, SourceOrder)
+                 else matrix_texts(ranker, s.x[picked], names, shap_trees=shap_trees))
+        it = iter(texts)
+        listed = [[ListedItem(li.item, li.rank, li.score, why_text(src, next(it), note))
+                   for li, src, note in zip(lst, srcs, nts, strict=True)]
+                  for lst, srcs, nts in zip(listed, sources, notes, strict=True)]
+    return UserLists(s.users, listed, notes, sources)
+
+
+def user_lists(t: RequestTables, ranker: Ranker, names: list[str], facts: ItemFacts,
+               rules: RulesConfig, users: np.ndarray, *, k: int,
+               exclude: Mapping[int, Collection[int]] | None = None,
+               allowed: np.ndarray | None = None, early_exit: EarlyExit | None = None,
+               explain: bool = False, shap_trees: int = SHAP_TREES) -> UserLists:
+    """The top `k` of known `users`: `score_users` then `rule_users`."""
+    scored = score_users(t, ranker, names, users, allowed=allowed, early_exit=early_exit)
+    return rule_users(scored, ranker, names, facts, rules, k=k, exclude=exclude,
+                      explain=explain, shap_trees=shap_trees)
+
+
+def known_user_list(t: RequestTables, ranker: Ranker, names: list[str], facts: ItemFacts,
+                    rules: RulesConfig, user: int, *, k: int, exclude: Collection[int] = (),
+                    allowed: np.ndarray | None = None, early_exit: EarlyExit | None = None,
+                    explain: bool = False, shap_trees: int = SHAP_TREES) -> list[ListedItem]:
+    """The top `k` of one known user (see `user_lists`)."""
+    return user_lists(t, ranker, names, facts, rules, np.array([user], np.int64), k=k,
+                      exclude={int(user): exclude}, allowed=allowed, early_exit=early_exit,
+                      explain=explain, shap_trees=shap_trees).listed[0]

@@ -81,26 +81,32 @@ def _array(s: pl.Series) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Lookup:
-    """Per-user (key -> values) rows, keys sorted within each user: one user's value for a
-    candidate's key is a binary search in that user's few rows."""
+    """Per-user (key -> values) rows as one sorted array of (user, key) pairs: the values of
+    any (user, key) pairs are one binary search."""
 
-    rows: Rows
-    key: str
+    pairs: np.ndarray              # sorted user * width + key
+    width: int
+    cols: dict[str, np.ndarray]
 
     @classmethod
-    def build(cls, frame: pl.DataFrame, key: str, n_users: int, values: list[str]) -> Lookup:
+    def build(cls, frame: pl.DataFrame, key: str, values: list[str]) -> Lookup:
         clean = frame.filter(pl.col(key).is_not_null())
-        return cls(Rows.build(clean, "user_idx", n_users, [key, *values], order=[key]), key)
+        width = int(clean[key].max() or 0) + 2 if clean.height else 2
+        clean = clean.with_columns((pl.col("user_idx").cast(pl.Int64) * width
+                                    + pl.col(key).cast(pl.Int64)).alias("_pair")).sort("_pair")
+        return cls(clean["_pair"].to_numpy(), width, {c: _array(clean[c]) for c in values})
 
-    def values(self, user: int, keys: np.ndarray, col: str) -> np.ndarray:
-        """`col` of `user`'s row for each of `keys`, NaN where the user has none."""
-        span = self.rows.span(user)
-        have = self.rows.cols[self.key][span]
+    def values(self, users: np.ndarray, keys: np.ndarray, col: str) -> np.ndarray:
+        """`col` of each (users[r], keys[r]), NaN where there is none (or the key is null)."""
         out = np.full(len(keys), np.nan)
-        if len(have):
-            at = np.minimum(np.searchsorted(have, keys), len(have) - 1)
-            hit = have[at] == keys
-            out[hit] = self.rows.cols[col][span][at[hit]]
+        ok = (keys >= 0) & (keys < self.width)
+        if not len(self.pairs) or not ok.any():
+            return out
+        q = np.asarray(users, np.int64)[ok] * self.width + np.asarray(keys, np.int64)[ok]
+        at = np.minimum(np.searchsorted(self.pairs, q), len(self.pairs) - 1)
+        hit = self.pairs[at] == q
+        idx = np.flatnonzero(ok)
+        out[idx[hit]] = self.cols[col][at[hit]]
         return out
 
 
@@ -153,7 +159,7 @@ class RequestTables:
             stats[c] = col
 
         def lookup(name: str, key: str, values: list[str]) -> Lookup:
-            return Lookup.build(t[name].frame, key, n_users, values)  # type: ignore[union-attr]
+            return Lookup.build(t[name].frame, key, values)  # type: ignore[union-attr]
 
         return cls(
             ctx=ctx, sources=sources,
