@@ -123,3 +123,16 @@ def test_knn_source_takes_each_users_best_unseen_eligible_items() -> None:
         want = cand[np.lexsort((cand, -dense[u, cand]))][:7]
         np.testing.assert_array_equal(items[row == u], want)
         np.testing.assert_allclose(vals[row == u], dense[u, want], rtol=1e-6)
+
+
+def test_one_users_sparse_scores_equal_the_sparse_product() -> None:
+    rng = np.random.default_rng(9)
+    hist = sp.csr_matrix((rng.random((50, 400)) < 0.05).astype(np.float32))
+    model = ItemItem.knn(hist, neighbours=30, shrink=2.0)
+    for u in range(50):
+        want = sp.csr_matrix(hist[[u]] @ model.weights, dtype=np.float32)
+        want.sort_indices()
+        want.eliminate_zeros()
+        got = model.sparse_scores(np.array([u]))
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.data, want.data)

@@ -163,8 +163,11 @@ class ItemItem:
         """A sparse model's scores of `users` as CSR (see `ScoreRows`), kept for `pair_scores`
         of the same users."""
         users = np.asarray(users, np.int64)
-        out = sp.csr_matrix(self.history[users] @ self.weights, dtype=np.float32)
-        out.sort_indices()
+        if len(users) == 1:
+            out = self._one_sparse(int(users[0]))
+        else:
+            out = sp.csr_matrix(self.history[users] @ self.weights, dtype=np.float32)
+            out.sort_indices()
         self.last["entry"] = (users, ScoreRows(sparse=out))
         return out
 
@@ -183,6 +186,22 @@ class ItemItem:
         for j in h.indices[h.indptr[user]:h.indptr[user + 1]]:
             out[0] += self.weights[j]
         return out
+
+    def _one_sparse(self, user: int) -> sp.csr_matrix:
+        """(1, n_items) sparse-model scores of one user without scipy's product: the weight
+        rows of the user's items added in their stored order, in float32, as the sparse
+        product adds them (the same sums)."""
+        h, w = self.history, self.weights
+        items = h.indices[h.indptr[user]:h.indptr[user + 1]]
+        spans = [slice(w.indptr[i], w.indptr[i + 1]) for i in items]
+        cols = np.concatenate([w.indices[s] for s in spans]) if spans else np.empty(0, np.int32)
+        vals = np.concatenate([w.data[s] for s in spans]) if spans else np.empty(0, np.float32)
+        uniq, inv = np.unique(cols, return_inverse=True)
+        acc = np.zeros(len(uniq), np.float32)
+        np.add.at(acc, inv, vals.astype(np.float32))
+        keep = acc != 0
+        return sp.csr_matrix((acc[keep], uniq[keep], np.array([0, int(keep.sum())])),
+                             shape=(1, self.n_items))
 
     def pair_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """One score per (users[r], items[r]) row, computed a block of users at a time."""

@@ -41,12 +41,12 @@ def _recent_matrix(c: Candidates) -> tuple[np.ndarray, np.ndarray]:
     return last, weight
 
 
-def _recent_share(c: Candidates, cats: np.ndarray, keys: np.ndarray) -> np.ndarray:
+def _recent_share(c: Candidates, cats: np.ndarray, keys: np.ndarray, width: int
+                  ) -> np.ndarray:
     """Share of each user's recent weights whose item falls in the row's category `keys`
-    (0 where none does or the category is null)."""
+    (0 where none does or the category is null); `width` exceeds every category."""
     rec = c.recent
     total = np.bincount(rec.row, weights=rec.weights, minlength=len(c.users))
-    width = int(max(cats.max(initial=0), keys.max(initial=0))) + 2
     rk = rec.row * width + cats[rec.items]
     ok = cats[rec.items] >= 0
     uniq, inv = np.unique(rk[ok], return_inverse=True)
@@ -108,8 +108,10 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
         f[name] = np.where(inside, values[np.where(inside, users, 0)], np.nan)
     for name in ("user_events", "user_items"):
         f[name] = np.nan_to_num(f[name])
-    f["recent_top_share"] = _recent_share(c, col["top_category"], top)
-    f["recent_leaf_share"] = _recent_share(c, col["leaf_category"], leaf)
+    f["recent_top_share"] = _recent_share(c, col["top_category"], top,
+                                          t.key_width["top_category"])
+    f["recent_leaf_share"] = _recent_share(c, col["leaf_category"], leaf,
+                                           t.key_width["leaf_category"])
     with np.errstate(divide="ignore", invalid="ignore"):
         f["price_ratio"] = f["price"] / f.pop("user_mean_price")
     for name in [k for k in f if k.startswith("count_")]:

@@ -128,6 +128,7 @@ class RequestTables:
     cold_per_token: Rows | None    # by token: item, share
     cold_overall: tuple[np.ndarray, np.ndarray] | None  # items, share / 2
     items: dict[str, np.ndarray]   # dense item columns by item_idx
+    key_width: dict[str, int]      # above every value of the item key columns
     counts: list[str]              # popularity count columns (null -> 0)
     user_stats: dict[str, np.ndarray]   # dense by user_idx
     affinity: Lookup
@@ -183,6 +184,8 @@ class RequestTables:
             cold_overall=None if cold is None else (
                 cold.overall["item_idx"].to_numpy(), cold.overall["share"].to_numpy() * 0.5),
             items=items, counts=list(t["counts"]),  # type: ignore[call-overload]
+            key_width={c: int(items[c].max(initial=0)) + 2
+                       for c in ("top_category", "leaf_category", "brand_idx")},
             user_stats=stats,
             affinity=lookup("affinity", "top_category", ["category_affinity", "category_share"]),
             brands=lookup("brands", "brand_idx", ["brand_share"]),
