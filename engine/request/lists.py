@@ -138,10 +138,10 @@ def rule_users(s: ScoredRows, ranker: Ranker, names: list[str], facts: ItemFacts
         a, b = bounds[r], bounds[r + 1]
         ruled = ruled_list(s.items[a:b], s.scores[a:b], facts, rules, k=k,
                            exclude=exclude.get(int(s.users[r]), ()))
-        at = {int(i): a + j for j, i in enumerate(s.items[a:b])}
         listed.append([ListedItem(c_.item, n, c_.score) for n, c_ in enumerate(ruled.items, 1)])
         notes.append(rule_notes(ruled))
-        chosen.append([at[c_.item] for c_ in ruled.items])
+        picked = np.array([c_.item for c_ in ruled.items], np.int64)
+        chosen.append((a + np.searchsorted(s.items[a:b], picked)).tolist())  # items sorted
     sources = [s.sources(js) for js in chosen]
     if explain:
         picked = [j for js in chosen for j in js]
