@@ -17,7 +17,7 @@ from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
 from engine.request import ListedItem, RequestTables, known_user_list
 from engine.request.lists import anonymous_list
-from engine.request.store import load_content_neighbours
+from engine.request.store import load_content_neighbours, load_item_item
 from engine.rerank.explain import warm_explanations
 from engine.rerank.fallback import Ranker
 from engine.rerank.features import rerank_tables
@@ -70,7 +70,8 @@ class VersionState:
     item_index: dict[str, int]
     item_ids: list[str | None]  # by item_idx
     attr_index: dict[str, int]
-    ads: dict[str, pl.DataFrame]   # user_id -> that user's published ad list
+    ads: pl.DataFrame              # the published ad lists, by user_idx then rank
+    ad_rows: np.ndarray            # (n_users + 1,) user u's ads: rows ad_rows[u]:ad_rows[u+1]
     default_ads: pl.DataFrame      # ads by mean eCPM, for users without a list
     tables: RequestTables          # the arrays a known user's request reads
     scorer: ListScorer             # the same stages over frames, for batches of users
@@ -81,6 +82,7 @@ class VersionState:
         cfg = EngineConfig.model_validate(manifest["config"])
         fs = FeatureSet.load(folder)
         ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
+        load_item_item(ctx, folder)
         booster = load_ranker(folder / "rerank")
         _warm(ctx, booster, cfg)
         sources = default_sources(ctx)
@@ -89,6 +91,9 @@ class VersionState:
         tables = RequestTables.build(ctx, sources)
         item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
+        by_user = fs.vocabs.user.encode_series(ads["user_id"]).cast(pl.Int64).alias("_user")
+        ads = ads.with_columns(by_user).sort("_user", "rank")
+        ad_rows = np.searchsorted(ads["_user"].to_numpy(), np.arange(fs.vocabs.user.size + 1))
         default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)
                        .sort(["ecpm", "item_id"], descending=[True, False]))
         return cls(
@@ -100,7 +105,7 @@ class VersionState:
             item_index={v: i + 1 for i, v in enumerate(item_ids[1:])},
             item_ids=item_ids,
             attr_index={v: i + 1 for i, v in enumerate(fs.vocabs.user_attr.values.to_list())},
-            ads={u: df.sort("rank") for (u,), df in ads.group_by("user_id")},
+            ads=ads, ad_rows=ad_rows,
             default_ads=default_ads, tables=tables,
             scorer=ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules,
                               cfg.rerank))
@@ -133,8 +138,9 @@ class VersionState:
 
     # ------------------------------------------------------------------ ads
     def _ads(self, user_id: str | None, k: int, exclude: set[str]) -> pl.DataFrame:
-        mine = self.ads.get(user_id) if user_id is not None else None
-        rows = mine if mine is not None else self.default_ads
+        u = self.user_index.get(user_id) if user_id is not None else None
+        a, b = (int(self.ad_rows[u]), int(self.ad_rows[u + 1])) if u is not None else (0, 0)
+        rows = self.ads[a:b] if b > a else self.default_ads
         return (rows.filter(~pl.col("item_id").is_in(list(exclude))).head(k)
                 .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("rank")))
 

@@ -302,3 +302,25 @@ def test_stored_content_neighbours_are_what_a_search_finds(rec: Recommender) -> 
     fresh = ContentSource(st.ctx).neighbours(some)
     keys = ["item_idx", "neighbour"]
     assert fresh.sort(keys).equals(stored.filter(pl.col("item_idx").is_in(some)).sort(keys))
+
+
+def test_stored_item_item_models_are_what_a_fit_gives(rec: Recommender) -> None:
+    """A served version reads the item-to-item weights the nightly stored (memory-mapped)
+    instead of fitting them again: they must be the fit's."""
+    import numpy as np
+
+    from engine.candidates.collaborative import ease_model, knn_model
+    from engine.candidates.context import CandidateContext
+    from engine.candidates.itemitem import ItemItem
+
+    st = rec._state  # noqa: SLF001 - compares the loaded models with fresh fits
+    fresh = CandidateContext.build(st.fs, st.cfg.candidates)
+    for name, model in (("knn", knn_model), ("ease", ease_model)):
+        stored = st.ctx.cache[name]
+        assert isinstance(stored, ItemItem)
+        fitted = model(fresh)
+        if name == "knn":
+            assert (stored.weights != fitted.weights).nnz == 0
+        else:
+            assert isinstance(stored.weights, np.memmap)
+            np.testing.assert_array_equal(stored.weights, fitted.weights)

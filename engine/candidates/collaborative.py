@@ -10,27 +10,30 @@ from collections.abc import Callable
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 import torch
 
 from engine.candidates.context import CandidateContext
 from engine.candidates.itemitem import ItemItem, ScoreRows, user_items
 
 
-def _history(ctx: CandidateContext):  # noqa: ANN202 - a csr matrix
-    return ctx.once("user_items", lambda: user_items(ctx.fs))
+def user_items_of(ctx: CandidateContext) -> sp.csr_matrix:
+    """The context's binary user x item matrix (the feature window's positives), built once."""
+    return ctx.once("user_items", lambda: user_items(ctx.fs))  # type: ignore[return-value]
+
 
 
 def ease_model(ctx: CandidateContext) -> ItemItem:
     """The context's EASE model, fitted once."""
     c = ctx.cfg
-    return ctx.once("ease", lambda: ItemItem.ease(_history(ctx), lam=c.ease_lambda,  # type: ignore[return-value]
+    return ctx.once("ease", lambda: ItemItem.ease(user_items_of(ctx), lam=c.ease_lambda,  # type: ignore[return-value]
                                                   max_items=c.ease_max_items))
 
 
 def knn_model(ctx: CandidateContext) -> ItemItem:
     """The context's item-kNN model, fitted once."""
     c = ctx.cfg
-    return ctx.once("knn", lambda: ItemItem.knn(_history(ctx), neighbours=c.knn_neighbours,  # type: ignore[return-value]
+    return ctx.once("knn", lambda: ItemItem.knn(user_items_of(ctx), neighbours=c.knn_neighbours,  # type: ignore[return-value]
                                                 shrink=c.knn_shrink))
 
 
