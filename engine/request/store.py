@@ -96,3 +96,23 @@ def load_item_item(ctx: CandidateContext, folder: Path) -> list[str]:
         ctx.once(name, lambda w=weights, k=keep: ItemItem(user_items_of(ctx), w, k))
         loaded.append(name)
     return loaded
+
+
+VECTORS = ("items", "content", "users")
+"""The dense vector arrays by index (`version.dense_vectors`) a version stores beside the
+exported Parquet files: read at load as memory maps instead of decoding list columns."""
+
+
+def save_vectors(folder: Path, item: np.ndarray, content: np.ndarray, user: np.ndarray) -> None:
+    for name, array in zip(VECTORS, (item, content, user), strict=True):
+        _save_array(Path(folder) / "request" / f"{name}_vectors.npy", array)
+
+
+def load_vectors_mapped(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(item, content, user) vectors of a version that stored them, memory-mapped; None for
+    one that did not."""
+    paths = [Path(folder) / "request" / f"{n}_vectors.npy" for n in VECTORS]
+    if not all(p.is_file() for p in paths):
+        return None
+    item, content, user = (np.load(p, mmap_mode="r", allow_pickle=False) for p in paths)
+    return item, content, user
