@@ -17,7 +17,9 @@ from pipelines.dataset import FeatureSet
 def dense_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(item, content, user) vectors of the version in `folder`, as arrays by index (row 0,
     the OOV index, stays zero); memory-mapped where the version stored them so."""
-    from engine.request.store import load_vectors_mapped  # the store reads candidate sources
+    from engine.request.store import (
+        load_vectors_mapped,  # the store reads candidate sources
+    )
 
     mapped = load_vectors_mapped(folder)
     if mapped is not None:

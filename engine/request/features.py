@@ -9,7 +9,7 @@ import numpy as np
 from engine.request.candidates import Candidates
 from engine.request.tables import RequestTables
 from engine.rerank.features import POPULARITY
-from engine.rerank.similarity import recent_similarity, row_dot
+from engine.rerank.similarity import vector_columns
 
 
 def _starts(row: np.ndarray) -> np.ndarray:
@@ -72,14 +72,7 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
     for name in c.ranks:
         f[f"{name}_score"], f[f"{name}_rank"] = c.scores[name], c.ranks[name]
     f["n_sources"] = c.n_sources.astype(np.float64)
-    last, weight = _recent_matrix(c)
-    if ctx.user_vectors is not None and ctx.item_vectors is not None:
-        f["two_tower"] = row_dot(users, items, ctx.user_vectors, ctx.item_vectors)
-        f["recent_tt_max"], f["recent_tt_mean"] = recent_similarity(
-            row, items, last, weight, ctx.item_vectors)
-    if ctx.content_vectors is not None:
-        f["recent_content_max"], f["content_sim"] = recent_similarity(
-            row, items, last, weight, ctx.content_vectors)
+    f.update(vector_columns(ctx, users, items, row, *_recent_matrix(c)))
     for name, scored in c.item_item.items():
         f[f"{name}_score"] = scored.at(row, items).astype(np.float64)
     if "next" in c.ranks:

@@ -14,11 +14,10 @@ import numpy as np
 import polars as pl
 
 from engine.candidates import CandidateContext, CandidateSource
-from engine.candidates.collaborative import EaseSource, KnnSource
 from engine.candidates.covisit import CovisitSource
-from engine.candidates.popular import ColdUserSource, RepeatSource, TrendingSource
+from engine.candidates.popular import ColdUserSource, TrendingSource
 from engine.candidates.sequence import TransitionSource, transition_table
-from engine.candidates.vectors import AnnSource, ContentSource
+from engine.candidates.vectors import ContentSource
 from engine.lookup import ByKey
 from engine.rerank.features import rerank_tables
 
@@ -47,14 +46,6 @@ class Rows:
     @property
     def n_keys(self) -> int:
         return len(self.indptr) - 1
-
-    def span(self, key: int) -> slice:
-        if not 0 <= key < self.n_keys:
-            return slice(0, 0)
-        return slice(int(self.indptr[key]), int(self.indptr[key + 1]))
-
-    def row(self, key: int, col: str) -> np.ndarray:
-        return self.cols[col][self.span(key)]
 
     def gather(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions into the columns, owner): every row of each of `keys` in turn (repeats
@@ -193,9 +184,6 @@ class RequestTables:
             categories=lookup("categories", "top_category", ["days_since_category"]),
             pairs=lookup("pairs", "item_idx", ["user_item_events", "days_since_user_item"]))
 
-    def source(self, kind: type) -> CandidateSource | None:
-        return next((s for s in self.sources if type(s) is kind), None)
-
 
 def _neighbours(table: ByKey, n_items: int, value: str) -> Rows:
     return Rows.build(table.frame, "item_idx", n_items, ["neighbour", value])
@@ -208,8 +196,3 @@ def _content(source: ContentSource, hist: pl.DataFrame, recent: int, n_items: in
     seeds = (hist.group_by("user_idx", maintain_order=True).tail(recent)["history"]
              .unique().cast(pl.Int64).to_numpy())
     return Rows.build(source.neighbours(seeds), "item_idx", n_items, ["neighbour", "sim"])
-
-
-KNOWN_SOURCES = (AnnSource, CovisitSource, ContentSource, TrendingSource, RepeatSource,
-                 ColdUserSource, EaseSource, KnnSource, TransitionSource)
-"""The sources the array path computes; a version with any other falls back to frames."""

@@ -74,12 +74,19 @@ def vector_features(df: pl.DataFrame, ctx: CandidateContext, recent: pl.DataFram
     u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
     users, row = np.unique(u, return_inverse=True)
     last, weight = _recent_matrix(recent, users)
+    return vector_columns(ctx, u, i, row, last, weight)
+
+
+def vector_columns(ctx: CandidateContext, users: np.ndarray, items: np.ndarray, row: np.ndarray,
+                   last: np.ndarray, weight: np.ndarray) -> dict[str, np.ndarray]:
+    """The vector features of rows (`users[r]`, `items[r]`), `row[r]` the user's row of the
+    recent matrix (`last`, `weight`)."""
     out: dict[str, np.ndarray] = {}
     if ctx.user_vectors is not None and ctx.item_vectors is not None:
-        out["two_tower"] = row_dot(u, i, ctx.user_vectors, ctx.item_vectors)
+        out["two_tower"] = row_dot(users, items, ctx.user_vectors, ctx.item_vectors)
         out["recent_tt_max"], out["recent_tt_mean"] = recent_similarity(
-            row, i, last, weight, ctx.item_vectors)
+            row, items, last, weight, ctx.item_vectors)
     if ctx.content_vectors is not None:
         out["recent_content_max"], out["content_sim"] = recent_similarity(
-            row, i, last, weight, ctx.content_vectors)
+            row, items, last, weight, ctx.content_vectors)
     return out
