@@ -259,10 +259,13 @@ def test_array_path_builds_the_frame_paths_candidates_and_features(rec: Recommen
     assert len(c.items) > 40 * 50
 
 
-def test_array_lists_equal_the_frame_lists(rec: Recommender) -> None:
-    """A block of users listed over the arrays (`ListScorer`, what the nightly, the batch
-    and the evaluation use): the rows, scores, sources, rules and explanations the frame path
-    (`feature_frame` -> `score_frame` -> `product_lists` -> `with_explanations`) gives."""
+@pytest.mark.parametrize("array_max_users", [1000, 0])
+def test_array_lists_equal_the_frame_lists(rec: Recommender, array_max_users: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block of users listed by `ListScorer` (what the nightly, the batch and the
+    evaluation use), its candidates and features from the arrays or from the frames: the
+    rows, scores, sources, rules and explanations of the frame path's own composition
+    (`feature_frame` -> `score_frame` -> `product_lists` -> `with_explanations`)."""
     import numpy as np
 
     from engine.candidates import generate_candidates
@@ -270,6 +273,7 @@ def test_array_lists_equal_the_frame_lists(rec: Recommender) -> None:
     from engine.rerank.lists import product_lists, with_explanations
     from engine.rerank.ranker import early_exit_for, score_frame
 
+    monkeypatch.setattr("engine.scoring.ARRAY_MAX_USERS", array_max_users)
     st = rec._state  # noqa: SLF001
     users = np.arange(1, 120, dtype=np.int64)
     exclude = {int(u): set(range(int(u) % 7, 300, 7)) for u in users[::2]}

@@ -23,13 +23,27 @@ def rank_desc(row: np.ndarray, v: np.ndarray) -> np.ndarray:
     if not len(row) or row[0] == row[-1]:  # one user (rows sorted by user): one sort
         s = np.sort(v)
         return (len(v) - np.searchsorted(s, v, "right") + 1).astype(np.float64)
-    order = np.lexsort((-v, row))
+    key = _descending_within(row, v)
+    order = np.argsort(key) if key is not None else np.lexsort((-v, row))
     r, s = row[order], v[order]
     new = np.r_[True, (r[1:] != r[:-1]) | (s[1:] != s[:-1])] if len(r) else np.empty(0, bool)
     run = np.maximum.accumulate(np.where(new, np.arange(len(r)), 0))
     out = np.empty(len(v))
     out[order] = run - _starts(r) + 1
     return out
+
+
+def _descending_within(row: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+    """One int64 key per row ordering by `row`, then `v` descending (equal values equal
+    keys): a single sort instead of a two-key lexsort. `v` goes through float32's bits, whose
+    order as integers (sign bit folded) is the order of the floats; None where `v` is not
+    exactly a float32 (counts past 2^24), which the caller sorts with two keys."""
+    f = np.asarray(v, np.float32)
+    if not np.array_equal(f, v):
+        return None
+    bits = f.view(np.int32).astype(np.int64)
+    ordered = np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)   # ascending like the floats
+    return row.astype(np.int64) * (1 << 33) + ((1 << 32) - ordered)
 
 
 def _recent_matrix(c: Candidates) -> tuple[np.ndarray, np.ndarray]:
