@@ -12,6 +12,11 @@ from engine.rerank.features import POPULARITY
 from engine.rerank.similarity import vector_columns
 
 
+def _zero_nan(x: np.ndarray) -> np.ndarray:
+    """Missing (NaN) as 0, as the frame path's `fill_null(0)` (infinities stay)."""
+    return np.where(np.isnan(x), 0.0, x)
+
+
 def _starts(row: np.ndarray) -> np.ndarray:
     """For rows sorted by `row`: the position of each row's group's first row."""
     return np.searchsorted(row, row, "left")
@@ -103,21 +108,21 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
     for name, values in col.items():
         f[name] = values[items].astype(np.float64)
     for name in t.counts:
-        f[name] = np.nan_to_num(f[name], nan=0.0)
+        f[name] = _zero_nan(f[name])
     top, leaf, brand = (col["top_category"][items], col["leaf_category"][items],
                         col["brand_idx"][items])
-    f["category_affinity"] = np.nan_to_num(t.affinity.values(users, top, "category_affinity"))
-    f["category_share"] = np.nan_to_num(t.affinity.values(users, top, "category_share"))
-    f["brand_share"] = np.nan_to_num(t.brands.values(users, brand, "brand_share"))
-    f["leaf_share"] = np.nan_to_num(t.leaves.values(users, leaf, "leaf_share"))
+    f["category_affinity"] = _zero_nan(t.affinity.values(users, top, "category_affinity"))
+    f["category_share"] = _zero_nan(t.affinity.values(users, top, "category_share"))
+    f["brand_share"] = _zero_nan(t.brands.values(users, brand, "brand_share"))
+    f["leaf_share"] = _zero_nan(t.leaves.values(users, leaf, "leaf_share"))
     f["days_since_category"] = t.categories.values(users, top, "days_since_category")
-    f["user_item_events"] = np.nan_to_num(t.pairs.values(users, items, "user_item_events"))
+    f["user_item_events"] = _zero_nan(t.pairs.values(users, items, "user_item_events"))
     f["days_since_user_item"] = t.pairs.values(users, items, "days_since_user_item")
     inside = (users >= 0) & (users < len(next(iter(t.user_stats.values()))))
     for name, values in t.user_stats.items():
         f[name] = np.where(inside, values[np.where(inside, users, 0)], np.nan)
     for name in ("user_events", "user_items"):
-        f[name] = np.nan_to_num(f[name])
+        f[name] = _zero_nan(f[name])
     f["recent_top_share"] = _recent_share(c, col["top_category"], top,
                                           t.key_width["top_category"])
     f["recent_leaf_share"] = _recent_share(c, col["leaf_category"], leaf,
