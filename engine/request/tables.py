@@ -93,11 +93,19 @@ class Lookup:
         ok = (keys >= 0) & (keys < self.width)
         if not len(self.pairs) or not ok.any():
             return out
-        q = np.asarray(users, np.int64)[ok] * self.width + np.asarray(keys, np.int64)[ok]
-        at = np.minimum(np.searchsorted(self.pairs, q), len(self.pairs) - 1)
-        hit = self.pairs[at] == q
+        users = np.asarray(users, np.int64)
+        q = users[ok] * self.width + np.asarray(keys, np.int64)[ok]
+        lo, hi = 0, len(self.pairs)
+        if users[0] == users[-1]:  # one user's request: search only that user's few pairs
+            lo, hi = np.searchsorted(self.pairs, [users[0] * self.width,
+                                                  (users[0] + 1) * self.width])
+            if lo == hi:
+                return out
+        pairs = self.pairs[lo:hi]
+        at = np.minimum(np.searchsorted(pairs, q), len(pairs) - 1)
+        hit = pairs[at] == q
         idx = np.flatnonzero(ok)
-        out[idx[hit]] = self.cols[col][at[hit]]
+        out[idx[hit]] = self.cols[col][lo + at[hit]]
         return out
 
 

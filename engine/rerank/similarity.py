@@ -40,13 +40,15 @@ def _recent_matrix(recent: pl.DataFrame, users: np.ndarray) -> tuple[np.ndarray,
 
 
 def recent_similarity(row: np.ndarray, items: np.ndarray, last: np.ndarray, weight: np.ndarray,
-                      vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                      vectors: np.ndarray, item_rows: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """(max, weighted mean) cosine of each row's item to its user's recent items (`last`,
     `weight`: the user's row of `_recent_matrix`, by `row`), NaN for a user with none
     (LightGBM treats NaN as missing). `vectors` rows are unit length.
 
     One (items x recent) product per user: the user's few recent vectors are read once, not
-    gathered again for every candidate (the same sums, bit for bit, as the per-row form)."""
+    gathered again for every candidate (the same sums, bit for bit, as the per-row form).
+    `item_rows`, when given, is `vectors[items]` already gathered."""
     best = np.full(len(items), np.nan, np.float32)
     mean = np.full(len(items), np.nan, np.float32)
     order = np.argsort(row, kind="stable")
@@ -59,7 +61,8 @@ def recent_similarity(row: np.ndarray, items: np.ndarray, last: np.ndarray, weig
         if not has.any():
             continue
         at = order[a:b]
-        sims = np.einsum("nd,rd->nr", vectors[items[at]], vectors[np.maximum(idx, 0)])
+        cand = vectors[items[at]] if item_rows is None else item_rows[at]
+        sims = np.einsum("nd,rd->nr", cand, vectors[np.maximum(idx, 0)])
         best[at] = np.where(has[None, :], sims, -np.inf).max(axis=1)
         total = np.broadcast_to(w, sims.shape).sum(axis=1)
         mean[at] = (sims * w[None, :]).sum(axis=1) / np.maximum(total, 1e-12)
@@ -83,9 +86,14 @@ def vector_columns(ctx: CandidateContext, users: np.ndarray, items: np.ndarray, 
     recent matrix (`last`, `weight`)."""
     out: dict[str, np.ndarray] = {}
     if ctx.user_vectors is not None and ctx.item_vectors is not None:
-        out["two_tower"] = row_dot(users, items, ctx.user_vectors, ctx.item_vectors)
+        if len(items) <= CHUNK:  # the candidates' item vectors gathered once for both
+            rows = ctx.item_vectors[items]
+            out["two_tower"] = np.einsum("nd,nd->n", ctx.user_vectors[users], rows)
+        else:
+            rows = None
+            out["two_tower"] = row_dot(users, items, ctx.user_vectors, ctx.item_vectors)
         out["recent_tt_max"], out["recent_tt_mean"] = recent_similarity(
-            row, items, last, weight, ctx.item_vectors)
+            row, items, last, weight, ctx.item_vectors, rows)
     if ctx.content_vectors is not None:
         out["recent_content_max"], out["content_sim"] = recent_similarity(
             row, items, last, weight, ctx.content_vectors)
