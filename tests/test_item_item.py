@@ -123,6 +123,9 @@ def test_knn_source_takes_each_users_best_unseen_eligible_items() -> None:
         want = cand[np.lexsort((cand, -dense[u, cand]))][:7]
         np.testing.assert_array_equal(items[row == u], want)
         np.testing.assert_allclose(vals[row == u], dense[u, want], rtol=1e-6)
+        _, one, one_vals, _ = source.top(np.array([u]))   # one request's own path
+        np.testing.assert_array_equal(one, want)
+        np.testing.assert_array_equal(one_vals, vals[row == u])
 
 
 def test_one_users_sparse_scores_equal_the_sparse_product() -> None:

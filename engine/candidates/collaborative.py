@@ -90,11 +90,16 @@ class _ItemItemSource:
         s = self.item_model.sparse_scores(users)
         row = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(s.indptr))
         items = s.indices.astype(np.int64)
-        h = self.item_model.history[users]
-        h.sort_indices()
         n = np.int64(self.item_model.n_items)
-        seen = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(h.indptr)) * n \
-            + h.indices.astype(np.int64)
+        hist = self.item_model.history
+        if len(users) == 1:  # one request: its row of the CSR, without a sparse slice
+            seen = np.sort(hist.indices[hist.indptr[users[0]]:hist.indptr[users[0] + 1]]
+                           .astype(np.int64))
+        else:
+            h = hist[users]
+            h.sort_indices()
+            seen = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(h.indptr)) * n \
+                + h.indices.astype(np.int64)
         key = row * n + items
         ok = (s.data > 0) & self.ctx.eligible[items]
         if len(seen):
