@@ -128,9 +128,10 @@ def test_knn_source_takes_each_users_best_unseen_eligible_items() -> None:
         np.testing.assert_array_equal(one_vals, vals[row == u])
 
 
-def test_one_users_sparse_scores_equal_the_sparse_product() -> None:
+@pytest.mark.parametrize("density", [0.05, 0.3])   # histories below and above the gather cut
+def test_one_users_sparse_scores_equal_the_sparse_product(density: float) -> None:
     rng = np.random.default_rng(9)
-    hist = sp.csr_matrix((rng.random((50, 400)) < 0.05).astype(np.float32))
+    hist = sp.csr_matrix((rng.random((50, 400)) < density).astype(np.float32))
     model = ItemItem.knn(hist, neighbours=30, shrink=2.0)
     for u in range(50):
         want = sp.csr_matrix(hist[[u]] @ model.weights, dtype=np.float32)

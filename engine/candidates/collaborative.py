@@ -107,6 +107,10 @@ class _ItemItemSource:
             ok &= seen[at] != key
         vals = torch.round(torch.from_numpy(s.data[ok]), decimals=6).numpy().astype(np.float64)
         row, items = row[ok], items[ok]
+        if len(users) == 1 and len(vals) > self.per_user:  # one user: sort only the best
+            kth = np.partition(vals, len(vals) - self.per_user)[len(vals) - self.per_user]
+            best = vals >= kth                               # ties at the cut all stay
+            row, items, vals = row[best], items[best], vals[best]
         order = np.lexsort((items, -vals, row))
         row, items, vals = row[order], items[order], vals[order]
         starts = np.searchsorted(row, row, "left")

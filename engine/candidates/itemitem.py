@@ -23,6 +23,8 @@ import torch
 
 from pipelines.dataset import FeatureSet
 
+ONE_USER_GATHER = 32
+"""History length up to which one user's sparse-model scores are added up with numpy."""
 DENSE_PER_BLOCK = 1 << 25
 """Dense (user x item) scores held at once by `pair_scores` (128 MB of float32)."""
 
@@ -188,12 +190,20 @@ class ItemItem:
         return out
 
     def _one_sparse(self, user: int) -> sp.csr_matrix:
-        """(1, n_items) sparse-model scores of one user without scipy's product: the weight
-        rows of the user's items added in their stored order, in float32, as the sparse
-        product adds them (the same sums)."""
+        """(1, n_items) sparse-model scores of one user, the same float32 sums as scipy's
+        product over a block (each column added up in the order of the user's items). Up to
+        `ONE_USER_GATHER` items, the weight rows are gathered and added with numpy (scipy's
+        fixed cost is most of a short history's); above it, scipy's product of a one-row
+        matrix made of the user's CSR row (never a fancy row slice: it costs more)."""
         h, w = self.history, self.weights
-        items = h.indices[h.indptr[user]:h.indptr[user + 1]]
-        spans = [slice(w.indptr[i], w.indptr[i + 1]) for i in items]
+        lo, hi = int(h.indptr[user]), int(h.indptr[user + 1])
+        if hi - lo > ONE_USER_GATHER:
+            row = sp.csr_matrix((h.data[lo:hi], h.indices[lo:hi], np.array([0, hi - lo])),
+                                shape=(1, self.n_items))
+            out = sp.csr_matrix(row @ w, dtype=np.float32)
+            out.sort_indices()
+            return out
+        spans = [slice(w.indptr[i], w.indptr[i + 1]) for i in h.indices[lo:hi]]
         cols = np.concatenate([w.indices[s] for s in spans]) if spans else np.empty(0, np.int32)
         vals = np.concatenate([w.data[s] for s in spans]) if spans else np.empty(0, np.float32)
         uniq, inv = np.unique(cols, return_inverse=True)
