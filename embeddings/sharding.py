@@ -68,8 +68,14 @@ def join_world() -> World:
     return World(dist.get_rank(), dist.get_world_size(), dev, owns_group=True)
 
 
-def leave_world(world: World) -> None:
+def leave_world(world: World, *, wait: bool = False) -> None:
+    """Leave the process group this code joined. `wait` (after a run every rank finished)
+    meets the other ranks first: a rank that tears its group down while another is still in
+    its last collective can abort the other at exit ("terminate called without an active
+    exception"). Not after a failure, where a rank may never arrive."""
     if world.owns_group and dist.is_initialized():
+        if wait and world.size > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -99,6 +99,7 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
     """
     tc = cfg.train
     world = join_world()
+    finished = False
     try:
         torch.manual_seed(tc.seed)
         ex = training_examples(fs, history_length=cfg.features.history_length, splits=splits,
@@ -168,9 +169,11 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
                     break
         best_epoch = max(range(len(history)), key=lambda e: (
             history[e].recall if history[e].recall is not None else e))
-        return TrainResult(state_dict=best_state if world.is_main else {}, sizes=sizes,
-                           epochs=history, best_epoch=best_epoch, known_items=known_items,
-                           known_users=known_users, tables_per_rank=tables_per_rank(plan),
-                           world_size=world.size, rank=world.rank)
+        result = TrainResult(state_dict=best_state if world.is_main else {}, sizes=sizes,
+                             epochs=history, best_epoch=best_epoch, known_items=known_items,
+                             known_users=known_users, tables_per_rank=tables_per_rank(plan),
+                             world_size=world.size, rank=world.rank)
+        finished = True
+        return result
     finally:
-        leave_world(world)
+        leave_world(world, wait=finished)
