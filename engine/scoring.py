@@ -25,7 +25,13 @@ from engine.candidates import (
     default_sources,
     generate_candidates,
 )
-from engine.request.lists import ScoredRows, UserLists, rule_users, score_users
+from engine.request.lists import (
+    ListedItem,
+    ScoredRows,
+    UserLists,
+    rule_users,
+    score_users,
+)
 from engine.request.tables import RequestTables
 from engine.rerank.config import RankerConfig
 from engine.rerank.fallback import Ranker
@@ -51,15 +57,10 @@ class ListScorer:
 
     @classmethod
     def build(cls, ctx: CandidateContext, ranker: Ranker, rules: RulesConfig,
-              rerank: RankerConfig, *, sources: list[CandidateSource] | None = None,
-              names: list[str] | None = None, tables: RequestTables | None = None,
-              facts: ItemFacts | None = None) -> ListScorer:
-        if tables is None:
-            tables = RequestTables.build(ctx, default_sources(ctx) if sources is None
-                                         else sources)
-        return cls(tables, ranker, ranker.feature_name() if names is None else names,
-                   facts or ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors), rules,
-                   rerank)
+              rerank: RankerConfig, *, names: list[str] | None = None) -> ListScorer:
+        return cls(RequestTables.build(ctx, default_sources(ctx)), ranker,
+                   ranker.feature_name() if names is None else names,
+                   ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors), rules, rerank)
 
     @property
     def sources(self) -> list[CandidateSource]:
@@ -104,6 +105,13 @@ class ListScorer:
         return rule_users(scored, self.ranker, self.names, self.facts, self.rules, k=k,
                           exclude=exclude, explain=explain,
                           shap_trees=self.rerank.explain_shap_trees)
+
+    def user_list(self, user: int, *, k: int, exclude: Collection[int] = (),
+                  allowed: np.ndarray | None = None, explain: bool = False
+                  ) -> list[ListedItem]:
+        """One known user's top `k` (an online request): the same stages as `lists`."""
+        scored = self.scored(np.array([user], np.int64), k=k, allowed=allowed)
+        return self.rule(scored, k=k, exclude={int(user): exclude}, explain=explain).listed[0]
 
     def lists(self, users: np.ndarray, *, k: int,
               exclude: Mapping[int, Collection[int]] | None = None, explain: bool = False,

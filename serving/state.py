@@ -15,7 +15,7 @@ from embeddings.user_encoder import UserEncoder
 from engine.candidates import CandidateContext, CandidateSource, default_sources
 from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
-from engine.request import ListedItem, RequestTables, known_user_list
+from engine.request import ListedItem, RequestTables
 from engine.request.lists import anonymous_list
 from engine.request.store import load_content_neighbours, load_item_item
 from engine.rerank.explain import warm_explanations
@@ -61,7 +61,6 @@ class VersionState:
     cfg: EngineConfig
     fs: FeatureSet
     ctx: CandidateContext
-    sources: list[CandidateSource]
     booster: Ranker            # the LightGBM model, or the signal order published instead
     names: list[str]
     facts: ItemFacts
@@ -73,22 +72,30 @@ class VersionState:
     ads: pl.DataFrame              # the published ad lists, by user_idx then rank
     ad_rows: np.ndarray            # (n_users + 1,) user u's ads: rows ad_rows[u]:ad_rows[u+1]
     default_ads: pl.DataFrame      # ads by mean eCPM, for users without a list
-    tables: RequestTables          # the arrays a known user's request reads
-    scorer: ListScorer             # the same stages over frames, for batches of users
+    scorer: ListScorer             # users -> lists: every product list this version gives
+
+    @property
+    def tables(self) -> RequestTables:
+        """The arrays a known user's request reads."""
+        return self.scorer.tables
+
+    @property
+    def sources(self) -> list[CandidateSource]:
+        return self.scorer.sources
 
     @classmethod
     def load(cls, folder: Path) -> VersionState:
         manifest = verify(folder)
         cfg = EngineConfig.model_validate(manifest["config"])
         fs = FeatureSet.load(folder)
-        ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
+        ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu,
+                              checked=True)  # `verify` just read every file of the version
         load_item_item(ctx, folder)
         booster = load_ranker(folder / "rerank")
         _warm(ctx, booster, cfg)
         sources = default_sources(ctx)
-        load_content_neighbours(sources, folder)
+        stored = load_content_neighbours(sources, folder)
         facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
-        tables = RequestTables.build(ctx, sources)
         item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
         by_user = fs.vocabs.user.encode_series(ads["user_id"]).cast(pl.Int64).alias("_user")
@@ -97,7 +104,7 @@ class VersionState:
         default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)
                        .sort(["ecpm", "item_id"], descending=[True, False]))
         return cls(
-            folder=folder, cfg=cfg, fs=fs, ctx=ctx, sources=sources,
+            folder=folder, cfg=cfg, fs=fs, ctx=ctx,
             booster=booster, names=booster.feature_name(),
             facts=facts,
             encoder=UserEncoder.from_state_dict(load_state_dict(folder / "embeddings")),
@@ -106,9 +113,9 @@ class VersionState:
             item_ids=item_ids,
             attr_index={v: i + 1 for i, v in enumerate(fs.vocabs.user_attr.values.to_list())},
             ads=ads, ad_rows=ad_rows,
-            default_ads=default_ads, tables=tables,
-            scorer=ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules,
-                              cfg.rerank))
+            default_ads=default_ads,
+            scorer=ListScorer(RequestTables.build(ctx, sources, content_neighbours=stored),
+                              booster, booster.feature_name(), facts, cfg.rules, cfg.rerank))
 
     # ------------------------------------------------------------------ products
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
@@ -127,10 +134,8 @@ class VersionState:
                   explain: bool, allowed: np.ndarray | None) -> list[dict[str, object]]:
         u = self.user_index.get(user_id) if user_id is not None else None
         if u is not None and history is None:
-            listed = known_user_list(
-                self.tables, self.booster, self.names, self.facts, self.cfg.rules, u, k=k,
-                exclude=exclude, allowed=allowed, early_exit=early_exit_for(self.cfg.rerank, k),
-                explain=explain, shap_trees=self.cfg.rerank.explain_shap_trees)
+            listed = self.scorer.user_list(u, k=k, exclude=exclude, allowed=allowed,
+                                           explain=explain)
         else:
             listed = self._anonymous_list(history or [], features, k, exclude, allowed)
         return [{"item_id": self.item_ids[r.item], "rank": r.rank, "score": r.score,

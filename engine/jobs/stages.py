@@ -188,7 +188,7 @@ def recs(run: Run) -> Figures:
     figures: Figures = {"users": len(users), "product_rows": n_rows,
                         "content_neighbours": save_content_neighbours(scorer.sources, run.dir),
                         "stored_models": ",".join(save_item_item(ctx, run.dir))}
-    save_vectors(run.dir, *dense_vectors(run.dir))
+    save_vectors(run.dir, ctx)
     run.report("ad lists")
     ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}
     if (run.dir / "ads").is_dir():

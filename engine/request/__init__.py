@@ -3,7 +3,7 @@ re-ranker's features, scores and rules without a query plan per request. The fra
 `engine.candidates` and `engine.rerank.features` builds the same values for the batch and
 for training, and stays the reference the array path is tested against."""
 
-from engine.request.lists import ListedItem, known_user_list
+from engine.request.lists import ListedItem
 from engine.request.tables import RequestTables
 
-__all__ = ["ListedItem", "RequestTables", "known_user_list"]
+__all__ = ["ListedItem", "RequestTables"]

@@ -78,13 +78,20 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == keys
 
 
-def recent(t: RequestTables, users: np.ndarray) -> Recent:
+def _tail(t: RequestTables, users: np.ndarray, n: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user row, item, position from the end, the last item 1) of each user's last `n`
+    history items, oldest first."""
     pos, row = t.history.gather(users)
     end = t.history.indptr[np.maximum(users, 0)[row] + 1] if len(row) else pos
-    from_end = end - pos                                  # the last item: 1
-    keep = from_end <= t.ctx.cfg.recent_items
-    return Recent(row[keep], t.history.cols["history"][pos[keep]],
-                  1.0 / from_end[keep].astype(np.float64))
+    from_end = end - pos
+    keep = from_end <= n
+    return row[keep], t.history.cols["history"][pos[keep]], from_end[keep]
+
+
+def recent(t: RequestTables, users: np.ndarray) -> Recent:
+    row, items, from_end = _tail(t, users, t.ctx.cfg.recent_items)
+    return Recent(row, items, 1.0 / from_end.astype(np.float64))
 
 
 class Finisher:
@@ -169,17 +176,10 @@ def _trending(t: RequestTables, users: np.ndarray) -> Found:
 
 
 def _repeat(t: RequestTables, users: np.ndarray) -> Found:
-    n = t.ctx.cfg.repeat
-    pos, row = t.history.gather(users)
-    safe = np.maximum(users, 0)
-    end = t.history.indptr[safe + 1][row] if len(row) else pos
-    from_end = end - pos
-    keep = from_end <= n
-    length = np.minimum(t.history.indptr[safe + 1] - t.history.indptr[safe], n)
-    length = np.where((users >= 0) & (users < t.history.n_keys), length, 0)
-    # the latest of the user's last n items scores n' (the count kept), the oldest 1
-    return Found(row[keep], t.history.cols["history"][pos[keep]],
-                 (length[row[keep]] - from_end[keep] + 1).astype(np.float64))
+    row, items, from_end = _tail(t, users, t.ctx.cfg.repeat)
+    kept = np.bincount(row, minlength=len(users))      # items kept per user (n or fewer)
+    # the latest of the user's kept items scores their count, the oldest 1
+    return Found(row, items, (kept[row] - from_end + 1).astype(np.float64))
 
 
 def _cold_user(t: RequestTables, users: np.ndarray) -> Found:

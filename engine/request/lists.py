@@ -152,24 +152,3 @@ def rule_users(s: ScoredRows, ranker: Ranker, names: list[str], facts: ItemFacts
                    for li, src, note in zip(lst, srcs, nts, strict=True)]
                   for lst, srcs, nts in zip(listed, sources, notes, strict=True)]
     return UserLists(s.users, listed, notes, sources)
-
-
-def user_lists(t: RequestTables, ranker: Ranker, names: list[str], facts: ItemFacts,
-               rules: RulesConfig, users: np.ndarray, *, k: int,
-               exclude: Mapping[int, Collection[int]] | None = None,
-               allowed: np.ndarray | None = None, early_exit: EarlyExit | None = None,
-               explain: bool = False, shap_trees: int = SHAP_TREES) -> UserLists:
-    """The top `k` of known `users`: `score_users` then `rule_users`."""
-    scored = score_users(t, ranker, names, users, allowed=allowed, early_exit=early_exit)
-    return rule_users(scored, ranker, names, facts, rules, k=k, exclude=exclude,
-                      explain=explain, shap_trees=shap_trees)
-
-
-def known_user_list(t: RequestTables, ranker: Ranker, names: list[str], facts: ItemFacts,
-                    rules: RulesConfig, user: int, *, k: int, exclude: Collection[int] = (),
-                    allowed: np.ndarray | None = None, early_exit: EarlyExit | None = None,
-                    explain: bool = False, shap_trees: int = SHAP_TREES) -> list[ListedItem]:
-    """The top `k` of one known user (see `user_lists`)."""
-    return user_lists(t, ranker, names, facts, rules, np.array([user], np.int64), k=k,
-                      exclude={int(user): exclude}, allowed=allowed, early_exit=early_exit,
-                      explain=explain, shap_trees=shap_trees).listed[0]

@@ -36,11 +36,16 @@ def save_content_neighbours(sources: list[CandidateSource], folder: Path) -> int
     return table.height
 
 
-def load_content_neighbours(sources: list[CandidateSource], folder: Path) -> None:
-    """Hand the version's stored content neighbours to its content source (if both exist)."""
+def load_content_neighbours(sources: list[CandidateSource], folder: Path
+                            ) -> pl.DataFrame | None:
+    """The version's stored content neighbours, handed to its content source too (None
+    where either is missing)."""
     source, path = _content(sources), Path(folder) / CONTENT_FILE
-    if source is not None and path.is_file():
-        source.preload(pl.read_ipc(path))
+    if source is None or not path.is_file():
+        return None
+    table = pl.read_ipc(path)
+    source.preload(table)
+    return table
 
 
 ITEM_ITEM = ("ease", "knn")
@@ -114,8 +119,12 @@ VECTORS = ("items", "content", "users")
 exported Parquet files: read at load as memory maps instead of decoding list columns."""
 
 
-def save_vectors(folder: Path, item: np.ndarray, content: np.ndarray, user: np.ndarray) -> None:
-    for name, array in zip(VECTORS, (item, content, user), strict=True):
+def save_vectors(folder: Path, ctx: CandidateContext) -> None:
+    """Store the context's vectors by index (a version's context always has all three)."""
+    arrays = (ctx.item_vectors, ctx.content_vectors, ctx.user_vectors)
+    for name, array in zip(VECTORS, arrays, strict=True):
+        if array is None:
+            raise ValueError(f"the version's {name} vectors are missing")
         _save_array(Path(folder) / "request" / f"{name}_vectors.npy", array)
 
 

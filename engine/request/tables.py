@@ -137,7 +137,10 @@ class RequestTables:
     pairs: Lookup
 
     @classmethod
-    def build(cls, ctx: CandidateContext, sources: list[CandidateSource]) -> RequestTables:
+    def build(cls, ctx: CandidateContext, sources: list[CandidateSource], *,
+              content_neighbours: pl.DataFrame | None = None) -> RequestTables:
+        """The tables of `ctx`; `content_neighbours` (item_idx, neighbour, sim), where the
+        version stored them, are taken as they are instead of gathered from the source."""
         fs = ctx.fs
         n_users, n_items = fs.vocabs.user.size, fs.vocabs.item.size
         by = {type(s): s for s in sources}
@@ -168,8 +171,10 @@ class RequestTables:
             covisit=None if cov is None else _neighbours(cov.table, n_items, "weight"),
             transitions=(_neighbours(transition_table(ctx), n_items, "weight")
                          if TransitionSource in by else None),
-            content=None if content is None else _content(content, hist, ctx.cfg.recent_items,
-                                                          n_items),
+            content=None if content is None else Rows.build(
+                content_neighbours if content_neighbours is not None
+                else _content(content, hist, ctx.cfg.recent_items),
+                "item_idx", n_items, ["neighbour", "sim"]),
             trending=None if trend is None else Rows.build(
                 trend.by_category, "top_category",
                 int(fs.items["top_category"].max() or 0) + 1, ["item_idx", "count"]),
@@ -197,10 +202,10 @@ def _neighbours(table: ByKey, n_items: int, value: str) -> Rows:
     return Rows.build(table.frame, "item_idx", n_items, ["neighbour", value])
 
 
-def _content(source: ContentSource, hist: pl.DataFrame, recent: int, n_items: int) -> Rows:
+def _content(source: ContentSource, hist: pl.DataFrame, recent: int) -> pl.DataFrame:
     """The content neighbours of every item that is among some user's last `recent` history
-    items: all a known user's request can start from (stored by the nightly; searched here
-    only for a version that did not store them)."""
+    items: all a known user's request can start from (searched here only for a version that
+    did not store them)."""
     seeds = (hist.group_by("user_idx", maintain_order=True).tail(recent)["history"]
              .unique().cast(pl.Int64).to_numpy())
-    return Rows.build(source.neighbours(seeds), "item_idx", n_items, ["neighbour", "sim"])
+    return source.neighbours(seeds)
