@@ -25,6 +25,9 @@ def _starts(row: np.ndarray) -> np.ndarray:
 def rank_desc(row: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Polars' rank("min", descending=True) within each `row` group: 1 + how many values of
     the group are larger."""
+    if not len(row) or row[0] == row[-1]:  # one user (rows sorted by user): one plain sort
+        s = np.sort(v)
+        return (len(v) - np.searchsorted(s, v, "right") + 1).astype(np.float64)
     key = _descending_within(row, v)
     order = np.argsort(key) if key is not None else np.lexsort((-v, row))
     r, s = row[order], v[order]
