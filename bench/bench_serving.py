@@ -58,18 +58,17 @@ def main() -> None:
     print(f"artifact {rec.version}: {ctx.index.size:,} products in a {ctx.index.kind} index, "
           f"{len(ids):,} users; load {load_s:.1f} s", flush=True)
 
-    ann = state.sources[0]
     tables = state.tables
     cands = {u: candidates(tables, np.array([idx[u]])) for u in calls}
     matrices = {u: feature_matrix(tables, c, state.names) for u, c in cands.items()}
     whole_model = tree_range(state.booster, 0, model_trees(state.booster))
     exit_ = early_exit_for(cfg.rerank, 10)
-    empty = np.empty(0, np.int64)
+    ptr, seen = tables.seen.indptr, tables.seen.cols["item_idx"]
 
     def search(u: str) -> object:
         i = idx[u]
         return ctx.index.search(ctx.user_vectors[[i]], cfg.candidates.ann,  # type: ignore[index]
-                                exclude=[ann.seen.get(i, empty)], allowed=ctx.eligible)
+                                exclude=[seen[ptr[i]:ptr[i + 1]]], allowed=ctx.eligible)
 
     parts = {
         "recommend(k=10), whole request": lambda u: rec.recommend(u, k=10),

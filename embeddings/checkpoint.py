@@ -30,12 +30,14 @@ def save_checkpoint(folder: Path, state_dict: dict[str, torch.Tensor], sizes: Ta
     return folder
 
 
-def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+def load_state_dict(folder: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The saved tensors; `mmap`: backed by the file's pages (read-only use: a served version's
+    embedding tables load at once, and processes serving one version share them)."""
     path = Path(folder) / WEIGHTS
     if not path.is_file():
         raise DataError(path, "model weights not found (train the model first)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated or foreign files: torch raises many types
         raise DataError(path, f"cannot be read as a weights-only state dict: {exc}") from None
 

@@ -54,17 +54,18 @@ class ListScorer:
     facts: ItemFacts
     rules: RulesConfig
     rerank: RankerConfig
+    sources: list[CandidateSource] | None = None
+    """The candidate sources over frames, for blocks above `ARRAY_MAX_USERS`; None (a served
+    version, whose tables were stored): every block is scored over the arrays."""
 
     @classmethod
     def build(cls, ctx: CandidateContext, ranker: Ranker, rules: RulesConfig,
               rerank: RankerConfig, *, names: list[str] | None = None) -> ListScorer:
-        return cls(RequestTables.build(ctx, default_sources(ctx)), ranker,
+        sources = default_sources(ctx)
+        return cls(RequestTables.build(ctx, sources), ranker,
                    ranker.feature_name() if names is None else names,
-                   ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors), rules, rerank)
-
-    @property
-    def sources(self) -> list[CandidateSource]:
-        return self.tables.sources
+                   ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors), rules, rerank,
+                   sources)
 
     def scored(self, users: np.ndarray, *, k: int, allowed: np.ndarray | None = None
                ) -> ScoredRows:
@@ -78,18 +79,18 @@ class ListScorer:
         (tests hold them equal)."""
         users = np.asarray(users, np.int64)
         early_exit = early_exit_for(self.rerank, k)
-        if len(users) <= ARRAY_MAX_USERS:
+        if self.sources is None or len(users) <= ARRAY_MAX_USERS:
             return score_users(self.tables, self.ranker, self.names, users, allowed=allowed,
                                early_exit=early_exit)
-        return self._scored_frames(users, allowed, early_exit)
+        return self._scored_frames(self.sources, users, allowed, early_exit)
 
-    def _scored_frames(self, users: np.ndarray, allowed: np.ndarray | None,
-                       early_exit: EarlyExit | None) -> ScoredRows:
-        frame = (feature_frame(generate_candidates(self.sources, users), self.tables.ctx)
+    def _scored_frames(self, sources: list[CandidateSource], users: np.ndarray,
+                       allowed: np.ndarray | None, early_exit: EarlyExit | None) -> ScoredRows:
+        frame = (feature_frame(generate_candidates(sources, users), self.tables.ctx)
                  .sort("user_idx", "item_idx"))
         if allowed is not None:
             frame = frame.filter(pl.Series(allowed[frame["item_idx"].to_numpy()]))
-        names = [s.name for s in self.sources]
+        names = [s.name for s in sources]
         codes = np.zeros(frame.height, np.int64)
         for j, n in enumerate(names):
             codes |= frame[f"{n}_rank"].is_not_null().to_numpy().astype(np.int64) << j

@@ -12,12 +12,12 @@ import polars as pl
 
 from embeddings.checkpoint import load_state_dict
 from embeddings.user_encoder import UserEncoder
-from engine.candidates import CandidateContext, CandidateSource, default_sources
+from engine.candidates import CandidateContext, default_sources
 from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
 from engine.request import ListedItem, RequestTables
 from engine.request.lists import anonymous_list
-from engine.request.store import load_content_neighbours, load_item_item
+from engine.request.store import load_content_neighbours, load_item_item, load_tables
 from engine.rerank.explain import warm_explanations
 from engine.rerank.fallback import Ranker
 from engine.rerank.features import rerank_tables
@@ -45,11 +45,22 @@ def resolve(path: Path) -> Path:
     return live
 
 
-def _warm(ctx: CandidateContext, booster: Ranker, cfg: EngineConfig) -> None:
-    """Build every table and tree range a request reads while the version loads: nothing is
-    filled in lazily while calls run concurrently (and no first request pays for it)."""
+def _tables(ctx: CandidateContext, folder: Path) -> RequestTables:
+    """The version's request tables: mapped from the files the nightly stored or, for a
+    version from before they were stored, built from its candidate sources."""
+    stored = load_tables(ctx, folder)
+    if stored is not None:
+        return stored
     rerank_tables(ctx)
     ctx.warm()
+    sources = default_sources(ctx)
+    return RequestTables.build(ctx, sources,
+                               content_neighbours=load_content_neighbours(sources, folder))
+
+
+def _warm(booster: Ranker, cfg: EngineConfig) -> None:
+    """Build every tree range a request reads while the version loads: nothing is filled in
+    lazily while calls run concurrently (and no first request pays for it)."""
     if isinstance(booster, lgb.Booster):
         warm_ranges(booster, early_exit_for(cfg.rerank, 1))
         warm_explanations(booster, shap_trees=cfg.rerank.explain_shap_trees)
@@ -79,10 +90,6 @@ class VersionState:
         """The arrays a known user's request reads."""
         return self.scorer.tables
 
-    @property
-    def sources(self) -> list[CandidateSource]:
-        return self.scorer.sources
-
     @classmethod
     def load(cls, folder: Path) -> VersionState:
         manifest = verify(folder)
@@ -92,9 +99,8 @@ class VersionState:
                               checked=True)  # `verify` just read every file of the version
         load_item_item(ctx, folder)
         booster = load_ranker(folder / "rerank")
-        _warm(ctx, booster, cfg)
-        sources = default_sources(ctx)
-        stored = load_content_neighbours(sources, folder)
+        _warm(booster, cfg)
+        tables = _tables(ctx, folder)
         facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
         item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
@@ -107,15 +113,15 @@ class VersionState:
             folder=folder, cfg=cfg, fs=fs, ctx=ctx,
             booster=booster, names=booster.feature_name(),
             facts=facts,
-            encoder=UserEncoder.from_state_dict(load_state_dict(folder / "embeddings")),
+            encoder=UserEncoder.from_state_dict(load_state_dict(folder / "embeddings", mmap=True)),
             user_index={v: i + 1 for i, v in enumerate(fs.vocabs.user.values.to_list())},
             item_index={v: i + 1 for i, v in enumerate(item_ids[1:])},
             item_ids=item_ids,
             attr_index={v: i + 1 for i, v in enumerate(fs.vocabs.user_attr.values.to_list())},
             ads=ads, ad_rows=ad_rows,
             default_ads=default_ads,
-            scorer=ListScorer(RequestTables.build(ctx, sources, content_neighbours=stored),
-                              booster, booster.feature_name(), facts, cfg.rules, cfg.rerank))
+            scorer=ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules,
+                              cfg.rerank))
 
     # ------------------------------------------------------------------ products
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,

@@ -234,7 +234,7 @@ def test_array_path_builds_the_frame_paths_candidates_and_features(rec: Recommen
     training reference) builds: the same items, and every feature within 1e-9."""
     import numpy as np
 
-    from engine.candidates import generate_candidates
+    from engine.candidates import default_sources, generate_candidates
     from engine.rerank.features import feature_frame
     from engine.rerank.ranker import feature_matrix
     from engine.request.lists import score_users
@@ -246,8 +246,9 @@ def test_array_path_builds_the_frame_paths_candidates_and_features(rec: Recommen
     assert len(cold) >= 5
     users = np.sort(np.r_[rng.choice(histories, 40, replace=False), cold[:5]])
     blocks = [np.array([u]) for u in users[::3]] + [users]
+    sources = default_sources(st.ctx)
     for block in blocks:
-        frame = (feature_frame(generate_candidates(st.sources, block), st.ctx)
+        frame = (feature_frame(generate_candidates(sources, block), st.ctx)
                  .sort("user_idx", "item_idx"))
         c = score_users(st.tables, st.booster, st.names, block)
         np.testing.assert_array_equal(block[c.row], frame["user_idx"].to_numpy())
@@ -265,31 +266,81 @@ def test_array_lists_equal_the_frame_lists(rec: Recommender, array_max_users: in
     """A block of users listed by `ListScorer` (what the nightly, the batch and the
     evaluation use), its candidates and features from the arrays or from the frames: the
     rows, scores, sources, rules and explanations of the frame path's own composition
-    (`feature_frame` -> `score_frame` -> `product_lists` -> `with_explanations`)."""
+    (`feature_frame` -> `score_frame` -> `product_lists` -> `with_explanations`); the
+    served version's scorer (stored tables, arrays only) lists the same."""
     import numpy as np
 
     from engine.candidates import generate_candidates
     from engine.rerank.features import feature_frame
     from engine.rerank.lists import product_lists, with_explanations
     from engine.rerank.ranker import early_exit_for, score_frame
+    from engine.scoring import ListScorer
 
     monkeypatch.setattr("engine.scoring.ARRAY_MAX_USERS", array_max_users)
     st = rec._state  # noqa: SLF001
+    built = ListScorer.build(st.ctx, st.booster, st.cfg.rules, st.cfg.rerank)
+    assert built.sources is not None and st.scorer.sources is None
     users = np.arange(1, 120, dtype=np.int64)
     exclude = {int(u): set(range(int(u) % 7, 300, 7)) for u in users[::2]}
-    frame = feature_frame(generate_candidates(st.sources, users), st.ctx)
+    frame = feature_frame(generate_candidates(built.sources, users), st.ctx)
     scores = score_frame(st.booster, frame, st.names, early_exit_for(st.cfg.rerank, 10))
     lists = product_lists(frame, scores, st.facts, k=10, rules=st.cfg.rules, exclude=exclude)
     for explain in (False, True):
         want = (with_explanations(lists, frame, st.booster, st.names,
                                   shap_trees=st.cfg.rerank.explain_shap_trees)
                 if explain else lists)
-        got = st.scorer.lists(users, k=10, exclude=exclude, explain=explain)
         keys = ["user_idx", "rank"]
-        assert got.height == want.height > 100 * 5
-        assert got.drop("score").sort(keys).equals(want.drop("score").sort(keys))
-        np.testing.assert_allclose(got.sort(keys)["score"], want.sort(keys)["score"],
-                                   rtol=0, atol=1e-9)
+        for scorer in (built, st.scorer):
+            got = scorer.lists(users, k=10, exclude=exclude, explain=explain)
+            assert got.height == want.height > 100 * 5
+            assert got.drop("score").sort(keys).equals(want.drop("score").sort(keys))
+            np.testing.assert_allclose(got.sort(keys)["score"], want.sort(keys)["score"],
+                                       rtol=0, atol=1e-9)
+
+
+def test_stored_request_tables_are_what_the_sources_build(rec: Recommender) -> None:
+    """A served version maps the request tables the nightly stored instead of building
+    them from its candidate sources at load: every array is the one a build gives, and it
+    is a map of the version's file (processes serving one version share its pages)."""
+    import numpy as np
+
+    from engine.candidates import default_sources
+    from engine.request import RequestTables
+    from engine.request.tables import Lookup, Rows
+
+    st = rec._state  # noqa: SLF001 - compares the loaded tables with a fresh build
+    sources = default_sources(st.ctx)
+    built = RequestTables.build(st.ctx, sources)
+    got = st.tables
+    assert got.names == built.names == [s.name for s in sources]
+    assert set(got.item_item) == set(built.item_item) == {"ease", "knn"}
+    assert got.key_width == built.key_width and got.counts == built.counts
+
+    def arrays(t: RequestTables) -> dict[str, np.ndarray]:
+        out = {}
+        for name, value in vars(t).items():
+            if isinstance(value, Rows):
+                out |= {f"{name}.indptr": value.indptr,
+                        **{f"{name}.{c}": a for c, a in value.cols.items()}}
+            elif isinstance(value, Lookup):
+                out |= {f"{name}.pairs": value.pairs,
+                        **{f"{name}.{c}": a for c, a in value.cols.items()}}
+            elif name in ("items", "user_stats"):
+                out |= {f"{name}.{c}": a for c, a in value.items()}
+        out["cold_warm"] = t.cold_warm
+        out["cold_overall.items"], out["cold_overall.share"] = t.cold_overall
+        return out
+
+    want, have = arrays(built), arrays(got)
+    assert set(have) == set(want) and len(want) > 40
+    for name, array in want.items():
+        assert have[name].dtype == array.dtype, name
+        if array.dtype.kind == "f":  # a build's parallel sums may differ in the last bit
+            np.testing.assert_allclose(have[name], array, rtol=1e-12, atol=0, err_msg=name)
+        else:
+            np.testing.assert_array_equal(have[name], array, err_msg=name)
+    assert isinstance(got.history.indptr.base, np.memmap)
+    assert isinstance(got.user_stats["user_events"].base, np.memmap)
 
 
 def test_stored_content_neighbours_are_what_a_search_finds(rec: Recommender) -> None:

@@ -42,7 +42,7 @@ def ease_fits(ctx: CandidateContext) -> bool:
     return int(ctx.eligible.sum()) <= ctx.cfg.ease_max_items
 
 
-class _ItemItemSource:
+class ItemItemSource:
     name: str
     size: Callable[[CandidateContext], int]
     model: Callable[[CandidateContext], ItemItem]
@@ -124,7 +124,7 @@ class _ItemItemSource:
         df = pl.DataFrame({"user_idx": users[row], "item_idx": items, "score": scores})
         return self.ctx.finish(df, self.per_user)
 
-class EaseSource(_ItemItemSource):
+class EaseSource(ItemItemSource):
     """EASE's best items for the user's whole history."""
 
     name = "ease"
@@ -132,7 +132,7 @@ class EaseSource(_ItemItemSource):
     model = staticmethod(ease_model)
 
 
-class KnnSource(_ItemItemSource):
+class KnnSource(ItemItemSource):
     """Item-kNN's best items for the user's whole history."""
 
     name = "knn"

@@ -44,6 +44,18 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+def _touch(index: faiss.Index) -> None:
+    """Map every page of an in-place index now, with one search over all its inverted lists,
+    so that no request pays the page faults of its first visit to a list."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:  # not an IVF index: flat codes are read whole by the first search
+        return
+    if ivf.ntotal:
+        probe = faiss.SearchParametersIVF(nprobe=ivf.nlist)
+        index.search(np.zeros((1, index.d), np.float32), 1, params=probe)
+
+
 @dataclass
 class ItemIndex:
     """A built or loaded index and what is known about it."""
@@ -217,8 +229,11 @@ class ItemIndex:
         if not checked and sha256_file(folder / INDEX_FILE) != meta["sha256"]:
             raise DataError(folder / INDEX_FILE, "checksum does not match index.json: the "
                                                  "file was changed or damaged; rebuild the index")
-        cpu = faiss.read_index(str(folder / INDEX_FILE))
+        # the codes stay in the file's pages (IO_FLAG_MMAP_IFC: read in place, not copied):
+        # the index loads at once, and processes serving one version share its memory
+        cpu = faiss.read_index(str(folder / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC)
         vectors = cpu.reconstruct_n(0, cpu.ntotal) if meta["kind"] == "flat" else None
+        _touch(cpu)
         index, gpu = to_search_device(cpu, meta["kind"], use_gpu=use_gpu)
         return cls(index=index, item_idx=pl.read_parquet(folder / ROWS_FILE)["item_idx"].to_numpy(),
                    kind=meta["kind"], params=meta["params"], recall=meta["recall"],

@@ -30,7 +30,12 @@ from engine.config import EngineConfig
 from engine.evaluation.evaluate import EVALUATION_KEYS, evaluate
 from engine.evaluation.report import write_report
 from engine.index import build_index
-from engine.request.store import save_content_neighbours, save_item_item, save_vectors
+from engine.request.store import (
+    save_content_neighbours,
+    save_item_item,
+    save_tables,
+    save_vectors,
+)
 from engine.rerank.ranker import load_ranker, save_ranker
 from engine.rerank.training import FittedRanker, fit_ranker, list_mode, training_lists
 from engine.retrieval import train_retrieval
@@ -187,7 +192,8 @@ def recs(run: Run) -> Figures:
         n_rows += lists.height
     figures: Figures = {"users": len(users), "product_rows": n_rows,
                         "content_neighbours": save_content_neighbours(scorer.sources, run.dir),
-                        "stored_models": ",".join(save_item_item(ctx, run.dir))}
+                        "stored_models": ",".join(save_item_item(ctx, run.dir)),
+                        "request_tables": save_tables(scorer.tables, run.dir)}
     save_vectors(run.dir, ctx)
     run.report("ad lists")
     ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.candidates.collaborative import EaseSource, KnnSource
 from engine.candidates.covisit import CovisitSource
 from engine.candidates.itemitem import ScoreRows
 from engine.candidates.popular import ColdUserSource, RepeatSource, TrendingSource
@@ -197,12 +196,15 @@ def _cold_user(t: RequestTables, users: np.ndarray) -> Found:
     return _grouped(rows, items, shares, len(t.ctx.eligible))
 
 
-def _ann(t: RequestTables, users: np.ndarray, source: AnnSource) -> Found:
+def _ann(t: RequestTables, users: np.ndarray) -> Found:
     ctx = t.ctx
-    empty = np.empty(0, np.int64)
+    ptr, seen = t.seen.indptr, t.seen.cols["item_idx"]
+    inside = (users >= 0) & (users < t.seen.n_keys)
+    exclude = [seen[ptr[u]:ptr[u + 1]] if ok else seen[:0]
+               for u, ok in zip(users.tolist(), inside.tolist(), strict=True)]
     scores, items = ctx.index.search(  # type: ignore[union-attr]
         ctx.user_vectors[users], ctx.cfg.ann,  # type: ignore[index]
-        exclude=[source.seen.get(int(u), empty) for u in users], allowed=ctx.eligible)
+        exclude=exclude, allowed=ctx.eligible)
     row = np.repeat(np.arange(len(users), dtype=np.int64), items.shape[1])
     keep = items.ravel() >= 0
     return Found(row[keep], items.ravel()[keep].astype(np.int64),
@@ -218,28 +220,29 @@ def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
     found: dict[str, Found] = {}
     item_item: dict[str, ScoreRows] = {}
     nxt = Found.empty()
-    for s in t.sources:
-        if isinstance(s, AnnSource):
-            found[s.name] = finish(_ann(t, users, s), cfg.ann)
-        elif isinstance(s, CovisitSource):
-            found[s.name] = finish(_covisit(t, rec), cfg.covisit)
-        elif isinstance(s, ContentSource):
-            found[s.name] = finish(_content(t, rec), cfg.content)
-        elif isinstance(s, TrendingSource):
-            found[s.name] = finish(_trending(t, users), cfg.trending)
-        elif isinstance(s, RepeatSource):
-            found[s.name] = finish(_repeat(t, users), cfg.repeat, drop_seen=False)
-        elif isinstance(s, ColdUserSource):
-            found[s.name] = finish(_cold_user(t, users), cfg.cold_user)
-        elif isinstance(s, EaseSource | KnnSource):
+    for name in t.names:
+        if name in t.item_item:
+            s = t.item_item[name]
             row, items, scores, scored = s.top(users)
-            item_item[s.name] = scored
-            found[s.name] = finish(Found(row, items, scores), s.per_user)
-        elif isinstance(s, TransitionSource):
+            item_item[name] = scored
+            found[name] = finish(Found(row, items, scores), s.per_user)
+        elif name == AnnSource.name:
+            found[name] = finish(_ann(t, users), cfg.ann)
+        elif name == CovisitSource.name:
+            found[name] = finish(_covisit(t, rec), cfg.covisit)
+        elif name == ContentSource.name:
+            found[name] = finish(_content(t, rec), cfg.content)
+        elif name == TrendingSource.name:
+            found[name] = finish(_trending(t, users), cfg.trending)
+        elif name == RepeatSource.name:
+            found[name] = finish(_repeat(t, users), cfg.repeat, drop_seen=False)
+        elif name == ColdUserSource.name:
+            found[name] = finish(_cold_user(t, users), cfg.cold_user)
+        elif name == TransitionSource.name:
             nxt = transition_scores(t, rec)
-            found[s.name] = finish(nxt, cfg.transitions)
+            found[name] = finish(nxt, cfg.transitions)
         else:
-            raise TypeError(f"no array kernel for the candidate source {s.name!r}")
+            raise TypeError(f"no array kernel for the candidate source {name!r}")
     n_items = len(t.ctx.eligible)
     keys = {name: _keys(f.row, f.item, n_items) for name, f in found.items()}
     merged = np.unique(np.concatenate(list(keys.values()))) if keys else np.empty(0, np.int64)

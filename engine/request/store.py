@@ -6,6 +6,9 @@ item-to-item models' weights (a fit over the whole catalogue)."""
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +16,10 @@ import polars as pl
 import scipy.sparse as sp
 
 from engine.candidates import CandidateContext, CandidateSource
-from engine.candidates.collaborative import user_items_of
+from engine.candidates.collaborative import EaseSource, ItemItemSource, KnnSource, user_items_of
 from engine.candidates.itemitem import ItemItem
 from engine.candidates.vectors import ContentSource
+from engine.request.tables import Lookup, RequestTables, Rows
 from pipelines.io import atomic_path
 
 CONTENT_FILE = Path("request") / "content_neighbours.arrow"
@@ -71,8 +75,27 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def _save_csr(out: Path, name: str, m: sp.spmatrix) -> None:
+    m = sp.csr_matrix(m)
+    for part in ("indptr", "indices", "data"):
+        _save_array(out / f"{name}_{part}.npy", getattr(m, part))
+    _save_array(out / f"{name}_shape.npy", np.array(m.shape, np.int64))
+
+
+def _load_csr(src: Path, name: str) -> sp.csr_matrix | None:
+    if not (src / f"{name}_indptr.npy").is_file():
+        return None
+    parts = [mapped(src / f"{name}_{p}.npy") for p in ("data", "indices", "indptr")]
+    shape = tuple(int(v) for v in np.load(src / f"{name}_shape.npy"))
+    return sp.csr_matrix(tuple(parts), shape=shape, copy=False)
+
+
+USER_ITEMS = "user_items"
+
+
 def save_item_item(ctx: CandidateContext, folder: Path) -> list[str]:
-    """Write the weights of the item-to-item models the lists used (names written)."""
+    """Write the weights of the item-to-item models the lists used, and the user x item
+    matrix they score users from (names of the models written)."""
     out = Path(folder) / "request"
     written = []
     for name in ITEM_ITEM:
@@ -81,33 +104,35 @@ def save_item_item(ctx: CandidateContext, folder: Path) -> list[str]:
             continue
         w = model.weights
         if sp.issparse(w):
-            w = sp.csr_matrix(w)
-            for part in ("indptr", "indices", "data"):
-                _save_array(out / f"{name}_{part}.npy", getattr(w, part))
-            _save_array(out / f"{name}_shape.npy", np.array(w.shape, np.int64))
+            _save_csr(out, name, w)
         else:
             _save_array(out / f"{name}_weights.npy", w)
             if model.keep is not None:
                 _save_array(out / f"{name}_keep.npy", model.keep)
         written.append(name)
+    if written:
+        _save_csr(out, USER_ITEMS, user_items_of(ctx))
     return written
 
 
 def load_item_item(ctx: CandidateContext, folder: Path) -> list[str]:
-    """Hand the version's stored item-to-item weights to `ctx` (memory-mapped: processes
-    serving one version share the pages), so that no model is fitted at load."""
+    """Hand the version's stored item-to-item weights (and their user x item matrix) to
+    `ctx` (memory-mapped: processes serving one version share the pages), so that no model is
+    fitted and no matrix built at load."""
     src = Path(folder) / "request"
+    history = _load_csr(src, USER_ITEMS)
+    if history is not None:
+        ctx.once(USER_ITEMS, lambda: history)
     loaded = []
     for name in ITEM_ITEM:
+        keep = None
         if (src / f"{name}_weights.npy").is_file():
-            weights: np.ndarray | sp.csr_matrix = mapped(src / f"{name}_weights.npy")
+            weights: np.ndarray | sp.csr_matrix | None = mapped(src / f"{name}_weights.npy")
             keep_file = src / f"{name}_keep.npy"
             keep = np.load(keep_file, allow_pickle=False) if keep_file.is_file() else None
-        elif (src / f"{name}_indptr.npy").is_file():
-            parts = [mapped(src / f"{name}_{p}.npy") for p in ("data", "indices", "indptr")]
-            shape = tuple(int(v) for v in np.load(src / f"{name}_shape.npy"))
-            weights, keep = sp.csr_matrix(tuple(parts), shape=shape, copy=False), None
         else:
+            weights = _load_csr(src, name)
+        if weights is None:
             continue
         ctx.once(name, lambda w=weights, k=keep: ItemItem(user_items_of(ctx), w, k))
         loaded.append(name)
@@ -136,3 +161,79 @@ def load_vectors_mapped(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
         return None
     item, content, user = (mapped(p) for p in paths)
     return item, content, user
+
+
+TABLES = Path("request") / "tables"
+TABLES_META = "tables.json"
+ITEM_ITEM_SOURCES: dict[str, type[ItemItemSource]] = {EaseSource.name: EaseSource,
+                                                      KnnSource.name: KnnSource}
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _part(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{name!r} cannot name a stored request table")
+    return name
+
+
+def save_tables(t: RequestTables, folder: Path) -> int:
+    """Write every array of `t` into the version (one .npy each, beside a JSON of their
+    layout), so that a served version maps them instead of building them; files written."""
+    out = Path(folder) / TABLES
+    meta: dict[str, object] = {"names": t.names, "key_width": t.key_width,
+                               "counts": t.counts, "rows": {}, "lookups": {}}
+    arrays: dict[str, np.ndarray] = {}
+    for f in fields(t):
+        value = getattr(t, f.name)
+        if isinstance(value, Rows) or (value is None and f.type.startswith("Rows")):
+            meta["rows"][f.name] = None if value is None else list(value.cols)  # type: ignore[index]
+            if value is not None:
+                arrays[f"{f.name}.indptr"] = value.indptr
+                arrays |= {f"{f.name}.{_part(c)}": a for c, a in value.cols.items()}
+        elif isinstance(value, Lookup):
+            meta["lookups"][f.name] = {"width": value.width, "cols": list(value.cols)}  # type: ignore[index]
+            arrays[f"{f.name}.pairs"] = value.pairs
+            arrays |= {f"{f.name}.{_part(c)}": a for c, a in value.cols.items()}
+    meta["items"], meta["user_stats"] = list(t.items), list(t.user_stats)
+    arrays |= {f"items.{_part(c)}": a for c, a in t.items.items()}
+    arrays |= {f"user_stats.{_part(c)}": a for c, a in t.user_stats.items()}
+    meta["cold"] = t.cold_warm is not None
+    if t.cold_warm is not None and t.cold_overall is not None:
+        arrays["cold_warm"] = t.cold_warm
+        arrays["cold_overall.items"], arrays["cold_overall.share"] = t.cold_overall
+    for name, array in arrays.items():
+        _save_array(out / f"{name}.npy", array)
+    with atomic_path(out / TABLES_META) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    return len(arrays) + 1
+
+
+def load_tables(ctx: CandidateContext, folder: Path) -> RequestTables | None:
+    """The request tables a version stored, memory-mapped over `ctx` (None where it stored
+    none: an older version, whose tables are built from its sources instead)."""
+    src = Path(folder) / TABLES
+    if not (src / TABLES_META).is_file():
+        return None
+    meta = json.loads((src / TABLES_META).read_text())
+
+    def arr(name: str) -> np.ndarray:
+        return mapped(src / f"{name}.npy")
+
+    rows = {k: None if cols is None else Rows(arr(f"{k}.indptr"),
+                                              {c: arr(f"{k}.{_part(c)}") for c in cols})
+            for k, cols in meta["rows"].items()}
+    lookups = {k: Lookup(arr(f"{k}.pairs"), int(v["width"]),
+                         {c: arr(f"{k}.{_part(c)}") for c in v["cols"]})
+               for k, v in meta["lookups"].items()}
+    names = list(meta["names"])
+    return RequestTables(
+        ctx=ctx, names=names,
+        item_item={n: ITEM_ITEM_SOURCES[n](ctx) for n in names if n in ITEM_ITEM_SOURCES},
+        **rows, **lookups,
+        items={c: arr(f"items.{_part(c)}") for c in meta["items"]},
+        user_stats={c: arr(f"user_stats.{_part(c)}") for c in meta["user_stats"]},
+        cold_warm=arr("cold_warm") if meta["cold"] else None,
+        cold_overall=(arr("cold_overall.items"), arr("cold_overall.share"))
+        if meta["cold"] else None,
+        key_width={k: int(v) for k, v in meta["key_width"].items()},
+        counts=list(meta["counts"]))

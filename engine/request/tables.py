@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from engine.candidates import CandidateContext, CandidateSource
+from engine.candidates.collaborative import ItemItemSource
 from engine.candidates.covisit import CovisitSource
 from engine.candidates.popular import ColdUserSource, TrendingSource
 from engine.candidates.sequence import TransitionSource, transition_table
@@ -114,7 +115,8 @@ class RequestTables:
     """Everything the array path of a known user's request reads (see `engine.request`)."""
 
     ctx: CandidateContext
-    sources: list[CandidateSource]
+    names: list[str]               # the version's candidate sources, in their order
+    item_item: dict[str, ItemItemSource]   # the item-to-item sources among them, by name
     history: Rows                  # by user: history items, oldest first
     seen: Rows                     # by user: sorted items seen in the feature window
     covisit: Rows | None           # by item: neighbour, weight
@@ -165,7 +167,8 @@ class RequestTables:
             return Lookup.build(t[name].frame, key, values)  # type: ignore[union-attr]
 
         return cls(
-            ctx=ctx, sources=sources,
+            ctx=ctx, names=[s.name for s in sources],
+            item_item={s.name: s for s in sources if isinstance(s, ItemItemSource)},
             history=Rows.build(hist, "user_idx", n_users, ["history"]),
             seen=Rows.build(seen, "user_idx", n_users, ["item_idx"], order=["item_idx"]),
             covisit=None if cov is None else _neighbours(cov.table, n_items, "weight"),
@@ -199,7 +202,10 @@ class RequestTables:
 
 
 def _neighbours(table: ByKey, n_items: int, value: str) -> Rows:
-    return Rows.build(table.frame, "item_idx", n_items, ["neighbour", value])
+    """An item's neighbours in neighbour order: the same rows whatever order a group-by
+    gave them in (a version's stored tables are the ones a build gives)."""
+    return Rows.build(table.frame, "item_idx", n_items, ["neighbour", value],
+                      order=["neighbour"])
 
 
 def _content(source: ContentSource, hist: pl.DataFrame, recent: int) -> pl.DataFrame:
