@@ -50,10 +50,10 @@ def main() -> None:
     state = rec._state  # noqa: SLF001 - the bench times the request's parts on their own
     ctx, cfg = state.ctx, state.cfg
     rng = np.random.default_rng(0)
-    ids = list(state.user_index)
+    ids = state.users.ids()
     pick = rng.choice(len(ids), min(len(ids), max(args.calls, args.batch)), replace=False)
     user_ids = [ids[i] for i in pick]
-    idx = {u: state.user_index[u] for u in user_ids}
+    idx = {u: state.users.get(u) for u in user_ids}
     calls = user_ids[: args.calls]
     print(f"artifact {rec.version}: {ctx.index.size:,} products in a {ctx.index.kind} index, "
           f"{len(ids):,} users; load {load_s:.1f} s", flush=True)

@@ -17,7 +17,8 @@ from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
 from engine.request import ListedItem, RequestTables
 from engine.request.lists import anonymous_list
-from engine.request.store import load_content_neighbours, load_item_item, load_tables
+from engine.request.ids import IdIndex
+from engine.request.store import load_content_neighbours, load_ids, load_item_item, load_tables
 from engine.rerank.explain import warm_explanations
 from engine.rerank.fallback import Ranker
 from engine.rerank.features import rerank_tables
@@ -76,10 +77,9 @@ class VersionState:
     names: list[str]
     facts: ItemFacts
     encoder: UserEncoder
-    user_index: dict[str, int]
-    item_index: dict[str, int]
-    item_ids: list[str | None]  # by item_idx
-    attr_index: dict[str, int]
+    users: IdIndex                 # user ids <-> user_idx
+    items: IdIndex                 # item ids <-> item_idx
+    attrs: IdIndex                 # "attribute=value" tokens <-> their index
     ads: pl.DataFrame              # the published ad lists, by user_idx then rank
     ad_rows: np.ndarray            # (n_users + 1,) user u's ads: rows ad_rows[u]:ad_rows[u+1]
     default_ads: pl.DataFrame      # ads by mean eCPM, for users without a list
@@ -101,8 +101,8 @@ class VersionState:
         booster = load_ranker(folder / "rerank")
         _warm(booster, cfg)
         tables = _tables(ctx, folder)
+        ids = load_ids(fs, folder)
         facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
-        item_ids = [None, *fs.vocabs.item.values.to_list()]
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
         by_user = fs.vocabs.user.encode_series(ads["user_id"]).cast(pl.Int64).alias("_user")
         ads = ads.with_columns(by_user).sort("_user", "rank")
@@ -114,10 +114,7 @@ class VersionState:
             booster=booster, names=booster.feature_name(),
             facts=facts,
             encoder=UserEncoder.from_state_dict(load_state_dict(folder / "embeddings", mmap=True)),
-            user_index={v: i + 1 for i, v in enumerate(fs.vocabs.user.values.to_list())},
-            item_index={v: i + 1 for i, v in enumerate(item_ids[1:])},
-            item_ids=item_ids,
-            attr_index={v: i + 1 for i, v in enumerate(fs.vocabs.user_attr.values.to_list())},
+            users=ids["user"], items=ids["item"], attrs=ids["user_attr"],
             ads=ads, ad_rows=ad_rows,
             default_ads=default_ads,
             scorer=ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules,
@@ -127,10 +124,8 @@ class VersionState:
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
                         exclude: set[int], allowed: np.ndarray | None = None
                         ) -> list[ListedItem]:
-        hist = [self.item_index[h] for h in history if h in self.item_index]
-        hist = hist[-self.cfg.features.history_length:]
-        attrs = [self.attr_index[t] for t in (f"{a}={v}" for a, v in features.items())
-                 if t in self.attr_index]
+        hist = self.items.known(history)[-self.cfg.features.history_length:]
+        attrs = self.attrs.known(f"{a}={v}" for a, v in features.items())
         return anonymous_list(self.tables, self.facts, self.cfg.rules,
                               self.encoder.encode([hist], [attrs]), np.asarray(hist, np.int64),
                               k=k, exclude=exclude, allowed=allowed)
@@ -138,18 +133,18 @@ class VersionState:
     def _products(self, user_id: str | None, k: int, exclude: set[int],
                   history: list[str] | None, features: dict[str, str],
                   explain: bool, allowed: np.ndarray | None) -> list[dict[str, object]]:
-        u = self.user_index.get(user_id) if user_id is not None else None
+        u = self.users.get(user_id) if user_id is not None else None
         if u is not None and history is None:
             listed = self.scorer.user_list(u, k=k, exclude=exclude, allowed=allowed,
                                            explain=explain)
         else:
             listed = self._anonymous_list(history or [], features, k, exclude, allowed)
-        return [{"item_id": self.item_ids[r.item], "rank": r.rank, "score": r.score,
+        return [{"item_id": self.items.id_of(r.item), "rank": r.rank, "score": r.score,
                  **({"why": r.why} if explain else {})} for r in listed]
 
     # ------------------------------------------------------------------ ads
     def _ads(self, user_id: str | None, k: int, exclude: set[str]) -> pl.DataFrame:
-        u = self.user_index.get(user_id) if user_id is not None else None
+        u = self.users.get(user_id) if user_id is not None else None
         a, b = (int(self.ad_rows[u]), int(self.ad_rows[u + 1])) if u is not None else (0, 0)
         rows = self.ads[a:b] if b > a else self.default_ads
         return (rows.filter(~pl.col("item_id").is_in(list(exclude))).head(k)
@@ -160,7 +155,7 @@ class VersionState:
                   history: list[str] | None, user_features: dict[str, str],
                   explain: bool, filters: dict[str, object] | None = None
                   ) -> list[dict[str, object]]:
-        excluded = {self.item_index[e] for e in exclude if e in self.item_index}
+        excluded = set(self.items.known(exclude))
         allowed = filter_mask(self.fs, filters) if filters else None
         if kind == "ad":
             return self._ad_rows(self._ads(user_id, k, set(exclude)))
@@ -191,19 +186,18 @@ class VersionState:
                                             "item_id": pl.String, "score": pl.Float64,
                                             **{c: pl.Float64 for c in AD_COLUMNS}})
             return pl.concat(parts).select("user_id", "rank", "item_id", "score", *AD_COLUMNS)
-        known = np.array(sorted({self.user_index[u] for u in user_ids if u in self.user_index}),
-                         np.int64)
+        known = np.array(sorted(set(self.users.known(user_ids))), np.int64)
         lists = self.scorer.lists(known, k=k) if len(known) else None
         parts = []
         if lists is not None and lists.height:
             parts.append(lists.select(
                 self.fs.vocabs.user.decode(lists["user_idx"]).alias("user_id"), "rank",
                 self.fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"), "score"))
-        strangers = [u for u in user_ids if u not in self.user_index]
+        strangers = [u for u in user_ids if u not in self.users]
         if strangers:  # no history, no attributes: one anonymous list serves them all
             anon = self._anonymous_list([], {}, k, set())
             one = pl.DataFrame({"rank": [r.rank for r in anon],
-                                "item_id": [self.item_ids[r.item] for r in anon],
+                                "item_id": [self.items.id_of(r.item) for r in anon],
                                 "score": [r.score for r in anon]},
                                schema={"rank": pl.Int32, "item_id": pl.String,
                                        "score": pl.Float64})
@@ -218,10 +212,10 @@ class VersionState:
                 .sort("_o", "rank").drop("_o"))
 
     def similar_items(self, item_id: str, k: int) -> list[dict[str, object]]:
-        i = self.item_index.get(item_id)
+        i = self.items.get(item_id)
         if i is None or self.ctx.item_vectors is None:
             return []
         scores, items = self.ctx.index.search(  # type: ignore[union-attr]
             self.ctx.item_vectors[i:i + 1], k, exclude=[np.array([i])], allowed=self.ctx.eligible)
-        return [{"item_id": self.item_ids[j], "rank": n, "score": float(s)}
+        return [{"item_id": self.items.id_of(int(j)), "rank": n, "score": float(s)}
                 for n, (s, j) in enumerate(zip(scores[0], items[0], strict=True), 1) if j >= 0]

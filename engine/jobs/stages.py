@@ -32,6 +32,7 @@ from engine.evaluation.report import write_report
 from engine.index import build_index
 from engine.request.store import (
     save_content_neighbours,
+    save_ids,
     save_item_item,
     save_tables,
     save_vectors,
@@ -195,6 +196,7 @@ def recs(run: Run) -> Figures:
                         "stored_models": ",".join(save_item_item(ctx, run.dir)),
                         "request_tables": save_tables(scorer.tables, run.dir)}
     save_vectors(run.dir, ctx)
+    save_ids(fs, run.dir)
     run.report("ad lists")
     ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}
     if (run.dir / "ads").is_dir():

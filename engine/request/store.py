@@ -19,7 +19,9 @@ from engine.candidates import CandidateContext, CandidateSource
 from engine.candidates.collaborative import EaseSource, ItemItemSource, KnnSource, user_items_of
 from engine.candidates.itemitem import ItemItem
 from engine.candidates.vectors import ContentSource
+from engine.request.ids import IdIndex
 from engine.request.tables import Lookup, RequestTables, Rows
+from pipelines.dataset import FeatureSet
 from pipelines.io import atomic_path
 
 CONTENT_FILE = Path("request") / "content_neighbours.arrow"
@@ -237,3 +239,28 @@ def load_tables(ctx: CandidateContext, folder: Path) -> RequestTables | None:
         if meta["cold"] else None,
         key_width={k: int(v) for k, v in meta["key_width"].items()},
         counts=list(meta["counts"]))
+
+
+IDS = Path("request") / "ids"
+ID_VOCABS = ("user", "item", "user_attr")
+"""The vocabularies a request names ids of: its user, its items, its user features."""
+
+
+def save_ids(fs: FeatureSet, folder: Path) -> None:
+    """Store each request vocabulary's id arrays (`IdIndex`) in the version."""
+    for name in ID_VOCABS:
+        ids = IdIndex.build(getattr(fs.vocabs, name))
+        for part in ("by_index", "ordered", "index"):
+            _save_array(Path(folder) / IDS / f"{name}.{part}.npy", getattr(ids, part))
+
+
+def load_ids(fs: FeatureSet, folder: Path) -> dict[str, IdIndex]:
+    """The version's id arrays by vocabulary, memory-mapped (built from `fs` for a version
+    that did not store them)."""
+    src = Path(folder) / IDS
+    out = {}
+    for name in ID_VOCABS:
+        paths = [src / f"{name}.{part}.npy" for part in ("by_index", "ordered", "index")]
+        out[name] = (IdIndex(*(mapped(p) for p in paths)) if all(p.is_file() for p in paths)
+                     else IdIndex.build(getattr(fs.vocabs, name)))
+    return out
