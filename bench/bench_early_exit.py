@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from harness import Report, timed
 
-from engine.candidates import generate_candidates
+from engine.candidates import default_sources, generate_candidates
 from engine.rerank.features import feature_frame
 from engine.rerank.lists import product_lists
 from engine.rerank.ranker import EarlyExit, score_frame
-from harness import Report, timed
+from engine.version import full_context
 from serving.state import VersionState
 
 
@@ -52,9 +53,10 @@ def main() -> None:
     logging.disable(logging.WARNING)
     state = VersionState.load(args.version.resolve())  # what the online path loads
     cfg, booster, names, facts = state.cfg, state.booster, state.names, state.facts
-    users = state.fs.users["user_idx"].to_numpy().astype(np.int64)
+    ctx = full_context(state.folder, state.cfg.candidates)  # the frames read every table
+    users = ctx.fs.users["user_idx"].to_numpy().astype(np.int64)
     users = np.sort(np.random.default_rng(0).choice(users[users > 0], args.users, replace=False))
-    frame = feature_frame(generate_candidates(state.sources, users), state.ctx)
+    frame = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
     k = cfg.jobs.k
     report = Report("early_exit", args)
     where = (f"{args.users:,} users, {frame.height / args.users:.0f} candidates each, "

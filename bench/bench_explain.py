@@ -29,12 +29,12 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import polars as pl
+from harness import Report, timed
 
 from engine.rerank.config import RankerConfig
 from engine.rerank.explain import contributions, model_trees, path_table
 from engine.rerank.lists import with_explanations
 from engine.rerank.ranker import best_per_group, feature_matrix, score_frame
-from harness import Report, timed
 
 ALL_TREES = 1 << 30
 
@@ -84,16 +84,18 @@ def synthetic_model(args: argparse.Namespace) -> tuple[lgb.Booster, pl.DataFrame
 
 def version_model(args: argparse.Namespace) -> tuple[lgb.Booster, pl.DataFrame, int]:
     """A version's re-ranker, `args.users` of its users' candidate frames and its k."""
-    from engine.candidates import generate_candidates
+    from engine.candidates import default_sources, generate_candidates
     from engine.rerank.features import feature_frame
+    from engine.version import full_context
     from serving.state import VersionState
 
     state = VersionState.load(args.version.resolve())  # what the online path loads
-    users = state.fs.users["user_idx"].to_numpy().astype(np.int64)
+    ctx = full_context(state.folder, state.cfg.candidates)  # the frames read every table
+    users = ctx.fs.users["user_idx"].to_numpy().astype(np.int64)
     users = np.sort(np.random.default_rng(0).choice(users[users > 0],
                                                     min(args.users, int((users > 0).sum())),
                                                     replace=False))
-    frame = feature_frame(generate_candidates(state.sources, users), state.ctx)
+    frame = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
     return state.booster, frame, state.cfg.jobs.k  # type: ignore[return-value]
 
 

@@ -43,3 +43,14 @@ def version_context(folder: Path, fs: FeatureSet, cfg: CandidatesConfig, *,
     index = ItemIndex.load(Path(folder) / "index", use_gpu=use_gpu, checked=checked)
     return CandidateContext.build(fs, cfg, user_vectors=uv, index=index,
                                   content_vectors=cv, item_vectors=iv)
+
+
+def full_context(folder: Path, cfg: CandidatesConfig) -> CandidateContext:
+    """The version's candidate context over its whole feature set, with the item-to-item
+    models it stored: what the frame path reads (the training reference). A served version
+    reads only its items (`serving.state`), so comparisons against the frames start here."""
+    from engine.request.store import load_item_item  # the store reads candidate sources
+
+    ctx = version_context(folder, FeatureSet.load(folder), cfg, use_gpu=False, checked=True)
+    load_item_item(ctx, folder)
+    return ctx

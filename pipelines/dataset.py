@@ -8,10 +8,10 @@ everything as Parquet (plus a small JSON of scalars) so the stages above can run
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
-from collections.abc import Callable
 from typing import Literal
 
 import polars as pl
@@ -20,8 +20,15 @@ from pipelines.config import PipelineConfig
 from pipelines.encode import Vocabulary
 from pipelines.errors import DataError
 from pipelines.features import (
-    category_prefixes, item_content, item_popularity, positives, price_edges, text_tokens,
-    user_attribute_tokens, user_category_affinity, user_history,
+    category_prefixes,
+    item_content,
+    item_popularity,
+    positives,
+    price_edges,
+    text_tokens,
+    user_attribute_tokens,
+    user_category_affinity,
+    user_history,
 )
 from pipelines.features.users import attribute_strings
 from pipelines.io import atomic_path, write_parquet
@@ -106,13 +113,20 @@ class FeatureSet:
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> FeatureSet:
+    def load(cls, folder: Path, *, only: Collection[str] | None = None) -> FeatureSet:
+        """The feature set saved in `folder`; with `only`, the frames not named are empty
+        (with their columns): a served version whose request tables are stored reads its
+        items, not every interaction."""
         folder = Path(folder)
         meta_path = folder / "features" / "meta.json"
         if not meta_path.is_file():
             raise DataError(meta_path, "feature set not found (run the features stage first)")
         meta = json.loads(meta_path.read_text())
-        frames = {n: pl.read_parquet(folder / "features" / f"{n}.parquet") for n in cls.FRAMES}
+        frames = {n: pl.read_parquet(folder / "features" / f"{n}.parquet")
+                  if only is None or n in only
+                  else pl.DataFrame(schema=pl.read_parquet_schema(
+                      folder / "features" / f"{n}.parquet"))
+                  for n in cls.FRAMES}
 
         def ts(v: str | None) -> datetime | None:
             return None if v is None else datetime.fromisoformat(v)

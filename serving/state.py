@@ -16,9 +16,15 @@ from engine.candidates import CandidateContext, default_sources
 from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
 from engine.request import ListedItem, RequestTables
-from engine.request.lists import anonymous_list
 from engine.request.ids import IdIndex
-from engine.request.store import load_content_neighbours, load_ids, load_item_item, load_tables
+from engine.request.lists import anonymous_list
+from engine.request.store import (
+    has_tables,
+    load_content_neighbours,
+    load_ids,
+    load_item_item,
+    load_tables,
+)
 from engine.rerank.explain import warm_explanations
 from engine.rerank.fallback import Ranker
 from engine.rerank.features import rerank_tables
@@ -46,12 +52,14 @@ def resolve(path: Path) -> Path:
     return live
 
 
-def _tables(ctx: CandidateContext, folder: Path) -> RequestTables:
-    """The version's request tables: mapped from the files the nightly stored or, for a
-    version from before they were stored, built from its candidate sources."""
-    stored = load_tables(ctx, folder)
-    if stored is not None:
-        return stored
+SERVED_FRAMES = ("items",)
+"""The feature set's frames a version with stored request tables reads (the rest, every
+interaction among them, went into the tables)."""
+
+
+def _built_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
+    """The request tables of a version from before they were stored: built from its
+    candidate sources over the whole feature set."""
     rerank_tables(ctx)
     ctx.warm()
     sources = default_sources(ctx)
@@ -94,13 +102,14 @@ class VersionState:
     def load(cls, folder: Path) -> VersionState:
         manifest = verify(folder)
         cfg = EngineConfig.model_validate(manifest["config"])
-        fs = FeatureSet.load(folder)
+        stored = has_tables(folder)
+        fs = FeatureSet.load(folder, only=SERVED_FRAMES if stored else None)
         ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu,
                               checked=True)  # `verify` just read every file of the version
         load_item_item(ctx, folder)
         booster = load_ranker(folder / "rerank")
         _warm(booster, cfg)
-        tables = _tables(ctx, folder)
+        tables = load_tables(ctx, folder) if stored else _built_tables(ctx, folder)
         ids = load_ids(fs, folder)
         facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")

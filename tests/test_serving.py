@@ -13,9 +13,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from engine.candidates import CandidateContext
 from engine.config import EngineConfig
 from engine.jobs.artifacts import current_version, switch_current
 from engine.jobs.nightly import run_nightly
+from engine.version import full_context
 from pipelines.config import load_config
 from serving import Recommender
 from tests.conftest import tally
@@ -34,6 +36,13 @@ def published(small_data: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def rec(published: tuple[EngineConfig, Path]) -> Recommender:
     return Recommender.load(published[1])
+
+
+@pytest.fixture(scope="module")
+def full(rec: Recommender) -> CandidateContext:
+    """The served version's context over its whole feature set: the frame path's."""
+    st = rec._state  # noqa: SLF001 - the frame reference reads the version's whole context
+    return full_context(st.folder, st.cfg.candidates)
 
 
 def batch_lists(root: Path) -> pl.DataFrame:
@@ -228,27 +237,28 @@ def test_kept_versions_swap_back_without_loading(monkeypatch: pytest.MonkeyPatch
         Recommender.load(tmp_path, keep=0)
 
 
-def test_array_path_builds_the_frame_paths_candidates_and_features(rec: Recommender) -> None:
+def test_array_path_builds_the_frame_paths_candidates_and_features(
+        rec: Recommender, full: CandidateContext) -> None:
     """The request path's arrays give, for sampled users (some without a history), one at a
     time and as one block, the candidates, sources and re-ranker features the frame path (the
     training reference) builds: the same items, and every feature within 1e-9."""
     import numpy as np
 
     from engine.candidates import default_sources, generate_candidates
+    from engine.request.lists import score_users
     from engine.rerank.features import feature_frame
     from engine.rerank.ranker import feature_matrix
-    from engine.request.lists import score_users
 
     st = rec._state  # noqa: SLF001 - the loaded version's internals are what is compared
     rng = np.random.default_rng(7)
-    histories = st.fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_numpy()
-    cold = np.setdiff1d(np.arange(1, st.fs.vocabs.user.size), histories)
+    histories = full.fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_numpy()
+    cold = np.setdiff1d(np.arange(1, full.fs.vocabs.user.size), histories)
     assert len(cold) >= 5
     users = np.sort(np.r_[rng.choice(histories, 40, replace=False), cold[:5]])
     blocks = [np.array([u]) for u in users[::3]] + [users]
-    sources = default_sources(st.ctx)
+    sources = default_sources(full)
     for block in blocks:
-        frame = (feature_frame(generate_candidates(sources, block), st.ctx)
+        frame = (feature_frame(generate_candidates(sources, block), full)
                  .sort("user_idx", "item_idx"))
         c = score_users(st.tables, st.booster, st.names, block)
         np.testing.assert_array_equal(block[c.row], frame["user_idx"].to_numpy())
@@ -261,7 +271,8 @@ def test_array_path_builds_the_frame_paths_candidates_and_features(rec: Recommen
 
 
 @pytest.mark.parametrize("array_max_users", [1000, 0])
-def test_array_lists_equal_the_frame_lists(rec: Recommender, array_max_users: int,
+def test_array_lists_equal_the_frame_lists(rec: Recommender, full: CandidateContext,
+                                           array_max_users: int,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A block of users listed by `ListScorer` (what the nightly, the batch and the
     evaluation use), its candidates and features from the arrays or from the frames: the
@@ -278,11 +289,11 @@ def test_array_lists_equal_the_frame_lists(rec: Recommender, array_max_users: in
 
     monkeypatch.setattr("engine.scoring.ARRAY_MAX_USERS", array_max_users)
     st = rec._state  # noqa: SLF001
-    built = ListScorer.build(st.ctx, st.booster, st.cfg.rules, st.cfg.rerank)
+    built = ListScorer.build(full, st.booster, st.cfg.rules, st.cfg.rerank)
     assert built.sources is not None and st.scorer.sources is None
     users = np.arange(1, 120, dtype=np.int64)
     exclude = {int(u): set(range(int(u) % 7, 300, 7)) for u in users[::2]}
-    frame = feature_frame(generate_candidates(built.sources, users), st.ctx)
+    frame = feature_frame(generate_candidates(built.sources, users), full)
     scores = score_frame(st.booster, frame, st.names, early_exit_for(st.cfg.rerank, 10))
     lists = product_lists(frame, scores, st.facts, k=10, rules=st.cfg.rules, exclude=exclude)
     for explain in (False, True):
@@ -298,7 +309,8 @@ def test_array_lists_equal_the_frame_lists(rec: Recommender, array_max_users: in
                                        rtol=0, atol=1e-9)
 
 
-def test_stored_request_tables_are_what_the_sources_build(rec: Recommender) -> None:
+def test_stored_request_tables_are_what_the_sources_build(rec: Recommender,
+                                                          full: CandidateContext) -> None:
     """A served version maps the request tables the nightly stored instead of building
     them from its candidate sources at load: every array is the one a build gives, and it
     is a map of the version's file (processes serving one version share its pages)."""
@@ -309,8 +321,8 @@ def test_stored_request_tables_are_what_the_sources_build(rec: Recommender) -> N
     from engine.request.tables import Lookup, Rows
 
     st = rec._state  # noqa: SLF001 - compares the loaded tables with a fresh build
-    sources = default_sources(st.ctx)
-    built = RequestTables.build(st.ctx, sources)
+    sources = default_sources(full)
+    built = RequestTables.build(full, sources)
     got = st.tables
     assert got.names == built.names == [s.name for s in sources]
     assert set(got.item_item) == set(built.item_item) == {"ease", "knn"}
@@ -359,17 +371,17 @@ def test_stored_content_neighbours_are_what_a_search_finds(rec: Recommender) -> 
     assert fresh.sort(keys).equals(stored.filter(pl.col("item_idx").is_in(some)).sort(keys))
 
 
-def test_stored_item_item_models_are_what_a_fit_gives(rec: Recommender) -> None:
+def test_stored_item_item_models_are_what_a_fit_gives(rec: Recommender,
+                                                      full: CandidateContext) -> None:
     """A served version reads the item-to-item weights the nightly stored (memory-mapped)
     instead of fitting them again: they must be the fit's."""
     import numpy as np
 
     from engine.candidates.collaborative import ease_model, knn_model
-    from engine.candidates.context import CandidateContext
     from engine.candidates.itemitem import ItemItem
 
     st = rec._state  # noqa: SLF001 - compares the loaded models with fresh fits
-    fresh = CandidateContext.build(st.fs, st.cfg.candidates)
+    fresh = CandidateContext.build(full.fs, st.cfg.candidates)
     for name, model in (("knn", knn_model), ("ease", ease_model)):
         stored = st.ctx.cache[name]
         assert isinstance(stored, ItemItem)

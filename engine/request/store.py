@@ -16,7 +16,12 @@ import polars as pl
 import scipy.sparse as sp
 
 from engine.candidates import CandidateContext, CandidateSource
-from engine.candidates.collaborative import EaseSource, ItemItemSource, KnnSource, user_items_of
+from engine.candidates.collaborative import (
+    EaseSource,
+    ItemItemSource,
+    KnnSource,
+    user_items_of,
+)
 from engine.candidates.itemitem import ItemItem
 from engine.candidates.vectors import ContentSource
 from engine.request.ids import IdIndex
@@ -210,12 +215,15 @@ def save_tables(t: RequestTables, folder: Path) -> int:
     return len(arrays) + 1
 
 
-def load_tables(ctx: CandidateContext, folder: Path) -> RequestTables | None:
-    """The request tables a version stored, memory-mapped over `ctx` (None where it stored
-    none: an older version, whose tables are built from its sources instead)."""
+def has_tables(folder: Path) -> bool:
+    """Whether the version stored its request tables (one from before they were stored
+    builds them from its sources instead)."""
+    return (Path(folder) / TABLES / TABLES_META).is_file()
+
+
+def load_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
+    """The request tables the version stored, memory-mapped, over `ctx`."""
     src = Path(folder) / TABLES
-    if not (src / TABLES_META).is_file():
-        return None
     meta = json.loads((src / TABLES_META).read_text())
 
     def arr(name: str) -> np.ndarray:
