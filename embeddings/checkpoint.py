@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from embeddings.config import TwoTowerConfig
-from embeddings.model import TableSizes, TwoTower
 from pipelines.errors import DataError
 from pipelines.io import atomic_path
+
+if TYPE_CHECKING:  # the model imports TorchRec, which a served version never needs
+    from embeddings.model import TableSizes, TwoTower
 
 WEIGHTS = "model.pt"
 META = "model.json"
@@ -47,11 +50,15 @@ def load_meta(folder: Path) -> tuple[TableSizes, TwoTowerConfig]:
     if not path.is_file():
         raise DataError(path, "model description not found (train the model first)")
     meta = json.loads(path.read_text())
+    from embeddings.model import TableSizes
+
     return TableSizes(**meta["sizes"]), TwoTowerConfig.model_validate(meta["model"])
 
 
 def load_checkpoint(folder: Path, device: torch.device | None = None) -> TwoTower:
     """A plain `TwoTower` with the saved weights, in eval mode, on one process."""
+    from embeddings.model import TwoTower
+
     sizes, cfg = load_meta(folder)
     model = TwoTower(sizes, cfg)
     model.load_state_dict(load_state_dict(folder))

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import torch
 
-from embeddings.encode import all_vectors
-from embeddings.model import TwoTower
 from pipelines.dataset import FeatureSet
 from pipelines.errors import DataError
 from pipelines.io import write_parquet
+
+if TYPE_CHECKING:  # the model imports TorchRec, which reading vectors back never needs
+    from embeddings.model import TwoTower
 
 ITEMS = "items.parquet"
 USERS = "users.parquet"
@@ -52,6 +54,8 @@ def export_vectors(model: TwoTower, fs: FeatureSet, *, known_items: np.ndarray,
                    batch_size: int = 4096, device: torch.device | None = None
                    ) -> tuple[Vectors, Vectors]:
     """Write `items.parquet` and `users.parquet` into `folder`; return both vector sets."""
+    from embeddings.encode import all_vectors
+
     v = all_vectors(model, fs, known_items=known_items, known_users=known_users,
                     history_length=history_length, batch_size=batch_size, device=device)
     item_idx = fs.items["item_idx"].to_numpy()

@@ -38,5 +38,5 @@ def filter_mask(fs: FeatureSet, filters: Mapping[str, object]) -> np.ndarray:
                 raise ValueError(f"filter {key} must be a number, got {value!r}")
             ok = ok & getattr(pl.col("price"), op)(float(value)).fill_null(False)
     mask = np.zeros(fs.vocabs.item.size, bool)
-    mask[fs.items.filter(ok)["item_idx"].to_numpy()] = True
+    mask[fs.items.select(pl.col("item_idx").filter(ok))["item_idx"].to_numpy()] = True
     return mask

@@ -23,6 +23,7 @@ from engine.request.store import (
     load_content_neighbours,
     load_ids,
     load_item_item,
+    load_served_features,
     load_tables,
 )
 from engine.rerank.explain import warm_explanations
@@ -50,11 +51,6 @@ def resolve(path: Path) -> Path:
     if live is None:
         raise DataError(path / CURRENT, "no published version here (run recengine nightly)")
     return live
-
-
-SERVED_FRAMES = ("items",)
-"""The feature set's frames a version with stored request tables reads (the rest, every
-interaction among them, went into the tables)."""
 
 
 def _built_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
@@ -103,7 +99,7 @@ class VersionState:
         manifest = verify(folder)
         cfg = EngineConfig.model_validate(manifest["config"])
         stored = has_tables(folder)
-        fs = FeatureSet.load(folder, only=SERVED_FRAMES if stored else None)
+        fs = load_served_features(folder) if stored else FeatureSet.load(folder)
         ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu,
                               checked=True)  # `verify` just read every file of the version
         load_item_item(ctx, folder)

@@ -391,3 +391,14 @@ def test_stored_item_item_models_are_what_a_fit_gives(rec: Recommender,
         else:
             assert isinstance(stored.weights.base, np.memmap)  # mapped, not read in
             np.testing.assert_array_equal(stored.weights, fitted.weights)
+
+
+def test_a_served_version_maps_its_items_and_reads_no_other_frame(
+        rec: Recommender, full: CandidateContext) -> None:
+    """A served version reads the item table the nightly stored as Arrow (mapped, the same
+    rows and types as the feature set's) and none of the frames its tables were built from."""
+    st = rec._state  # noqa: SLF001 - the loaded feature set is what is checked
+    assert st.fs.items.equals(full.fs.items) and st.fs.items.height > 100
+    for name in ("interactions", "history", "popularity", "affinity", "users"):
+        frame, whole = getattr(st.fs, name), getattr(full.fs, name)
+        assert frame.height == 0 < whole.height and frame.schema == whole.schema, name

@@ -20,6 +20,7 @@ def eligible_items(items: pl.DataFrame, n_items: int, *, at: datetime,
                  & (pl.col("end_ts").is_null() | (pl.col("end_ts") > at)))
     ok = ok & ((pl.col("kind") != "ad") | in_flight)
     mask = np.zeros(n_items, bool)
-    mask[items.filter(ok)["item_idx"].to_numpy()] = True
+    # the index column alone: filtering the frame would copy every column of every item
+    mask[items.select(pl.col("item_idx").filter(ok))["item_idx"].to_numpy()] = True
     mask[0] = False
     return mask

@@ -34,6 +34,7 @@ from engine.request.store import (
     save_content_neighbours,
     save_ids,
     save_item_item,
+    save_items,
     save_tables,
     save_vectors,
 )
@@ -197,6 +198,7 @@ def recs(run: Run) -> Figures:
                         "request_tables": save_tables(scorer.tables, run.dir)}
     save_vectors(run.dir, ctx)
     save_ids(fs, run.dir)
+    save_items(fs, run.dir)
     run.report("ad lists")
     ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}
     if (run.dir / "ads").is_dir():
