@@ -128,8 +128,15 @@ def test_knn_source_takes_each_users_best_unseen_eligible_items() -> None:
         np.testing.assert_array_equal(one_vals, vals[row == u])
 
 
-@pytest.mark.parametrize("density", [0.05, 0.3])   # histories below and above the gather cut
-def test_one_users_sparse_scores_equal_the_sparse_product(density: float) -> None:
+@pytest.mark.parametrize("density", [0.05, 0.3])
+@pytest.mark.parametrize("path", ["gather", "product"])
+def test_one_users_sparse_scores_equal_the_sparse_product(
+        density: float, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request's sparse scores, by numpy's gather or scipy's product of the user's row
+    (the cut between them moves with the catalogue's size): the block product's, bit for
+    bit."""
+    monkeypatch.setattr("engine.candidates.itemitem.GATHER_VALUES",
+                        10**9 if path == "gather" else -1)
     rng = np.random.default_rng(9)
     hist = sp.csr_matrix((rng.random((50, 400)) < density).astype(np.float32))
     model = ItemItem.knn(hist, neighbours=30, shrink=2.0)

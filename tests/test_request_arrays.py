@@ -51,3 +51,35 @@ def test_id_arrays_map_ids_as_the_vocabulary_does() -> None:
     assert [ids.id_of(i) for i in want.values()] == list(want)
     with pytest.raises(KeyError):
         ids.id_of(0)
+
+
+def test_recent_similarity_is_the_direct_cosine_in_any_row_order() -> None:
+    """The recent-item similarity features against their definition (max and weighted mean
+    of the cosines to the user's recent items, in float64), bit for bit the same whatever
+    order the rows come in: the online arrays and the batch frames order a user's rows
+    differently and must give the same features."""
+    from engine.rerank.similarity import recent_similarity
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((500, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    last = rng.integers(0, 500, (6, 4))
+    last[1, 2:] = -1            # fewer recent items than the width
+    last[4] = -1                # none: NaN features
+    weight = np.where(last >= 0, 1.0 / (1 + np.arange(4)), 0.0).astype(np.float32)
+    row = np.sort(rng.integers(0, 6, 400))
+    items = rng.integers(1, 500, 400)
+    best, mean = recent_similarity(row, items, last, weight, vectors)
+    for r in range(400):
+        has = last[row[r]] >= 0
+        if not has.any():
+            assert np.isnan(best[r]) and np.isnan(mean[r])
+            continue
+        cos = vectors[last[row[r]][has]].astype(np.float64) @ vectors[items[r]]
+        w = weight[row[r]][has]
+        assert abs(best[r] - cos.max()) < 1e-6
+        assert abs(mean[r] - (w * cos).sum() / w.sum()) < 1e-6
+    shuffle = rng.permutation(400)
+    best2, mean2 = recent_similarity(row[shuffle], items[shuffle], last, weight, vectors)
+    np.testing.assert_array_equal(best2, best[shuffle])
+    np.testing.assert_array_equal(mean2, mean[shuffle])

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.rerank.config import RankerConfig
-from engine.rerank.lists import ItemFacts, product_lists, rule_notes, with_explanations
+from engine.rerank.lists import (
+    ItemFacts,
+    apply_list_rules,
+    product_lists,
+    rule_notes,
+    with_explanations,
+)
 from engine.rerank.ranker import RankData, train_ranker
 from engine.rules import Candidate, RuledList, RulesConfig
 
@@ -116,3 +122,29 @@ def test_no_candidates_give_an_empty_list() -> None:
     frame, _ = candidates(3, users=2)
     empty = product_lists(frame.head(0), np.empty(0), facts(3), k=5, rules=RulesConfig())
     assert empty.height == 0 and empty.columns[:4] == ["user_idx", "rank", "item_idx", "score"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 45), st.sampled_from([0.0, 0.5, 1.0, 2.5, -1.0])),
+                max_size=60),
+       st.sets(st.integers(0, 45), max_size=10), st.integers(1, 12), st.integers(0, 2**31))
+def test_a_list_no_rule_reorders_is_the_rules_list(rows: list[tuple[int, float]],
+                                                    exclude: set[int], k: int,
+                                                    seed: int) -> None:
+    """Without MMR or caps a list's rules are taken over arrays: the same items, scores and
+    reasons as `apply_rules` walking the candidates (repeats, ties, exclusions, ineligible
+    items and ids past the catalogue included)."""
+    from engine.rules import apply_rules
+
+    rng = np.random.default_rng(seed)
+    facts = ItemFacts(brand=rng.integers(-1, 4, 42), category=rng.integers(-1, 3, 42),
+                      eligible=rng.random(42) < 0.8)
+    items = np.array([i for i, _ in rows], np.int64)
+    scores = np.array([s for _, s in rows])
+    rules = RulesConfig()
+    got = apply_list_rules(items, scores, facts, k=k, rules=rules, exclude=exclude)
+    cands = [Candidate(int(i), float(s), int(facts.brand[i]) if i < 42 else -1,
+                       int(facts.category[i]) if i < 42 else -1) for i, s in rows]
+    want = apply_rules(cands, k, rules, exclude=exclude, eligible=facts.eligible)
+    assert got.items == want.items
+    assert got.dropped == want.dropped

@@ -70,9 +70,7 @@ class ItemIndex:
     vectors: np.ndarray | None = None        # kept for the exact kind's numpy path
 
     def __post_init__(self) -> None:
-        self._last_allowed: np.ndarray | None = None
-        self._last_rows: np.ndarray | None = None
-        self._last_bits: np.ndarray | None = None
+        self._masks: tuple[tuple[np.ndarray, np.ndarray | None, np.ndarray | None], ...] = ()
         self._row_of = np.full(int(self.item_idx.max(initial=0)) + 1, -1, np.int64)
         self._row_of[self.item_idx] = np.arange(len(self.item_idx))
         self._apply_params()
@@ -100,16 +98,23 @@ class ItemIndex:
 
     # ----------------------------------------------------------------- search
     def _mask(self, allowed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(allowed rows, their bitmap) for an item mask; the last mask's are kept, since a
-        job or a service passes the same eligibility array with every call."""
+        """(allowed rows, their bitmap) for an item mask; the last two masks' are kept, since
+        a job or a service passes the same eligibility array with nearly every call (a
+        filtered request's own mask, made anew, must not evict it)."""
         if allowed is None:
             return None, None
-        if allowed is not self._last_allowed:
-            rows = np.asarray(allowed, bool)[self.item_idx]
-            self._last_allowed = allowed
-            self._last_rows = None if rows.all() else rows
-            self._last_bits = None if rows.all() else np.packbits(rows, bitorder="little")
-        return self._last_rows, self._last_bits
+        masks = self._masks  # one read, one write: concurrent calls never mix two masks
+        for n, entry in enumerate(masks):
+            if entry[0] is allowed:
+                if n:  # most recent first: a filtered request's mask goes before it
+                    self._masks = (entry, *masks[:n], *masks[n + 1:])
+                return entry[1], entry[2]
+        rows = np.asarray(allowed, bool)[self.item_idx]
+        every = bool(rows.all())
+        entry = (allowed, None if every else rows,
+                 None if every else np.packbits(rows, bitorder="little"))
+        self._masks = (entry, *masks[:1])
+        return entry[1], entry[2]
 
     def _selector_params(self, bits: np.ndarray) -> faiss.SearchParameters:
         sel = faiss.IDSelectorBitmap(bits)

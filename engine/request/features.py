@@ -111,13 +111,15 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
         f[name] = _zero_nan(f[name])
     top, leaf, brand = (col["top_category"][items], col["leaf_category"][items],
                         col["brand_idx"][items])
-    f["category_affinity"] = _zero_nan(t.affinity.values(users, top, "category_affinity"))
-    f["category_share"] = _zero_nan(t.affinity.values(users, top, "category_share"))
+    affinity = t.affinity.columns(users, top, ["category_affinity", "category_share"])
+    f["category_affinity"] = _zero_nan(affinity["category_affinity"])
+    f["category_share"] = _zero_nan(affinity["category_share"])
     f["brand_share"] = _zero_nan(t.brands.values(users, brand, "brand_share"))
     f["leaf_share"] = _zero_nan(t.leaves.values(users, leaf, "leaf_share"))
     f["days_since_category"] = t.categories.values(users, top, "days_since_category")
-    f["user_item_events"] = _zero_nan(t.pairs.values(users, items, "user_item_events"))
-    f["days_since_user_item"] = t.pairs.values(users, items, "days_since_user_item")
+    pairs = t.pairs.columns(users, items, ["user_item_events", "days_since_user_item"])
+    f["user_item_events"] = _zero_nan(pairs["user_item_events"])
+    f["days_since_user_item"] = pairs["days_since_user_item"]
     inside = (users >= 0) & (users < len(next(iter(t.user_stats.values()))))
     for name, values in t.user_stats.items():
         f[name] = np.where(inside, values[np.where(inside, users, 0)], np.nan)

@@ -90,7 +90,12 @@ class Lookup:
 
     def values(self, users: np.ndarray, keys: np.ndarray, col: str) -> np.ndarray:
         """`col` of each (users[r], keys[r]), NaN where there is none (or the key is null)."""
-        out = np.full(len(keys), np.nan)
+        return self.columns(users, keys, [col])[col]
+
+    def columns(self, users: np.ndarray, keys: np.ndarray, cols: list[str]
+                ) -> dict[str, np.ndarray]:
+        """`values` of several columns, the pairs searched once."""
+        out = {c: np.full(len(keys), np.nan) for c in cols}
         ok = (keys >= 0) & (keys < self.width)
         if not len(self.pairs) or not ok.any():
             return out
@@ -105,8 +110,9 @@ class Lookup:
         pairs = self.pairs[lo:hi]
         at = np.minimum(np.searchsorted(pairs, q), len(pairs) - 1)
         hit = pairs[at] == q
-        idx = np.flatnonzero(ok)
-        out[idx[hit]] = self.cols[col][lo + at[hit]]
+        idx = np.flatnonzero(ok)[hit]
+        for c in cols:
+            out[c][idx] = self.cols[c][lo + at[hit]]
         return out
 
 

@@ -45,10 +45,39 @@ class ItemFacts:
 def apply_list_rules(items: np.ndarray, scores: np.ndarray, facts: ItemFacts, *, k: int,
                      rules: RulesConfig, exclude: Collection[int] = ()) -> RuledList:
     """One user's list under the rules: `items` and `scores` aligned, any order."""
+    reorders = rules.mmr_lambda < 1.0 and facts.vectors is not None
+    if not (reorders or rules.max_per_brand or rules.max_per_category):
+        return _by_score(np.asarray(items, np.int64), np.asarray(scores, np.float64), facts,
+                         k=k, exclude=exclude)
     cands = [Candidate(int(i), float(s), int(facts.brand[i]), int(facts.category[i]))
              for i, s in zip(items, scores, strict=True)]
     return apply_rules(cands, k, rules, exclude=set(exclude), eligible=facts.eligible,
                        vectors=facts.vectors)
+
+
+def _by_score(items: np.ndarray, scores: np.ndarray, facts: ItemFacts, *, k: int,
+              exclude: Collection[int]) -> RuledList:
+    """`apply_rules` where no rule reorders or caps the list (no MMR, no caps): what is
+    excluded or ineligible is dropped (the first row of a repeated item counts) and the rest
+    taken by score, ties to the lower item. The same list and reasons, without a Python
+    object per row (a request's 50-row shortlist cost ~0.15 ms that way)."""
+    _, first = np.unique(items, return_index=True)
+    first.sort()
+    items, scores = items[first], scores[first]
+    out = np.isin(items, np.fromiter(exclude, np.int64, len(exclude))) if exclude \
+        else np.zeros(len(items), bool)
+    eligible = facts.eligible
+    inside = (items >= 0) & (items < len(eligible))
+    ok = inside.copy()
+    ok[inside] = eligible[items[inside]]
+    dropped = {int(i): "excluded (seen or asked)" for i in items[out]}
+    dropped |= {int(i): "not eligible (unavailable or out of flight)" for i in items[~out & ~ok]}
+    keep = ~out & ok
+    items, scores = items[keep], scores[keep]
+    top = np.lexsort((items, -scores))[:k]
+    chosen = [Candidate(int(i), float(v), int(facts.brand[i]), int(facts.category[i]))
+              for i, v in zip(items[top], scores[top], strict=True)]
+    return RuledList(chosen, dropped)
 
 
 def rule_notes(ruled: RuledList) -> list[str]:

@@ -46,12 +46,16 @@ def recent_similarity(row: np.ndarray, items: np.ndarray, last: np.ndarray, weig
     `weight`: the user's row of `_recent_matrix`, by `row`), NaN for a user with none
     (LightGBM treats NaN as missing). `vectors` rows are unit length.
 
-    One (items x recent) product per user: the user's few recent vectors are read once, not
-    gathered again for every candidate (the same sums, bit for bit, as the per-row form).
+    One (recent x items) product per user: the user's few recent vectors are read once, not
+    gathered again for every candidate; the result of a row does not depend on the order of
+    the rows.
     `item_rows`, when given, is `vectors[items]` already gathered."""
     best = np.full(len(items), np.nan, np.float32)
     mean = np.full(len(items), np.nan, np.float32)
-    order = np.argsort(row, kind="stable")
+    # a user's candidates in item order: BLAS gives a column a value that depends on its
+    # place in the product, so the product is made in one order whatever order the rows
+    # come in (the online arrays and the batch frames give a user's rows differently)
+    order = np.lexsort((items, row))
     r = row[order]
     starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]]) if len(r) else np.empty(0, np.int64)
     for a, b in zip(starts, np.r_[starts[1:], len(r)], strict=True):
@@ -61,11 +65,12 @@ def recent_similarity(row: np.ndarray, items: np.ndarray, last: np.ndarray, weig
         if not has.any():
             continue
         at = order[a:b]
-        cand = vectors[items[at]] if item_rows is None else item_rows[at]
-        sims = np.einsum("nd,rd->nr", cand, vectors[np.maximum(idx, 0)])
-        best[at] = np.where(has[None, :], sims, -np.inf).max(axis=1)
-        total = np.broadcast_to(w, sims.shape).sum(axis=1)
-        mean[at] = (sims * w[None, :]).sum(axis=1) / np.maximum(total, 1e-12)
+        cand = np.take(vectors, items[at], axis=0) if item_rows is None else item_rows[at]
+        # (recent x candidates): one BLAS product, and reductions over its long axis
+        sims = np.take(vectors, idx[has], axis=0) @ cand.T
+        w = w[has].astype(np.float32)
+        mean[at] = (w @ sims) / max(float(w.sum()), 1e-12)
+        best[at] = sims.max(axis=0)
     return best, mean
 
 
@@ -87,7 +92,7 @@ def vector_columns(ctx: CandidateContext, users: np.ndarray, items: np.ndarray, 
     out: dict[str, np.ndarray] = {}
     if ctx.user_vectors is not None and ctx.item_vectors is not None:
         if len(items) <= CHUNK:  # the candidates' item vectors gathered once for both
-            rows = ctx.item_vectors[items]
+            rows = np.take(ctx.item_vectors, items, axis=0)
             out["two_tower"] = np.einsum("nd,nd->n", ctx.user_vectors[users], rows)
         else:
             rows = None
