@@ -187,3 +187,24 @@ def test_both_mask_mechanisms_filter_and_agree_on_exact_search(
     scores[:, ~allowed[1:]] = -np.inf
     want = np.argsort(-scores, axis=1)[:, :20] + 1
     np.testing.assert_array_equal(np.sort(items, axis=1), np.sort(want, axis=1))
+
+
+def test_one_query_excludes_inside_the_search_as_a_block_does_after_it(
+        built: tuple[ItemIndex, dict], corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    """A single query (an online request) hands its exclusions to FAISS's selector with the
+    eligibility bitmap; a block of queries over-fetches and filters: each query gets the
+    same items and scores either way."""
+    idx, _ = built
+    x, _ = corpus
+    rng = np.random.default_rng(13)
+    q = near(x, 40, seed=13)
+    allowed = rng.random(idx.size + 1) < 0.7
+    block_s, block_i = idx.search(q, 50, exclude=None, allowed=allowed)
+    exclude = [rng.choice(block_i[r][block_i[r] >= 0], int(rng.integers(0, 30)), replace=False)
+               for r in range(40)]       # drop some of what each query would have found
+    block_s, block_i = idx.search(q, 50, exclude=exclude, allowed=allowed)
+    for r in range(40):
+        one_s, one_i = idx.search(q[r:r + 1], 50, exclude=[exclude[r]], allowed=allowed)
+        np.testing.assert_array_equal(one_i[0], block_i[r])
+        np.testing.assert_allclose(one_s[0], block_s[r], rtol=1e-6)
+        assert not np.isin(one_i[0], exclude[r]).any() and allowed[one_i[0][one_i[0] >= 0]].all()

@@ -116,17 +116,32 @@ class ItemIndex:
         self._masks = (entry, *masks[:1])
         return entry[1], entry[2]
 
-    def _selector_params(self, bits: np.ndarray) -> faiss.SearchParameters:
-        sel = faiss.IDSelectorBitmap(bits)
+    def _selector_params(self, bits: np.ndarray, blocked: np.ndarray | None = None
+                         ) -> faiss.SearchParameters:
+        """Search parameters whose selector admits the rows of `bits` (and, for one query,
+        none of the rows `blocked`: a hash set beside the bitmap)."""
+        bitmap = faiss.IDSelectorBitmap(bits)
+        parts: list[faiss.IDSelector] = [bitmap]
+        sel = bitmap
+        if blocked is not None:
+            batch = faiss.IDSelectorBatch(np.ascontiguousarray(blocked, np.int64))
+            inverse = faiss.IDSelectorNot(batch)
+            sel = faiss.IDSelectorAnd(bitmap, inverse)
+            parts += [batch, inverse, sel]
         if "nprobe" in self.params:
-            return faiss.SearchParametersIVF(sel=sel, nprobe=int(self.params["nprobe"]))
-        if "ef_search" in self.params:
-            return faiss.SearchParametersHNSW(sel=sel, efSearch=int(self.params["ef_search"]))
-        return faiss.SearchParameters(sel=sel)
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(self.params["nprobe"]))
+        elif "ef_search" in self.params:
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=int(self.params["ef_search"]))
+        else:
+            params = faiss.SearchParameters(sel=sel)
+        params.referenced_objects = parts  # the C++ objects hold raw pointers to each other
+        return params
 
     def _raw(self, queries: np.ndarray, depth: int, rows_ok: np.ndarray | None,
-             bits: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`depth` (scores, rows); `bits` filters inside FAISS, `rows_ok` in numpy."""
+             bits: np.ndarray | None, blocked: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`depth` (scores, rows); `bits` (and `blocked`, for one query) filter inside
+        FAISS, `rows_ok` in numpy."""
         depth = min(depth, self.size)
         if self.vectors is not None and len(queries) <= SINGLE_QUERY_MAX:
             scores = queries @ self.vectors.T
@@ -138,7 +153,7 @@ class ItemIndex:
             rows = np.take_along_axis(part, order, axis=1)
             top = np.take_along_axis(top, order, axis=1)
             return top, np.where(np.isfinite(top), rows, -1)
-        params = self._selector_params(bits) if bits is not None else None
+        params = self._selector_params(bits, blocked) if bits is not None else None
         # a few queries: one thread (OpenMP start-up costs more than the scan, 0.48 vs 0.11 ms)
         threads = faiss.omp_get_max_threads()
         if len(queries) <= SINGLE_QUERY_MAX:
@@ -172,6 +187,16 @@ class ItemIndex:
             np.empty(0, np.int64)] * q
         blocked = [b[b >= 0] for b in blocked]
         extra = max((len(b) for b in blocked), default=0)
+        if q == 1 and extra and use_selector:
+            # one query (a request): its exclusions go into the selector too, so FAISS keeps
+            # exactly the top k it may return, with no deeper search and no filter after it
+            scores, rows = self._raw(queries, min(k, self.size), None, bits, blocked[0])
+            found = rows >= 0
+            out_s = np.full((1, k), -np.inf, np.float32)
+            out_i = np.full((1, k), -1, np.int64)
+            out_s[:, :rows.shape[1]] = np.where(found, scores, -np.inf)
+            out_i[:, :rows.shape[1]] = np.where(found, self.item_idx[np.maximum(rows, 0)], -1)
+            return out_s, out_i
         depth = k + extra
         post_mask = rows_ok is not None and not use_selector
         if post_mask:
