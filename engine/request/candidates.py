@@ -100,6 +100,7 @@ class Finisher:
     def __init__(self, t: RequestTables, users: np.ndarray) -> None:
         self.eligible = t.ctx.eligible
         self.n_items = len(self.eligible)
+        self.one = len(users) == 1
         pos, row = t.seen.gather(users)
         self.seen = _keys(row, t.seen.cols["item_idx"][pos], self.n_items)  # sorted
 
@@ -110,7 +111,11 @@ class Finisher:
         if drop_seen:
             ok &= ~_contains(self.seen, _keys(f.row, items, self.n_items))
         row, items, score = f.row[ok], items[ok], f.score[ok].astype(np.float64)
-        order = np.lexsort((items, -score, row))
+        if self.one and (len(items) < 2 or (items[1:] > items[:-1]).all()):
+            # one user, items ascending (a grouped score's rows): one stable sort by score
+            order = np.argsort(-score, kind="stable")
+        else:
+            order = np.lexsort((items, -score, row))
         row, items, score = row[order], items[order], score[order]
         keep = np.arange(len(row)) - np.searchsorted(row, row, "left") < n
         return Found(row[keep], items[keep], score[keep])
@@ -249,7 +254,8 @@ def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
     scores, ranks = {}, {}
     for name, f in found.items():
         at = np.searchsorted(merged, keys[name])
-        rank = (np.arange(len(f.row)) - np.searchsorted(f.row, f.row, "left") + 1).astype(float)
+        rank = (np.arange(1, len(f.row) + 1, dtype=float) if len(users) == 1 else
+                (np.arange(len(f.row)) - np.searchsorted(f.row, f.row, "left") + 1).astype(float))
         score, rk = np.full(len(merged), np.nan), np.full(len(merged), np.nan)
         # a repeated item (the repeat source) keeps its first, best row, as the merge does
         score[at[::-1]], rk[at[::-1]] = f.score[::-1], rank[::-1]
