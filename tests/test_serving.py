@@ -355,22 +355,6 @@ def test_stored_request_tables_are_what_the_sources_build(rec: Recommender,
     assert isinstance(got.user_stats["user_events"].base, np.memmap)
 
 
-def test_stored_content_neighbours_are_what_a_search_finds(rec: Recommender) -> None:
-    """The nightly stores the content neighbours its lists searched for; a served version
-    reads them instead of searching, so they must be what a search finds."""
-    from engine.candidates.vectors import ContentSource
-    from engine.request.store import CONTENT_FILE
-
-    st = rec._state  # noqa: SLF001 - compares the version's stored table with a fresh search
-    stored = pl.read_ipc(st.folder / CONTENT_FILE)
-    seeds = stored["item_idx"].unique().sort()
-    assert len(seeds) > 100
-    some = seeds.gather(list(range(0, len(seeds), len(seeds) // 40))).to_numpy()
-    fresh = ContentSource(st.ctx).neighbours(some)
-    keys = ["item_idx", "neighbour"]
-    assert fresh.sort(keys).equals(stored.filter(pl.col("item_idx").is_in(some)).sort(keys))
-
-
 def test_stored_item_item_models_are_what_a_fit_gives(rec: Recommender,
                                                       full: CandidateContext) -> None:
     """A served version reads the item-to-item weights the nightly stored (memory-mapped)

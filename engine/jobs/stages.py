@@ -31,7 +31,6 @@ from engine.evaluation.evaluate import EVALUATION_KEYS, evaluate
 from engine.evaluation.report import write_report
 from engine.index import build_index
 from engine.request.store import (
-    save_content_neighbours,
     save_ids,
     save_item_item,
     save_items,
@@ -193,7 +192,6 @@ def recs(run: Run) -> Figures:
                       out / "kind=product" / f"part-{part:05d}.parquet")
         n_rows += lists.height
     figures: Figures = {"users": len(users), "product_rows": n_rows,
-                        "content_neighbours": save_content_neighbours(scorer.sources, run.dir),
                         "stored_models": ",".join(save_item_item(ctx, run.dir)),
                         "request_tables": save_tables(scorer.tables, run.dir)}
     save_vectors(run.dir, ctx)

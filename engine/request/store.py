@@ -1,8 +1,9 @@
-"""What the nightly stores in a version for the request path, so that a served version reads
-it instead of computing it again while it loads or, worse, while it answers: the content
-neighbours of every item a known user's request starts from (a vector search per item, an IVF
-search at a million items, which the lists stage has just done for every user), and the
-item-to-item models' weights (a fit over the whole catalogue)."""
+"""What the nightly stores in a version for the request path, so that a served version maps
+it instead of building it while it loads (or, worse, while it answers): the request tables
+(`RequestTables`: the content neighbours among them, a vector search per item), the id
+lookups, the item table, the vectors by index, and the item-to-item models' weights with
+their user x item matrix (a fit over the whole catalogue). Every array is a `.npy` file (no
+pickle) read as a memory map: processes serving one version share its pages."""
 
 from __future__ import annotations
 
@@ -38,21 +39,10 @@ def _content(sources: list[CandidateSource]) -> ContentSource | None:
     return next((s for s in sources if isinstance(s, ContentSource)), None)
 
 
-def save_content_neighbours(sources: list[CandidateSource], folder: Path) -> int:
-    """Write the content source's searched neighbours into the version; rows written."""
-    source = _content(sources)
-    if source is None:
-        return 0
-    table = source.neighbours(source.searched())
-    with atomic_path(Path(folder) / CONTENT_FILE) as tmp:
-        table.write_ipc(tmp, compression="uncompressed")
-    return table.height
-
-
 def load_content_neighbours(sources: list[CandidateSource], folder: Path
                             ) -> pl.DataFrame | None:
-    """The version's stored content neighbours, handed to its content source too (None
-    where either is missing)."""
+    """The content neighbours a version from before the request tables were stored kept
+    (handed to its content source too; None where either is missing)."""
     source, path = _content(sources), Path(folder) / CONTENT_FILE
     if source is None or not path.is_file():
         return None
