@@ -142,6 +142,7 @@ def plan(s: Sizes) -> list[tuple[str, list[Command]]]:
         ("online", [*([online_artifact(s.online)] if s.builds_online else []),
                     [PY, str(BENCH / "bench_serving.py"), "--artifacts", str(s.online),
                      "--calls", str(s.online_calls), *r]]),
+        ("load", [[PY, str(BENCH / "bench_load.py"), "--artifacts", str(s.online)]]),
         ("real_quality", [[PY, str(BENCH / "bench_real_quality.py"), *s.real_quality]]),
     ]
 
