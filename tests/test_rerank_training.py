@@ -143,3 +143,38 @@ def test_per_user_lists_cut_again_below_the_target(cfg: EngineConfig) -> None:
         assert positives.join(label_rows, on=["user_idx", "item_idx"], how="anti").is_empty()
     first = got.filter(pl.col("cutoff") == 0).select("user_idx").n_unique()
     assert got.select("cutoff", "user_idx").n_unique() > first
+
+
+def _booster(leaves: int, rounds: int) -> lgb.Booster:
+    rng = np.random.default_rng(leaves)
+    x = rng.standard_normal((2000, 5))
+    y = (x[:, 0] + 0.5 * x[:, 1] * x[:, 2] > 0.3).astype(float)
+    return lgb.train({"objective": "binary", "num_leaves": leaves, "min_data_in_leaf": 5,
+                      "verbose": -1, "seed": 0}, lgb.Dataset(x, y), num_boost_round=rounds)
+
+
+def test_predict_cost_counts_trees_times_their_mean_leaf_depth() -> None:
+    from engine.rerank.training import predict_cost
+
+    stumps, deep = _booster(2, 10), _booster(63, 10)
+    assert predict_cost(stumps) == pytest.approx(10.0)   # ten trees of one split: depth 1
+    assert predict_cost(deep) > 4 * predict_cost(stumps)
+    assert predict_cost(_booster(63, 20)) > predict_cost(deep)
+
+
+def test_the_cheaper_ranker_is_kept_unless_the_held_out_lists_tell_them_apart() -> None:
+    """The leaf count kept: the best held-out NDCG, or the cheapest to predict whose paired
+    bootstrap interval from the best reaches 0 (a gain within noise buys no trees)."""
+    from engine.rerank.training import choose_leaves
+
+    rng = np.random.default_rng(1)
+    base = rng.random(400)
+    cheap, dear = _booster(15, 20), _booster(63, 20)
+    noise = {15: (cheap, base), 63: (dear, base + rng.normal(0.003, 0.05, 400))}
+    clear = {15: (cheap, base), 63: (dear, base + 0.05 + rng.normal(0, 0.01, 400))}
+    assert noise[63][1].mean() > noise[15][1].mean()
+    assert choose_leaves(noise, cheaper_within_noise=True) == 15
+    assert choose_leaves(noise, cheaper_within_noise=False) == 63
+    assert choose_leaves(clear, cheaper_within_noise=True) == 63
+    cheap_best = {15: (cheap, base + 0.01), 63: (dear, base)}
+    assert choose_leaves(cheap_best, cheaper_within_noise=True) == 15

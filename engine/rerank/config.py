@@ -22,8 +22,14 @@ class RankerConfig(Section):
     num_leaves: int = Field(default=63, ge=2)
     other_leaves: list[int] = Field(default_factory=lambda: [15])
     """Also fitted, in order, while the fits so far took under `choice_seconds`: the ranker
-    with the best held-out NDCG is kept, and every try is recorded (`rerank.tried`). How
-    many leaves a few thousand lists can fill differs by data set."""
+    with the best held-out NDCG is kept (but see `cheaper_within_noise`), and every try is
+    recorded (`rerank.tried`). How many leaves a few thousand lists can fill differs by data
+    set."""
+    cheaper_within_noise: bool = True
+    """Keep the cheapest ranker to predict (trees x depth) whose held-out NDCG is not
+    significantly below the best's (the 95% paired bootstrap interval of the per-list
+    difference reaches 0): every list of every night and every request pays for the trees,
+    and a gain the held-out lists cannot tell from noise does not pay for 2.5x of them."""
     choice_seconds: float = Field(default=120.0, ge=0)
     learning_rate: float = Field(default=0.05, gt=0)
     num_boost_round: int = Field(default=1500, ge=1)

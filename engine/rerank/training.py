@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from functools import partial
 from time import perf_counter
-from datetime import datetime, timedelta
 
 import lightgbm as lgb
 import numpy as np
@@ -28,10 +28,15 @@ import polars as pl
 
 from engine.candidates import candidate_chunks, default_sources, generate_candidates
 from engine.config import EngineConfig
-from engine.rerank.dataset import attach_labels, rank_data, sample_negatives, split_users
+from engine.rerank.dataset import (
+    attach_labels,
+    rank_data,
+    sample_negatives,
+    split_users,
+)
 from engine.rerank.fallback import Ranker, SourceOrder, best_order, order_ndcgs
 from engine.rerank.features import feature_frame, feature_names, hide_popularity, labels
-from engine.rerank.ndcg import mean_ndcg
+from engine.rerank.ndcg import ndcg_per_query, paired_bootstrap
 from engine.rerank.ranker import train_ranker
 from engine.retrieval import TrainedRetrieval, retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, Window, build_features
@@ -157,13 +162,15 @@ class FittedRanker:
     lists: int = 0
     fallback: str | None = None
     tried: dict[int, float] = field(default_factory=dict)   # num_leaves -> held-out NDCG
+    chosen: int | None = None                                # num_leaves kept
 
     @property
     def num_leaves(self) -> int | None:
         """The leaf count of the published booster (None for a signal order)."""
         if self.fallback or not self.tried:
             return None
-        return max(self.tried, key=self.tried.__getitem__)
+        return self.chosen if self.chosen is not None else \
+            max(self.tried, key=self.tried.__getitem__)
 
     @property
     def tried_text(self) -> str:
@@ -200,22 +207,54 @@ def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
             < int(rc.popularity_dropout * 10_000)
         fit = hide_popularity(fit, hidden)
     valid, train = rank_data(hold, names), rank_data(fit, names)
-    tried: dict[int, float] = {}
-    booster, ndcg, start = None, -1.0, perf_counter()
+    fits: dict[int, tuple[lgb.Booster, np.ndarray]] = {}
+    start = perf_counter()
     for leaves in dict.fromkeys([rc.num_leaves, *rc.other_leaves]):
-        if tried and perf_counter() - start >= rc.choice_seconds:
+        if fits and perf_counter() - start >= rc.choice_seconds:
             break
         b = train_ranker(train, names, rc.model_copy(update={"num_leaves": leaves}),
                          valid=valid)
-        tried[leaves] = mean_ndcg(valid.y, b.predict(valid.x, num_iteration=b.best_iteration
-                                                     or None), valid.group, rc.ndcg_at)
-        if tried[leaves] > ndcg:
-            booster, ndcg = b, tried[leaves]
-    assert booster is not None
+        fits[leaves] = (b, ndcg_per_query(valid.y, b.predict(
+            valid.x, num_iteration=b.best_iteration or None), valid.group, rc.ndcg_at))
+    tried = {leaves: float(per.mean()) for leaves, (_, per) in fits.items()}
+    chosen = choose_leaves(fits, cheaper_within_noise=rc.cheaper_within_noise, seed=rc.seed)
+    booster, ndcg = fits[chosen][0], tried[chosen]
     orders = order_ndcgs(hold, rc.ndcg_at)
     best = best_order(orders)
     if orders and ndcg <= orders[best]:
         return replace(_order(f"the re-ranker's held-out NDCG@{rc.ndcg_at} {ndcg:.4f} is not "
                               f"above the {best} order's {orders[best]:.4f}", orders, n),
                        tried=tried)
-    return FittedRanker(booster, names, ndcg, orders.get("two_tower"), orders, n, tried=tried)
+    return FittedRanker(booster, names, ndcg, orders.get("two_tower"), orders, n, tried=tried,
+                        chosen=chosen)
+
+
+def predict_cost(booster: lgb.Booster) -> float:
+    """What a prediction walks per row: the trees kept x the mean depth of their leaves."""
+    dump = booster.dump_model(num_iteration=booster.best_iteration or None)["tree_info"]
+    kept = dump[:booster.best_iteration or len(dump)]
+
+    def depths(node: dict, d: int) -> list[int]:
+        if "leaf_index" in node or "split_index" not in node:
+            return [d]
+        return depths(node["left_child"], d + 1) + depths(node["right_child"], d + 1)
+
+    return float(sum(np.mean(depths(t["tree_structure"], 0)) for t in kept))
+
+
+def choose_leaves(fits: dict[int, tuple[lgb.Booster, np.ndarray]], *,
+                  cheaper_within_noise: bool, seed: int = 0) -> int:
+    """The leaf count to keep among `fits` (booster, held-out NDCG per list): the best mean,
+    or with `cheaper_within_noise` the cheapest to predict whose 95% paired bootstrap
+    interval of the per-list difference from the best reaches 0."""
+    best = max(fits, key=lambda leaves: float(fits[leaves][1].mean()))
+    if not cheaper_within_noise:
+        return best
+    cost = {leaves: predict_cost(b) for leaves, (b, _) in fits.items()}
+    for leaves in sorted(fits, key=cost.__getitem__):
+        if cost[leaves] >= cost[best]:
+            break
+        _, _, upper = paired_bootstrap(fits[leaves][1], fits[best][1], seed=seed)
+        if upper >= 0:
+            return leaves
+    return best
