@@ -128,7 +128,7 @@ def retrieval(report: Report, m: sp.csr_matrix, users: np.ndarray, args: argpars
 def full_path(report: Report, config: Path, root: Path | None, users_n: int, repeats: int
               ) -> None:
     """Users/s of the `lists` stage's work (no explanations, nothing written)."""
-    from engine.candidates import generate_candidates
+    from engine.candidates import default_sources, generate_candidates
     from engine.config import EngineConfig
     from engine.rerank.ranker import load_ranker
     from engine.scoring import ListScorer
@@ -140,7 +140,7 @@ def full_path(report: Report, config: Path, root: Path | None, users_n: int, rep
     fs = FeatureSet.load(folder)
     ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
     scorer = ListScorer.build(ctx, load_ranker(folder / "rerank"), cfg.rules, cfg.rerank)
-    sources = scorer.sources
+    sources = default_sources(ctx)
     all_users = fs.users["user_idx"].to_numpy().astype(np.int64)
     users = np.random.default_rng(0).choice(all_users[all_users > 0], users_n, replace=False)
     chunk = cfg.jobs.user_chunk

@@ -270,30 +270,29 @@ def test_array_path_builds_the_frame_paths_candidates_and_features(
     assert len(c.items) > 40 * 50
 
 
-@pytest.mark.parametrize("array_max_users", [1000, 0])
+@pytest.mark.parametrize("block_users", [250, 7])
 def test_array_lists_equal_the_frame_lists(rec: Recommender, full: CandidateContext,
-                                           array_max_users: int,
+                                           block_users: int,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """A block of users listed by `ListScorer` (what the nightly, the batch and the
-    evaluation use), its candidates and features from the arrays or from the frames: the
-    rows, scores, sources, rules and explanations of the frame path's own composition
-    (`feature_frame` -> `score_frame` -> `product_lists` -> `with_explanations`); the
-    served version's scorer (stored tables, arrays only) lists the same."""
+    """Users listed by `ListScorer` (what the nightly, the batch and the evaluation use), in
+    one block or in many scored on threads: the rows, scores, sources, rules and
+    explanations of the frame path's own composition (`feature_frame` -> `score_frame` ->
+    `product_lists` -> `with_explanations`), by a scorer built from the sources and by the
+    served version's (stored tables)."""
     import numpy as np
 
-    from engine.candidates import generate_candidates
+    from engine.candidates import default_sources, generate_candidates
     from engine.rerank.features import feature_frame
     from engine.rerank.lists import product_lists, with_explanations
     from engine.rerank.ranker import early_exit_for, score_frame
     from engine.scoring import ListScorer
 
-    monkeypatch.setattr("engine.scoring.ARRAY_MAX_USERS", array_max_users)
+    monkeypatch.setattr("engine.scoring.BLOCK_USERS", block_users)
     st = rec._state  # noqa: SLF001
     built = ListScorer.build(full, st.booster, st.cfg.rules, st.cfg.rerank)
-    assert built.sources is not None and st.scorer.sources is None
     users = np.arange(1, 120, dtype=np.int64)
     exclude = {int(u): set(range(int(u) % 7, 300, 7)) for u in users[::2]}
-    frame = feature_frame(generate_candidates(built.sources, users), full)
+    frame = feature_frame(generate_candidates(default_sources(full), users), full)
     scores = score_frame(st.booster, frame, st.names, early_exit_for(st.cfg.rerank, 10))
     lists = product_lists(frame, scores, st.facts, k=10, rules=st.cfg.rules, exclude=exclude)
     for explain in (False, True):

@@ -96,6 +96,17 @@ class ScoredRows:
     codes: np.ndarray              # which sources proposed the row, one bit per source
     names: list[str]               # the sources, in bit order
 
+    @classmethod
+    def concat(cls, parts: list[ScoredRows]) -> ScoredRows:
+        """Blocks of users scored apart, as one (their users in block order)."""
+        offsets = np.cumsum([0, *(len(p.users) for p in parts[:-1])])
+        return cls(np.concatenate([p.users for p in parts]),
+                   np.concatenate([p.row + o for p, o in zip(parts, offsets, strict=True)]),
+                   np.concatenate([p.items for p in parts]),
+                   np.concatenate([p.x for p in parts]),
+                   np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.codes for p in parts]), parts[0].names)
+
     def sources(self, rows: list[int]) -> list[str]:
         """The comma-joined source names of the given rows."""
         return [",".join(n for j, n in enumerate(self.names) if int(self.codes[r]) >> j & 1)
