@@ -190,7 +190,7 @@ class ItemIndex:
         if q == 1 and extra and use_selector:
             # one query (a request): its exclusions go into the selector too, so FAISS keeps
             # exactly the top k it may return, with no deeper search and no filter after it
-            scores, rows = self._raw(queries, min(k, self.size), None, bits, blocked[0])
+            scores, rows = self._raw(queries, k, None, bits, blocked[0])
             found = rows >= 0
             out_s = np.full((1, k), -np.inf, np.float32)
             out_i = np.full((1, k), -1, np.int64)

@@ -216,8 +216,8 @@ def _neighbours(table: ByKey, n_items: int, value: str) -> Rows:
 
 def _content(source: ContentSource, hist: pl.DataFrame, recent: int) -> pl.DataFrame:
     """The content neighbours of every item that is among some user's last `recent` history
-    items: all a known user's request can start from (searched here only for a version that
-    did not store them)."""
+    items: all a known user's request can start from (the nightly stores them with the
+    tables; a version from before that kept them in `request/content_neighbours.arrow`)."""
     seeds = (hist.group_by("user_idx", maintain_order=True).tail(recent)["history"]
              .unique().cast(pl.Int64).to_numpy())
     return source.neighbours(seeds)

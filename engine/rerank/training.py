@@ -167,10 +167,7 @@ class FittedRanker:
     @property
     def num_leaves(self) -> int | None:
         """The leaf count of the published booster (None for a signal order)."""
-        if self.fallback or not self.tried:
-            return None
-        return self.chosen if self.chosen is not None else \
-            max(self.tried, key=self.tried.__getitem__)
+        return None if self.fallback else self.chosen
 
     @property
     def tried_text(self) -> str:
