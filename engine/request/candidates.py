@@ -254,7 +254,9 @@ def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
     scores, ranks = {}, {}
     for name, f in found.items():
         at = np.searchsorted(merged, keys[name])
-        rank = (np.arange(len(f.row)) - np.searchsorted(f.row, f.row, "left") + 1).astype(float)
+        # one user: ranks are the positions (skipping a search per source: ~0.04 ms a request)
+        rank = (np.arange(1, len(f.row) + 1, dtype=float) if len(users) == 1 else
+                (np.arange(len(f.row)) - np.searchsorted(f.row, f.row, "left") + 1).astype(float))
         score, rk = np.full(len(merged), np.nan), np.full(len(merged), np.nan)
         # a repeated item (the repeat source) keeps its first, best row, as the merge does
         score[at[::-1]], rk[at[::-1]] = f.score[::-1], rank[::-1]
