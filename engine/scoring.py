@@ -39,7 +39,8 @@ from engine.rules import RulesConfig
 
 BLOCK_USERS = 250
 """Users scored together as one block of arrays; a larger call is cut into blocks scored on a
-thread per core (numpy, FAISS and LightGBM release the GIL). At a million items one thread
+thread per core (numpy, FAISS, LightGBM and the compiled kernels of
+`engine.kernels` release the GIL). At a million items one thread
 lists 447 users/s in blocks of 250, 391 in blocks of 1,000 and 265 in one block of 2,000 (the
 sorts and gathers outgrow the caches); two threads over 250-user blocks list 725-738 users/s,
 2.4x the Polars frames (299 users/s at 5,000-user chunks), with the same lists."""

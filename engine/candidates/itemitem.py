@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from engine.kernels import find
 from pipelines.dataset import FeatureSet
 
 GATHER_VALUES, GATHER_PER_ITEMS = 1_600, 100
@@ -107,11 +108,9 @@ class ScoreRows:
         n = np.int64(s.shape[1])
         keys = np.repeat(np.arange(s.shape[0], dtype=np.int64), np.diff(s.indptr)) * n \
             + s.indices.astype(np.int64)
-        q = np.asarray(rows, np.int64) * n + np.asarray(items, np.int64)
-        if not len(keys):
-            return np.zeros(len(q), np.float32)
-        at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-        return np.where(keys[at] == q, s.data[at], 0).astype(np.float32)
+        at = find(keys, np.asarray(rows, np.int64) * n + np.asarray(items, np.int64))
+        return np.where(at >= 0, s.data[np.maximum(at, 0)], 0).astype(np.float32) \
+            if len(keys) else np.zeros(len(at), np.float32)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Users' candidates from every source, over the version's arrays: the same items, scores and
 ranks as `engine.candidates` gives for those users (the frame path stays the reference; a
 test holds the two equal). One call serves a single online request or a chunk of the nightly's
-users: every step is a gather, a sort or a grouped sum over all of the users' rows at once.
+users: every step is a gather, a sort or a grouped sum over all of the users' rows at once
+(the loops among them compiled, in `engine.kernels`).
 
 Rows are keyed by `row`, the position of their user in the `users` given, and by item; a
 (row, item) pair is one int64 key, `row * n_items + item`.
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine import kernels
 from engine.candidates.covisit import CovisitSource
 from engine.candidates.itemitem import ScoreRows
 from engine.candidates.popular import ColdUserSource, RepeatSource, TrendingSource
@@ -70,13 +72,6 @@ def _keys(row: np.ndarray, item: np.ndarray, n: int) -> np.ndarray:
     return row.astype(np.int64) * np.int64(n) + item.astype(np.int64)
 
 
-def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    if not len(sorted_keys):
-        return np.zeros(len(keys), bool)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[at] == keys
-
-
 def _tail(t: RequestTables, users: np.ndarray, n: int
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user row, item, position from the end, the last item 1) of each user's last `n`
@@ -100,36 +95,20 @@ class Finisher:
     def __init__(self, t: RequestTables, users: np.ndarray) -> None:
         self.eligible = t.ctx.eligible
         self.n_items = len(self.eligible)
-        self.one = len(users) == 1
         pos, row = t.seen.gather(users)
         self.seen = _keys(row, t.seen.cols["item_idx"][pos], self.n_items)  # sorted
 
     def __call__(self, f: Found, n: int, *, drop_seen: bool = True) -> Found:
-        items = f.item.astype(np.int64)
-        ok = (items >= 0) & (items < self.n_items)
-        ok[ok] = self.eligible[items[ok]]
-        if drop_seen:
-            ok &= ~_contains(self.seen, _keys(f.row, items, self.n_items))
-        row, items, score = f.row[ok], items[ok], f.score[ok].astype(np.float64)
-        if self.one and (len(items) < 2 or (items[1:] > items[:-1]).all()):
-            # one user, items ascending (a grouped score's rows): one stable sort by score
-            order = np.argsort(-score, kind="stable")
-        else:
-            order = np.lexsort((items, -score, row))
-        row, items, score = row[order], items[order], score[order]
-        keep = np.arange(len(row)) - np.searchsorted(row, row, "left") < n
-        return Found(row[keep], items[keep], score[keep])
+        return Found(*kernels.best(f.row, f.item.astype(np.int64, copy=False),
+                                   f.score.astype(np.float64, copy=False), self.eligible,
+                                   self.seen, n, drop_seen))
 
 
 def _grouped(row: np.ndarray, item: np.ndarray, value: np.ndarray, n_items: int, *,
              how: str = "sum") -> Found:
     """One row per (row, item): the sum (or max) of `value`, added in input order."""
-    uniq, inv = np.unique(_keys(row, item, n_items), return_inverse=True)
-    if how == "sum":
-        out = np.bincount(inv, weights=value, minlength=len(uniq))
-    else:
-        out = np.full(len(uniq), -np.inf)
-        np.maximum.at(out, inv, value)
+    uniq, out = kernels.group(_keys(row, item, n_items), value.astype(np.float64, copy=False),
+                              how == "max")
     return Found(uniq // n_items, uniq % n_items, out)
 
 
@@ -249,17 +228,16 @@ def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
         else:
             raise TypeError(f"no array kernel for the candidate source {name!r}")
     n_items = len(t.ctx.eligible)
-    keys = {name: _keys(f.row, f.item, n_items) for name, f in found.items()}
-    merged = np.unique(np.concatenate(list(keys.values()))) if keys else np.empty(0, np.int64)
-    scores, ranks = {}, {}
-    for name, f in found.items():
-        at = np.searchsorted(merged, keys[name])
-        # one user: ranks are the positions (skipping a search per source: ~0.04 ms a request)
-        rank = (np.arange(1, len(f.row) + 1, dtype=float) if len(users) == 1 else
-                (np.arange(len(f.row)) - np.searchsorted(f.row, f.row, "left") + 1).astype(float))
-        score, rk = np.full(len(merged), np.nan), np.full(len(merged), np.nan)
-        # a repeated item (the repeat source) keeps its first, best row, as the merge does
-        score[at[::-1]], rk[at[::-1]] = f.score[::-1], rank[::-1]
-        scores[name], ranks[name] = score, rk
+    parts = list(found.values())
+    if parts:
+        merged, scored, ranked = kernels.merge(
+            np.concatenate([f.row for f in parts]), np.concatenate([f.item for f in parts]),
+            np.concatenate([f.score for f in parts]),
+            np.repeat(np.arange(len(parts), dtype=np.int64), [len(f.row) for f in parts]),
+            len(parts), n_items)
+    else:
+        merged, scored, ranked = np.empty(0, np.int64), np.empty((0, 0)), np.empty((0, 0))
+    scores = {name: scored[j] for j, name in enumerate(found)}
+    ranks = {name: ranked[j] for j, name in enumerate(found)}
     return Candidates(users, merged // n_items, merged % n_items, scores, ranks, rec,
                       item_item, nxt)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine import kernels
 from engine.request.candidates import Candidates
 from engine.request.tables import RequestTables
 from engine.rerank.features import POPULARITY
@@ -23,32 +24,11 @@ def _starts(row: np.ndarray) -> np.ndarray:
 
 
 def rank_desc(row: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Polars' rank("min", descending=True) within each `row` group: 1 + how many values of
-    the group are larger."""
-    if not len(row) or row[0] == row[-1]:  # one user (rows sorted by user): one plain sort
-        s = np.sort(v)
-        return (len(v) - np.searchsorted(s, v, "right") + 1).astype(np.float64)
-    key = _descending_within(row, v)
-    order = np.argsort(key) if key is not None else np.lexsort((-v, row))
-    r, s = row[order], v[order]
-    new = np.r_[True, (r[1:] != r[:-1]) | (s[1:] != s[:-1])] if len(r) else np.empty(0, bool)
-    run = np.maximum.accumulate(np.where(new, np.arange(len(r)), 0))
-    out = np.empty(len(v))
-    out[order] = run - _starts(r) + 1
-    return out
-
-
-def _descending_within(row: np.ndarray, v: np.ndarray) -> np.ndarray | None:
-    """One int64 key per row ordering by `row`, then `v` descending (equal values equal
-    keys): a single sort instead of a two-key lexsort. `v` goes through float32's bits, whose
-    order as integers (sign bit folded) is the order of the floats; None where `v` is not
-    exactly a float32 (counts past 2^24), which the caller sorts with two keys."""
-    f = np.asarray(v, np.float32)
-    if not np.array_equal(f, v):
-        return None
-    bits = f.view(np.int32).astype(np.int64)
-    ordered = np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)   # ascending like the floats
-    return row.astype(np.int64) * (1 << 33) + ((1 << 32) - ordered)
+    """Polars' rank("min", descending=True) within each `row` group (rows sorted by user): 1 +
+    how many values of the group are larger."""
+    row, v = np.asarray(row, np.int64), np.asarray(v, np.float64)
+    one = not len(row) or row[0] == row[-1]
+    return kernels.ranks_from_order(row, v, np.argsort(v) if one else np.lexsort((v, row)))
 
 
 def _recent_matrix(c: Candidates) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +76,10 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
         f[f"{name}_score"] = scored.at(row, items).astype(np.float64)
     if "next" in c.ranks:
         nxt, n_items = c.next_scores, np.int64(len(ctx.eligible))
-        keys = nxt.row * n_items + nxt.item          # sorted: grouped by (row, item)
-        q = row * n_items + items
-        out = np.zeros(n)
-        if len(keys):
-            at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-            hit = keys[at] == q
-            out[hit] = nxt.score[at[hit]]
+        at = kernels.find(nxt.row * n_items + nxt.item,   # sorted: grouped by (row, item)
+                          row * n_items + items)
+        out = np.where(at >= 0, nxt.score[np.maximum(at, 0)], 0.0) if len(nxt.score) \
+            else np.zeros(n)
         f["next_score"] = out
     col = t.items
     for name, values in col.items():

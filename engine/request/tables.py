@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from engine import kernels
 from engine.candidates import CandidateContext, CandidateSource
 from engine.candidates.collaborative import ItemItemSource
 from engine.candidates.covisit import CovisitSource
@@ -51,15 +52,7 @@ class Rows:
     def gather(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions into the columns, owner): every row of each of `keys` in turn (repeats
         included), `owner[j]` the index into `keys` that row `j` belongs to."""
-        keys = np.asarray(keys, np.int64)
-        ok = (keys >= 0) & (keys < self.n_keys)
-        safe = np.where(ok, keys, 0)
-        lo = self.indptr[safe]
-        n = np.where(ok, self.indptr[safe + 1] - lo, 0)
-        total = int(n.sum())
-        owner = np.repeat(np.arange(len(keys)), n)
-        pos = np.arange(total) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-        return pos, owner
+        return kernels.gather(self.indptr, np.asarray(keys, np.int64))
 
 
 def _array(s: pl.Series) -> np.ndarray:
@@ -95,25 +88,13 @@ class Lookup:
     def columns(self, users: np.ndarray, keys: np.ndarray, cols: list[str]
                 ) -> dict[str, np.ndarray]:
         """`values` of several columns, the pairs searched once."""
-        out = {c: np.full(len(keys), np.nan) for c in cols}
-        ok = (keys >= 0) & (keys < self.width)
-        if not len(self.pairs) or not ok.any():
-            return out
-        users = np.asarray(users, np.int64)
-        q = users[ok] * self.width + np.asarray(keys, np.int64)[ok]
-        lo, hi = 0, len(self.pairs)
-        if users[0] == users[-1]:  # one user's request: search only that user's few pairs
-            lo, hi = np.searchsorted(self.pairs, [users[0] * self.width,
-                                                  (users[0] + 1) * self.width])
-            if lo == hi:
-                return out
-        pairs = self.pairs[lo:hi]
-        at = np.minimum(np.searchsorted(pairs, q), len(pairs) - 1)
-        hit = pairs[at] == q
-        idx = np.flatnonzero(ok)[hit]
-        for c in cols:
-            out[c][idx] = self.cols[c][lo + at[hit]]
-        return out
+        at = kernels.find_pairs(self.pairs, self.width, np.asarray(users, np.int64),
+                                np.asarray(keys, np.int64))
+        hit = at >= 0
+        safe = np.where(hit, at, 0)
+        if not len(self.pairs):
+            return {c: np.full(len(keys), np.nan) for c in cols}
+        return {c: np.where(hit, self.cols[c][safe], np.nan) for c in cols}
 
 
 @dataclass(frozen=True)
