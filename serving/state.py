@@ -114,6 +114,9 @@ class VersionState:
         ad_rows = np.searchsorted(ads["_user"].to_numpy(), np.arange(fs.vocabs.user.size + 1))
         default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)
                        .sort(["ecpm", "item_id"], descending=[True, False]))
+        scorer = ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules,
+                            cfg.rerank)
+        scorer.warm()
         return cls(
             folder=folder, cfg=cfg, fs=fs, ctx=ctx,
             booster=booster, names=booster.feature_name(),
@@ -122,8 +125,7 @@ class VersionState:
             users=ids["user"], items=ids["item"], attrs=ids["user_attr"],
             ads=ads, ad_rows=ad_rows,
             default_ads=default_ads,
-            scorer=ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules,
-                              cfg.rerank))
+            scorer=scorer)
 
     # ------------------------------------------------------------------ products
     def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
