@@ -104,10 +104,11 @@ def group(keys: np.ndarray, values: np.ndarray, take_max: bool
 
 
 @jit
-def _by_score(item: np.ndarray, score: np.ndarray, a: int, b: int) -> np.ndarray:
-    """Positions a..b-1 ordered by score descending (NaN last), ties to the lower item, as
-    `np.lexsort((item, -score))` orders them; sorts only what is out of that order (a
-    grouped score's rows come by item, an index's by score)."""
+def _by_score(item: np.ndarray, score: np.ndarray, a: int, b: int, n: int) -> np.ndarray:
+    """The first `n` (or more) of positions a..b-1 ordered by score descending (NaN last),
+    ties to the lower item, as `np.lexsort((item, -score))` orders them; sorts only what is
+    out of that order (a grouped score's rows come by item, an index's by score), and of
+    many rows only those at or above the n-th best score."""
     seg = np.arange(a, b)
     ordered = True
     for p in range(a + 1, b):
@@ -117,9 +118,14 @@ def _by_score(item: np.ndarray, score: np.ndarray, a: int, b: int) -> np.ndarray
             break
     if ordered and (b == a or not np.isnan(score[a])):
         return seg
-    for p in range(a + 1, b):
-        if item[p] < item[p - 1]:
-            seg = seg[np.argsort(item[a:b], kind="mergesort")]
+    if 0 < n < (b - a) // 2:
+        finite = seg[~np.isnan(score[a:b])]
+        if len(finite) > n:
+            cut = -np.partition(-score[finite], n - 1)[n - 1]
+            seg = finite[score[finite] >= cut]       # ties at the cut all stay
+    for p in range(1, len(seg)):
+        if item[seg[p]] < item[seg[p - 1]]:
+            seg = seg[np.argsort(item[seg], kind="mergesort")]
             break
     return seg[np.argsort(-score[seg], kind="mergesort")]
 
@@ -158,7 +164,7 @@ def best(row: np.ndarray, item: np.ndarray, score: np.ndarray, eligible: np.ndar
         b = a + 1
         while b < kept and r[b] == r[a]:
             b += 1
-        order = _by_score(i, s, a, b)
+        order = _by_score(i, s, a, b, n)
         for p in range(min(n, b - a)):
             out[m] = order[p]
             m += 1

@@ -15,6 +15,7 @@ import torch
 
 from engine.candidates.context import CandidateContext
 from engine.candidates.itemitem import ItemItem, ScoreRows, user_items
+from engine.kernels import best
 
 
 def user_items_of(ctx: CandidateContext) -> sp.csr_matrix:
@@ -89,8 +90,7 @@ class ItemItemSource:
         held, never a (users x catalogue) block; ties go to the lower item."""
         s = self.item_model.sparse_scores(users)
         row = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(s.indptr))
-        items = s.indices.astype(np.int64)
-        n = np.int64(self.item_model.n_items)
+        n = np.int64(len(self.ctx.eligible))
         hist = self.item_model.history
         if len(users) == 1:  # one request: its row of the CSR, without a sparse slice
             seen = np.sort(hist.indices[hist.indptr[users[0]]:hist.indptr[users[0] + 1]]
@@ -100,22 +100,13 @@ class ItemItemSource:
             h.sort_indices()
             seen = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(h.indptr)) * n \
                 + h.indices.astype(np.int64)
-        key = row * n + items
-        ok = (s.data > 0) & self.ctx.eligible[items]
-        if len(seen):
-            at = np.minimum(np.searchsorted(seen, key), len(seen) - 1)
-            ok &= seen[at] != key
-        vals = torch.round(torch.from_numpy(s.data[ok]), decimals=6).numpy().astype(np.float64)
-        row, items = row[ok], items[ok]
-        if len(users) == 1 and len(vals) > self.per_user:  # one user: sort only the best
-            kth = np.partition(vals, len(vals) - self.per_user)[len(vals) - self.per_user]
-            best = vals >= kth                               # ties at the cut all stay
-            row, items, vals = row[best], items[best], vals[best]
-        order = np.lexsort((items, -vals, row))
-        row, items, vals = row[order], items[order], vals[order]
-        starts = np.searchsorted(row, row, "left")
-        keep = np.arange(len(row)) - starts < self.per_user
-        return row[keep], items[keep], vals[keep], ScoreRows(sparse=s)
+        evidence = s.data > 0
+        vals = torch.round(torch.from_numpy(s.data[evidence]), decimals=6).numpy()
+        # eligible, unseen, the best `per_user` of each user by score (ties: the lower item)
+        row, items, vals = best(row[evidence], s.indices[evidence].astype(np.int64),
+                                vals.astype(np.float64), self.ctx.eligible, seen,
+                                self.per_user, True)
+        return row, items, vals, ScoreRows(sparse=s)
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         users = np.asarray(users, np.int64)
