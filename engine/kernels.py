@@ -211,6 +211,25 @@ def merge(row: np.ndarray, item: np.ndarray, score: np.ndarray, source: np.ndarr
 
 
 @jit
+def by_row(row: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """`order` stably regrouped by `row` (small non-negative ints): a counting sort, so that
+    one plain sort by value and this give what `np.lexsort((v, row))` gives."""
+    n_rows = 0
+    for r in row:
+        n_rows = max(n_rows, r + 1)
+    start = np.zeros(n_rows + 1, np.int64)
+    for r in row:
+        start[r + 1] += 1
+    for r in range(n_rows):
+        start[r + 1] += start[r]
+    out = np.empty(len(order), np.int64)
+    for j in order:
+        out[start[row[j]]] = j
+        start[row[j]] += 1
+    return out
+
+
+@jit
 def ranks_from_order(row: np.ndarray, v: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Polars' rank("min", descending=True) within each run of equal `row`, from `order`:
     the rows by (row, v ascending, NaN last), as numpy's sorts give it (they are faster

@@ -25,11 +25,14 @@ def _starts(row: np.ndarray) -> np.ndarray:
 
 def rank_desc(row: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Polars' rank("min", descending=True) within each `row` group (rows sorted by user): 1 +
-    how many values of the group are larger. numpy sorts (one user: an argsort; a block: a
-    lexsort, which is quick on rows already grouped), the compiled walk ranks."""
+    how many values of the group are larger: numpy's sort by value (its vectorised
+    quicksort), regrouped by user with a counting sort, then a compiled walk (a block's
+    `lexsort` took 1.4x as long: 8.9 against 6.4 ms over 147,552 rows)."""
     row, v = np.asarray(row, np.int64), np.asarray(v, np.float64)
-    one = not len(row) or row[0] == row[-1]
-    return kernels.ranks_from_order(row, v, np.argsort(v) if one else np.lexsort((v, row)))
+    order = np.argsort(v)
+    if len(row) and row[0] != row[-1]:
+        order = kernels.by_row(row, order)
+    return kernels.ranks_from_order(row, v, order)
 
 
 def _recent_matrix(c: Candidates) -> tuple[np.ndarray, np.ndarray]:

@@ -108,9 +108,17 @@ class ScoredRows:
                    np.concatenate([p.codes for p in parts]), parts[0].names)
 
     def sources(self, rows: list[int]) -> list[str]:
-        """The comma-joined source names of the given rows."""
-        return [",".join(n for j, n in enumerate(self.names) if int(self.codes[r]) >> j & 1)
-                for r in rows]
+        """The comma-joined source names of the given rows (each distinct set of sources
+        joined once: a block lists 40,000 items from a few dozen sets)."""
+        joined: dict[int, str] = {}
+        out = []
+        for code in self.codes[rows].tolist():
+            text = joined.get(code)
+            if text is None:
+                text = joined[code] = ",".join(
+                    n for j, n in enumerate(self.names) if code >> j & 1)
+            out.append(text)
+        return out
 
 
 def score_users(t: RequestTables, ranker: Ranker, names: list[str], users: np.ndarray, *,
