@@ -248,3 +248,24 @@ def ranks_from_order(row: np.ndarray, v: np.ndarray, order: np.ndarray) -> np.nd
                 larger = end - 1 - p
         out[j] = larger + 1
     return out
+
+
+@jit
+def run_bounds(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of equal values of `a` (rows grouped by user)."""
+    n_runs = 1 if len(a) else 0
+    for j in range(1, len(a)):
+        if a[j] != a[j - 1]:
+            n_runs += 1
+    starts = np.empty(n_runs, np.int64)
+    ends = np.empty(n_runs, np.int64)
+    m = 0
+    for j in range(len(a)):
+        if j == 0 or a[j] != a[j - 1]:
+            if m:
+                ends[m - 1] = j
+            starts[m] = j
+            m += 1
+    if m:
+        ends[m - 1] = len(a)
+    return starts, ends

@@ -154,3 +154,9 @@ def test_pair_and_key_searches_find_only_present_keys() -> None:
     keys = np.array([2, 3, -1, 9, 10, 2, 1])
     assert kernels.find_pairs(pairs, 10, users, keys).tolist() == [0, -1, -1, 3, -1, -1, 2]
     assert kernels.find(pairs, np.array([7, 8, 39, 0])).tolist() == [1, -1, 3, -1]
+
+
+def test_run_bounds_are_the_runs_of_equal_values() -> None:
+    starts, ends = kernels.run_bounds(np.array([4, 4, 1, 7, 7, 7]))
+    assert starts.tolist() == [0, 2, 3] and ends.tolist() == [2, 3, 6]
+    assert [len(b) for b in kernels.run_bounds(np.empty(0, np.int64))] == [0, 0]

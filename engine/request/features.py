@@ -118,9 +118,9 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
         tt = f["two_tower"]
         f["two_tower_rank_in_list"] = rank_desc(row, tt.astype(np.float64))
         if n:
-            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+            starts, ends = kernels.run_bounds(row)
             best = np.maximum.reduceat(tt, starts)
-            f["two_tower_gap"] = tt - np.repeat(best, np.diff(np.r_[starts, n]))
+            f["two_tower_gap"] = tt - np.repeat(best, ends - starts)
         else:
             f["two_tower_gap"] = tt
     hidden = np.isnan(f["days_since_last"])

@@ -15,6 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from engine.kernels import run_bounds
 from engine.rerank.config import RankerConfig
 from engine.rerank.fallback import ORDER_FILE, Ranker, SourceOrder
 from engine.rerank.trees import model_trees, predict_range, tree_range
@@ -83,8 +84,8 @@ def best_per_group(groups: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray
     """Row positions of the `n` highest `scores` of each group (ties: the earlier row)."""
     order = np.lexsort((-scores, groups))
     g = groups[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
+    starts, ends = run_bounds(np.asarray(g, np.int64))
+    rank = np.arange(len(g)) - np.repeat(starts, ends - starts)
     return np.sort(order[rank < n])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from engine import kernels
 from engine.candidates.context import CandidateContext
 
 CHUNK = 1 << 16
@@ -57,8 +58,7 @@ def recent_similarity(row: np.ndarray, items: np.ndarray, last: np.ndarray, weig
     # come in (the online arrays and the batch frames give a user's rows differently)
     order = np.lexsort((items, row))
     r = row[order]
-    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]]) if len(r) else np.empty(0, np.int64)
-    for a, b in zip(starts, np.r_[starts[1:], len(r)], strict=True):
+    for a, b in zip(*kernels.run_bounds(np.asarray(r, np.int64)), strict=True):
         u = int(r[a])
         idx, w = last[u], weight[u]
         has = idx >= 0
