@@ -102,8 +102,9 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
     f["user_item_events"] = _zero_nan(pairs["user_item_events"])
     f["days_since_user_item"] = pairs["days_since_user_item"]
     inside = (users >= 0) & (users < len(next(iter(t.user_stats.values()))))
+    at = np.where(inside, users, 0)
     for name, values in t.user_stats.items():
-        f[name] = np.where(inside, values[np.where(inside, users, 0)], np.nan)
+        f[name] = np.where(inside, values[at], np.nan)
     for name in ("user_events", "user_items"):
         f[name] = _zero_nan(f[name])
     f["recent_top_share"] = _recent_share(c, col["top_category"], top,
