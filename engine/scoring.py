@@ -27,13 +27,14 @@ from engine.request.lists import (
     ListedItem,
     ScoredRows,
     UserLists,
+    cut_lists,
     rule_users,
     score_users,
 )
 from engine.request.tables import RequestTables
 from engine.rerank.config import RankerConfig
 from engine.rerank.fallback import Ranker
-from engine.rerank.lists import ItemFacts
+from engine.rerank.lists import ItemFacts, score_order_only
 from engine.rerank.ranker import early_exit_for
 from engine.rules import RulesConfig
 
@@ -114,7 +115,11 @@ class ListScorer:
               exclude: Mapping[int, Collection[int]] | None = None, explain: bool = False,
               allowed: np.ndarray | None = None) -> pl.DataFrame:
         """user_idx, rank, item_idx, score, sources, rules (and why, with `explain`)."""
-        frames = self._blocks(np.asarray(users, np.int64), lambda block: self.rule(
-            self.scored(block, k=k, allowed=allowed), k=k, exclude=exclude,
-            explain=explain).frame())
+        if not exclude and not explain and score_order_only(self.rules, self.facts):
+            frames = self._blocks(np.asarray(users, np.int64), lambda block: cut_lists(
+                self.scored(block, k=k, allowed=allowed), self.facts, k=k))
+        else:
+            frames = self._blocks(np.asarray(users, np.int64), lambda block: self.rule(
+                self.scored(block, k=k, allowed=allowed), k=k, exclude=exclude,
+                explain=explain).frame())
         return frames[0] if len(frames) == 1 else pl.concat(frames)

@@ -308,6 +308,30 @@ def test_array_lists_equal_the_frame_lists(rec: Recommender, full: CandidateCont
                                        rtol=0, atol=1e-9)
 
 
+def test_plain_lists_cut_over_arrays_are_the_rules_walk(rec: Recommender) -> None:
+    """`cut_lists` (the nightly's lists: no caps, no MMR, nothing excluded, no explanations)
+    gives the rows, sources and rules notes the per-user rules walk gives, with some
+    candidates ineligible (dropped from the shortlist, and counted in the notes)."""
+    import dataclasses
+
+    import numpy as np
+
+    from engine.request.lists import cut_lists, rule_users
+
+    st = rec._state  # noqa: SLF001
+    users = np.arange(1, 150, dtype=np.int64)
+    scored = st.scorer.scored(users, k=10)
+    some_out = st.facts.eligible.copy()
+    some_out[np.unique(scored.items)[::9]] = False
+    for facts in (st.facts, dataclasses.replace(st.facts, eligible=some_out)):
+        for k in (10, 20):
+            want = rule_users(scored, st.booster, st.names, facts, st.cfg.rules, k=k).frame()
+            got = cut_lists(scored, facts, k=k)
+            assert got.height > 100 * min(k, 10)
+            assert got.equals(want)
+    assert got["rules"].str.contains("not eligible").any()
+
+
 def test_stored_request_tables_are_what_the_sources_build(rec: Recommender,
                                                           full: CandidateContext) -> None:
     """A served version maps the request tables the nightly stored instead of building

@@ -42,11 +42,20 @@ class ItemFacts:
         return cls(brand, category, eligible, vectors)
 
 
+NOT_ELIGIBLE = "not eligible (unavailable or out of flight)"
+
+
+def score_order_only(rules: RulesConfig, facts: ItemFacts) -> bool:
+    """Whether no rule reorders or caps a list (no MMR, no brand or category caps): the
+    list is then its eligible rows by score."""
+    reorders = rules.mmr_lambda < 1.0 and facts.vectors is not None
+    return not (reorders or rules.max_per_brand or rules.max_per_category)
+
+
 def apply_list_rules(items: np.ndarray, scores: np.ndarray, facts: ItemFacts, *, k: int,
                      rules: RulesConfig, exclude: Collection[int] = ()) -> RuledList:
     """One user's list under the rules: `items` and `scores` aligned, any order."""
-    reorders = rules.mmr_lambda < 1.0 and facts.vectors is not None
-    if not (reorders or rules.max_per_brand or rules.max_per_category):
+    if score_order_only(rules, facts):
         return _by_score(np.asarray(items, np.int64), np.asarray(scores, np.float64), facts,
                          k=k, exclude=exclude)
     cands = [Candidate(int(i), float(s), int(facts.brand[i]), int(facts.category[i]))
@@ -71,7 +80,7 @@ def _by_score(items: np.ndarray, scores: np.ndarray, facts: ItemFacts, *, k: int
     ok = inside.copy()
     ok[inside] = eligible[items[inside]]
     dropped = {int(i): "excluded (seen or asked)" for i in items[out]}
-    dropped |= {int(i): "not eligible (unavailable or out of flight)" for i in items[~out & ~ok]}
+    dropped |= {int(i): NOT_ELIGIBLE for i in items[~out & ~ok]}
     keep = ~out & ok
     items, scores = items[keep], scores[keep]
     top = np.lexsort((items, -scores))[:k]
