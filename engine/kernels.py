@@ -53,6 +53,13 @@ def find(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return out
 
 
+def take_found(values: np.ndarray, at: np.ndarray, missing: float) -> np.ndarray:
+    """`values[at]` where a search found the key (`at >= 0`), `missing` where it did not."""
+    if not len(values):
+        return np.full(len(at), missing, values.dtype)
+    return np.where(at >= 0, values[np.maximum(at, 0)], missing)
+
+
 @jit
 def find_pairs(pairs: np.ndarray, width: int, users: np.ndarray, keys: np.ndarray
                ) -> np.ndarray:
@@ -269,3 +276,15 @@ def run_bounds(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if m:
         ends[m - 1] = len(a)
     return starts, ends
+
+
+@jit
+def run_places(a: np.ndarray) -> np.ndarray:
+    """Each element's place (from 0) within its run of equal values of `a`."""
+    out = np.empty(len(a), np.int64)
+    start = 0
+    for j in range(len(a)):
+        if j and a[j] != a[j - 1]:
+            start = j
+        out[j] = j - start
+    return out

@@ -160,3 +160,11 @@ def test_run_bounds_are_the_runs_of_equal_values() -> None:
     starts, ends = kernels.run_bounds(np.array([4, 4, 1, 7, 7, 7]))
     assert starts.tolist() == [0, 2, 3] and ends.tolist() == [2, 3, 6]
     assert [len(b) for b in kernels.run_bounds(np.empty(0, np.int64))] == [0, 0]
+    assert kernels.run_places(np.array([4, 4, 1, 7, 7, 7])).tolist() == [0, 1, 0, 0, 1, 2]
+
+
+def test_found_values_and_the_missing_fill() -> None:
+    at = np.array([2, -1, 0])
+    assert kernels.take_found(np.array([5.0, 6.0, 7.0]), at, np.nan).tolist()[::2] == [7.0, 5.0]
+    assert np.isnan(kernels.take_found(np.array([5.0, 6.0, 7.0]), at, np.nan)[1])
+    assert kernels.take_found(np.empty(0, np.float32), at, 0.0).tolist() == [0.0, 0.0, 0.0]

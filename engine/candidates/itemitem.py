@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from engine.kernels import find
+from engine.kernels import find, take_found
 from pipelines.dataset import FeatureSet
 
 GATHER_VALUES, GATHER_PER_ITEMS = 1_600, 100
@@ -109,8 +109,7 @@ class ScoreRows:
         keys = np.repeat(np.arange(s.shape[0], dtype=np.int64), np.diff(s.indptr)) * n \
             + s.indices.astype(np.int64)
         at = find(keys, np.asarray(rows, np.int64) * n + np.asarray(items, np.int64))
-        return np.where(at >= 0, s.data[np.maximum(at, 0)], 0).astype(np.float32) \
-            if len(keys) else np.zeros(len(at), np.float32)
+        return take_found(s.data, at, 0.0).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)

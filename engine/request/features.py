@@ -18,11 +18,6 @@ def _zero_nan(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), 0.0, x)
 
 
-def _starts(row: np.ndarray) -> np.ndarray:
-    """For rows sorted by `row`: the position of each row's group's first row."""
-    return np.searchsorted(row, row, "left")
-
-
 def rank_desc(row: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Polars' rank("min", descending=True) within each `row` group (rows sorted by user): 1 +
     how many values of the group are larger: numpy's sort by value (its vectorised
@@ -41,7 +36,7 @@ def _recent_matrix(c: Candidates) -> tuple[np.ndarray, np.ndarray]:
     n = max(int(np.bincount(rec.row, minlength=1).max()) if len(rec.row) else 1, 1)
     last = np.full((len(c.users), n), -1, np.int64)
     weight = np.zeros((len(c.users), n), np.float32)
-    slot = np.arange(len(rec.row)) - _starts(rec.row)
+    slot = kernels.run_places(rec.row)
     last[rec.row, slot] = rec.items
     weight[rec.row, slot] = rec.weights
     return last, weight
@@ -82,9 +77,7 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
         nxt, n_items = c.next_scores, np.int64(len(ctx.eligible))
         at = kernels.find(nxt.row * n_items + nxt.item,   # sorted: grouped by (row, item)
                           row * n_items + items)
-        out = np.where(at >= 0, nxt.score[np.maximum(at, 0)], 0.0) if len(nxt.score) \
-            else np.zeros(n)
-        f["next_score"] = out
+        f["next_score"] = kernels.take_found(nxt.score, at, 0.0)
     col = t.items
     for name, values in col.items():
         f[name] = values[items].astype(np.float64)

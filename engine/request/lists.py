@@ -139,16 +139,13 @@ def cut_lists(s: ScoredRows, facts: ItemFacts, *, k: int) -> pl.DataFrame:
     `k` listed. One pass over the block's arrays instead of Python objects per user."""
     order = np.lexsort((s.items, -s.scores, s.row))
     row, items, scores, codes = s.row[order], s.items[order], s.scores[order], s.codes[order]
-    starts, ends = kernels.run_bounds(row)
-    place = np.arange(len(row)) - np.repeat(starts, ends - starts)
-    short = place < shortlist_size(k)
+    short = kernels.run_places(row) < shortlist_size(k)
     ok = (items >= 0) & (items < len(facts.eligible))
     ok[ok] = facts.eligible[items[ok]]
     dropped = np.bincount(row[short & ~ok], minlength=len(s.users))
     keep = short & ok
     row, items, scores, codes = row[keep], items[keep], scores[keep], codes[keep]
-    starts, ends = kernels.run_bounds(row)
-    rank = np.arange(len(row)) - np.repeat(starts, ends - starts) + 1
+    rank = kernels.run_places(row) + 1
     top = rank <= k
     row, items, scores, codes, rank = row[top], items[top], scores[top], codes[top], rank[top]
     notes = np.array([f"{NOT_ELIGIBLE} removed {n}" if n else "" for n in dropped.tolist()],

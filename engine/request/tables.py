@@ -90,11 +90,7 @@ class Lookup:
         """`values` of several columns, the pairs searched once."""
         at = kernels.find_pairs(self.pairs, self.width, np.asarray(users, np.int64),
                                 np.asarray(keys, np.int64))
-        hit = at >= 0
-        safe = np.where(hit, at, 0)
-        if not len(self.pairs):
-            return {c: np.full(len(keys), np.nan) for c in cols}
-        return {c: np.where(hit, self.cols[c][safe], np.nan) for c in cols}
+        return {c: kernels.take_found(self.cols[c], at, np.nan) for c in cols}
 
 
 @dataclass(frozen=True)

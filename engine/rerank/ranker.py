@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from engine.kernels import run_bounds
+from engine.kernels import run_places
 from engine.rerank.config import RankerConfig
 from engine.rerank.fallback import ORDER_FILE, Ranker, SourceOrder
 from engine.rerank.trees import model_trees, predict_range, tree_range
@@ -84,9 +84,7 @@ def best_per_group(groups: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray
     """Row positions of the `n` highest `scores` of each group (ties: the earlier row)."""
     order = np.lexsort((-scores, groups))
     g = groups[order]
-    starts, ends = run_bounds(np.asarray(g, np.int64))
-    rank = np.arange(len(g)) - np.repeat(starts, ends - starts)
-    return np.sort(order[rank < n])
+    return np.sort(order[run_places(np.asarray(g, np.int64)) < n])
 
 
 def score_frame(booster: Ranker, frame: pl.DataFrame, names: list[str],
