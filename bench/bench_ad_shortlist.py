@@ -15,21 +15,21 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+from harness import Report
 
 from engine.ads.lists import Inventory, ad_lists
 from engine.ads.log import logged_ads
 from engine.ads.pctr import Pctr
 from engine.config import EngineConfig
-from harness import Report
 from pipelines.config import load_config
 from pipelines.dataset import FeatureSet
 from pipelines.validate import validate_tables
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--version", type=Path, required=True, help="a version (or staging) folder")
     ap.add_argument("--users", type=int, default=1000)
@@ -53,13 +53,19 @@ def main() -> None:
         secs[n] = time.perf_counter() - t0
     full, short = lists[0], lists[args.candidates]
     common = full.join(short, on=["user_idx", "item_idx"], how="inner").height
-    report.add(f"auction over all {ads:,} ads in flight", secs[0] / args.users * 1e3,
-               "ms/user")
-    report.add(f"auction over a {args.candidates}-ad shortlist", secs[args.candidates]
-               / args.users * 1e3, "ms/user", ratio=("faster", secs[0] / secs[args.candidates]))
+    report.add(f"auction over all {ads:,} ads in flight", secs[0] / args.users * 1e3, "ms/user")
+    report.add(
+        f"auction over a {args.candidates}-ad shortlist",
+        secs[args.candidates] / args.users * 1e3,
+        "ms/user",
+        ratio=("faster", secs[0] / secs[args.candidates]),
+    )
     report.add("listed (user, ad) pairs the shortlist keeps", common / max(full.height, 1), "")
-    report.add("eCPM of the lists, shortlist / full", float(short["ecpm"].sum())
-               / max(float(full["ecpm"].sum()), 1e-12), "")
+    report.add(
+        "eCPM of the lists, shortlist / full",
+        float(short["ecpm"].sum()) / max(float(full["ecpm"].sum()), 1e-12),
+        "",
+    )
     report.finish()
 
 

@@ -40,8 +40,12 @@ def main() -> None:
     ctx, figures = retrieval_context(cfg, fs, refit)
     index = ctx.index
     test = held_out(fs, split="test", before=("train", "valid"))
-    truth = pl.DataFrame({"user_idx": np.repeat(test.users, np.diff(test.truth.offsets)),
-                          "item_idx": test.truth.values})
+    truth = pl.DataFrame(
+        {
+            "user_idx": np.repeat(test.users, np.diff(test.truth.offsets)),
+            "item_idx": test.truth.values,
+        }
+    )
     t0 = time.perf_counter()
     sources = default_sources(ctx)
     t_build = time.perf_counter() - t0
@@ -51,17 +55,22 @@ def main() -> None:
     names = [s.name for s in sources]
     recall = candidate_recall(cands, truth, sources=names)
     sizes = {n: int(cands[f"{n}_rank"].is_not_null().sum()) / len(test) for n in names}
-    print(f"test users {len(test):,}, next items {truth.height:,}; index {index.kind} "
-          f"recall@{figures['recall_k']} {figures['recall']:.3f}")
-    print(f"sources built in {t_build:.1f} s, candidates for all test users in {t_gen:.1f} s "
-          f"({len(test) / t_gen:,.0f} users/s)")
+    print(
+        f"test users {len(test):,}, next items {truth.height:,}; index {index.kind} "
+        f"recall@{figures['recall_k']} {figures['recall']:.3f}"
+    )
+    print(
+        f"sources built in {t_build:.1f} s, candidates for all test users in {t_gen:.1f} s "
+        f"({len(test) / t_gen:,.0f} users/s)"
+    )
     for n in [*names, "union"]:
         per_user = sizes.get(n, cands.height / len(test))
         print(f"  {n:10s} candidate recall {recall[n]:.4f}   {per_user:6.1f} candidates/user")
     # the same number of candidates from popularity alone, for scale
     budget = round(cands.height / len(test))
-    pop = ctx.fs.popularity.select(pl.col("item_idx").cast(pl.Int64), pl.col("count_all")
-                                   .cast(pl.Float64).alias("score"))
+    pop = ctx.fs.popularity.select(
+        pl.col("item_idx").cast(pl.Int64), pl.col("count_all").cast(pl.Float64).alias("score")
+    )
     pop_c = ctx.finish(pl.DataFrame({"user_idx": test.users}).join(pop, how="cross"), budget)
     pop_recall = candidate_recall(merge({"popularity": pop_c}), truth, sources=["popularity"])
     print(f"  popularity alone, {budget} per user: candidate recall {pop_recall['union']:.4f}")

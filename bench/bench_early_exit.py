@@ -27,22 +27,25 @@ from serving.state import VersionState
 
 
 def by_user(lists: pl.DataFrame) -> dict[int, list[int]]:
-    return {int(u): d.sort("rank")["item_idx"].to_list()
-            for (u,), d in lists.group_by("user_idx")}
+    return {int(u): d.sort("rank")["item_idx"].to_list() for (u,), d in lists.group_by("user_idx")}
 
 
-def agreement(exact: dict[int, list[int]], other: dict[int, list[int]], k: int
-              ) -> tuple[float, float]:
+def agreement(
+    exact: dict[int, list[int]], other: dict[int, list[int]], k: int
+) -> tuple[float, float]:
     """(share of users whose list is identical, mean share of the exact top k kept)."""
     same = [exact[u] == other.get(u) for u in exact]
-    kept = [len(set(exact[u][:k]) & set(other.get(u, [])[:k])) / max(len(exact[u][:k]), 1)
-            for u in exact]
+    kept = [
+        len(set(exact[u][:k]) & set(other.get(u, [])[:k])) / max(len(exact[u][:k]), 1)
+        for u in exact
+    ]
     return float(np.mean(same)), float(np.mean(kept))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--version", type=Path, required=True, help="a version (or staging) folder")
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--trees", default="30,60,100")
@@ -59,12 +62,13 @@ def main() -> None:
     frame = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
     k = cfg.jobs.k
     report = Report("early_exit", args)
-    where = (f"{args.users:,} users, {frame.height / args.users:.0f} candidates each, "
-             f"{booster.current_iteration()} trees, k = {k}")
+    where = (
+        f"{args.users:,} users, {frame.height / args.users:.0f} candidates each, "
+        f"{booster.current_iteration()} trees, k = {k}"
+    )
 
     def lists(early_exit: EarlyExit | None) -> tuple[list[float], dict[int, list[int]]]:
-        secs = timed(lambda: score_frame(booster, frame, names, early_exit), args.repeats,
-                     warmup=0)
+        secs = timed(lambda: score_frame(booster, frame, names, early_exit), args.repeats, warmup=0)
         scores = score_frame(booster, frame, names, early_exit)
         made = product_lists(frame, scores, facts, k=k, rules=cfg.rules)
         return [s / args.users * 1e3 for s in secs], by_user(made)
@@ -76,8 +80,12 @@ def main() -> None:
             ms, made = lists(EarlyExit(trees, keep))
             same, kept = agreement(exact, made, k)
             tag = f"early exit after {trees} trees, best {keep} go on"
-            report.add(tag, ms, "ms/user",
-                       ratio=("faster", statistics.median(whole_ms) / statistics.median(ms)))
+            report.add(
+                tag,
+                ms,
+                "ms/user",
+                ratio=("faster", statistics.median(whole_ms) / statistics.median(ms)),
+            )
             report.add(f"{tag}: lists identical to the exact ones", same, "")
             report.add(f"{tag}: exact top {k} items kept", kept, "")
     report.finish()

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 from harness import Report, in_child
 
 EVENTS = ["view", "click", "add_to_cart", "purchase"]
@@ -45,9 +44,15 @@ def polars_history(path: Path) -> tuple[float, int]:
     from pipelines.features.history import user_history
 
     t0 = time.perf_counter()
-    pos = (pl.scan_parquet(path).filter(pl.col("event").is_in(EVENTS))
-           .select(pl.col("user_id").rank("dense").alias("user_idx"),
-                   pl.col("item_id").rank("dense").alias("item_idx"), "ts"))
+    pos = (
+        pl.scan_parquet(path)
+        .filter(pl.col("event").is_in(EVENTS))
+        .select(
+            pl.col("user_id").rank("dense").alias("user_idx"),
+            pl.col("item_id").rank("dense").alias("item_idx"),
+            "ts",
+        )
+    )
     history = user_history(pos, length=LENGTH).collect(engine="streaming")
     return time.perf_counter() - t0, int(history["history"].list.len().sum())
 
@@ -58,18 +63,25 @@ def pandas_history(path: Path) -> tuple[float, int]:
     t0 = time.perf_counter()
     df = pd.read_parquet(path, columns=["user_id", "item_id", "ts", "event"])
     df = df[df["event"].isin(EVENTS)]
-    df = pd.DataFrame({"user_idx": pd.factorize(df["user_id"])[0],
-                       "item_idx": pd.factorize(df["item_id"])[0], "ts": df["ts"].to_numpy()})
+    df = pd.DataFrame(
+        {
+            "user_idx": pd.factorize(df["user_id"])[0],
+            "item_idx": pd.factorize(df["item_id"])[0],
+            "ts": df["ts"].to_numpy(),
+        }
+    )
     last = df.groupby(["user_idx", "item_idx"], as_index=False, sort=False)["ts"].max()
     last = last.sort_values(["user_idx", "ts", "item_idx"], kind="stable")
     tail = last.groupby("user_idx", sort=False).tail(LENGTH)
-    history = tail.groupby("user_idx", sort=False).agg(history=("item_idx", list),
-                                                        history_ts=("ts", list))
+    history = tail.groupby("user_idx", sort=False).agg(
+        history=("item_idx", list), history_ts=("ts", list)
+    )
     return time.perf_counter() - t0, int(history["history"].map(len).sum())
 
 
-def measure(fn: Callable[[Path], tuple[float, int]], arg: Path, repeats: int
-            ) -> tuple[list[float], list[float], int]:
+def measure(
+    fn: Callable[[Path], tuple[float, int]], arg: Path, repeats: int
+) -> tuple[list[float], list[float], int]:
     """Seconds and peak GiB of `repeats` fresh-process runs of `fn(arg)`, and its row count."""
     secs, peaks, rows = [], [], 0
     for _ in range(repeats):
@@ -80,31 +92,44 @@ def measure(fn: Callable[[Path], tuple[float, int]], arg: Path, repeats: int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, required=True, help="a `recengine generate` folder")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     report = Report("features", args)
     path = args.data / "interactions.parquet"
     import polars as pl
+
     n = pl.scan_parquet(path).select(pl.len()).collect().item()
     print(f"{path}: {n:,} interaction rows", flush=True)
     secs, peaks, positives = measure(whole_build, args.data / "config.toml", args.repeats)
-    report.add(f"Polars build_features, whole ({n:,} rows, {positives:,} positives)", secs, "s",
-               note="validation, vocabularies, encoding, split, content, histories, "
-                    "popularity, affinity")
+    report.add(
+        f"Polars build_features, whole ({n:,} rows, {positives:,} positives)",
+        secs,
+        "s",
+        note="validation, vocabularies, encoding, split, content, histories, popularity, affinity",
+    )
     report.add("Polars build_features, peak RSS", peaks, "GiB")
     pl_s, pl_peak, pl_rows = measure(polars_history, path, args.repeats)
     pd_s, pd_peak, pd_rows = measure(pandas_history, path, args.repeats)
     if pl_rows != pd_rows:
         raise SystemExit(f"the two history builds disagree: {pl_rows:,} vs {pd_rows:,} items")
     report.add("history lists, pandas (the peer)", pd_s, "s", note=f"{pd_rows:,} list items")
-    report.add("history lists, Polars", pl_s, "s",
-               ratio=("faster than pandas", statistics.median(pd_s) / statistics.median(pl_s)))
+    report.add(
+        "history lists, Polars",
+        pl_s,
+        "s",
+        ratio=("faster than pandas", statistics.median(pd_s) / statistics.median(pl_s)),
+    )
     report.add("history lists, pandas peak RSS", pd_peak, "GiB")
-    report.add("history lists, Polars peak RSS", pl_peak, "GiB",
-               ratio=("of pandas' peak", float(np.median(pl_peak) / np.median(pd_peak))))
+    report.add(
+        "history lists, Polars peak RSS",
+        pl_peak,
+        "GiB",
+        ratio=("of pandas' peak", float(np.median(pl_peak) / np.median(pd_peak))),
+    )
     report.finish()
 
 

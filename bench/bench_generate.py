@@ -36,18 +36,23 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             rows = paths.n_interactions
             t0 = time.perf_counter()
-            pl.read_parquet(paths.interactions).write_parquet(Path(d) / "copy.parquet",
-                                                               compression="zstd")
+            pl.read_parquet(paths.interactions).write_parquet(
+                Path(d) / "copy.parquet", compression="zstd"
+            )
             io_times.append(time.perf_counter() - t0)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     med = statistics.median(times)
     print(f"generate users={spec.users:,} items={spec.items:,} interactions={rows:,}")
-    print(f"  wall time      : {med:.1f} s (min {min(times):.1f}, max {max(times):.1f}) "
-          f"over {len(times)} runs")
+    print(
+        f"  wall time      : {med:.1f} s (min {min(times):.1f}, max {max(times):.1f}) "
+        f"over {len(times)} runs"
+    )
     print(f"  throughput     : {rows / med / 1e6:.2f} M interaction rows/s")
     print(f"  peak RSS       : {peak_gib:.2f} GiB")
-    print(f"  Parquet floor  : {statistics.median(io_times):.1f} s to read+rewrite the "
-          f"interactions alone ({statistics.median(io_times) / med:.0%} of the generator's time)")
+    print(
+        f"  Parquet floor  : {statistics.median(io_times):.1f} s to read+rewrite the "
+        f"interactions alone ({statistics.median(io_times) / med:.0%} of the generator's time)"
+    )
 
 
 if __name__ == "__main__":

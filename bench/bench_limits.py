@@ -24,8 +24,7 @@ def main() -> None:
     lim = limits(args.repeats, args.threads)
     report.add("float32 GEMM 4096^3 (numpy)", lim["gemm_gflops"], "GFLOP/s")
     report.add(f"memory read, sum of 1 GiB ({args.threads} threads)", lim["read_gbs"], "GB/s")
-    report.add(f"memory copy, 1 GiB read + write ({args.threads} threads)", lim["copy_gbs"],
-               "GB/s")
+    report.add(f"memory copy, 1 GiB read + write ({args.threads} threads)", lim["copy_gbs"], "GB/s")
     report.finish()
 
 

@@ -45,8 +45,12 @@ def smaps(pid: int) -> dict[str, int]:
 
 
 def start(artifacts: str) -> tuple[subprocess.Popen[str], dict[str, float]]:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, artifacts], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, artifacts],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if not line:
         raise SystemExit(f"the loading process failed (exit {proc.wait()})")
@@ -54,8 +58,9 @@ def start(artifacts: str) -> tuple[subprocess.Popen[str], dict[str, float]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--artifacts", default="artifacts")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
@@ -76,15 +81,26 @@ def main() -> None:
         anon.append(alone["Anonymous"] / 2**30)
         added.append(grown / 2**30)
         shares.append(grown / alone["Rss"])
-    report.add("Recommender.load, fresh process (after its imports)", loads, "s",
-               goal="<= 2 s", met=statistics.median(loads) <= 2)
+    report.add(
+        "Recommender.load, fresh process (after its imports)",
+        loads,
+        "s",
+        goal="<= 2 s",
+        met=statistics.median(loads) <= 2,
+    )
     report.add("import serving (torch, LightGBM, FAISS, Polars)", imports, "s")
     report.add("first process: RSS after load and one request", rss, "GiB")
     report.add("first process: of which private (anonymous)", anon, "GiB")
-    report.add("second process on the same version adds (PSS of both - RSS of the first)",
-               added, "GiB")
-    report.add("second process adds, share of the first's RSS", [s * 100 for s in shares], "%",
-               goal="< 25%", met=statistics.median(shares) < 0.25)
+    report.add(
+        "second process on the same version adds (PSS of both - RSS of the first)", added, "GiB"
+    )
+    report.add(
+        "second process adds, share of the first's RSS",
+        [s * 100 for s in shares],
+        "%",
+        goal="< 25%",
+        met=statistics.median(shares) < 0.25,
+    )
     report.finish()
 
 

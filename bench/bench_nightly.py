@@ -21,6 +21,7 @@ from pathlib import Path
 
 from harness import Report, RssSampler, in_child
 
+
 def nightly(config: Path, root: Path) -> dict[str, object]:
     """Run the job once in this (child) process: stage seconds, peak RSS per stage window."""
     import logging
@@ -48,25 +49,43 @@ def nightly(config: Path, root: Path) -> dict[str, object]:
     end = time.perf_counter()
     ends = [t for _, t in marks[1:]] + [end]
     peaks = {name: rss.peak(start, stop) for (name, start), stop in zip(marks, ends, strict=True)}
-    return {"status": result.reason, "seconds": dict(result.seconds), "total": end - t0,
-            "peaks": peaks}
+    return {
+        "status": result.reason,
+        "seconds": dict(result.seconds),
+        "total": end - t0,
+        "peaks": peaks,
+    }
 
 
 def dataset(out: Path, users: int, items: int, per_user: int, seed: int) -> Path:
     """The generated set for `users` (made once, kept for reruns)."""
     data = out / "data"
     if not (data / "config.toml").is_file():
-        subprocess.run([str(Path(sys.executable).with_name("recengine")), "generate",
-                        "--out", str(data), "--users", str(users), "--items", str(items),
-                        "--interactions", str(users * per_user), "--seed", str(seed)],
-                       check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("recengine")),
+                "generate",
+                "--out",
+                str(data),
+                "--users",
+                str(users),
+                "--items",
+                str(items),
+                "--interactions",
+                str(users * per_user),
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return data
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--users", default="250000,500000,1000000")
     ap.add_argument("--items", type=int, default=200_000)
     ap.add_argument("--per-user", type=int, default=20, help="interaction rows per user")
@@ -82,21 +101,32 @@ def main() -> None:
         config.write_text((data / "config.toml").read_text() + "\n" + args.extra.read_text())
         root = folder / "artifacts"
         shutil.rmtree(root, ignore_errors=True)
-        print(f"{users:,} users x {args.items:,} items x {users * args.per_user:,} "
-              f"interactions: nightly job", flush=True)
+        print(
+            f"{users:,} users x {args.items:,} items x {users * args.per_user:,} "
+            f"interactions: nightly job",
+            flush=True,
+        )
         out, peak = in_child(nightly, config, root)
         if out["status"] != "published":
             raise SystemExit(f"{users:,} users: the job did not publish ({out['status']})")
         tag = f"{users // 1000}k users"
-        report.add(f"{tag}: whole job", out["total"] / 60, "min", goal="<= 60 min",
-                   met=out["total"] <= 3600)
+        report.add(
+            f"{tag}: whole job",
+            out["total"] / 60,
+            "min",
+            goal="<= 60 min",
+            met=out["total"] <= 3600,
+        )
         report.add(f"{tag}: peak RSS", peak / 2**30, "GiB")
         for name, secs in out["seconds"].items():
-            report.add(f"{tag}: {name}", secs, "s",
-                       note=f"peak RSS {out['peaks'].get(name, 0) / 2**30:.1f} GiB")
+            report.add(
+                f"{tag}: {name}",
+                secs,
+                "s",
+                note=f"peak RSS {out['peaks'].get(name, 0) / 2**30:.1f} GiB",
+            )
         if lists := out["seconds"].get("recs"):
-            report.add(f"{tag}: recs stage (product and ad lists) rate", users / lists,
-                       "users/s")
+            report.add(f"{tag}: recs stage (product and ad lists) rate", users / lists, "users/s")
         report.write()
     report.finish()
 

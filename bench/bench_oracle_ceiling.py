@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-
 from harness import OUT, Report
+
 from pipelines.synthetic.truth import GroundTruth
 
 GRADES = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4}
@@ -41,16 +41,26 @@ def mean_ndcg(util: np.ndarray, relevant: list[dict[int, int]], seen: list[np.nd
         s[skip] = -np.inf
         top = np.argpartition(-s, K)[:K]
         top = top[np.argsort(-s[top])]
-        gain = {c: 2.0 ** g - 1 for c, g in rel.items()}
+        gain = {c: 2.0**g - 1 for c, g in rel.items()}
         dcg = sum(gain.get(int(c), 0.0) / np.log2(r + 2) for r, c in enumerate(top))
         ideal = sorted(gain.values(), reverse=True)[:K]
         out.append(dcg / sum(g / np.log2(r + 2) for r, g in enumerate(ideal)))
     return float(np.mean(out))
 
 
-def map_taste(q: torch.Tensor, b: torch.Tensor, tau: float, users: np.ndarray,
-              cols: np.ndarray, f: np.ndarray, n: int, prior_var: float, drift_var: float,
-              scale: float, at: float) -> np.ndarray:
+def map_taste(
+    q: torch.Tensor,
+    b: torch.Tensor,
+    tau: float,
+    users: np.ndarray,
+    cols: np.ndarray,
+    f: np.ndarray,
+    n: int,
+    prior_var: float,
+    drift_var: float,
+    scale: float,
+    at: float,
+) -> np.ndarray:
     """(n, d) MAP taste at time `at` of each user, p + at * drift, from their chosen columns
     at times `f` (softmax over all columns of (p + f * drift) . q / tau + b; the generator's
     own model, Gaussian priors of the true variances times `scale`)."""
@@ -63,19 +73,20 @@ def map_taste(q: torch.Tensor, b: torch.Tensor, tau: float, users: np.ndarray,
     iu, ik, ic = (torch.from_numpy(a) for a in (users, k, cols))
     for _ in range(300):
         opt.zero_grad()
-        taste = p[:, None, :] + centre[None, :, None] * d[:, None, :]     # (n, BINS, dim)
-        logits = taste @ q.T / tau + b                                     # (n, BINS, I)
+        taste = p[:, None, :] + centre[None, :, None] * d[:, None, :]  # (n, BINS, dim)
+        logits = taste @ q.T / tau + b  # (n, BINS, I)
         lse = torch.logsumexp(logits, 2)
         ll = (logits[iu, ik, ic] - lse[iu, ik]).sum()
-        prior = (p ** 2).sum() / (2 * prior_var) + (d ** 2).sum() / (2 * drift_var)
+        prior = (p**2).sum() / (2 * prior_var) + (d**2).sum() / (2 * drift_var)
         (-ll + scale * prior).backward()
         opt.step()
     return (p + at * d).detach().numpy()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=Path("data_samples"))
     ap.add_argument("--priors", default="1,3,10", help="prior strength multipliers tried")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -109,26 +120,45 @@ def main() -> None:
 
     q, b = gt.item_factor[prow], gt.item_bias[prow]
     f = gt._f(test_start + timedelta(days=3.5))
-    oracle = mean_ndcg((gt.user_factor[users] + f * gt.user_drift[users]) @ q.T / gt.tau + b,
-                       relevant, seen)
+    oracle = mean_ndcg(
+        (gt.user_factor[users] + f * gt.user_drift[users]) @ q.T / gt.tau + b, relevant, seen
+    )
     popular = mean_ndcg(np.tile(b, (len(users), 1)), relevant, seen)
     report = Report("oracle_ceiling", args)
-    print(f"{len(users):,} test users, {view.sum() / len(users):.1f} views each before the test "
-          f"window; oracle NDCG@{K} {oracle:.4f}, true item bias alone {popular:.4f}")
+    print(
+        f"{len(users):,} test users, {view.sum() / len(users):.1f} views each before the test "
+        f"window; oracle NDCG@{K} {oracle:.4f}, true item bias alone {popular:.4f}"
+    )
     report.add("oracle NDCG@10", oracle, "")
     report.add("true item bias alone NDCG@10", popular, "", ratio=("oracle", popular / oracle))
     prior_var = float(gt.user_factor.var(0).mean())
     drift_var = float(gt.user_drift.var(0).mean())
     when = np.array([gt._f(t) for t in fit["ts"].filter(pl.Series(view)).to_list()])
     for scale in (float(s) for s in args.priors.split(",")):
-        taste = map_taste(torch.from_numpy(q), torch.from_numpy(b), gt.tau,
-                          row_of[fu[view]], fc[view], when, len(users), prior_var, drift_var,
-                          scale, f)
+        taste = map_taste(
+            torch.from_numpy(q),
+            torch.from_numpy(b),
+            gt.tau,
+            row_of[fu[view]],
+            fc[view],
+            when,
+            len(users),
+            prior_var,
+            drift_var,
+            scale,
+            f,
+        )
         got = mean_ndcg(taste @ q.T / gt.tau + b, relevant, seen)
-        print(f"  MAP taste (prior x{scale:g}) with the true item factors: NDCG@{K} {got:.4f}, "
-              f"{got / oracle:.3f} of the oracle")
-        report.add(f"MAP taste, prior x{scale:g}, true item factors NDCG@10", got, "",
-                   ratio=("oracle", got / oracle))
+        print(
+            f"  MAP taste (prior x{scale:g}) with the true item factors: NDCG@{K} {got:.4f}, "
+            f"{got / oracle:.3f} of the oracle"
+        )
+        report.add(
+            f"MAP taste, prior x{scale:g}, true item factors NDCG@10",
+            got,
+            "",
+            ratio=("oracle", got / oracle),
+        )
     report.finish(args.out)
 
 

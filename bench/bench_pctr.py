@@ -35,34 +35,38 @@ def main() -> None:
     fit_fs, test_fs = build_features(cfg, window="train"), build_features(cfg, window="valid")
     cut, test_cut = fit_fs.valid_start, fit_fs.test_start
 
-    def log(start, end):  # noqa: ANN001, ANN202
+    def log(start, end):
         return ad_impressions(tables.interactions, tables.items, start=start, end=end)
 
     fit = ad_features(log(cut, test_cut), log(None, cut), fit_fs)
     test = ad_features(log(test_cut, None), log(None, test_cut), test_fs)
     model = train_pctr(fit, cfg.ads)
     r = pctr_report(model, test)
-    print(f"fit on {fit.height:,} impressions (click rate {fit['clicked'].mean():.4f}), "
-          f"{model.booster.best_iteration} trees; test {int(r['rows']):,} impressions "
-          f"(click rate {r['click_rate']:.4f})")
+    print(
+        f"fit on {fit.height:,} impressions (click rate {fit['clicked'].mean():.4f}), "
+        f"{model.booster.best_iteration} trees; test {int(r['rows']):,} impressions "
+        f"(click rate {r['click_rate']:.4f})"
+    )
     print(f"  AUC {r['auc']:.4f}")
     print(f"  log loss: raw {r['logloss_raw']:.4f}, calibrated {r['logloss_calibrated']:.4f}")
-    print(f"  ECE (15 equal-count bins): raw {r['ece_raw']:.4f}, calibrated "
-          f"{r['ece_calibrated']:.4f}")
+    print(
+        f"  ECE (15 equal-count bins): raw {r['ece_raw']:.4f}, calibrated {r['ece_calibrated']:.4f}"
+    )
 
     users = test_fs.users["user_idx"].to_numpy().astype(np.int64)
     users = users[users > 0]
     t = time.perf_counter()
-    lists, spent = ad_lists(users, test_fs, model, log(None, test_cut), cfg.auction,
-                            when=test_cut)
+    lists, spent = ad_lists(users, test_fs, model, log(None, test_cut), cfg.auction, when=test_cut)
     seconds = time.perf_counter() - t
     inv = Inventory.at(test_fs, test_cut)
     budget = sum(v for v in inv.budget.values() if np.isfinite(v))
-    print(f"ad lists at {test_cut:%Y-%m-%d}: {len(inv.item_idx)} ads in flight in "
-          f"{len(inv.budget)} campaigns; {lists['user_idx'].n_unique():,} of {len(users):,} users "
-          f"get an ad ({lists.height:,} slots, mean eCPM {lists['ecpm'].mean():.2f}) in "
-          f"{seconds:.1f} s; expected spend {sum(spent.values()):.0f} of {budget:.0f} budget, "
-          f"largest overshoot of a campaign {max(spent[c] - inv.budget[c] for c in spent):+.2f}")
+    print(
+        f"ad lists at {test_cut:%Y-%m-%d}: {len(inv.item_idx)} ads in flight in "
+        f"{len(inv.budget)} campaigns; {lists['user_idx'].n_unique():,} of {len(users):,} users "
+        f"get an ad ({lists.height:,} slots, mean eCPM {lists['ecpm'].mean():.2f}) in "
+        f"{seconds:.1f} s; expected spend {sum(spent.values()):.0f} of {budget:.0f} budget, "
+        f"largest overshoot of a campaign {max(spent[c] - inv.budget[c] for c in spent):+.2f}"
+    )
 
 
 if __name__ == "__main__":

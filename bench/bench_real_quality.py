@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-
 from harness import OUT, Report
 
 if TYPE_CHECKING:
@@ -68,26 +67,36 @@ class Source:
     name: str
     folder: str
     label: str
-    strategy: str           # the [split] strategy recengine is given
+    strategy: str  # the [split] strategy recengine is given
     stem: str | None = None  # sequences: <stem>.txt and <stem>_item2attributes.json
 
 
 DATASETS = {
     "grocery": Source("grocery", "amazon-grocery", "Amazon Grocery_and_Gourmet_Food", "holdout"),
-    "toys": Source("toys", "amazon-sequences", "Amazon Toys_and_Games", "leave_last_out",
-                   "Toys_and_Games"),
-    "sports": Source("sports", "amazon-sequences", "Amazon Sports_and_Outdoors",
-                     "leave_last_out", "Sports_and_Outdoors"),
+    "toys": Source(
+        "toys", "amazon-sequences", "Amazon Toys_and_Games", "leave_last_out", "Toys_and_Games"
+    ),
+    "sports": Source(
+        "sports",
+        "amazon-sequences",
+        "Amazon Sports_and_Outdoors",
+        "leave_last_out",
+        "Sports_and_Outdoors",
+    ),
 }
 
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     # S3-Rec (CIKM 2020), full ranking, last item held out, earlier items excluded
-    "toys": {"PopRec": {"ndcg@10": 0.0061},
-             "SASRec": {"hit_rate@10": 0.0675, "ndcg@10": 0.0374},
-             "S3-Rec": {"hit_rate@10": 0.0700, "ndcg@10": 0.0376}},
-    "sports": {"PopRec": {"ndcg@10": 0.0053},
-               "SASRec": {"hit_rate@10": 0.0350, "ndcg@10": 0.0192},
-               "S3-Rec": {"hit_rate@10": 0.0385, "ndcg@10": 0.0204}},
+    "toys": {
+        "PopRec": {"ndcg@10": 0.0061},
+        "SASRec": {"hit_rate@10": 0.0675, "ndcg@10": 0.0374},
+        "S3-Rec": {"hit_rate@10": 0.0700, "ndcg@10": 0.0376},
+    },
+    "sports": {
+        "PopRec": {"ndcg@10": 0.0053},
+        "SASRec": {"hit_rate@10": 0.0350, "ndcg@10": 0.0192},
+        "S3-Rec": {"hit_rate@10": 0.0385, "ndcg@10": 0.0204},
+    },
 }
 
 METRICS = (("ndcg@10", "NDCG@10"), ("recall@10", "recall@10"), ("hit_rate@10", "HR@10"))
@@ -101,23 +110,28 @@ METRICS = (("ndcg@10", "NDCG@10"), ("recall@10", "recall@10"), ("hit_rate@10", "
 class Converted:
     """A data set in the data contract, with its held-out test rows."""
 
-    train: pl.DataFrame   # user_id, item_id, ts, event, row (file order): given to recengine
-    test: pl.DataFrame    # user_id, item_id, ts: held out
-    items: pl.DataFrame   # item_id[, category | tags]
-    users: pl.DataFrame   # user_id
+    train: pl.DataFrame  # user_id, item_id, ts, event, row (file order): given to recengine
+    test: pl.DataFrame  # user_id, item_id, ts: held out
+    items: pl.DataFrame  # item_id[, category | tags]
+    users: pl.DataFrame  # user_id
 
 
 def latest_rows(df: pl.DataFrame, share: float | None) -> pl.Series:
     """True on each user's latest rows by (ts, row): round(share x n) of them, at least one and
     never all (a user with one row keeps it); the last one alone when `share` is None."""
-    order = df.select(pl.col("user_id"), pl.col("ts"), pl.col("row"),
-                      pl.int_range(pl.len()).alias("_at")).sort("user_id", "ts", "row")
+    order = df.select(
+        pl.col("user_id"), pl.col("ts"), pl.col("row"), pl.int_range(pl.len()).alias("_at")
+    ).sort("user_id", "ts", "row")
     n = pl.len().over("user_id")
     pos = pl.int_range(pl.len()).over("user_id")
-    held = (pl.lit(1, pl.Int64) if share is None
-            else (n.cast(pl.Float64) * share).round().cast(pl.Int64).clip(1, None))
-    flagged = order.with_columns(
-        (pos >= n - pl.min_horizontal(held, n - 1)).alias("_held")).sort("_at")
+    held = (
+        pl.lit(1, pl.Int64)
+        if share is None
+        else (n.cast(pl.Float64) * share).round().cast(pl.Int64).clip(1, None)
+    )
+    flagged = order.with_columns((pos >= n - pl.min_horizontal(held, n - 1)).alias("_held")).sort(
+        "_at"
+    )
     return flagged["_held"].rename("held")
 
 
@@ -133,8 +147,12 @@ def sample_users(users: pl.Series, max_users: int | None, seed: int) -> pl.Serie
 def split_test(rows: pl.DataFrame, share: float | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(train, test) of `rows` (user_id, item_id, ts, row): each user's latest rows held out."""
     held = latest_rows(rows, share)
-    train = (rows.filter(~held).with_columns(pl.lit(EVENT).alias("event"))
-             .sort("user_id", "ts", "row").select("user_id", "item_id", "ts", "event", "row"))
+    train = (
+        rows.filter(~held)
+        .with_columns(pl.lit(EVENT).alias("event"))
+        .sort("user_id", "ts", "row")
+        .select("user_id", "item_id", "ts", "event", "row")
+    )
     test = rows.filter(held).sort("user_id", "ts", "row").select("user_id", "item_id", "ts")
     return train, test
 
@@ -145,14 +163,19 @@ def convert_grocery(folder: Path, *, max_users: int | None = None, seed: int = 0
     ids = {"user_id": pl.String, "item_id": pl.String}
     raw = pl.read_csv(folder / "interactions.tsv", separator="\t", schema_overrides=ids)
     raw = raw.with_row_index("row").with_columns(
-        pl.from_epoch(pl.col("time").cast(pl.Int64), time_unit="s").alias("ts"))
-    meta = pl.read_csv(folder / "item_meta.tsv", separator="\t",
-                       schema_overrides={"item_id": pl.String, "i_category": pl.String})
+        pl.from_epoch(pl.col("time").cast(pl.Int64), time_unit="s").alias("ts")
+    )
+    meta = pl.read_csv(
+        folder / "item_meta.tsv",
+        separator="\t",
+        schema_overrides={"item_id": pl.String, "i_category": pl.String},
+    )
     # the whole catalogue, sampled users or not: an item listed only because a sampled user
     # bought it in the test rows would give the test away
     catalogue = pl.concat([meta["item_id"], raw["item_id"]]).unique().to_frame("item_id")
-    items = (catalogue.join(meta.select("item_id", pl.col("i_category").alias("category")),
-                            on="item_id", how="left").sort("item_id"))
+    items = catalogue.join(
+        meta.select("item_id", pl.col("i_category").alias("category")), on="item_id", how="left"
+    ).sort("item_id")
     keep = sample_users(raw["user_id"], max_users, seed)
     raw = raw.filter(pl.col("user_id").is_in(keep.implode()))
     train, test = split_test(raw.select("user_id", "item_id", "ts", "row"), HOLDOUT_SHARE)
@@ -171,33 +194,36 @@ def read_sequences(path: Path) -> pl.DataFrame:
         items.extend(seq)
         pos.extend(range(len(seq)))
         length.extend([len(seq)] * len(seq))
-    return pl.DataFrame({"user_id": users, "item_id": items, "pos": pos, "length": length},
-                        schema={"user_id": pl.String, "item_id": pl.String, "pos": pl.Int64,
-                                "length": pl.Int64})
+    return pl.DataFrame(
+        {"user_id": users, "item_id": items, "pos": pos, "length": length},
+        schema={"user_id": pl.String, "item_id": pl.String, "pos": pl.Int64, "length": pl.Int64},
+    )
 
 
-def convert_sequences(folder: Path, stem: str, *, max_users: int | None = None, seed: int = 0,
-                      end: datetime = END_DAY) -> Converted:
+def convert_sequences(
+    folder: Path, stem: str, *, max_users: int | None = None, seed: int = 0, end: datetime = END_DAY
+) -> Converted:
     """`<stem>.txt` (`user item item ...`, oldest first) and `<stem>_item2attributes.json`:
     one day per position, every sequence ending on `end`; each user's last item held out."""
     seq = read_sequences(folder / f"{stem}.txt")
     attrs = json.loads((folder / f"{stem}_item2attributes.json").read_text())
     # the whole catalogue, sampled users or not (see convert_grocery)
-    catalogue = pl.concat([seq["item_id"], pl.Series(list(attrs), dtype=pl.String)]
-                          ).unique().sort()
+    catalogue = pl.concat([seq["item_id"], pl.Series(list(attrs), dtype=pl.String)]).unique().sort()
     tags = [[str(a) for a in attrs.get(i, [])] for i in catalogue.to_list()]
-    items = pl.DataFrame({"item_id": catalogue, "tags": tags},
-                         schema={"item_id": pl.String, "tags": pl.List(pl.String)})
+    items = pl.DataFrame(
+        {"item_id": catalogue, "tags": tags},
+        schema={"item_id": pl.String, "tags": pl.List(pl.String)},
+    )
     keep = sample_users(seq["user_id"], max_users, seed)
     seq = seq.filter(pl.col("user_id").is_in(keep.implode()))
     rows = seq.with_row_index("row").with_columns(
-        (pl.lit(end) - pl.duration(days=pl.col("length") - 1 - pl.col("pos"))).alias("ts"))
+        (pl.lit(end) - pl.duration(days=pl.col("length") - 1 - pl.col("pos"))).alias("ts")
+    )
     train, test = split_test(rows.select("user_id", "item_id", "ts", "row"), None)
     return Converted(train, test, items, keep.to_frame("user_id"))
 
 
-def convert(source: Source, datasets_dir: Path, *, max_users: int | None, seed: int
-            ) -> Converted:
+def convert(source: Source, datasets_dir: Path, *, max_users: int | None, seed: int) -> Converted:
     folder = datasets_dir / source.folder
     if source.stem is None:
         return convert_grocery(folder, max_users=max_users, seed=seed)
@@ -208,8 +234,9 @@ def available(source: Source, datasets_dir: Path) -> bool:
     folder = datasets_dir / source.folder
     if source.stem is None:
         return (folder / "interactions.tsv").is_file() and (folder / "item_meta.tsv").is_file()
-    return ((folder / f"{source.stem}.txt").is_file()
-            and (folder / f"{source.stem}_item2attributes.json").is_file())
+    return (folder / f"{source.stem}.txt").is_file() and (
+        folder / f"{source.stem}_item2attributes.json"
+    ).is_file()
 
 
 def write_work(conv: Converted, work: Path, strategy: str) -> Path:
@@ -230,7 +257,8 @@ def write_work(conv: Converted, work: Path, strategy: str) -> Path:
         "[split]\n"
         f'strategy = "{strategy}"\n\n'
         "[artifacts]\n"
-        'root = "artifacts"\n')
+        'root = "artifacts"\n'
+    )
     return config
 
 
@@ -243,8 +271,8 @@ class Space:
     """Contiguous indices of the data set's users and items (sorted ids), shared by the truth,
     the baselines and the mapped recengine lists."""
 
-    users: pl.DataFrame   # user_id, idx
-    items: pl.DataFrame   # item_id, idx
+    users: pl.DataFrame  # user_id, idx
+    items: pl.DataFrame  # item_id, idx
 
     @classmethod
     def of(cls, conv: Converted) -> Space:
@@ -252,9 +280,13 @@ class Space:
             s = s.unique().sort()
             return pl.DataFrame({name: s, "idx": np.arange(len(s), dtype=np.int64)})
 
-        return cls(index(conv.users["user_id"], "user_id"),
-                   index(pl.concat([conv.items["item_id"], conv.train["item_id"],
-                                    conv.test["item_id"]]), "item_id"))
+        return cls(
+            index(conv.users["user_id"], "user_id"),
+            index(
+                pl.concat([conv.items["item_id"], conv.train["item_id"], conv.test["item_id"]]),
+                "item_id",
+            ),
+        )
 
     @property
     def n_users(self) -> int:
@@ -273,22 +305,34 @@ class Space:
 
 def _lookup(ids: pl.Series, table: pl.DataFrame, name: str) -> np.ndarray:
     """Index of each id in `table` (-1 for an unknown id)."""
-    return (ids.cast(pl.String).rename(name).to_frame()
-            .join(table, on=name, how="left", maintain_order="left")["idx"]
-            .fill_null(-1).to_numpy().astype(np.int64))
+    return (
+        ids.cast(pl.String)
+        .rename(name)
+        .to_frame()
+        .join(table, on=name, how="left", maintain_order="left")["idx"]
+        .fill_null(-1)
+        .to_numpy()
+        .astype(np.int64)
+    )
 
 
 def indexed(rows: pl.DataFrame, space: Space) -> pl.DataFrame:
     """user_idx, item_idx, ts of `rows` (user_id, item_id, ts)."""
-    return pl.DataFrame({"user_idx": space.user_idx(rows["user_id"]),
-                         "item_idx": space.item_idx(rows["item_id"]), "ts": rows["ts"]})
+    return pl.DataFrame(
+        {
+            "user_idx": space.user_idx(rows["user_id"]),
+            "item_idx": space.item_idx(rows["item_id"]),
+            "ts": rows["ts"],
+        }
+    )
 
 
 def seen_matrix(rows: pl.DataFrame, space: Space) -> sp.csr_matrix:
     from engine.evaluation.baselines import Interactions
 
-    return Interactions.build(rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy(),
-                              space.n_users, space.n_items).matrix
+    return Interactions.build(
+        rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy(), space.n_users, space.n_items
+    ).matrix
 
 
 def truth_of(held: pl.DataFrame, seen: sp.csr_matrix) -> Truth:
@@ -297,8 +341,11 @@ def truth_of(held: pl.DataFrame, seen: sp.csr_matrix) -> Truth:
 
     u, i = held["user_idx"].to_numpy(), held["item_idx"].to_numpy()
     new = np.asarray(seen[u, i]).ravel() == 0
-    return Truth.from_frame(pl.DataFrame({"user_idx": u[new], "item_idx": i[new],
-                                          "label": np.ones(int(new.sum()), np.int64)}))
+    return Truth.from_frame(
+        pl.DataFrame(
+            {"user_idx": u[new], "item_idx": i[new], "label": np.ones(int(new.sum()), np.int64)}
+        )
+    )
 
 
 def scores(top: np.ndarray, truth: Truth) -> dict[str, float]:
@@ -317,8 +364,9 @@ def lists_matrix(lists: pl.DataFrame, users: np.ndarray, k: int) -> np.ndarray:
     return to_matrix(lists.filter(ok), users, k)
 
 
-def without_seen(top: np.ndarray, users: np.ndarray, seen: sp.csr_matrix
-                 ) -> tuple[np.ndarray, float]:
+def without_seen(
+    top: np.ndarray, users: np.ndarray, seen: sp.csr_matrix
+) -> tuple[np.ndarray, float]:
     """`top` with each row's seen items dropped (the rest moved up), and the share of listed
     slots among the first K that held a seen item."""
     rr = np.repeat(users, top.shape[1]).reshape(top.shape)
@@ -339,34 +387,47 @@ def without_seen(top: np.ndarray, users: np.ndarray, seen: sp.csr_matrix
 GRID_EASE = (50.0, 250.0, 1250.0)
 """EASE's lambdas tried first; a best at either edge is followed by up to two more x5 steps
 that way (each fit inverts a dense item x item matrix, so the grid stays short)."""
-GRID_ALS = [{"factors": f, "regularization": r, "alpha": a}
-            for f in (64.0, 128.0) for r in (1.0, 10.0) for a in (1.0, 10.0)]
+GRID_ALS = [
+    {"factors": f, "regularization": r, "alpha": a}
+    for f in (64.0, 128.0)
+    for r in (1.0, 10.0)
+    for a in (1.0, 10.0)
+]
 
 
-def baseline_top(name: str, params: dict[str, float | None], fit: pl.DataFrame, space: Space,
-                 users: np.ndarray, k: int) -> np.ndarray:
+def baseline_top(
+    name: str,
+    params: dict[str, float | None],
+    fit: pl.DataFrame,
+    space: Space,
+    users: np.ndarray,
+    k: int,
+) -> np.ndarray:
     """(len(users), k) lists of baseline `name` fitted on `fit` (user_idx, item_idx, ts), the
     fitted items of each user excluded."""
     from engine.evaluation.baselines import Interactions, make_baseline, top_items
     from engine.evaluation.config import EvaluationConfig
 
-    x = Interactions.build(fit["user_idx"].to_numpy(), fit["item_idx"].to_numpy(),
-                           space.n_users, space.n_items)
+    x = Interactions.build(
+        fit["user_idx"].to_numpy(), fit["item_idx"].to_numpy(), space.n_users, space.n_items
+    )
     last = fit["ts"].max()
 
     def recent(days: float | None) -> sp.csr_matrix:
         if days is None:
             return x.matrix
         w = fit.filter(pl.col("ts") >= last - timedelta(days=days))
-        return Interactions.build(w["user_idx"].to_numpy(), w["item_idx"].to_numpy(),
-                                  space.n_users, space.n_items).matrix
+        return Interactions.build(
+            w["user_idx"].to_numpy(), w["item_idx"].to_numpy(), space.n_users, space.n_items
+        ).matrix
 
     scorer = make_baseline(name, x, recent, params, EvaluationConfig())
     return top_items(scorer, users, x.matrix, np.ones(space.n_items, bool), k)
 
 
-def tune(name: str, fit: pl.DataFrame, truth: Truth, space: Space
-         ) -> tuple[dict[str, float | None], list[dict[str, object]]]:
+def tune(
+    name: str, fit: pl.DataFrame, truth: Truth, space: Space
+) -> tuple[dict[str, float | None], list[dict[str, object]]]:
     """The best parameters of `name` by NDCG@10 on `truth` with models fitted on `fit`, and
     every setting tried with its score."""
     from engine.evaluation.baselines import GRIDS
@@ -376,8 +437,9 @@ def tune(name: str, fit: pl.DataFrame, truth: Truth, space: Space
     def trial(params: dict[str, float | None]) -> float:
         t = time.perf_counter()
         v = scores(baseline_top(name, params, fit, space, truth.users, K), truth)["ndcg@10"]
-        tried.append({"params": params, "valid_ndcg@10": v,
-                      "seconds": round(time.perf_counter() - t, 1)})
+        tried.append(
+            {"params": params, "valid_ndcg@10": v, "seconds": round(time.perf_counter() - t, 1)}
+        )
         print(f"    tune {name} {params}: valid NDCG@10 {v:.4f}", flush=True)
         return v
 
@@ -394,7 +456,7 @@ def tune(name: str, fit: pl.DataFrame, truth: Truth, space: Space
                 break
             got[nxt] = trial({"lam": nxt})
     else:
-        for params in (GRID_ALS if name == "als" else GRIDS[name]):
+        for params in GRID_ALS if name == "als" else GRIDS[name]:
             trial(params)
     best = max(tried, key=lambda t: t["valid_ndcg@10"])  # type: ignore[arg-type,return-value]
     return best["params"], tried  # type: ignore[return-value]
@@ -406,8 +468,14 @@ def validation_slice(train: pl.DataFrame, share: float | None) -> tuple[pl.DataF
     return train.filter(~held), train.filter(held)
 
 
-def run_baselines(conv: Converted, space: Space, train_idx: pl.DataFrame, truth: Truth,
-                  share: float | None, args: argparse.Namespace) -> dict[str, dict[str, object]]:
+def run_baselines(
+    conv: Converted,
+    space: Space,
+    train_idx: pl.DataFrame,
+    truth: Truth,
+    share: float | None,
+    args: argparse.Namespace,
+) -> dict[str, dict[str, object]]:
     """Each baseline tuned on the validation slice (unless --no-tune), refitted on every
     training row and scored on the test truth."""
     from engine.evaluation.baselines import default_params
@@ -419,11 +487,17 @@ def run_baselines(conv: Converted, space: Space, train_idx: pl.DataFrame, truth:
         fit_idx, valid_idx = indexed(fit_rows, space), indexed(valid_rows, space)
         valid_truth = truth_of(valid_idx, seen_matrix(fit_idx, space))
         if len(valid_truth.users) > args.tune_users:
-            rows = np.sort(np.random.default_rng(args.seed).choice(
-                len(valid_truth.users), args.tune_users, replace=False))
+            rows = np.sort(
+                np.random.default_rng(args.seed).choice(
+                    len(valid_truth.users), args.tune_users, replace=False
+                )
+            )
             valid_truth = valid_truth.subset(rows)
-        print(f"  tuning on {len(valid_truth.users):,} validation users "
-              f"({fit_idx.height:,} fit rows)", flush=True)
+        print(
+            f"  tuning on {len(valid_truth.users):,} validation users "
+            f"({fit_idx.height:,} fit rows)",
+            flush=True,
+        )
     for name in ("popularity", "item_knn", "ease", "als"):
         t = time.perf_counter()
         tried: list[dict[str, object]] = []
@@ -435,11 +509,19 @@ def run_baselines(conv: Converted, space: Space, train_idx: pl.DataFrame, truth:
         t = time.perf_counter()
         top = baseline_top(name, params, train_idx, space, truth.users, K)
         got = scores(top, truth)
-        out[name] = {**got, "params": params, "tuned": not args.no_tune, "tried": tried,
-                     "tune_seconds": round(t_tune, 1),
-                     "test_seconds": round(time.perf_counter() - t, 1)}
-        print(f"  {name} {params}: NDCG@10 {got['ndcg@10']:.4f} recall@10 "
-              f"{got['recall@10']:.4f} HR@10 {got['hit_rate@10']:.4f}", flush=True)
+        out[name] = {
+            **got,
+            "params": params,
+            "tuned": not args.no_tune,
+            "tried": tried,
+            "tune_seconds": round(t_tune, 1),
+            "test_seconds": round(time.perf_counter() - t, 1),
+        }
+        print(
+            f"  {name} {params}: NDCG@10 {got['ndcg@10']:.4f} recall@10 "
+            f"{got['recall@10']:.4f} HR@10 {got['hit_rate@10']:.4f}",
+            flush=True,
+        )
     return out
 
 
@@ -454,8 +536,13 @@ def nightly(config: Path) -> tuple[int, float]:
 
     root = config.parent / "artifacts"
     shutil.rmtree(root, ignore_errors=True)  # a fresh run: nothing resumed or reused
-    cmd = [str(Path(sys.executable).with_name("recengine")), "nightly", "--config", str(config),
-           "--force"]
+    cmd = [
+        str(Path(sys.executable).with_name("recengine")),
+        "nightly",
+        "--config",
+        str(config),
+        "--force",
+    ]
     if not Path(cmd[0]).is_file():
         cmd[:1] = [sys.executable, "-m", "engine.cli"]
     print(f"  $ {' '.join(cmd)}", flush=True)
@@ -468,14 +555,24 @@ def published_lists(version: Path, space: Space) -> pl.DataFrame:
     """user_idx, item_idx, rank of the version's product lists, in the data set's indices."""
     parts = sorted((version / "recs" / "kind=product").glob("*.parquet"))
     lists = pl.concat([pl.read_parquet(p, columns=["user_id", "rank", "item_id"]) for p in parts])
-    return pl.DataFrame({"user_idx": space.user_idx(lists["user_id"]),
-                         "item_idx": space.item_idx(lists["item_id"]),
-                         "rank": lists["rank"].cast(pl.Int64)})
+    return pl.DataFrame(
+        {
+            "user_idx": space.user_idx(lists["user_id"]),
+            "item_idx": space.item_idx(lists["item_id"]),
+            "rank": lists["rank"].cast(pl.Int64),
+        }
+    )
 
 
-def stage_figures(version: Path, config: Path, space: Space, truth: Truth,
-                  seen: sp.csr_matrix, args: argparse.Namespace, final_top: np.ndarray
-                  ) -> dict[str, object]:
+def stage_figures(
+    version: Path,
+    config: Path,
+    space: Space,
+    truth: Truth,
+    seen: sp.csr_matrix,
+    args: argparse.Namespace,
+    final_top: np.ndarray,
+) -> dict[str, object]:
     """Candidate recall, the two-tower order over the whole corpus, the re-ranked candidates
     and the final lists of the published version, on (a sample of) the test users."""
     from engine.config import EngineConfig
@@ -492,8 +589,9 @@ def stage_figures(version: Path, config: Path, space: Space, truth: Truth,
     rows = np.arange(len(truth.users))
     sampled = len(rows) > args.stage_users
     if sampled:
-        rows = np.sort(np.random.default_rng(args.seed).choice(rows, args.stage_users,
-                                                              replace=False))
+        rows = np.sort(
+            np.random.default_rng(args.seed).choice(rows, args.stage_users, replace=False)
+        )
     tr = truth.subset(rows)
     cfg = load_config(config, EngineConfig)
     fs = FeatureSet.load(version)
@@ -513,16 +611,26 @@ def stage_figures(version: Path, config: Path, space: Space, truth: Truth,
     # candidates and the re-ranker's order of them (seen items left out)
     pairs = []
     for a in range(0, int(known.sum()), cfg.jobs.user_chunk):
-        chunk = np.sort(eng_users[known][a:a + cfg.jobs.user_chunk])
+        chunk = np.sort(eng_users[known][a : a + cfg.jobs.user_chunk])
         scored = scorer.scored(chunk, k=cfg.jobs.k)
-        pairs.append(pl.DataFrame({"user_idx": e2m_user[scored.users[scored.row]],
-                                   "item_idx": e2m_item[scored.items],
-                                   "score": np.asarray(scored.scores, np.float64)}))
-        print(f"    candidates and re-ranker scores: {a + len(chunk):,}/{int(known.sum()):,} "
-              "users", flush=True)
-    cand = (pl.concat(pairs) if pairs else
-            pl.DataFrame(schema={"user_idx": pl.Int64, "item_idx": pl.Int64, "score": pl.Float64})
-            ).filter(pl.col("user_idx") >= 0, pl.col("item_idx") >= 0)
+        pairs.append(
+            pl.DataFrame(
+                {
+                    "user_idx": e2m_user[scored.users[scored.row]],
+                    "item_idx": e2m_item[scored.items],
+                    "score": np.asarray(scored.scores, np.float64),
+                }
+            )
+        )
+        print(
+            f"    candidates and re-ranker scores: {a + len(chunk):,}/{int(known.sum()):,} users",
+            flush=True,
+        )
+    cand = (
+        pl.concat(pairs)
+        if pairs
+        else pl.DataFrame(schema={"user_idx": pl.Int64, "item_idx": pl.Int64, "score": pl.Float64})
+    ).filter(pl.col("user_idx") >= 0, pl.col("item_idx") >= 0)
     u, i = cand["user_idx"].to_numpy(), cand["item_idx"].to_numpy()
     cand = cand.filter(pl.Series(np.asarray(seen[u, i]).ravel() == 0))
     order = ranked(cand)
@@ -535,21 +643,28 @@ def stage_figures(version: Path, config: Path, space: Space, truth: Truth,
     # the two-tower order over every eligible product (seen items excluded)
     vectors = np.asarray(ctx.user_vectors)  # rows of the users the model knows
     uv = np.zeros((n_eng_users, vectors.shape[1]), np.float32)
-    uv[:min(n_eng_users, len(vectors))] = vectors[:n_eng_users]
-    seen_eng = Interactions.build(ctx.seen["user_idx"].to_numpy(), ctx.seen["item_idx"].to_numpy(),
-                                  n_eng_users, n_eng_items).matrix
+    uv[: min(n_eng_users, len(vectors))] = vectors[:n_eng_users]
+    seen_eng = Interactions.build(
+        ctx.seen["user_idx"].to_numpy(), ctx.seen["item_idx"].to_numpy(), n_eng_users, n_eng_items
+    ).matrix
     tt = np.full((len(tr.users), K), -1, np.int64)
     iv = np.zeros((n_eng_items, vectors.shape[1]), np.float32)
     got = np.asarray(ctx.item_vectors)
-    iv[:min(n_eng_items, len(got))] = got[:n_eng_items]
+    iv[: min(n_eng_items, len(got))] = got[:n_eng_items]
     tt[known] = top_items(lambda r: uv[r] @ iv.T, eng_users[known], seen_eng, ctx.eligible, K)
     two_tower = scores(np.where(tt >= 0, e2m_item[np.maximum(tt, 0)], -1), tr)
     final = scores(final_top[rows], tr)
-    return {"users": int(len(tr.users)), "sampled": bool(sampled),
-            "of_users": int(len(truth.users)),
-            "candidate_recall": recall, "mean_candidates": float((cand_top >= 0).sum(1).mean()),
-            "two_tower": two_tower, "reranked": reranked, "final": final,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "users": len(tr.users),
+        "sampled": bool(sampled),
+        "of_users": len(truth.users),
+        "candidate_recall": recall,
+        "mean_candidates": float((cand_top >= 0).sum(1).mean()),
+        "two_tower": two_tower,
+        "reranked": reranked,
+        "final": final,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def manifest_of(version: Path) -> dict[str, Any]:
@@ -574,17 +689,27 @@ def run_dataset(source: Source, args: argparse.Namespace, report: Report) -> dic
     truth = truth_of(indexed(conv.test, space), seen)
     test_users = conv.test["user_id"].n_unique()
     detail: dict[str, object] = {
-        "label": source.label, "config": str(config), "strategy": source.strategy,
-        "users": conv.users.height, "items": conv.items.height,
-        "train_rows": conv.train.height, "test_rows": conv.test.height,
-        "test_users": test_users, "scored_users": int(len(truth.users)),
-        "users_left_out": test_users - int(len(truth.users)),
+        "label": source.label,
+        "config": str(config),
+        "strategy": source.strategy,
+        "users": conv.users.height,
+        "items": conv.items.height,
+        "train_rows": conv.train.height,
+        "test_rows": conv.test.height,
+        "test_users": test_users,
+        "scored_users": len(truth.users),
+        "users_left_out": test_users - len(truth.users),
         "relevant_items": int(truth.n_relevant.sum()),
-        "max_users": args.max_users, "published": PUBLISHED.get(source.name)}
-    print(f"  {conv.users.height:,} users, {conv.items.height:,} items, {conv.train.height:,} "
-          f"training rows, {conv.test.height:,} held out; scored: {len(truth.users):,} users "
-          f"({detail['users_left_out']:,} whose held-out items were all in their training "
-          f"rows left out); work folder {work}", flush=True)
+        "max_users": args.max_users,
+        "published": PUBLISHED.get(source.name),
+    }
+    print(
+        f"  {conv.users.height:,} users, {conv.items.height:,} items, {conv.train.height:,} "
+        f"training rows, {conv.test.height:,} held out; scored: {len(truth.users):,} users "
+        f"({detail['users_left_out']:,} whose held-out items were all in their training "
+        f"rows left out); work folder {work}",
+        flush=True,
+    )
 
     methods: dict[str, dict[str, object]] = {}
     failed = False
@@ -602,10 +727,13 @@ def run_dataset(source: Source, args: argparse.Namespace, report: Report) -> dic
         manifest = manifest_of(version)
         figs = manifest.get("metrics") or manifest.get("figures") or {}
         detail["nightly"] |= {  # type: ignore[operator]
-            "version": str(version), "stage_seconds": manifest.get("seconds"),
+            "version": str(version),
+            "stage_seconds": manifest.get("seconds"),
             "rerank_lists": (figs.get("rerank") or {}).get("lists"),
-            "rerank": figs.get("rerank"), "train": figs.get("train"),
-            "index": figs.get("index")}
+            "rerank": figs.get("rerank"),
+            "train": figs.get("train"),
+            "index": figs.get("index"),
+        }
         lists = published_lists(version, space)
         width = max(int(lists["rank"].max() or 0), K)
         full = lists_matrix(lists, truth.users, width)
@@ -615,9 +743,12 @@ def run_dataset(source: Source, args: argparse.Namespace, report: Report) -> dic
         methods["final"]["users_with_list"] = int((full[:, 0] >= 0).sum())
         if seen_share > 0:
             methods["final_unseen"] = scores(cleaned, truth)
-        print(f"  recengine final: NDCG@10 {methods['final']['ndcg@10']:.4f} recall@10 "
-              f"{methods['final']['recall@10']:.4f} HR@10 {methods['final']['hit_rate@10']:.4f}"
-              f" ({seen_share:.1%} of the first {K} slots hold a training item)", flush=True)
+        print(
+            f"  recengine final: NDCG@10 {methods['final']['ndcg@10']:.4f} recall@10 "
+            f"{methods['final']['recall@10']:.4f} HR@10 {methods['final']['hit_rate@10']:.4f}"
+            f" ({seen_share:.1%} of the first {K} slots hold a training item)",
+            flush=True,
+        )
         if not args.no_stages:
             detail["stages"] = stage_figures(version, config, space, truth, seen, args, full)
     methods |= run_baselines(conv, space, train_idx, truth, share, args)
@@ -627,8 +758,12 @@ def run_dataset(source: Source, args: argparse.Namespace, report: Report) -> dic
     detail["best_baseline"] = best
     if "final" in methods:
         best_v = float(base[best]["ndcg@10"])  # type: ignore[arg-type]
-        detail["final_over_best"] = (float(methods["final"]["ndcg@10"])  # type: ignore[arg-type]
-                                     / best_v if best_v else None)
+        detail["final_over_best"] = (
+            float(methods["final"]["ndcg@10"])  # type: ignore[arg-type]
+            / best_v
+            if best_v
+            else None
+        )
     detail["seconds"] = round(time.perf_counter() - t0, 1)
     detail["failed"] = failed
     add_figures(source, detail, report)
@@ -636,8 +771,14 @@ def run_dataset(source: Source, args: argparse.Namespace, report: Report) -> dic
     return detail
 
 
-LABELS = {"final": "recengine final lists", "final_unseen": "recengine final, seen dropped",
-          "popularity": "popularity", "item_knn": "item-kNN", "ease": "EASE", "als": "ALS"}
+LABELS = {
+    "final": "recengine final lists",
+    "final_unseen": "recengine final, seen dropped",
+    "popularity": "popularity",
+    "item_knn": "item-kNN",
+    "ease": "EASE",
+    "als": "ALS",
+}
 
 
 def add_figures(source: Source, d: dict[str, Any], report: Report) -> None:
@@ -646,24 +787,45 @@ def add_figures(source: Source, d: dict[str, Any], report: Report) -> None:
     best_v = m[best]["ndcg@10"]
     for name, v in m.items():
         for key, label in METRICS:
-            ratio = (f"best baseline ({LABELS[best]})", v[key] / m[best][key]) \
-                if name == "final" and m[best][key] else None
-            report.add(f"{source.name}: {LABELS[name]} {label}", v[key], "", ratio=ratio,
-                       note=json.dumps(v.get("params")) if "params" in v else "")
+            ratio = (
+                (f"best baseline ({LABELS[best]})", v[key] / m[best][key])
+                if name == "final" and m[best][key]
+                else None
+            )
+            report.add(
+                f"{source.name}: {LABELS[name]} {label}",
+                v[key],
+                "",
+                ratio=ratio,
+                note=json.dumps(v.get("params")) if "params" in v else "",
+            )
     if st := d.get("stages"):
-        note = (f"sample of {st['users']:,} of {st['of_users']:,} test users" if st["sampled"]
-                else f"all {st['users']:,} test users")
-        report.add(f"{source.name}: stage candidate recall", st["candidate_recall"], "",
-                   note=note)
-        for key, label in (("two_tower", "two-tower order (full corpus)"),
-                           ("reranked", "re-ranked candidates"), ("final", "final lists")):
-            report.add(f"{source.name}: stage {label} NDCG@10", st[key]["ndcg@10"], "",
-                       ratio=("best baseline", st[key]["ndcg@10"] / best_v) if best_v else None,
-                       note=note)
+        note = (
+            f"sample of {st['users']:,} of {st['of_users']:,} test users"
+            if st["sampled"]
+            else f"all {st['users']:,} test users"
+        )
+        report.add(f"{source.name}: stage candidate recall", st["candidate_recall"], "", note=note)
+        for key, label in (
+            ("two_tower", "two-tower order (full corpus)"),
+            ("reranked", "re-ranked candidates"),
+            ("final", "final lists"),
+        ):
+            report.add(
+                f"{source.name}: stage {label} NDCG@10",
+                st[key]["ndcg@10"],
+                "",
+                ratio=("best baseline", st[key]["ndcg@10"] / best_v) if best_v else None,
+                note=note,
+            )
     n = d["nightly"]
     if n.get("seconds") is not None:
-        report.add(f"{source.name}: nightly wall time", n["seconds"], "s",
-                   note=f"re-ranker training lists {n.get('rerank_lists')}")
+        report.add(
+            f"{source.name}: nightly wall time",
+            n["seconds"],
+            "s",
+            note=f"re-ranker training lists {n.get('rerank_lists')}",
+        )
     if n.get("rerank_lists") is not None:
         report.add(f"{source.name}: re-ranker training lists", n["rerank_lists"], "lists")
 
@@ -674,60 +836,105 @@ def print_table(source: Source, d: dict[str, Any]) -> None:
 
     m, best = d["methods"], d["best_baseline"]
     sub = f" (--max-users {d['max_users']})" if d["max_users"] else ""
-    t = Table(title=f"{source.label}{sub}: {d['scored_users']:,} test users, full ranking over "
-                    f"{d['items']:,} items, seen items excluded", title_justify="left")
+    t = Table(
+        title=f"{source.label}{sub}: {d['scored_users']:,} test users, full ranking over "
+        f"{d['items']:,} items, seen items excluded",
+        title_justify="left",
+    )
     for col in ("method", "NDCG@10", "recall@10", "HR@10", "/ best baseline", "notes"):
         t.add_column(col, justify="left" if col in ("method", "notes") else "right")
 
     def row(label: str, v: dict[str, Any], note: str = "") -> None:
         ratio = v["ndcg@10"] / m[best]["ndcg@10"] if m[best]["ndcg@10"] else float("nan")
-        t.add_row(label, f"{v['ndcg@10']:.4f}", f"{v['recall@10']:.4f}",
-                  f"{v['hit_rate@10']:.4f}", f"{ratio:.2f}x", note)
+        t.add_row(
+            label,
+            f"{v['ndcg@10']:.4f}",
+            f"{v['recall@10']:.4f}",
+            f"{v['hit_rate@10']:.4f}",
+            f"{ratio:.2f}x",
+            note,
+        )
 
     n = d["nightly"]
     for name, v in m.items():
         note = json.dumps(v["params"]) if "params" in v else ""
         if name == "final":
             wall = "not run" if n["seconds"] is None else f"{n['seconds']:.0f} s"
-            note = (f"nightly {wall}, re-ranker lists {n.get('rerank_lists')}, "
-                    f"{v['seen_share@10']:.1%} seen in top {K}")
+            note = (
+                f"nightly {wall}, re-ranker lists {n.get('rerank_lists')}, "
+                f"{v['seen_share@10']:.1%} seen in top {K}"
+            )
         row(LABELS[name] + (" (best)" if name == best else ""), v, note)
     if st := d.get("stages"):
-        note = (f"sample {st['users']:,}/{st['of_users']:,} users" if st["sampled"]
-                else f"{st['users']:,} users")
-        t.add_row("stage: candidate recall", "", f"{st['candidate_recall']:.4f}", "", "",
-                  f"{note}, {st['mean_candidates']:.0f} candidates a user")
-        for key, label in (("two_tower", "stage: two-tower (full corpus)"),
-                           ("reranked", "stage: re-ranked candidates"),
-                           ("final", "stage: final lists")):
+        note = (
+            f"sample {st['users']:,}/{st['of_users']:,} users"
+            if st["sampled"]
+            else f"{st['users']:,} users"
+        )
+        t.add_row(
+            "stage: candidate recall",
+            "",
+            f"{st['candidate_recall']:.4f}",
+            "",
+            "",
+            f"{note}, {st['mean_candidates']:.0f} candidates a user",
+        )
+        for key, label in (
+            ("two_tower", "stage: two-tower (full corpus)"),
+            ("reranked", "stage: re-ranked candidates"),
+            ("final", "stage: final lists"),
+        ):
             row(label, st[key], note)
     for name, v in (d["published"] or {}).items():
-        t.add_row(f"published {name}", f"{v['ndcg@10']:.4f}", "",
-                  f"{v['hit_rate@10']:.4f}" if "hit_rate@10" in v else "", "",
-                  "S3-Rec paper's table (all test users, earlier items excluded)")
+        t.add_row(
+            f"published {name}",
+            f"{v['ndcg@10']:.4f}",
+            "",
+            f"{v['hit_rate@10']:.4f}" if "hit_rate@10" in v else "",
+            "",
+            "S3-Rec paper's table (all test users, earlier items excluded)",
+        )
     Console(width=160).print(t)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", default=",".join(DATASETS),
-                    help="comma-separated, of " + ", ".join(DATASETS))
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--datasets", default=",".join(DATASETS), help="comma-separated, of " + ", ".join(DATASETS)
+    )
     ap.add_argument("--quick", action="store_true", help="toys only")
     ap.add_argument("--datasets-dir", type=Path, default=Path("../shared/datasets"))
-    ap.add_argument("--work", type=Path, default=OUT / "real",
-                    help="work folder: <work>/<data set>/ holds the tables, config, artifacts")
-    ap.add_argument("--max-users", type=int, default=None,
-                    help="a seeded sample of this many users, all their rows (quick checks)")
-    ap.add_argument("--no-tune", action="store_true",
-                    help="baselines with the [evaluation] defaults, no validation tuning")
-    ap.add_argument("--tune-users", type=int, default=5000,
-                    help="validation users sampled for baseline tuning")
-    ap.add_argument("--stage-users", type=int, default=5000,
-                    help="test users sampled for the stage figures")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=OUT / "real",
+        help="work folder: <work>/<data set>/ holds the tables, config, artifacts",
+    )
+    ap.add_argument(
+        "--max-users",
+        type=int,
+        default=None,
+        help="a seeded sample of this many users, all their rows (quick checks)",
+    )
+    ap.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="baselines with the [evaluation] defaults, no validation tuning",
+    )
+    ap.add_argument(
+        "--tune-users", type=int, default=5000, help="validation users sampled for baseline tuning"
+    )
+    ap.add_argument(
+        "--stage-users", type=int, default=5000, help="test users sampled for the stage figures"
+    )
     ap.add_argument("--no-stages", action="store_true", help="skip the stage figures")
-    ap.add_argument("--skip-nightly", action="store_true",
-                    help="score the version already published in the work folder")
+    ap.add_argument(
+        "--skip-nightly",
+        action="store_true",
+        help="score the version already published in the work folder",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -742,8 +949,11 @@ def main() -> None:
     for name in names:
         source = DATASETS[name]
         if not available(source, args.datasets_dir):
-            print(f"\n=== {name}: skipped, {args.datasets_dir / source.folder} does not hold "
-                  f"its files", flush=True)
+            print(
+                f"\n=== {name}: skipped, {args.datasets_dir / source.folder} does not hold "
+                f"its files",
+                flush=True,
+            )
             report.details["datasets"][name] = {"skipped": "data set folder absent"}
             continue
         detail = run_dataset(source, args, report)

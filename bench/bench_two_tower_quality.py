@@ -15,19 +15,25 @@ import argparse
 import logging
 import time
 import warnings
-from datetime import timedelta
 
 import numpy as np
 import polars as pl
 import torch
 
 from embeddings.config import EmbeddingsConfig
-from engine.config import EngineConfig
 from embeddings.encode import all_vectors
 from embeddings.model import TwoTower
-from embeddings.retrieval_eval import (HeldOut, hide_items, held_out, popularity_scores,
-                                       random_scores, recall_at_k, vector_scores)
+from embeddings.retrieval_eval import (
+    HeldOut,
+    held_out,
+    hide_items,
+    popularity_scores,
+    random_scores,
+    recall_at_k,
+    vector_scores,
+)
 from embeddings.train import TrainResult, train_two_tower
+from engine.config import EngineConfig
 from pipelines.config import load_config
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.synthetic import GroundTruth
@@ -37,6 +43,7 @@ KS = (10, 50)
 
 def oracle_scores(fs: FeatureSet, ho: HeldOut, gt: GroundTruth):
     """Scores by the true utility in the middle of the validation window."""
+
     def rows(vocab_values: pl.Series, truth_ids: pl.Series, size: int) -> np.ndarray:
         lookup = dict(zip(truth_ids.to_list(), range(len(truth_ids)), strict=True))
         out = np.zeros(size, np.int64)
@@ -49,13 +56,19 @@ def oracle_scores(fs: FeatureSet, ho: HeldOut, gt: GroundTruth):
     return lambda r: torch.from_numpy(gt.utility(umap[ho.users[r]], at)[:, imap].astype(np.float32))
 
 
-def vectors(result: TrainResult, cfg: EmbeddingsConfig, fs: FeatureSet, users: np.ndarray
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def vectors(
+    result: TrainResult, cfg: EmbeddingsConfig, fs: FeatureSet, users: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     model = TwoTower(result.sizes, cfg.model)
     model.load_state_dict(result.state_dict)
     model.eval()
-    v = all_vectors(model, fs, known_items=result.known_items, known_users=result.known_users,
-                    history_length=cfg.features.history_length)
+    v = all_vectors(
+        model,
+        fs,
+        known_items=result.known_items,
+        known_users=result.known_users,
+        history_length=cfg.features.history_length,
+    )
     return torch.from_numpy(v.users[users]), torch.from_numpy(v.items)
 
 
@@ -75,9 +88,13 @@ def main() -> None:
     uv, iv = vectors(result, cfg, fs, ho.users)
     rows = {"two-tower": vector_scores(uv, iv), "popularity": popularity_scores(fs)}
     if cfg.data.ground_truth is not None:
-        rows["oracle (true utility)"] = oracle_scores(fs, ho, GroundTruth.load(cfg.data.ground_truth))
-    print(f"warm: {len(ho):,} validation users, {int(ho.corpus.sum()):,} products; two-tower "
-          f"trained {len(result.epochs)} epochs in {seconds:.0f} s, best epoch {result.best_epoch + 1}")
+        rows["oracle (true utility)"] = oracle_scores(
+            fs, ho, GroundTruth.load(cfg.data.ground_truth)
+        )
+    print(
+        f"warm: {len(ho):,} validation users, {int(ho.corpus.sum()):,} products; two-tower "
+        f"trained {len(result.epochs)} epochs in {seconds:.0f} s, best epoch {result.best_epoch + 1}"
+    )
     for name, fn in rows.items():
         print(f"  {name:24s} " + "  ".join(f"recall@{k} {recall_at_k(fn, ho, k):.4f}" for k in KS))
 
@@ -89,12 +106,15 @@ def main() -> None:
     corpus[hidden] = True
     cold = held_out(cold_fs).restrict(corpus)
     uv, iv = vectors(cold_result, cfg, cold_fs, cold.users)
-    print(f"cold: {len(hidden):,} products hidden from training, {len(cold):,} users with "
-          f"held-out positives on them, ranked among the hidden products")
+    print(
+        f"cold: {len(hidden):,} products hidden from training, {len(cold):,} users with "
+        f"held-out positives on them, ranked among the hidden products"
+    )
     for k in KS:
         got = recall_at_k(vector_scores(uv, iv), cold, k)
-        chance = float(np.mean([recall_at_k(random_scores(len(corpus), seed=s), cold, k)
-                                for s in range(20)]))
+        chance = float(
+            np.mean([recall_at_k(random_scores(len(corpus), seed=s), cold, k) for s in range(20)])
+        )
         print(f"  recall@{k}: content-only {got:.4f}, random {chance:.4f} ({got / chance:.1f}x)")
 
 

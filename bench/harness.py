@@ -53,8 +53,9 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float
     return out
 
 
-def latencies(fn: Callable[[Any], object], inputs: Sequence[Any], repeats: int
-              ) -> tuple[list[float], list[float]]:
+def latencies(
+    fn: Callable[[Any], object], inputs: Sequence[Any], repeats: int
+) -> tuple[list[float], list[float]]:
     """p50 and p99 (ms) of `fn(x)` one call at a time over `inputs`, one entry per run
     (after 5 untimed calls)."""
     for x in inputs[:5]:
@@ -76,13 +77,17 @@ def machine() -> dict[str, Any]:
     model, flags, mem = platform.processor(), set(), 0
     try:
         info = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next((line.split(":", 1)[1].strip() for line in info
-                      if line.startswith("model name")), model)
-        flags = next((set(line.split(":", 1)[1].split()) for line in info
-                      if line.startswith("flags")), flags)
-        mem = next(int(line.split()[1]) * 1024 for line in
-                   Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
+        model = next(
+            (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model
+        )
+        flags = next(
+            (set(line.split(":", 1)[1].split()) for line in info if line.startswith("flags")), flags
+        )
+        mem = next(
+            int(line.split()[1]) * 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
     except OSError:
         pass
     import torch
@@ -90,9 +95,15 @@ def machine() -> dict[str, Any]:
     from engine.jobs.nightly import library_versions
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cores": os.cpu_count(), "cpu": model, "flags": [f for f in FLAGS if f in flags],
-            "memory_gib": round(mem / 2**30, 1), "gpu": gpu, "os": platform.platform(),
-            "versions": library_versions(PEERS)}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "flags": [f for f in FLAGS if f in flags],
+        "memory_gib": round(mem / 2**30, 1),
+        "gpu": gpu,
+        "os": platform.platform(),
+        "versions": library_versions(PEERS),
+    }
 
 
 def limits(repeats: int, threads: int | None = None) -> dict[str, list[float]]:
@@ -107,8 +118,10 @@ def limits(repeats: int, threads: int | None = None) -> dict[str, list[float]]:
     xs, ys = np.array_split(x, threads), np.array_split(y, threads)
     with ThreadPoolExecutor(threads) as pool:
         read = [x.nbytes / s / 1e9 for s in timed(lambda: list(pool.map(np.sum, xs)), repeats)]
-        copy = [2 * x.nbytes / s / 1e9  # read + write
-                for s in timed(lambda: list(pool.map(np.copyto, ys, xs)), repeats)]
+        copy = [
+            2 * x.nbytes / s / 1e9  # read + write
+            for s in timed(lambda: list(pool.map(np.copyto, ys, xs)), repeats)
+        ]
     return {"gemm_gflops": gemm, "read_gbs": read, "copy_gbs": copy}
 
 
@@ -174,7 +187,7 @@ class Figure:
     runs: list[float]
     unit: str
     ratio: float | None = None
-    ratio_of: str = ""          # what the figure is divided by: "GEMM limit", "implicit ALS"
+    ratio_of: str = ""  # what the figure is divided by: "GEMM limit", "implicit ALS"
     goal: str = ""
     met: bool | None = None
     note: str = ""
@@ -200,17 +213,36 @@ class Report:
     def __init__(self, name: str, args: object | None = None) -> None:
         self.name, self.figures = name, []  # type: ignore[var-annotated]
         self.details: dict[str, Any] = {}  # anything else the benchmark records, JSON-ready
-        self.params = {k: (str(v) if isinstance(v, Path) else v)
-                       for k, v in vars(args).items()} if args is not None else {}
+        self.params = (
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+            if args is not None
+            else {}
+        )
         self.started = time.perf_counter()
         self.date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
-    def add(self, name: str, runs: float | Sequence[float], unit: str, *,
-            ratio: tuple[str, float] | None = None, goal: str = "", met: bool | None = None,
-            note: str = "") -> Figure:
+    def add(
+        self,
+        name: str,
+        runs: float | Sequence[float],
+        unit: str,
+        *,
+        ratio: tuple[str, float] | None = None,
+        goal: str = "",
+        met: bool | None = None,
+        note: str = "",
+    ) -> Figure:
         values = [runs] if isinstance(runs, int | float) else list(runs)
-        fig = Figure(name, values, unit, ratio=ratio[1] if ratio else None,
-                     ratio_of=ratio[0] if ratio else "", goal=goal, met=met, note=note)
+        fig = Figure(
+            name,
+            values,
+            unit,
+            ratio=ratio[1] if ratio else None,
+            ratio_of=ratio[0] if ratio else "",
+            goal=goal,
+            met=met,
+            note=note,
+        )
         self.figures.append(fig)
         line = f"  {name}: {_num(fig.median)} {unit}"
         if len(values) > 1:
@@ -248,12 +280,16 @@ class Report:
         benchmark keeps what it measured if it is stopped."""
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{self.name}.json"
-        doc = {"bench": self.name, "date": self.date, "command": [Path(sys.argv[0]).name,
-                                                                  *sys.argv[1:]],
-               "seconds": round(time.perf_counter() - self.started, 1),
-               "params": self.params, "machine": machine(),
-               "peak_rss_gib": round(peak_rss() / 2**30, 2),
-               "figures": [asdict(f) for f in self.figures]}
+        doc = {
+            "bench": self.name,
+            "date": self.date,
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "seconds": round(time.perf_counter() - self.started, 1),
+            "params": self.params,
+            "machine": machine(),
+            "peak_rss_gib": round(peak_rss() / 2**30, 2),
+            "figures": [asdict(f) for f in self.figures],
+        }
         if self.details:
             doc["details"] = self.details
         tmp = path.with_suffix(".json.tmp")

@@ -45,18 +45,18 @@ Command = list[str] | Callable[[], None]
 class Sizes:
     """What one mode runs on."""
 
-    data: Path                  # the generated set of benchmarks 3, 5, 6
+    data: Path  # the generated set of benchmarks 3, 5, 6
     users: int
     items: int
     interactions: int
-    index_args: list[str]       # benchmark 2
-    recommend_users: int        # benchmark 3: users timed (retrieval and ALS)
+    index_args: list[str]  # benchmark 2
+    recommend_users: int  # benchmark 3: users timed (retrieval and ALS)
     full_path_users: int
-    train_examples: int         # benchmark 5
-    nightly_users: list[int]    # benchmark 7
+    train_examples: int  # benchmark 5
+    nightly_users: list[int]  # benchmark 7
     nightly_items: int
     nightly_out: Path
-    online: Path                # benchmark 4: the artifacts root served
+    online: Path  # benchmark 4: the artifacts root served
     online_calls: int = 300
     builds_online: bool = True  # the quick run serves its nightly step's artifact
     repeats: int = 3
@@ -64,29 +64,72 @@ class Sizes:
 
 
 FULL = Sizes(
-    data=Path("artifacts/bench-data"), users=1_000_000, items=200_000, interactions=20_000_000,
-    index_args=["--n", "1000000", "--dim", "64"], recommend_users=200_000,
-    full_path_users=5000, train_examples=300_000,
-    nightly_users=[250_000, 500_000, 1_000_000], nightly_items=200_000,
-    nightly_out=Path("artifacts/bench-nightly"), online=Path("artifacts/bench-1m/artifacts"))
+    data=Path("artifacts/bench-data"),
+    users=1_000_000,
+    items=200_000,
+    interactions=20_000_000,
+    index_args=["--n", "1000000", "--dim", "64"],
+    recommend_users=200_000,
+    full_path_users=5000,
+    train_examples=300_000,
+    nightly_users=[250_000, 500_000, 1_000_000],
+    nightly_items=200_000,
+    nightly_out=Path("artifacts/bench-nightly"),
+    online=Path("artifacts/bench-1m/artifacts"),
+)
 
 QUICK = Sizes(
-    data=Path("artifacts/bench-quick"), users=100_000, items=20_000, interactions=2_000_000,
-    index_args=["--n", "200000", "--dim", "64", "--no-filters", "--tune-queries", "300",
-                "--held-out", "300", "--single", "100", "--batches", "1"],
-    recommend_users=20_000, full_path_users=500, train_examples=50_000,
-    nightly_users=[5_000, 10_000], nightly_items=10_000,
+    data=Path("artifacts/bench-quick"),
+    users=100_000,
+    items=20_000,
+    interactions=2_000_000,
+    index_args=[
+        "--n",
+        "200000",
+        "--dim",
+        "64",
+        "--no-filters",
+        "--tune-queries",
+        "300",
+        "--held-out",
+        "300",
+        "--single",
+        "100",
+        "--batches",
+        "1",
+    ],
+    recommend_users=20_000,
+    full_path_users=500,
+    train_examples=50_000,
+    nightly_users=[5_000, 10_000],
+    nightly_items=10_000,
     nightly_out=Path("artifacts/bench-nightly-quick"),
-    online=Path("artifacts/bench-nightly-quick/10000/artifacts"), online_calls=100,
-    builds_online=False, real_quality=("--quick",))
+    online=Path("artifacts/bench-nightly-quick/10000/artifacts"),
+    online_calls=100,
+    builds_online=False,
+    real_quality=("--quick",),
+)
 
 
 def generated(data: Path, users: int, items: int, interactions: int) -> Command:
     """Set-up that generates the set benchmarks 3, 5 and 6 read, when it is absent."""
+
     def make() -> None:
         if not (data / "config.toml").is_file():
-            run_checked([RECENGINE, "generate", "--out", str(data), "--users", str(users),
-                         "--items", str(items), "--interactions", str(interactions)])
+            run_checked(
+                [
+                    RECENGINE,
+                    "generate",
+                    "--out",
+                    str(data),
+                    "--users",
+                    str(users),
+                    "--items",
+                    str(items),
+                    "--interactions",
+                    str(interactions),
+                ]
+            )
 
     return make
 
@@ -94,13 +137,28 @@ def generated(data: Path, users: int, items: int, interactions: int) -> Command:
 def online_artifact(root: Path) -> Command:
     """Set-up that builds the full run's 1M-item artifact of benchmark 4 (BENCHMARKS.md)
     when it is absent at the time the benchmark starts."""
+
     def build() -> None:
         if (root / "current").exists():
             return
         data = root.parent / "data"
         config = data / "bench.toml"
-        run_checked([RECENGINE, "generate", "--out", str(data), "--users", "20000", "--items",
-                     "1000000", "--interactions", "1000000", "--seed", "11"])
+        run_checked(
+            [
+                RECENGINE,
+                "generate",
+                "--out",
+                str(data),
+                "--users",
+                "20000",
+                "--items",
+                "1000000",
+                "--interactions",
+                "1000000",
+                "--seed",
+                "11",
+            ]
+        )
         text = re.sub(r"(?m)^ground_truth.*\n", "", (data / "config.toml").read_text())
         config.write_text(text + "\n" + (BENCH / "serving_1m.toml").read_text())
         run_checked([RECENGINE, "nightly", "--config", str(config), "--artifacts", str(root)])
@@ -122,48 +180,159 @@ def plan(s: Sizes) -> list[tuple[str, list[Command]]]:
         ("limits", [[PY, str(BENCH / "bench_limits.py"), "--repeats", "5"]]),
         ("retrieval", [[PY, str(BENCH / "bench_index.py"), *s.index_args, *r]]),
         ("features", [data, [PY, str(BENCH / "bench_features.py"), "--data", str(s.data), *r]]),
-        ("training_1proc", [data, [PY, str(BENCH / "bench_train_throughput.py"),
-                                   "--data", str(s.data), "--examples",
-                                   str(s.train_examples), *r]]),
-        ("training_2proc", [data, [TORCHRUN, "--nproc_per_node", "2",
-                                   str(BENCH / "bench_train_throughput.py"), "--data",
-                                   str(s.data), "--examples", str(s.train_examples), *r]]),
-        ("nightly", [[PY, str(BENCH / "bench_nightly.py"), "--users",
-                      ",".join(map(str, s.nightly_users)), "--items", str(s.nightly_items),
-                      "--out", str(s.nightly_out)]]),
-        ("recommend_all", [data, [PY, str(BENCH / "bench_recommend_all.py"), "--data",
-                                  str(s.data), "--users", str(s.recommend_users), "--config",
-                                  str(largest / "data" / "bench.toml"), "--artifacts",
-                                  str(largest / "artifacts"), "--full-users",
-                                  str(s.full_path_users), *r]]),
-        ("early_exit", [[PY, str(BENCH / "bench_early_exit.py"), "--version",
-                         str(largest / "artifacts" / "current"), "--users",
-                         str(s.full_path_users), *r]]),
-        ("online", [*([online_artifact(s.online)] if s.builds_online else []),
-                    [PY, str(BENCH / "bench_serving.py"), "--artifacts", str(s.online),
-                     "--calls", str(s.online_calls), *r]]),
+        (
+            "training_1proc",
+            [
+                data,
+                [
+                    PY,
+                    str(BENCH / "bench_train_throughput.py"),
+                    "--data",
+                    str(s.data),
+                    "--examples",
+                    str(s.train_examples),
+                    *r,
+                ],
+            ],
+        ),
+        (
+            "training_2proc",
+            [
+                data,
+                [
+                    TORCHRUN,
+                    "--nproc_per_node",
+                    "2",
+                    str(BENCH / "bench_train_throughput.py"),
+                    "--data",
+                    str(s.data),
+                    "--examples",
+                    str(s.train_examples),
+                    *r,
+                ],
+            ],
+        ),
+        (
+            "nightly",
+            [
+                [
+                    PY,
+                    str(BENCH / "bench_nightly.py"),
+                    "--users",
+                    ",".join(map(str, s.nightly_users)),
+                    "--items",
+                    str(s.nightly_items),
+                    "--out",
+                    str(s.nightly_out),
+                ]
+            ],
+        ),
+        (
+            "recommend_all",
+            [
+                data,
+                [
+                    PY,
+                    str(BENCH / "bench_recommend_all.py"),
+                    "--data",
+                    str(s.data),
+                    "--users",
+                    str(s.recommend_users),
+                    "--config",
+                    str(largest / "data" / "bench.toml"),
+                    "--artifacts",
+                    str(largest / "artifacts"),
+                    "--full-users",
+                    str(s.full_path_users),
+                    *r,
+                ],
+            ],
+        ),
+        (
+            "early_exit",
+            [
+                [
+                    PY,
+                    str(BENCH / "bench_early_exit.py"),
+                    "--version",
+                    str(largest / "artifacts" / "current"),
+                    "--users",
+                    str(s.full_path_users),
+                    *r,
+                ]
+            ],
+        ),
+        (
+            "online",
+            [
+                *([online_artifact(s.online)] if s.builds_online else []),
+                [
+                    PY,
+                    str(BENCH / "bench_serving.py"),
+                    "--artifacts",
+                    str(s.online),
+                    "--calls",
+                    str(s.online_calls),
+                    *r,
+                ],
+            ],
+        ),
         ("load", [[PY, str(BENCH / "bench_load.py"), "--artifacts", str(s.online)]]),
         ("real_quality", [[PY, str(BENCH / "bench_real_quality.py"), *s.real_quality]]),
     ]
 
 
 QUALITY = [  # full mode only: quality, not speed (each prints its own tables)
-    ("two_tower_quality", [[PY, str(BENCH / "bench_two_tower_quality.py"), "--config",
-                            "data_samples/config.toml"]]),
-    ("candidate_recall", [[PY, str(BENCH / "bench_candidate_recall.py"), "--config",
-                           "data_samples/config.toml"]]),
-    ("rerank_quality", [[PY, str(BENCH / "bench_rerank_quality.py"), "--config",
-                         "data_samples/config.toml"]]),
+    (
+        "two_tower_quality",
+        [[PY, str(BENCH / "bench_two_tower_quality.py"), "--config", "data_samples/config.toml"]],
+    ),
+    (
+        "candidate_recall",
+        [[PY, str(BENCH / "bench_candidate_recall.py"), "--config", "data_samples/config.toml"]],
+    ),
+    (
+        "rerank_quality",
+        [[PY, str(BENCH / "bench_rerank_quality.py"), "--config", "data_samples/config.toml"]],
+    ),
     ("pctr", [[PY, str(BENCH / "bench_pctr.py"), "--config", "data_samples/config.toml"]]),
-    ("evaluation", [[RECENGINE, "evaluate", "--config", "data_samples/config.toml", "--out",
-                     "artifacts/reports/evaluation"]]),
+    (
+        "evaluation",
+        [
+            [
+                RECENGINE,
+                "evaluate",
+                "--config",
+                "data_samples/config.toml",
+                "--out",
+                "artifacts/reports/evaluation",
+            ]
+        ],
+    ),
     ("oracle_ceiling", [[PY, str(BENCH / "bench_oracle_ceiling.py"), "--data", "data_samples"]]),
     ("generator", [[PY, str(BENCH / "bench_generate.py")]]),
     ("explain", [[PY, str(BENCH / "bench_explain.py")]]),
-    ("evaluation_bursty", [[RECENGINE, "generate", "--spec", "data_samples/generator_bursty.toml",
-                            "--out", "artifacts/bench-bursty"],
-                           [RECENGINE, "evaluate", "--config", "artifacts/bench-bursty/config.toml",
-                            "--out", "artifacts/reports/evaluation-bursty"]]),
+    (
+        "evaluation_bursty",
+        [
+            [
+                RECENGINE,
+                "generate",
+                "--spec",
+                "data_samples/generator_bursty.toml",
+                "--out",
+                "artifacts/bench-bursty",
+            ],
+            [
+                RECENGINE,
+                "evaluate",
+                "--config",
+                "artifacts/bench-bursty/config.toml",
+                "--out",
+                "artifacts/reports/evaluation-bursty",
+            ],
+        ],
+    ),
 ]
 
 
@@ -171,8 +340,11 @@ def run(name: str, commands: list[Command], out: Path) -> dict[str, object]:
     """Run `commands` in order (a callable is a set-up step run here), teeing their output
     into out/<name>.log; stop at the first failure."""
     log = out / f"{name}.log"
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(
-        [str(BENCH), str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join(
+            [str(BENCH), str(Path.cwd()), os.environ.get("PYTHONPATH", "")]
+        )
+    }
     t0, code = time.perf_counter(), 0
     print(f"\n=== {name}: {' '.join(commands[-1][1:])}", flush=True)  # type: ignore[index]
     with log.open("w") as fh:
@@ -185,8 +357,9 @@ def run(name: str, commands: list[Command], out: Path) -> dict[str, object]:
                     code = 1
                     break
                 continue
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env=env)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 sys.stdout.write(line)
@@ -196,13 +369,18 @@ def run(name: str, commands: list[Command], out: Path) -> dict[str, object]:
                 break
     report = out / f"{name}.json"
     figures = json.loads(report.read_text()) if report.is_file() and not code else None
-    return {"command": commands[-1], "returncode": code,
-            "seconds": round(time.perf_counter() - t0, 1), "report": figures}
+    return {
+        "command": commands[-1],
+        "returncode": code,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "report": figures,
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="small sets, under 10 minutes")
     ap.add_argument("--only", default="", help="comma-separated benchmark names")
     args = ap.parse_args()
@@ -211,8 +389,9 @@ def main() -> None:
     if args.only:
         wanted = set(args.only.split(","))
         if unknown := wanted - {n for n, _ in steps}:
-            ap.error(f"unknown benchmarks {sorted(unknown)}; known: "
-                     + ", ".join(n for n, _ in steps))
+            ap.error(
+                f"unknown benchmarks {sorted(unknown)}; known: " + ", ".join(n for n, _ in steps)
+            )
         steps = [(n, c) for n, c in steps if n in wanted]
     OUT.mkdir(parents=True, exist_ok=True)
     for name, _ in steps:  # a stale report must not pass for this run's
@@ -221,7 +400,9 @@ def main() -> None:
     doc: dict[str, object] = {
         "mode": "quick" if args.quick else "full",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(), "benchmarks": {}}
+        "machine": machine(),
+        "benchmarks": {},
+    }
     results: dict[str, dict[str, object]] = doc["benchmarks"]  # type: ignore[assignment]
     for name, commands in steps:
         results[name] = run(name, commands, OUT)
@@ -248,13 +429,21 @@ def summary(results: dict[str, dict[str, object]], seconds: float) -> None:
         report = r["report"] or {"figures": []}
         figures = report["figures"]  # type: ignore[index]
         shown = [f for f in figures if f["goal"] or f["ratio"] is not None] or figures
-        for i, f in enumerate(shown or [{"name": "(see the log)", "median": "", "unit": "",
-                                         "ratio": None, "goal": ""}]):
+        for i, f in enumerate(
+            shown
+            or [{"name": "(see the log)", "median": "", "unit": "", "ratio": None, "goal": ""}]
+        ):
             ratio = f"{f['ratio']:.2f}x {f['ratio_of']}" if f["ratio"] is not None else ""
             goal = f"{f['goal']}: {'met' if f['met'] else 'NOT met'}" if f["goal"] else ""
             median = f"{f['median']:,.4g} {f['unit']}" if f["median"] != "" else ""
-            t.add_row(name if i == 0 else "", str(r["seconds"]) if i == 0 else "", f["name"],
-                      median, ratio, goal)
+            t.add_row(
+                name if i == 0 else "",
+                str(r["seconds"]) if i == 0 else "",
+                f["name"],
+                median,
+                ratio,
+                goal,
+            )
     Console(width=200).print(t)
 
 

@@ -21,15 +21,17 @@ WEIGHTS = "model.pt"
 META = "model.json"
 
 
-def save_checkpoint(folder: Path, state_dict: dict[str, torch.Tensor], sizes: TableSizes,
-                    cfg: TwoTowerConfig) -> Path:
+def save_checkpoint(
+    folder: Path, state_dict: dict[str, torch.Tensor], sizes: TableSizes, cfg: TwoTowerConfig
+) -> Path:
     """Write `model.pt` and `model.json` into `folder`, each atomically."""
     folder = Path(folder)
     with atomic_path(folder / WEIGHTS) as tmp:
         torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
     with atomic_path(folder / META) as tmp:
-        tmp.write_text(json.dumps({"sizes": asdict(sizes), "model": cfg.model_dump(mode="json")},
-                                  indent=2))
+        tmp.write_text(
+            json.dumps({"sizes": asdict(sizes), "model": cfg.model_dump(mode="json")}, indent=2)
+        )
     return folder
 
 

@@ -18,8 +18,9 @@ from pipelines.dataset import FeatureSet
 
 
 @torch.no_grad()
-def item_vectors(model: TwoTower, items: ItemTable, known: np.ndarray, *, batch_size: int,
-                 device: torch.device) -> torch.Tensor:
+def item_vectors(
+    model: TwoTower, items: ItemTable, known: np.ndarray, *, batch_size: int, device: torch.device
+) -> torch.Tensor:
     """(n_items, dim) vectors for item indices 0..n_items-1 (row 0, the OOV item, included).
 
     `known[i]` says whether item i had training examples (its id row is trained)."""
@@ -31,8 +32,15 @@ def item_vectors(model: TwoTower, items: ItemTable, known: np.ndarray, *, batch_
 
 
 @torch.no_grad()
-def user_vectors(model: TwoTower, users: UserTable, ids: np.ndarray, known: np.ndarray, *,
-                 batch_size: int, device: torch.device) -> torch.Tensor:
+def user_vectors(
+    model: TwoTower,
+    users: UserTable,
+    ids: np.ndarray,
+    known: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
     """(len(ids), dim) vectors of the users `ids` from their latest history and attributes."""
     out = []
     for sel, kjt in inference_batches(users, ids, batch_size):
@@ -48,23 +56,36 @@ class AllVectors:
     """Every item's and user's vectors as of one feature set, rows indexed by item_idx /
     user_idx (row 0 is the OOV item / user)."""
 
-    items: np.ndarray    # (n_items, D): content-only for items without training examples
+    items: np.ndarray  # (n_items, D): content-only for items without training examples
     content: np.ndarray  # (n_items, D): content-only for every item
-    users: np.ndarray    # (n_users, D): from the latest history and attributes
+    users: np.ndarray  # (n_users, D): from the latest history and attributes
 
 
-def all_vectors(model: TwoTower, fs: FeatureSet, *, known_items: np.ndarray,
-                known_users: np.ndarray, history_length: int, batch_size: int = 4096,
-                device: torch.device | None = None) -> AllVectors:
+def all_vectors(
+    model: TwoTower,
+    fs: FeatureSet,
+    *,
+    known_items: np.ndarray,
+    known_users: np.ndarray,
+    history_length: int,
+    batch_size: int = 4096,
+    device: torch.device | None = None,
+) -> AllVectors:
     """Item, content-only item and user vectors of everything in `fs` (export and the
     retrieval stack both start here)."""
     dev = device or torch.device("cpu")
     model.eval()
     table = ItemTable.from_features(fs)
     items = item_vectors(model, table, known_items, batch_size=batch_size, device=dev).numpy()
-    content = item_vectors(model, table, np.zeros_like(known_items), batch_size=batch_size,
-                           device=dev).numpy()
-    users = user_vectors(model, UserTable.from_features(fs, history_length=history_length),
-                         np.arange(fs.vocabs.user.size), known_users, batch_size=batch_size,
-                         device=dev).numpy()
+    content = item_vectors(
+        model, table, np.zeros_like(known_items), batch_size=batch_size, device=dev
+    ).numpy()
+    users = user_vectors(
+        model,
+        UserTable.from_features(fs, history_length=history_length),
+        np.arange(fs.vocabs.user.size),
+        known_users,
+        batch_size=batch_size,
+        device=dev,
+    ).numpy()
     return AllVectors(items, content, users)

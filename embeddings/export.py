@@ -39,32 +39,55 @@ class Vectors:
     content: np.ndarray | None = None  # items: content-only vectors of every item
 
     def to_frame(self, id_col: str) -> pl.DataFrame:
-        df = pl.DataFrame({
-            id_col: self.ids, id_col.replace("_id", "_idx"): self.index,
-            "content_only": self.content_only,
-            "vector": pl.Series(self.matrix.astype(np.float32)),
-        })
+        df = pl.DataFrame(
+            {
+                id_col: self.ids,
+                id_col.replace("_id", "_idx"): self.index,
+                "content_only": self.content_only,
+                "vector": pl.Series(self.matrix.astype(np.float32)),
+            }
+        )
         if self.content is not None:
             df = df.with_columns(content_vector=pl.Series(self.content.astype(np.float32)))
         return df
 
 
-def export_vectors(model: TwoTower, fs: FeatureSet, *, known_items: np.ndarray,
-                   known_users: np.ndarray, history_length: int, folder: Path,
-                   batch_size: int = 4096, device: torch.device | None = None
-                   ) -> tuple[Vectors, Vectors]:
+def export_vectors(
+    model: TwoTower,
+    fs: FeatureSet,
+    *,
+    known_items: np.ndarray,
+    known_users: np.ndarray,
+    history_length: int,
+    folder: Path,
+    batch_size: int = 4096,
+    device: torch.device | None = None,
+) -> tuple[Vectors, Vectors]:
     """Write `items.parquet` and `users.parquet` into `folder`; return both vector sets."""
     from embeddings.encode import all_vectors
 
-    v = all_vectors(model, fs, known_items=known_items, known_users=known_users,
-                    history_length=history_length, batch_size=batch_size, device=device)
+    v = all_vectors(
+        model,
+        fs,
+        known_items=known_items,
+        known_users=known_users,
+        history_length=history_length,
+        batch_size=batch_size,
+        device=device,
+    )
     item_idx = fs.items["item_idx"].to_numpy()
-    items = Vectors(fs.items["item_id"], item_idx, v.items[item_idx], ~known_items[item_idx],
-                    v.content[item_idx])
+    items = Vectors(
+        fs.items["item_id"],
+        item_idx,
+        v.items[item_idx],
+        ~known_items[item_idx],
+        v.content[item_idx],
+    )
     user_idx = fs.users["user_idx"].to_numpy().astype(np.int64)
     users = Vectors(fs.users["user_id"], user_idx, v.users[user_idx], ~known_users[user_idx])
-    write_parquet(items.to_frame("item_id").with_columns(kind=fs.items["kind"]),
-                  Path(folder) / ITEMS)
+    write_parquet(
+        items.to_frame("item_id").with_columns(kind=fs.items["kind"]), Path(folder) / ITEMS
+    )
     write_parquet(users.to_frame("user_id"), Path(folder) / USERS)
     return items, users
 
@@ -78,8 +101,15 @@ def load_vectors(path: Path) -> Vectors:
     id_col = next((c for c in ("item_id", "user_id") if c in df.columns), None)
     if id_col is None or "vector" not in df.columns:
         raise DataError(path, "not a recengine vector file (item_id or user_id, vector)")
-    content = df["content_vector"].to_numpy().astype(np.float32) \
-        if "content_vector" in df.columns else None
-    return Vectors(df[id_col], df[id_col.replace("_id", "_idx")].to_numpy(),
-                   df["vector"].to_numpy().astype(np.float32), df["content_only"].to_numpy(),
-                   content)
+    content = (
+        df["content_vector"].to_numpy().astype(np.float32)
+        if "content_vector" in df.columns
+        else None
+    )
+    return Vectors(
+        df[id_col],
+        df[id_col.replace("_id", "_idx")].to_numpy(),
+        df["vector"].to_numpy().astype(np.float32),
+        df["content_only"].to_numpy(),
+        content,
+    )

@@ -15,8 +15,8 @@ from pathlib import Path
 from embeddings.checkpoint import load_checkpoint, save_checkpoint
 from embeddings.config import EmbeddingsConfig
 from embeddings.export import export_vectors
-from embeddings.retrieval_eval import held_out, popularity_scores, recall_at_k
 from embeddings.progress import StepInfo
+from embeddings.retrieval_eval import held_out, popularity_scores, recall_at_k
 from embeddings.train import TrainResult, train_two_tower
 from pipelines.dataset import build_features
 from pipelines.io import atomic_path
@@ -43,8 +43,13 @@ class FitSummary:
             tmp.write_text(json.dumps(asdict(self), indent=2))
 
 
-def fit(cfg: EmbeddingsConfig, out: Path, *, report: Report = silent,
-        progress: Callable[[StepInfo], None] = lambda _: None) -> FitSummary | None:
+def fit(
+    cfg: EmbeddingsConfig,
+    out: Path,
+    *,
+    report: Report = silent,
+    progress: Callable[[StepInfo], None] = lambda _: None,
+) -> FitSummary | None:
     """Build features, train with early stopping, save `model.pt`, `model.json`,
     `items.parquet`, `users.parquet` and `train.json` into `out`. Returns the summary on
     rank 0 and None on the other ranks."""
@@ -57,14 +62,24 @@ def fit(cfg: EmbeddingsConfig, out: Path, *, report: Report = silent,
         return None
     report("export")
     save_checkpoint(out, result.state_dict, result.sizes, cfg.model)
-    export_vectors(load_checkpoint(out), fs, known_items=result.known_items,
-                   known_users=result.known_users,
-                   history_length=cfg.features.history_length, folder=out)
+    export_vectors(
+        load_checkpoint(out),
+        fs,
+        known_items=result.known_items,
+        known_users=result.known_users,
+        history_length=cfg.features.history_length,
+        folder=out,
+    )
     sub = validation.subset(cfg.train.eval_users, seed=cfg.train.seed)
     summary = FitSummary(
-        world_size=result.world_size, epochs=[asdict(e) for e in result.epochs],
-        best_epoch=result.best_epoch, recall_k=cfg.train.recall_k, recall=result.best_recall,
+        world_size=result.world_size,
+        epochs=[asdict(e) for e in result.epochs],
+        best_epoch=result.best_epoch,
+        recall_k=cfg.train.recall_k,
+        recall=result.best_recall,
         popularity_recall=recall_at_k(popularity_scores(fs), sub, cfg.train.recall_k),
-        tables_per_rank=result.tables_per_rank, out=str(out))
+        tables_per_rank=result.tables_per_rank,
+        out=str(out),
+    )
     summary.save(out)
     return summary

@@ -17,8 +17,9 @@ from pipelines.encode import OOV
 IDENTIFYING = ("user_id", "item_id", "item_popularity")
 
 
-def mask_ids(kjt: KeyedJaggedTensor, mask: torch.Tensor,
-             keys: tuple[str, ...] = IDENTIFYING) -> KeyedJaggedTensor:
+def mask_ids(
+    kjt: KeyedJaggedTensor, mask: torch.Tensor, keys: tuple[str, ...] = IDENTIFYING
+) -> KeyedJaggedTensor:
     """A copy of `kjt` whose identifying keys are OOV for the examples where `mask` (B,) is
     True. Each such key must have exactly one value per example."""
     b = kjt.stride()
@@ -30,8 +31,9 @@ def mask_ids(kjt: KeyedJaggedTensor, mask: torch.Tensor,
     for k, key in enumerate(kjt.keys()):
         if key not in keys:
             continue
-        assert bool((lengths[length_offsets[k]:length_offsets[k + 1]] == 1).all()), \
+        assert bool((lengths[length_offsets[k] : length_offsets[k + 1]] == 1).all()), (
             f"{key} must have one value per example"
+        )
         seg = slice(offsets[k], offsets[k + 1])
         values[seg] = torch.where(mask, torch.full_like(values[seg], OOV), values[seg])
     return KeyedJaggedTensor(keys=kjt.keys(), values=values, lengths=lengths)

@@ -63,22 +63,46 @@ class TableSizes:
     @classmethod
     def from_vocabs(cls, v: Vocabularies, *, price_buckets: int) -> TableSizes:
         # price buckets are 0 (missing) .. price_buckets
-        return cls(user=v.user.size, item=v.item.size, user_attr=v.user_attr.size,
-                   category=v.category.size, brand=v.brand.size, token=v.token.size,
-                   price=price_buckets + 1)
+        return cls(
+            user=v.user.size,
+            item=v.item.size,
+            user_attr=v.user_attr.size,
+            category=v.category.size,
+            brand=v.brand.size,
+            token=v.token.size,
+            price=price_buckets + 1,
+        )
 
     def rows(self, table: str) -> int:
-        return {"user_id": self.user, "history": self.item, "user_attr": self.user_attr,
-                "item_id": self.item, "category": self.category, "brand": self.brand,
-                "token": self.token, "price": self.price,
-                "popularity": POPULARITY_BUCKETS}[table]
+        return {
+            "user_id": self.user,
+            "history": self.item,
+            "user_attr": self.user_attr,
+            "item_id": self.item,
+            "category": self.category,
+            "brand": self.brand,
+            "token": self.token,
+            "price": self.price,
+            "popularity": POPULARITY_BUCKETS,
+        }[table]
 
 
-def _ebc(tables: dict[str, tuple[str, PoolingType]], sizes: TableSizes, dim: int,
-         device: torch.device | None) -> EmbeddingBagCollection:
-    configs = [EmbeddingBagConfig(name=name, embedding_dim=dim, num_embeddings=sizes.rows(name),
-                                  feature_names=[feature], pooling=pooling)
-               for name, (feature, pooling) in tables.items()]
+def _ebc(
+    tables: dict[str, tuple[str, PoolingType]],
+    sizes: TableSizes,
+    dim: int,
+    device: torch.device | None,
+) -> EmbeddingBagCollection:
+    configs = [
+        EmbeddingBagConfig(
+            name=name,
+            embedding_dim=dim,
+            num_embeddings=sizes.rows(name),
+            feature_names=[feature],
+            pooling=pooling,
+        )
+        for name, (feature, pooling) in tables.items()
+    ]
     return EmbeddingBagCollection(tables=configs, device=device)
 
 
@@ -98,8 +122,9 @@ class TwoTower(nn.Module):
     tables get too, so one process and N processes start from the same kind of weights.
     """
 
-    def __init__(self, sizes: TableSizes, cfg: TwoTowerConfig,
-                 device: torch.device | None = None) -> None:
+    def __init__(
+        self, sizes: TableSizes, cfg: TwoTowerConfig, device: torch.device | None = None
+    ) -> None:
         super().__init__()
         self.sizes = sizes
         self.cfg = cfg
@@ -123,9 +148,12 @@ class TwoTower(nn.Module):
         x = torch.cat([pooled[f] for f, _ in ITEM_TABLES.values()], dim=1)
         return F.normalize(self.item_mlp(x), dim=-1)
 
-    def forward(self, user: KeyedJaggedTensor, item: KeyedJaggedTensor,
-                negatives: KeyedJaggedTensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        user: KeyedJaggedTensor,
+        item: KeyedJaggedTensor,
+        negatives: KeyedJaggedTensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, dim) user and item vectors, and (M, dim) vectors of extra negative items."""
         neg = self.encode_items(negatives) if negatives is not None else None
         return self.encode_users(user), self.encode_items(item), neg

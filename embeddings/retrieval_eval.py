@@ -23,10 +23,10 @@ class HeldOut:
     """Users with held-out positives: what they went on to interact with, what they had seen,
     and which items the ranking may return."""
 
-    users: np.ndarray      # (U,) user_idx
-    truth: Jagged          # row k: held-out new items of users[k]
-    seen: Jagged           # row k: items users[k] interacted with before
-    corpus: np.ndarray     # (n_items,) bool, items that may be recommended
+    users: np.ndarray  # (U,) user_idx
+    truth: Jagged  # row k: held-out new items of users[k]
+    seen: Jagged  # row k: items users[k] interacted with before
+    corpus: np.ndarray  # (n_items,) bool, items that may be recommended
 
     def __len__(self) -> int:
         return len(self.users)
@@ -36,15 +36,19 @@ class HeldOut:
         if n >= len(self):
             return self
         rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
-        return HeldOut(self.users[rows], _take(self.truth, rows), _take(self.seen, rows),
-                       self.corpus)
+        return HeldOut(
+            self.users[rows], _take(self.truth, rows), _take(self.seen, rows), self.corpus
+        )
 
     def restrict(self, corpus: np.ndarray) -> HeldOut:
         """The same users scored against a smaller corpus (e.g. only new items); users left
         with no held-out item in it are dropped."""
         keep_vals = corpus[self.truth.values]
-        lengths = np.add.reduceat(keep_vals.astype(np.int64), self.truth.offsets[:-1]) \
-            if len(self.truth.values) else np.zeros(len(self), np.int64)
+        lengths = (
+            np.add.reduceat(keep_vals.astype(np.int64), self.truth.offsets[:-1])
+            if len(self.truth.values)
+            else np.zeros(len(self), np.int64)
+        )
         lengths = np.where(np.diff(self.truth.offsets) == 0, 0, lengths)
         truth = Jagged(self.truth.values[keep_vals], np.concatenate([[0], np.cumsum(lengths)]))
         rows = np.flatnonzero(lengths > 0)
@@ -56,24 +60,33 @@ def _take(j: Jagged, rows: np.ndarray) -> Jagged:
     return Jagged(values, np.concatenate([[0], np.cumsum(lengths)]))
 
 
-def held_out(fs: FeatureSet, *, split: str = "valid", before: tuple[str, ...] = ("train",)
-             ) -> HeldOut:
+def held_out(
+    fs: FeatureSet, *, split: str = "valid", before: tuple[str, ...] = ("train",)
+) -> HeldOut:
     """Positives of `split` that are new to the user given the positives of `before`."""
     inter = fs.interactions.select("user_idx", "item_idx", "split")
     seen = inter.filter(pl.col("split").is_in(list(before))).unique(["user_idx", "item_idx"])
-    target = (inter.filter(pl.col("split") == split).unique(["user_idx", "item_idx"])
-              .join(seen, on=["user_idx", "item_idx"], how="anti"))
+    target = (
+        inter.filter(pl.col("split") == split)
+        .unique(["user_idx", "item_idx"])
+        .join(seen, on=["user_idx", "item_idx"], how="anti")
+    )
     products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
     corpus = np.zeros(fs.vocabs.item.size, bool)
     corpus[products] = True
     target = target.filter(pl.col("item_idx").is_in(products))
     truth = target.group_by("user_idx").agg("item_idx").sort("user_idx")
     users = truth["user_idx"].to_numpy().astype(np.int64)
-    seen_lists = (pl.DataFrame({"user_idx": users}).join(
-        seen.group_by("user_idx").agg("item_idx"), on="user_idx", how="left", maintain_order="left"))
+    seen_lists = pl.DataFrame({"user_idx": users}).join(
+        seen.group_by("user_idx").agg("item_idx"), on="user_idx", how="left", maintain_order="left"
+    )
     n = len(users)
-    return HeldOut(users, Jagged.from_lists(truth["item_idx"], n, np.arange(n)),
-                   Jagged.from_lists(seen_lists["item_idx"], n, np.arange(n)), corpus)
+    return HeldOut(
+        users,
+        Jagged.from_lists(truth["item_idx"], n, np.arange(n)),
+        Jagged.from_lists(seen_lists["item_idx"], n, np.arange(n)),
+        corpus,
+    )
 
 
 def hide_items(fs: FeatureSet, items: np.ndarray) -> FeatureSet:
@@ -87,7 +100,8 @@ def hide_items(fs: FeatureSet, items: np.ndarray) -> FeatureSet:
         interactions=fs.interactions.filter(~(train_row & pl.col("item_idx").is_in(gone))),
         popularity=fs.popularity.filter(~pl.col("item_idx").is_in(gone)),
         history=fs.history.with_columns(
-            pl.col("history").list.eval(pl.element().filter(~pl.element().is_in(gone)))),
+            pl.col("history").list.eval(pl.element().filter(~pl.element().is_in(gone)))
+        ),
     )
 
 
@@ -107,8 +121,9 @@ def recall_at_k(scores_fn, ho: HeldOut, k: int, *, chunk: int = 1024) -> float:
         scores = scores_fn(rows).float().clone()
         scores[:, blocked] = float("-inf")
         seen_v, seen_l = ho.seen.take(rows)
-        scores[torch.from_numpy(np.repeat(np.arange(len(rows)), seen_l)),
-               torch.from_numpy(seen_v)] = float("-inf")
+        scores[
+            torch.from_numpy(np.repeat(np.arange(len(rows)), seen_l)), torch.from_numpy(seen_v)
+        ] = float("-inf")
         top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.numpy()
         tv, tl = ho.truth.take(rows)
         hit = np.zeros(scores.shape, bool)
@@ -136,4 +151,3 @@ def random_scores(n_items: int, seed: int = 0):
     """`scores_fn` of a random ranking (the floor for cold-start comparisons)."""
     g = torch.Generator().manual_seed(seed)
     return lambda rows: torch.rand(len(rows), n_items, generator=g)
-

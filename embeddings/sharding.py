@@ -83,17 +83,23 @@ def sharding_plan(model: TwoTower, world: World, batch_size: int) -> ShardingPla
     """TorchRec's planner picks table-wise or row-wise sharding for each table (never plain
     data-parallel replication, so tables really are spread over the ranks)."""
     allowed = [ShardingType.TABLE_WISE.value, ShardingType.ROW_WISE.value]
-    constraints = {name: ParameterConstraints(sharding_types=allowed)
-                   for name in [*USER_TABLES, *ITEM_TABLES]}
-    topology = Topology(world_size=world.size, compute_device=world.device.type,
-                        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world.size)))
-    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size,
-                                       constraints=constraints, debug=False)
+    constraints = {
+        name: ParameterConstraints(sharding_types=allowed) for name in [*USER_TABLES, *ITEM_TABLES]
+    }
+    topology = Topology(
+        world_size=world.size,
+        compute_device=world.device.type,
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world.size)),
+    )
+    planner = EmbeddingShardingPlanner(
+        topology=topology, batch_size=batch_size, constraints=constraints, debug=False
+    )
     return planner.collective_plan(model, pg=dist.GroupMember.WORLD)
 
 
-def shard(model: TwoTower, world: World, cfg: TrainConfig
-          ) -> tuple[DistributedModelParallel, torch.optim.Optimizer, ShardingPlan]:
+def shard(
+    model: TwoTower, world: World, cfg: TrainConfig
+) -> tuple[DistributedModelParallel, torch.optim.Optimizer, ShardingPlan]:
     """Wrap `model` in `DistributedModelParallel`.
 
     The embedding tables get TorchRec's fused optimizer (applied inside the backward pass, row
@@ -101,8 +107,9 @@ def shard(model: TwoTower, world: World, cfg: TrainConfig
     model, the dense optimizer and the plan.
     """
     sparse = [p for ebc in (model.user_ebc, model.item_ebc) for p in ebc.parameters()]
-    _apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.sparse_optimizer], sparse,
-                                 {"lr": cfg.sparse_lr})
+    _apply_optimizer_in_backward(
+        SPARSE_OPTIMIZERS[cfg.sparse_optimizer], sparse, {"lr": cfg.sparse_lr}
+    )
     plan = sharding_plan(model, world, cfg.batch_size)
     dmp = DistributedModelParallel(module=model, device=world.device, plan=plan)
     dense = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]

@@ -34,10 +34,10 @@ from pipelines.dataset import FeatureSet
 @dataclass(frozen=True)
 class EpochResult:
     epoch: int
-    loss: float            # mean training loss of the epoch (over all ranks)
-    recall: float | None   # validation recall@K, None without validation
+    loss: float  # mean training loss of the epoch (over all ranks)
+    recall: float | None  # validation recall@K, None without validation
     seconds: float
-    examples: int          # examples seen by all ranks together
+    examples: int  # examples seen by all ranks together
 
 
 @dataclass
@@ -48,8 +48,8 @@ class TrainResult:
     sizes: TableSizes
     epochs: list[EpochResult]
     best_epoch: int
-    known_items: np.ndarray   # (n_items,) bool: items with training examples
-    known_users: np.ndarray   # (n_users,) bool: users with training examples
+    known_items: np.ndarray  # (n_items,) bool: items with training examples
+    known_users: np.ndarray  # (n_users,) bool: users with training examples
     tables_per_rank: dict[int, list[str]] = field(default_factory=dict)
     world_size: int = 1
     rank: int = 0  # this process's rank in the (now closed) process group
@@ -79,19 +79,32 @@ def gather_state_dict(dmp: torch.nn.Module, template: TwoTower) -> dict[str, tor
     return dst
 
 
-def validation_recall(model: TwoTower, ex: TrainingExamples, items: ItemTable, ho: HeldOut, *,
-                      known_items: np.ndarray, known_users: np.ndarray, k: int,
-                      batch_size: int, device: torch.device) -> float:
+def validation_recall(
+    model: TwoTower,
+    ex: TrainingExamples,
+    items: ItemTable,
+    ho: HeldOut,
+    *,
+    known_items: np.ndarray,
+    known_users: np.ndarray,
+    k: int,
+    batch_size: int,
+    device: torch.device,
+) -> float:
     """Recall@k of `model` on the held-out positives, with exact search over all items."""
     iv = item_vectors(model, items, known_items, batch_size=batch_size, device=device)
-    uv = user_vectors(model, ex.users, ho.users, known_users, batch_size=batch_size,
-                      device=device)
+    uv = user_vectors(model, ex.users, ho.users, known_users, batch_size=batch_size, device=device)
     return recall_at_k(vector_scores(uv, iv), ho, k)
 
 
-def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOut | None = None,
-                    splits: tuple[str, ...] = ("train",),
-                    progress: Callable[[StepInfo], None] = _ignore) -> TrainResult:
+def train_two_tower(
+    fs: FeatureSet,
+    cfg: EmbeddingsConfig,
+    *,
+    validation: HeldOut | None = None,
+    splits: tuple[str, ...] = ("train",),
+    progress: Callable[[StepInfo], None] = _ignore,
+) -> TrainResult:
     """Train on the positives of `splits`; early-stop on `validation` recall@K when given.
 
     Joins (or creates) the process group, so the same call trains on one process or as one
@@ -102,8 +115,12 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
     finished = False
     try:
         torch.manual_seed(tc.seed)
-        ex = training_examples(fs, history_length=cfg.features.history_length, splits=splits,
-                               distinct=tc.distinct_items)
+        ex = training_examples(
+            fs,
+            history_length=cfg.features.history_length,
+            splits=splits,
+            distinct=tc.distinct_items,
+        )
         sizes = TableSizes.from_vocabs(fs.vocabs, price_buckets=cfg.features.price_buckets)
         known_items = np.bincount(ex.item_idx, minlength=sizes.item) > 0
         known_users = np.bincount(ex.user_idx, minlength=sizes.user) > 0
@@ -126,8 +143,9 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
         for epoch in range(tc.epochs):
             dmp.train()
             t0, n_seen, loss_sum, n_steps = time.perf_counter(), 0, 0.0, 0
-            for step, b in enumerate(ex.batches(tc.batch_size, seed=tc.seed + epoch,
-                                                rank=world.rank, world=world.size)):
+            for step, b in enumerate(
+                ex.batches(tc.batch_size, seed=tc.seed + epoch, rank=world.rank, world=world.size)
+            ):
                 user = drop_ids(b.user, cfg.model.id_dropout, gen).to(world.device)
                 item = drop_ids(b.item, cfg.model.id_dropout, gen).to(world.device)
                 neg_idx = None
@@ -137,10 +155,16 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
                     neg_kjt = ex.items.kjt(neg_idx).to(world.device)
                 u, v, nv = dmp(user, item, neg_kjt)
                 loss = sampled_softmax_loss(
-                    u, v, b.item_idx.to(world.device), logq(b).to(world.device),
-                    temperature=tc.temperature, weight=b.weight.to(world.device),
-                    neg_item=nv, n_items=sizes.item,
-                    neg_idx=None if neg_idx is None else torch.from_numpy(neg_idx).to(world.device))
+                    u,
+                    v,
+                    b.item_idx.to(world.device),
+                    logq(b).to(world.device),
+                    temperature=tc.temperature,
+                    weight=b.weight.to(world.device),
+                    neg_item=nv,
+                    n_items=sizes.item,
+                    neg_idx=None if neg_idx is None else torch.from_numpy(neg_idx).to(world.device),
+                )
                 dense_opt.zero_grad()
                 loss.backward()
                 dense_opt.step()
@@ -148,17 +172,39 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
                 loss_sum += float(loss.detach())
                 n_steps += 1
                 if world.is_main:
-                    progress(StepInfo(epoch, step + 1, steps, loss_sum / n_steps,
-                                      n_seen / max(time.perf_counter() - t0, 1e-9)))
+                    progress(
+                        StepInfo(
+                            epoch,
+                            step + 1,
+                            steps,
+                            loss_sum / n_steps,
+                            n_seen / max(time.perf_counter() - t0, 1e-9),
+                        )
+                    )
             seconds = time.perf_counter() - t0
             recall = None
             if ho is not None:
                 dmp.eval()
-                recall = validation_recall(model, ex, ex.items, ho, known_items=known_items,
-                                           known_users=known_users, k=tc.recall_k,
-                                           batch_size=tc.batch_size, device=world.device)
-            history.append(EpochResult(epoch, _mean_over_ranks(loss_sum / max(n_steps, 1), world),
-                                       recall, seconds, n_seen))
+                recall = validation_recall(
+                    model,
+                    ex,
+                    ex.items,
+                    ho,
+                    known_items=known_items,
+                    known_users=known_users,
+                    k=tc.recall_k,
+                    batch_size=tc.batch_size,
+                    device=world.device,
+                )
+            history.append(
+                EpochResult(
+                    epoch,
+                    _mean_over_ranks(loss_sum / max(n_steps, 1), world),
+                    recall,
+                    seconds,
+                    n_seen,
+                )
+            )
             score = recall if recall is not None else float(epoch)  # no validation: keep last
             if score > best:
                 best, bad = score, 0
@@ -167,12 +213,21 @@ def train_two_tower(fs: FeatureSet, cfg: EmbeddingsConfig, *, validation: HeldOu
                 bad += 1
                 if bad >= tc.patience:
                     break
-        best_epoch = max(range(len(history)), key=lambda e: (
-            history[e].recall if history[e].recall is not None else e))
-        result = TrainResult(state_dict=best_state if world.is_main else {}, sizes=sizes,
-                             epochs=history, best_epoch=best_epoch, known_items=known_items,
-                             known_users=known_users, tables_per_rank=tables_per_rank(plan),
-                             world_size=world.size, rank=world.rank)
+        best_epoch = max(
+            range(len(history)),
+            key=lambda e: history[e].recall if history[e].recall is not None else e,
+        )
+        result = TrainResult(
+            state_dict=best_state if world.is_main else {},
+            sizes=sizes,
+            epochs=history,
+            best_epoch=best_epoch,
+            known_items=known_items,
+            known_users=known_users,
+            tables_per_rank=tables_per_rank(plan),
+            world_size=world.size,
+            rank=world.rank,
+        )
         finished = True
         return result
     finally:

@@ -28,8 +28,8 @@ _MLP = re.compile(r"user_mlp\.(\d+)\.(weight|bias)")
 class UserEncoder:
     """The user tower as plain tensors."""
 
-    user_id: torch.Tensor   # (n_users, E)
-    history: torch.Tensor   # (n_items, E)
+    user_id: torch.Tensor  # (n_users, E)
+    history: torch.Tensor  # (n_items, E)
     user_attr: torch.Tensor  # (n_attr_tokens, E)
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (weight, bias) of each Linear
 
@@ -41,16 +41,24 @@ class UserEncoder:
             if m:
                 found.setdefault(int(m.group(1)), {})[m.group(2)] = value
         layers = tuple((found[i]["weight"], found[i]["bias"]) for i in sorted(found))
-        return cls(user_id=sd[PREFIX + "user_id.weight"], history=sd[PREFIX + "history.weight"],
-                   user_attr=sd[PREFIX + "user_attr.weight"], layers=layers)
+        return cls(
+            user_id=sd[PREFIX + "user_id.weight"],
+            history=sd[PREFIX + "history.weight"],
+            user_attr=sd[PREFIX + "user_attr.weight"],
+            layers=layers,
+        )
 
     @property
     def dim(self) -> int:
         return int(self.layers[-1][0].shape[0])
 
     @torch.no_grad()
-    def encode(self, histories: Sequence[Sequence[int]], attributes: Sequence[Sequence[int]],
-               user_idx: Sequence[int] | None = None) -> np.ndarray:
+    def encode(
+        self,
+        histories: Sequence[Sequence[int]],
+        attributes: Sequence[Sequence[int]],
+        user_idx: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """(B, dim) float32 unit vectors.
 
         Args:
@@ -60,11 +68,15 @@ class UserEncoder:
                 on, who are placed by history and attributes alone.
         """
         b = len(histories)
-        ids = torch.as_tensor(list(user_idx) if user_idx is not None else [0] * b,
-                              dtype=torch.long)
-        x = torch.cat([F.embedding(ids, self.user_id),
-                       _mean_bag(self.history, histories), _mean_bag(self.user_attr, attributes)],
-                      dim=1)
+        ids = torch.as_tensor(list(user_idx) if user_idx is not None else [0] * b, dtype=torch.long)
+        x = torch.cat(
+            [
+                F.embedding(ids, self.user_id),
+                _mean_bag(self.history, histories),
+                _mean_bag(self.user_attr, attributes),
+            ],
+            dim=1,
+        )
         for i, (w, bias) in enumerate(self.layers):
             x = F.linear(x, w, bias)
             if i < len(self.layers) - 1:

@@ -33,8 +33,11 @@ for name in ("torchrec", "torch.fx"):
 warnings.filterwarnings("ignore", module=r"torchrec\..*")
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
 
-app = typer.Typer(help="recengine: product and ad recommendations from raw interaction logs.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="recengine: product and ad recommendations from raw interaction logs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 errors = Console(stderr=True)
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +45,17 @@ SAMPLE_CONFIG = REPO / "data_samples" / "config.toml"
 Config = EngineConfig
 """The schema of a whole config file: every layer's sections."""
 
-REFUSALS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT,
-            errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+REFUSALS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOSPC,
+    errno.EFBIG,
+    errno.EROFS,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
 """The system's refusals to write (permissions, a full disk, a file where a folder is
 needed): reported like bad input."""
 P = ParamSpec("P")
@@ -87,28 +99,49 @@ def generate(
     interactions: Annotated[int | None, typer.Option(min=1)] = None,
     days: Annotated[int | None, typer.Option(min=15, help="Length of the simulated span.")] = None,
     seed: int | None = None,
-    activity: Annotated[str | None, typer.Option(
-        help="weekly: users active all along; bursty: each user's events in 1-3 bursts of a "
-             "day or two over the span, and item chains (series, complements) users follow "
-             "(see data_samples/generator_bursty.toml).")] = None,
+    activity: Annotated[
+        str | None,
+        typer.Option(
+            help="weekly: users active all along; bursty: each user's events in 1-3 bursts of a "
+            "day or two over the span, and item chains (series, complements) users follow "
+            "(see data_samples/generator_bursty.toml)."
+        ),
+    ] = None,
 ) -> None:
     """Generate a realistic synthetic data set (and its hidden ground truth).
 
     Settings come from --spec (e.g. data_samples/generator.toml); options override them."""
-    from pipelines.synthetic import GeneratorSpec, generate as run
+    from pipelines.synthetic import GeneratorSpec
+    from pipelines.synthetic import generate as run
     from pipelines.synthetic.generate import GENERATE_STEPS, load_spec
 
-    given = {"users": users, "items": items, "interactions": interactions, "days": days,
-             "seed": seed, "activity": activity}
-    settings = load_spec(spec, **given) if spec else GeneratorSpec(
-        **{k: v for k, v in given.items() if v is not None})
+    given = {
+        "users": users,
+        "items": items,
+        "interactions": interactions,
+        "days": days,
+        "seed": seed,
+        "activity": activity,
+    }
+    settings = (
+        load_spec(spec, **given)
+        if spec
+        else GeneratorSpec(**{k: v for k, v in given.items() if v is not None})
+    )
     with steps("generate", GENERATE_STEPS, console) as report:
         paths = run(settings, out, report=report)
-    console.print(_table(f"generated into {out}", [
-        ("users", f"{settings.users:,}"), ("items", f"{settings.items:,}"),
-        ("interaction rows", f"{paths.n_interactions:,}"),
-        ("config", str(out / "config.toml")), ("ground truth", str(paths.ground_truth)),
-    ]))
+    console.print(
+        _table(
+            f"generated into {out}",
+            [
+                ("users", f"{settings.users:,}"),
+                ("items", f"{settings.items:,}"),
+                ("interaction rows", f"{paths.n_interactions:,}"),
+                ("config", str(out / "config.toml")),
+                ("ground truth", str(paths.ground_truth)),
+            ],
+        )
+    )
 
 
 class Source(str, Enum):
@@ -127,10 +160,17 @@ def import_(
 
     with console.status(f"importing {source.value} from {src}"):
         s = import_movielens(src, out)
-    console.print(_table(f"imported MovieLens {s.format}", [
-        ("users", f"{s.n_users:,}"), ("items", f"{s.n_items:,}"),
-        ("interactions", f"{s.n_interactions:,}"), ("config", str(s.config)),
-    ]))
+    console.print(
+        _table(
+            f"imported MovieLens {s.format}",
+            [
+                ("users", f"{s.n_users:,}"),
+                ("items", f"{s.n_items:,}"),
+                ("interactions", f"{s.n_interactions:,}"),
+                ("config", str(s.config)),
+            ],
+        )
+    )
 
 
 @app.command()
@@ -143,10 +183,18 @@ def validate(config: ConfigOpt) -> None:
     with console.status("validating"):
         t = validate_tables(cfg.data, cfg.columns)
     ts = t.interactions["ts"]
-    console.print(_table("input is valid", [
-        ("interactions", f"{t.interactions.height:,}"), ("items", f"{t.items.height:,}"),
-        ("users", f"{t.users.height:,}"), ("from", str(ts.min())), ("to", str(ts.max())),
-    ]))
+    console.print(
+        _table(
+            "input is valid",
+            [
+                ("interactions", f"{t.interactions.height:,}"),
+                ("items", f"{t.items.height:,}"),
+                ("users", f"{t.users.height:,}"),
+                ("from", str(ts.min())),
+                ("to", str(ts.max())),
+            ],
+        )
+    )
 
 
 def _features(cfg: PipelineConfig, out: Path | None) -> Path:
@@ -157,14 +205,27 @@ def _features(cfg: PipelineConfig, out: Path | None) -> Path:
         fs = build_features(cfg, report=report)
     fs.save(out)
     splits = fs.interactions["split"].value_counts().sort("split")
-    console.print(_table(f"features written to {out}", [
-        *[(f"{r['split']} positives", f"{r['count']:,}") for r in splits.iter_rows(named=True)],
-        ("users with history", f"{fs.history.height:,}"),
-        ("items (products + ads)", f"{fs.items.height:,}"),
-        ("vocabulary sizes", ", ".join(f"{n} {getattr(fs.vocabs, n).size:,}"
-                                       for n in ("user", "item", "category", "brand", "token"))),
-        ("valid / test start", f"{fs.valid_start} / {fs.test_start}"),
-    ]))
+    console.print(
+        _table(
+            f"features written to {out}",
+            [
+                *[
+                    (f"{r['split']} positives", f"{r['count']:,}")
+                    for r in splits.iter_rows(named=True)
+                ],
+                ("users with history", f"{fs.history.height:,}"),
+                ("items (products + ads)", f"{fs.items.height:,}"),
+                (
+                    "vocabulary sizes",
+                    ", ".join(
+                        f"{n} {getattr(fs.vocabs, n).size:,}"
+                        for n in ("user", "item", "category", "brand", "token")
+                    ),
+                ),
+                ("valid / test start", f"{fs.valid_start} / {fs.test_start}"),
+            ],
+        )
+    )
     return out
 
 
@@ -182,19 +243,37 @@ def features(
 @user_errors
 def train(
     config: ConfigOpt,
-    out: Annotated[Path | None, typer.Option(
-        help="Folder for model.pt, vectors and train.json (default: <artifacts>/work/embeddings).")
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for model.pt, vectors and train.json (default: <artifacts>/work/embeddings)."
+        ),
     ] = None,
-    nproc: Annotated[int, typer.Option(min=1, help="Processes to shard the embedding tables "
-                                                   "over (runs itself under torchrun).")] = 1,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processes to shard the embedding tables over (runs itself under torchrun)."
+        ),
+    ] = 1,
 ) -> None:
     """Train the two-tower model (early stopping on validation recall) and export vectors."""
     cfg = load_config(config, Config)
     out = (out or cfg.artifacts.root / "work" / "embeddings").resolve()
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "engine.cli", "train",
-               "--config", str(config.resolve()), "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "engine.cli",
+            "train",
+            "--config",
+            str(config.resolve()),
+            "--out",
+            str(out),
+        ]
         raise typer.Exit(subprocess.call(cmd))
     _train(cfg, out)
 
@@ -208,24 +287,39 @@ def _train(cfg: EmbeddingsConfig, out: Path) -> None:
     if summary is None:
         return
     k = summary.recall_k
-    console.print(_table(f"two-tower model written to {out}", [
-        ("processes", str(summary.world_size)),
-        ("tables per rank", "; ".join(f"{r}: {', '.join(t)}"
-                                      for r, t in sorted(summary.tables_per_rank.items()))),
-        ("epochs run (best)", f"{len(summary.epochs)} ({summary.best_epoch + 1})"),
-        (f"valid recall@{k}", f"{summary.recall:.4f}"),
-        (f"popularity recall@{k}", f"{summary.popularity_recall:.4f}"),
-    ]))
+    console.print(
+        _table(
+            f"two-tower model written to {out}",
+            [
+                ("processes", str(summary.world_size)),
+                (
+                    "tables per rank",
+                    "; ".join(
+                        f"{r}: {', '.join(t)}" for r, t in sorted(summary.tables_per_rank.items())
+                    ),
+                ),
+                ("epochs run (best)", f"{len(summary.epochs)} ({summary.best_epoch + 1})"),
+                (f"valid recall@{k}", f"{summary.recall:.4f}"),
+                (f"popularity recall@{k}", f"{summary.popularity_recall:.4f}"),
+            ],
+        )
+    )
 
 
 @app.command()
 @user_errors
 def index(
     config: ConfigOpt,
-    vectors: Annotated[Path | None, typer.Option(
-        help="Folder of the exported vectors (default: <artifacts>/work/embeddings).")] = None,
-    out: Annotated[Path | None, typer.Option(
-        help="Folder for items.faiss and index.json (default: <artifacts>/work/index).")] = None,
+    vectors: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the exported vectors (default: <artifacts>/work/embeddings)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for items.faiss and index.json (default: <artifacts>/work/index)."
+        ),
+    ] = None,
 ) -> None:
     """Build the item index from the exported vectors, tuned to the config's recall target."""
     cfg = load_config(config, Config)
@@ -242,51 +336,72 @@ def _index(cfg: EngineConfig, vectors: Path, out: Path) -> None:
     items, users = load_vectors(vectors / ITEMS), load_vectors(vectors / USERS)
     products = pl.read_parquet(vectors / ITEMS, columns=["kind"])["kind"].to_numpy() == "product"
     with console.status(f"building the index over {int(products.sum()):,} products"):
-        built, figures = build_index(items.matrix[products], items.index[products], cfg.index,
-                                     queries=users.matrix)
+        built, figures = build_index(
+            items.matrix[products], items.index[products], cfg.index, queries=users.matrix
+        )
         built.save(out)
-    console.print(_table(f"index written to {out}", [
-        ("kind", built.kind), ("parameters", ", ".join(f"{k}={v}" for k, v in built.params.items()) or "-"),
-        (f"recall@{figures['recall_k']} vs exact", f"{figures['recall']:.4f}"),
-        ("build time", f"{figures['build_seconds']:.2f} s"), ("on GPU", str(built.on_gpu)),
-    ]))
+    console.print(
+        _table(
+            f"index written to {out}",
+            [
+                ("kind", built.kind),
+                ("parameters", ", ".join(f"{k}={v}" for k, v in built.params.items()) or "-"),
+                (f"recall@{figures['recall_k']} vs exact", f"{figures['recall']:.4f}"),
+                ("build time", f"{figures['build_seconds']:.2f} s"),
+                ("on GPU", str(built.on_gpu)),
+            ],
+        )
+    )
 
 
-def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool,
-             incremental: bool = False) -> None:
+def _nightly(
+    cfg: EngineConfig, artifacts: Path | None, *, force: bool, incremental: bool = False
+) -> None:
     from engine.jobs.nightly import run_nightly
     from engine.jobs.stages import STAGES
 
     with steps("nightly", len(STAGES) + 1, console) as report:
-        result = run_nightly(cfg, artifacts, force=force, incremental=incremental,
-                             report=report)
+        result = run_nightly(cfg, artifacts, force=force, incremental=incremental, report=report)
     root = result.version
     if result.reason == "unchanged":
-        console.print(f"inputs and config unchanged: nothing new published; live version "
-                      f"{root}")
+        console.print(f"inputs and config unchanged: nothing new published; live version {root}")
         return
     f = result.figures
     rows = [("version", root.name if root else "-"), ("why", result.reason)]
     rows += [(f"{name} stage", f"{s:.1f} s") for name, s in result.seconds.items()]
     if f:
         train, rerank, ads = f.get("train", {}), f.get("rerank", {}), f.get("ads", {})
-        rows += [(f"two-tower valid recall@{train.get('recall_k')}", f"{train.get('valid_recall'):.4f}"),
-                 ("re-ranker holdout NDCG@10 (two-tower)",
-                  f"{rerank.get('holdout_ndcg'):.4f} ({rerank.get('holdout_two_tower_ndcg') or 0:.4f})"),
-                 ("re-ranker training lists", f"{rerank.get('lists', 0):,}")]
+        rows += [
+            (f"two-tower valid recall@{train.get('recall_k')}", f"{train.get('valid_recall'):.4f}"),
+            (
+                "re-ranker holdout NDCG@10 (two-tower)",
+                f"{rerank.get('holdout_ndcg'):.4f} ({rerank.get('holdout_two_tower_ndcg') or 0:.4f})",
+            ),
+            ("re-ranker training lists", f"{rerank.get('lists', 0):,}"),
+        ]
         if rerank.get("fallback"):
-            rows.append(("re-ranker NOT used; lists ordered by",
-                         f"{rerank.get('order')}: {rerank['fallback']}"))
+            rows.append(
+                (
+                    "re-ranker NOT used; lists ordered by",
+                    f"{rerank.get('order')}: {rerank['fallback']}",
+                )
+            )
         if ads.get("trained"):
-            rows.append(("pCTR AUC, ECE raw -> calibrated",
-                         f"{ads['auc']:.3f}, {ads['ece_raw']:.4f} -> {ads['ece_calibrated']:.4f}"))
+            rows.append(
+                (
+                    "pCTR AUC, ECE raw -> calibrated",
+                    f"{ads['auc']:.3f}, {ads['ece_raw']:.4f} -> {ads['ece_calibrated']:.4f}",
+                )
+            )
     console.print(_table("nightly", rows))
     if root is not None:
-        for name, path in (("product lists", root / "recs" / "kind=product"),
-                           ("ad lists", root / "recs" / "kind=ad"),
-                           ("report", root / "report" / "index.html"),
-                           ("metrics", root / "report" / "metrics.json"),
-                           ("manifest", root / "manifest.json")):
+        for name, path in (
+            ("product lists", root / "recs" / "kind=product"),
+            ("ad lists", root / "recs" / "kind=ad"),
+            ("report", root / "report" / "index.html"),
+            ("metrics", root / "report" / "metrics.json"),
+            ("manifest", root / "manifest.json"),
+        ):
             console.print(f"[bold]{name}:[/] {path}", soft_wrap=True, highlight=False)
 
 
@@ -294,13 +409,19 @@ def _nightly(cfg: EngineConfig, artifacts: Path | None, *, force: bool,
 @user_errors
 def nightly(
     config: ConfigOpt,
-    artifacts: Annotated[Path | None, typer.Option(
-        help="Artifacts root (default: the config's [artifacts] root).")] = None,
-    force: Annotated[bool, typer.Option(
-        help="Publish even if the quality gate fails or nothing changed.")] = False,
-    incremental: Annotated[bool, typer.Option(
-        help="Reuse the live models; new items and users join by content (a full retrain "
-             "runs anyway past [jobs] full_retrain_days).")] = False,
+    artifacts: Annotated[
+        Path | None, typer.Option(help="Artifacts root (default: the config's [artifacts] root).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Publish even if the quality gate fails or nothing changed.")
+    ] = False,
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the live models; new items and users join by content (a full retrain "
+            "runs anyway past [jobs] full_retrain_days)."
+        ),
+    ] = False,
 ) -> None:
     """Run every stage (resuming an interrupted run), gate and publish a new version."""
     _nightly(load_config(config, Config), artifacts, force=force, incremental=incremental)
@@ -310,8 +431,9 @@ def _evaluate(cfg: EngineConfig, out: Path) -> None:
     from engine.evaluation.evaluate import evaluate
     from engine.evaluation.report import write_report
 
-    with steps("evaluate", 12 + cfg.rerank.training_cutoffs + 3 * len(cfg.evaluation.baselines),
-               console) as report:
+    with steps(
+        "evaluate", 12 + cfg.rerank.training_cutoffs + 3 * len(cfg.evaluation.baselines), console
+    ) as report:
         doc = evaluate(cfg, report=report)
     doc["config"] = cfg.model_dump(mode="json")
     page = write_report(out, doc)
@@ -320,8 +442,9 @@ def _evaluate(cfg: EngineConfig, out: Path) -> None:
     rows.append(("candidate recall", f"{doc['candidates']['recall']:.4f}"))
     v = doc["verdict"]
     if "best_baseline" in v:
-        rows.append(("final - best baseline", f"{v['final_minus_best']:+.4f} "
-                                              f"(p = {v['p_value']:.3g})"))
+        rows.append(
+            ("final - best baseline", f"{v['final_minus_best']:+.4f} (p = {v['p_value']:.3g})")
+        )
     console.print(_table("evaluation", rows))
     console.print(f"[bold]report:[/] {page}", soft_wrap=True, highlight=False)
     console.print(f"[bold]metrics:[/] {out / 'metrics.json'}", soft_wrap=True, highlight=False)
@@ -334,23 +457,37 @@ def _compare(a: Path, b: Path, match: str | None) -> None:
     for name in ("figure", "A", "B", "B - A"):
         t.add_column(name, justify="left" if name == "figure" else "right")
     for key, va, vb, d in compare(a, b, match=match or DEFAULT_MATCH):
-        t.add_row(key, *("-" if v is None else f"{v:.4f}" for v in (va, vb)),
-                  "-" if d is None else f"{d:+.4f}")
+        t.add_row(
+            key,
+            *("-" if v is None else f"{v:.4f}" for v in (va, vb)),
+            "-" if d is None else f"{d:+.4f}",
+        )
     console.print(t)
 
 
 @app.command()
 @user_errors
 def evaluate(
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="The TOML config file: refit and score on its test window.")] = None,
-    out: Annotated[Path | None, typer.Option(
-        help="Report folder (default: <artifacts root>/report).")] = None,
-    compare: Annotated[tuple[Path, Path] | None, typer.Option(
-        help="Two reports (metrics.json, a report or version folder, or an artifacts root): "
-             "print B - A for every figure.")] = None,
-    match: Annotated[str | None, typer.Option(
-        help="With --compare: a regular expression over the figures' dotted paths.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="The TOML config file: refit and score on its test window."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: <artifacts root>/report).")
+    ] = None,
+    compare: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(
+            help="Two reports (metrics.json, a report or version folder, or an artifacts root): "
+            "print B - A for every figure."
+        ),
+    ] = None,
+    match: Annotated[
+        str | None,
+        typer.Option(help="With --compare: a regular expression over the figures' dotted paths."),
+    ] = None,
 ) -> None:
     """Offline evaluation: every stage and the baselines (popularity, item-kNN, EASE, ALS) on
     the test window; writes index.html (plots embedded) and metrics.json."""

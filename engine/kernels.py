@@ -61,8 +61,7 @@ def take_found(values: np.ndarray, at: np.ndarray, missing: float) -> np.ndarray
 
 
 @jit
-def find_pairs(pairs: np.ndarray, width: int, users: np.ndarray, keys: np.ndarray
-               ) -> np.ndarray:
+def find_pairs(pairs: np.ndarray, width: int, users: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Position of each (users[r], keys[r]) pair in sorted `pairs` (user * width + key), -1
     where there is none or the key is outside 0..width-1. Each run of one user searches only
     that user's few pairs (the table holds every user's)."""
@@ -87,8 +86,7 @@ def find_pairs(pairs: np.ndarray, width: int, users: np.ndarray, keys: np.ndarra
 
 
 @jit
-def group(keys: np.ndarray, values: np.ndarray, take_max: bool
-          ) -> tuple[np.ndarray, np.ndarray]:
+def group(keys: np.ndarray, values: np.ndarray, take_max: bool) -> tuple[np.ndarray, np.ndarray]:
     """(sorted unique keys, the sum of each key's values added in input order, or their
     max): what `np.unique` + `np.bincount` (or `np.maximum.at`) give."""
     order = np.argsort(keys, kind="mergesort")
@@ -100,14 +98,14 @@ def group(keys: np.ndarray, values: np.ndarray, take_max: bool
         if m < 0 or uniq[m] != k:
             m += 1
             uniq[m] = k
-            out[m] = (-np.inf if take_max else 0.0)
+            out[m] = -np.inf if take_max else 0.0
         if take_max:
             acc = out[m]
-            if not np.isnan(acc) and (v > acc or np.isnan(v)):   # NaN wins, as np.maximum
+            if not np.isnan(acc) and (v > acc or np.isnan(v)):  # NaN wins, as np.maximum
                 out[m] = v
         else:
             out[m] += v
-    return uniq[:m + 1], out[:m + 1]
+    return uniq[: m + 1], out[: m + 1]
 
 
 @jit
@@ -119,8 +117,11 @@ def _by_score(item: np.ndarray, score: np.ndarray, a: int, b: int, n: int) -> np
     seg = np.arange(a, b)
     ordered = True
     for p in range(a + 1, b):
-        if np.isnan(score[p]) or score[p] > score[p - 1] or (
-                score[p] == score[p - 1] and item[p] < item[p - 1]):
+        if (
+            np.isnan(score[p])
+            or score[p] > score[p - 1]
+            or (score[p] == score[p - 1] and item[p] < item[p - 1])
+        ):
             ordered = False
             break
     if ordered and (b == a or not np.isnan(score[a])):
@@ -129,7 +130,7 @@ def _by_score(item: np.ndarray, score: np.ndarray, a: int, b: int, n: int) -> np
         finite = seg[~np.isnan(score[a:b])]
         if len(finite) > n:
             cut = -np.partition(-score[finite], n - 1)[n - 1]
-            seg = finite[score[finite] >= cut]       # ties at the cut all stay
+            seg = finite[score[finite] >= cut]  # ties at the cut all stay
     for p in range(1, len(seg)):
         if item[seg[p]] < item[seg[p - 1]]:
             seg = seg[np.argsort(item[seg], kind="mergesort")]
@@ -138,9 +139,15 @@ def _by_score(item: np.ndarray, score: np.ndarray, a: int, b: int, n: int) -> np
 
 
 @jit
-def best(row: np.ndarray, item: np.ndarray, score: np.ndarray, eligible: np.ndarray,
-         seen: np.ndarray, n: int, drop_seen: bool
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def best(
+    row: np.ndarray,
+    item: np.ndarray,
+    score: np.ndarray,
+    eligible: np.ndarray,
+    seen: np.ndarray,
+    n: int,
+    drop_seen: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's best `n` (row, item, score) by score, ties to the lower item, keeping only
     eligible items and (with `drop_seen`) items whose `row * n_items + item` key is not in
     sorted `seen`; sorted by row, then rank."""
@@ -181,8 +188,14 @@ def best(row: np.ndarray, item: np.ndarray, score: np.ndarray, eligible: np.ndar
 
 
 @jit
-def merge(row: np.ndarray, item: np.ndarray, score: np.ndarray, source: np.ndarray,
-          n_sources: int, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge(
+    row: np.ndarray,
+    item: np.ndarray,
+    score: np.ndarray,
+    source: np.ndarray,
+    n_sources: int,
+    n_items: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sources' candidate rows (each source's rows sorted by row, then rank; sources in
     order) merged by (row, item): (sorted unique `row * n_items + item` keys, (sources,
     keys) scores and ranks, NaN where a source did not propose the item). A source that
@@ -202,7 +215,7 @@ def merge(row: np.ndarray, item: np.ndarray, score: np.ndarray, source: np.ndarr
         if m < 0 or uniq[m] != keys[j]:
             m += 1
             uniq[m] = keys[j]
-    uniq = uniq[:m + 1]
+    uniq = uniq[: m + 1]
     scores = np.full((n_sources, m + 1), np.nan)
     ranks = np.full((n_sources, m + 1), np.nan)
     g = -1
@@ -211,7 +224,7 @@ def merge(row: np.ndarray, item: np.ndarray, score: np.ndarray, source: np.ndarr
         if p == 0 or keys[j] != keys[order[p - 1]]:
             g += 1
         src = source[j]
-        if ranks[src, g] != ranks[src, g]:          # the source's first row of the item
+        if ranks[src, g] != ranks[src, g]:  # the source's first row of the item
             scores[src, g] = score[j]
             ranks[src, g] = rank[j]
     return uniq, scores, ranks
@@ -248,7 +261,7 @@ def ranks_from_order(row: np.ndarray, v: np.ndarray, order: np.ndarray) -> np.nd
     for p in range(len(order) - 1, -1, -1):
         j = order[p]
         if p == len(order) - 1 or row[j] != row[order[p + 1]]:
-            end, larger = p + 1, 0                     # the last row of a new run
+            end, larger = p + 1, 0  # the last row of a new run
         else:
             a, b = v[j], v[order[p + 1]]
             if not (a == b or (np.isnan(a) and np.isnan(b))):

@@ -31,8 +31,12 @@ def dense_by_item(frame: pl.DataFrame, n_items: int) -> pl.DataFrame:
     """`frame` (keyed by item_idx) as one row per index 0..n_items-1 (nulls where absent),
     without the key: row i describes item i."""
     full = pl.DataFrame({"item_idx": np.arange(n_items, dtype=np.int64)})
-    return (full.join(frame.with_columns(pl.col("item_idx").cast(pl.Int64)), on="item_idx",
-                      how="left", maintain_order="left").drop("item_idx"))
+    return full.join(
+        frame.with_columns(pl.col("item_idx").cast(pl.Int64)),
+        on="item_idx",
+        how="left",
+        maintain_order="left",
+    ).drop("item_idx")
 
 
 def gather_items(table: pl.DataFrame, items: np.ndarray) -> pl.DataFrame:

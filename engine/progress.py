@@ -15,10 +15,15 @@ from pipelines.progress import Report
 @contextmanager
 def steps(title: str, total: int, console: Console) -> Iterator[Report]:
     """A bar that advances one step per report; the step's name is shown beside it."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  TextColumn("{task.fields[step]}"), console=console,
-                  transient=False) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[step]}"),
+        console=console,
+        transient=False,
+    ) as bar:
         task = bar.add_task(title, total=total, step="")
         started = False
 
@@ -39,16 +44,22 @@ def training_bar(console: Console, *, enabled: bool = True) -> Iterator[Callable
     if not enabled:
         yield lambda _: None
         return
-    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"),
-                  TextColumn("{task.fields[rate]:,.0f} examples/s"), console=console) as bar:
+    with Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:,.0f} examples/s"),
+        console=console,
+    ) as bar:
         tasks: dict[int, TaskID] = {}
 
         def progress(s: StepInfo) -> None:
             if s.epoch not in tasks:
-                tasks[s.epoch] = bar.add_task("train", total=s.steps, epoch=s.epoch + 1,
-                                              loss=s.loss, rate=0.0)
+                tasks[s.epoch] = bar.add_task(
+                    "train", total=s.steps, epoch=s.epoch + 1, loss=s.loss, rate=0.0
+                )
             bar.update(tasks[s.epoch], completed=s.step, loss=s.loss, rate=s.examples_per_s)
 
         yield progress

@@ -25,8 +25,13 @@ class TrainedRetrieval:
     result: TrainResult
 
 
-def train_retrieval(cfg: EngineConfig, *, window: str = "train",
-                    epochs: int | None = None, fs: FeatureSet | None = None) -> TrainedRetrieval:
+def train_retrieval(
+    cfg: EngineConfig,
+    *,
+    window: str = "train",
+    epochs: int | None = None,
+    fs: FeatureSet | None = None,
+) -> TrainedRetrieval:
     """Train on the positives of `window`. Without `epochs`, "train" early-stops on the
     validation window; with `epochs` (which an early-stopped run chose) it runs that many and
     never looks at the validation window, as must a model whose scores become features
@@ -36,8 +41,9 @@ def train_retrieval(cfg: EngineConfig, *, window: str = "train",
         raise ValueError(f"training on the {window!r} window needs a fixed epoch count")
     if fs is None:  # `fs`, when given, is the feature set of `window` (built by the caller)
         fs = build_features(cfg, window=window)  # type: ignore[arg-type]
-    splits = {"train": ("train",), "valid": ("train", "valid"),
-              "all": ("train", "valid", "test")}[window]
+    splits = {"train": ("train",), "valid": ("train", "valid"), "all": ("train", "valid", "test")}[
+        window
+    ]
     validation = held_out(fs) if epochs is None else None
     if epochs is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
@@ -47,16 +53,22 @@ def train_retrieval(cfg: EngineConfig, *, window: str = "train",
     return TrainedRetrieval(model.eval(), result)
 
 
-def retrieval_context(cfg: EngineConfig, fs: FeatureSet, trained: TrainedRetrieval
-                      ) -> tuple[CandidateContext, dict[str, float]]:
+def retrieval_context(
+    cfg: EngineConfig, fs: FeatureSet, trained: TrainedRetrieval
+) -> tuple[CandidateContext, dict[str, float]]:
     """Vectors of every user and item as of `fs` (items and users the model never trained on
     by content), the product index tuned on the user vectors, and the candidate context."""
-    v = all_vectors(trained.model, fs, known_items=trained.result.known_items,
-                    known_users=trained.result.known_users,
-                    history_length=cfg.features.history_length)
+    v = all_vectors(
+        trained.model,
+        fs,
+        known_items=trained.result.known_items,
+        known_users=trained.result.known_users,
+        history_length=cfg.features.history_length,
+    )
     iv, cv, uv = v.items, v.content, v.users
     products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
     index, figures = build_index(iv[products], products, cfg.index, queries=uv[1:])
-    ctx = CandidateContext.build(fs, cfg.candidates, user_vectors=uv, index=index,
-                                 content_vectors=cv, item_vectors=iv)
+    ctx = CandidateContext.build(
+        fs, cfg.candidates, user_vectors=uv, index=index, content_vectors=cv, item_vectors=iv
+    )
     return ctx, figures

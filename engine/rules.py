@@ -61,10 +61,15 @@ def shortlist_size(k: int) -> int:
     return max(5 * k, 50)
 
 
-def apply_rules(cands: list[Candidate], k: int, cfg: RulesConfig, *,
-                exclude: set[int] | frozenset[int] = frozenset(),
-                eligible: np.ndarray | None = None,
-                vectors: np.ndarray | None = None) -> RuledList:
+def apply_rules(
+    cands: list[Candidate],
+    k: int,
+    cfg: RulesConfig,
+    *,
+    exclude: set[int] | frozenset[int] = frozenset(),
+    eligible: np.ndarray | None = None,
+    vectors: np.ndarray | None = None,
+) -> RuledList:
     """The top `k` of `cands` under the rules; `vectors[item]` (unit rows) are needed for MMR."""
     dropped: dict[int, str] = {}
     seen_items: set[int] = set()
@@ -90,8 +95,11 @@ def apply_rules(cands: list[Candidate], k: int, cfg: RulesConfig, *,
         if cfg.max_per_brand and c.brand is not None and brands[c.brand] >= cfg.max_per_brand:
             dropped[c.item] = f"brand cap ({cfg.max_per_brand} per list)"
             continue
-        if cfg.max_per_category and c.category is not None \
-                and cats[c.category] >= cfg.max_per_category:
+        if (
+            cfg.max_per_category
+            and c.category is not None
+            and cats[c.category] >= cfg.max_per_category
+        ):
             dropped[c.item] = f"category cap ({cfg.max_per_category} per list)"
             continue
         if c.brand is not None:
@@ -114,8 +122,9 @@ def _best(pool: list[Candidate], chosen: list[Candidate], lam: float, vectors: n
     return int(np.argmax(lam * rel - (1.0 - lam) * sim))
 
 
-def mix_ads(products: list[Candidate], ads: list[Candidate], slots: tuple[int, ...], k: int
-            ) -> list[tuple[str, Candidate]]:
+def mix_ads(
+    products: list[Candidate], ads: list[Candidate], slots: tuple[int, ...], k: int
+) -> list[tuple[str, Candidate]]:
     """A mixed list of length <= k: ads at the given 0-based slots (in ad order, as many as
     there are ads), products everywhere else, each tagged "product" or "ad"."""
     out: list[tuple[str, Candidate]] = []
@@ -133,8 +142,14 @@ def mix_ads(products: list[Candidate], ads: list[Candidate], slots: tuple[int, .
     return out
 
 
-def allocate_slots(products: list[Candidate], ads: list[tuple[Candidate, float]], k: int, *,
-                   exchange_rate: float, max_ads: int) -> list[tuple[str, Candidate]]:
+def allocate_slots(
+    products: list[Candidate],
+    ads: list[tuple[Candidate, float]],
+    k: int,
+    *,
+    exchange_rate: float,
+    max_ads: int,
+) -> list[tuple[str, Candidate]]:
     """A mixed list where ads take a slot only when they are worth more than the organic item
     they would push out of the list.
 

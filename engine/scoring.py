@@ -61,11 +61,23 @@ class ListScorer:
     rerank: RankerConfig
 
     @classmethod
-    def build(cls, ctx: CandidateContext, ranker: Ranker, rules: RulesConfig,
-              rerank: RankerConfig, *, names: list[str] | None = None) -> ListScorer:
-        return cls(RequestTables.build(ctx, default_sources(ctx)), ranker,
-                   ranker.feature_name() if names is None else names,
-                   ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors), rules, rerank)
+    def build(
+        cls,
+        ctx: CandidateContext,
+        ranker: Ranker,
+        rules: RulesConfig,
+        rerank: RankerConfig,
+        *,
+        names: list[str] | None = None,
+    ) -> ListScorer:
+        return cls(
+            RequestTables.build(ctx, default_sources(ctx)),
+            ranker,
+            ranker.feature_name() if names is None else names,
+            ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors),
+            rules,
+            rerank,
+        )
 
     def warm(self) -> None:
         """List a user with a history alone and in a block of two, so that the compiled
@@ -80,46 +92,78 @@ class ListScorer:
         """`fn` of each block of `users` (in order), the blocks on a thread per core."""
         if len(users) <= BLOCK_USERS:
             return [fn(users)]
-        blocks = [users[a:a + BLOCK_USERS] for a in range(0, len(users), BLOCK_USERS)]
+        blocks = [users[a : a + BLOCK_USERS] for a in range(0, len(users), BLOCK_USERS)]
         with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
             return list(pool.map(fn, blocks))
 
-    def scored(self, users: np.ndarray, *, k: int, allowed: np.ndarray | None = None
-               ) -> ScoredRows:
+    def scored(self, users: np.ndarray, *, k: int, allowed: np.ndarray | None = None) -> ScoredRows:
         """`users`' candidates, features and re-ranker scores (the early exit cut for lists
         of `k`); rows whose item `allowed` (a mask by item index) rules out left out. The
         same rows and features as the frame path (tests hold them equal)."""
         users = np.asarray(users, np.int64)
         early_exit = early_exit_for(self.rerank, k)
-        parts = self._blocks(users, lambda block: score_users(
-            self.tables, self.ranker, self.names, block, allowed=allowed,
-            early_exit=early_exit))
+        parts = self._blocks(
+            users,
+            lambda block: score_users(
+                self.tables, self.ranker, self.names, block, allowed=allowed, early_exit=early_exit
+            ),
+        )
         return parts[0] if len(parts) == 1 else ScoredRows.concat(parts)
 
-    def rule(self, scored: ScoredRows, *, k: int,
-             exclude: Mapping[int, Collection[int]] | None = None, explain: bool = False
-             ) -> UserLists:
+    def rule(
+        self,
+        scored: ScoredRows,
+        *,
+        k: int,
+        exclude: Mapping[int, Collection[int]] | None = None,
+        explain: bool = False,
+    ) -> UserLists:
         """The lists of scored users under the rules (and their explanations)."""
-        return rule_users(scored, self.ranker, self.names, self.facts, self.rules, k=k,
-                          exclude=exclude, explain=explain,
-                          shap_trees=self.rerank.explain_shap_trees)
+        return rule_users(
+            scored,
+            self.ranker,
+            self.names,
+            self.facts,
+            self.rules,
+            k=k,
+            exclude=exclude,
+            explain=explain,
+            shap_trees=self.rerank.explain_shap_trees,
+        )
 
-    def user_list(self, user: int, *, k: int, exclude: Collection[int] = (),
-                  allowed: np.ndarray | None = None, explain: bool = False
-                  ) -> list[ListedItem]:
+    def user_list(
+        self,
+        user: int,
+        *,
+        k: int,
+        exclude: Collection[int] = (),
+        allowed: np.ndarray | None = None,
+        explain: bool = False,
+    ) -> list[ListedItem]:
         """One known user's top `k` (an online request): the same stages as `lists`."""
         scored = self.scored(np.array([user], np.int64), k=k, allowed=allowed)
         return self.rule(scored, k=k, exclude={int(user): exclude}, explain=explain).listed[0]
 
-    def lists(self, users: np.ndarray, *, k: int,
-              exclude: Mapping[int, Collection[int]] | None = None, explain: bool = False,
-              allowed: np.ndarray | None = None) -> pl.DataFrame:
+    def lists(
+        self,
+        users: np.ndarray,
+        *,
+        k: int,
+        exclude: Mapping[int, Collection[int]] | None = None,
+        explain: bool = False,
+        allowed: np.ndarray | None = None,
+    ) -> pl.DataFrame:
         """user_idx, rank, item_idx, score, sources, rules (and why, with `explain`)."""
         if not exclude and not explain and score_order_only(self.rules, self.facts):
-            frames = self._blocks(np.asarray(users, np.int64), lambda block: cut_lists(
-                self.scored(block, k=k, allowed=allowed), self.facts, k=k))
+            frames = self._blocks(
+                np.asarray(users, np.int64),
+                lambda block: cut_lists(self.scored(block, k=k, allowed=allowed), self.facts, k=k),
+            )
         else:
-            frames = self._blocks(np.asarray(users, np.int64), lambda block: self.rule(
-                self.scored(block, k=k, allowed=allowed), k=k, exclude=exclude,
-                explain=explain).frame())
+            frames = self._blocks(
+                np.asarray(users, np.int64),
+                lambda block: self.rule(
+                    self.scored(block, k=k, allowed=allowed), k=k, exclude=exclude, explain=explain
+                ).frame(),
+            )
         return frames[0] if len(frames) == 1 else pl.concat(frames)

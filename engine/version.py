@@ -35,14 +35,21 @@ def dense_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return iv, cv, uv
 
 
-def version_context(folder: Path, fs: FeatureSet, cfg: CandidatesConfig, *,
-                    use_gpu: bool = True, checked: bool = False) -> CandidateContext:
+def version_context(
+    folder: Path,
+    fs: FeatureSet,
+    cfg: CandidatesConfig,
+    *,
+    use_gpu: bool = True,
+    checked: bool = False,
+) -> CandidateContext:
     """The candidate context of the version in `folder`: its vectors and its item index
     (`checked`: every file was just verified against the manifest)."""
     iv, cv, uv = dense_vectors(folder)
     index = ItemIndex.load(Path(folder) / "index", use_gpu=use_gpu, checked=checked)
-    return CandidateContext.build(fs, cfg, user_vectors=uv, index=index,
-                                  content_vectors=cv, item_vectors=iv)
+    return CandidateContext.build(
+        fs, cfg, user_vectors=uv, index=index, content_vectors=cv, item_vectors=iv
+    )
 
 
 def full_context(folder: Path, cfg: CandidatesConfig) -> CandidateContext:

@@ -196,8 +196,9 @@ def _toml_value(v: object) -> str:
     return repr(v)
 
 
-def write_data_config(path: Path, *, split: dict[str, object], ground_truth: str | None = None,
-                      comment: str = "") -> Path:
+def write_data_config(
+    path: Path, *, split: dict[str, object], ground_truth: str | None = None, comment: str = ""
+) -> Path:
     """Write a minimal config next to `interactions/items/users.parquet` that runs as-is.
 
     `split` holds the [split] keys (e.g. ``{"valid_days": 7, "test_days": 7}``); the file is

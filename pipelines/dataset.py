@@ -63,10 +63,15 @@ class Vocabularies:
             item=Vocabulary.fit("item", items["item_id"]),
             category=Vocabulary.fit("category", cats),
             brand=Vocabulary.fit("brand", items["brand"]),
-            token=Vocabulary.fit("token", tokens, max_size=cfg.features.title_vocab_size,
-                                 min_count=cfg.features.min_token_count),
+            token=Vocabulary.fit(
+                "token",
+                tokens,
+                max_size=cfg.features.title_vocab_size,
+                min_count=cfg.features.min_token_count,
+            ),
             user_attr=Vocabulary.fit(
-                "user_attr", users.select(attribute_strings(attrs)).to_series().explode()),
+                "user_attr", users.select(attribute_strings(attrs)).to_series().explode()
+            ),
         )
 
     def save(self, folder: Path) -> None:
@@ -84,12 +89,12 @@ class FeatureSet:
 
     vocabs: Vocabularies
     interactions: pl.DataFrame  # user_idx, item_idx, ts, event, value, weight, split (positives)
-    items: pl.DataFrame         # item content, one row per item_idx (1..n)
-    users: pl.DataFrame         # user_idx, attr_tok, signup_ts
-    history: pl.DataFrame       # user_idx, history (oldest first), history_ts
-    popularity: pl.DataFrame    # item_idx, counts per window, days_since_last
-    affinity: pl.DataFrame      # user_idx, top_category, affinity, share
-    as_of: datetime             # the time histories and statistics are computed at
+    items: pl.DataFrame  # item content, one row per item_idx (1..n)
+    users: pl.DataFrame  # user_idx, attr_tok, signup_ts
+    history: pl.DataFrame  # user_idx, history (oldest first), history_ts
+    popularity: pl.DataFrame  # item_idx, counts per window, days_since_last
+    affinity: pl.DataFrame  # user_idx, top_category, affinity, share
+    as_of: datetime  # the time histories and statistics are computed at
     valid_start: datetime | None
     test_start: datetime | None
     window: Window
@@ -105,9 +110,12 @@ class FeatureSet:
         self.vocabs.save(folder / "vocab")
         for name in self.FRAMES:
             write_parquet(getattr(self, name), folder / "features" / f"{name}.parquet")
-        meta = {"as_of": self.as_of.isoformat(), "window": self.window,
-                "valid_start": self.valid_start and self.valid_start.isoformat(),
-                "test_start": self.test_start and self.test_start.isoformat()}
+        meta = {
+            "as_of": self.as_of.isoformat(),
+            "window": self.window,
+            "valid_start": self.valid_start and self.valid_start.isoformat(),
+            "test_start": self.test_start and self.test_start.isoformat(),
+        }
         with atomic_path(folder / "features" / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
         return folder
@@ -122,33 +130,46 @@ class FeatureSet:
         if not meta_path.is_file():
             raise DataError(meta_path, "feature set not found (run the features stage first)")
         meta = json.loads(meta_path.read_text())
-        frames = {n: pl.read_parquet(folder / "features" / f"{n}.parquet")
-                  if only is None or n in only
-                  else pl.DataFrame(schema=pl.read_parquet_schema(
-                      folder / "features" / f"{n}.parquet"))
-                  for n in cls.FRAMES}
+        frames = {
+            n: pl.read_parquet(folder / "features" / f"{n}.parquet")
+            if only is None or n in only
+            else pl.DataFrame(schema=pl.read_parquet_schema(folder / "features" / f"{n}.parquet"))
+            for n in cls.FRAMES
+        }
 
         def ts(v: str | None) -> datetime | None:
             return None if v is None else datetime.fromisoformat(v)
 
-        return cls(vocabs=Vocabularies.load(folder / "vocab"), **frames,
-                   as_of=datetime.fromisoformat(meta["as_of"]), window=meta["window"],
-                   valid_start=ts(meta["valid_start"]), test_start=ts(meta["test_start"]))
+        return cls(
+            vocabs=Vocabularies.load(folder / "vocab"),
+            **frames,
+            as_of=datetime.fromisoformat(meta["as_of"]),
+            window=meta["window"],
+            valid_start=ts(meta["valid_start"]),
+            test_start=ts(meta["test_start"]),
+        )
 
 
 def _window_filter(window: Window) -> pl.Expr:
-    return {"train": pl.col(SPLIT) == "train",
-            "valid": pl.col(SPLIT).is_in(["train", "valid"]),
-            "all": pl.lit(True)}[window]
+    return {
+        "train": pl.col(SPLIT) == "train",
+        "valid": pl.col(SPLIT).is_in(["train", "valid"]),
+        "all": pl.lit(True),
+    }[window]
 
 
 FEATURE_STEPS = 6
 
 
-def build_features(cfg: PipelineConfig, *, window: Window = "train",
-                   tables: Tables | None = None, vocabs: Vocabularies | None = None,
-                   resplit: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
-                   report: Report = silent) -> FeatureSet:
+def build_features(
+    cfg: PipelineConfig,
+    *,
+    window: Window = "train",
+    tables: Tables | None = None,
+    vocabs: Vocabularies | None = None,
+    resplit: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
+    report: Report = silent,
+) -> FeatureSet:
     """Validate the inputs (unless `tables` is given) and build every feature.
 
     Interactions of all splits are kept (with their `split` label) for training and
@@ -169,9 +190,15 @@ def build_features(cfg: PipelineConfig, *, window: Window = "train",
         .pipe(positives, fc.event_weights)
         .pipe(split_interactions, cfg.split, last_ts)
         .pipe(resplit or (lambda lf: lf))
-        .select(vocabs.user.encode(pl.col("user_id")).alias("user_idx"),
-                vocabs.item.encode(pl.col("item_id")).alias("item_idx"),
-                "ts", "event", "value", "weight", SPLIT)
+        .select(
+            vocabs.user.encode(pl.col("user_id")).alias("user_idx"),
+            vocabs.item.encode(pl.col("item_id")).alias("item_idx"),
+            "ts",
+            "event",
+            "value",
+            "weight",
+            SPLIT,
+        )
         .sort("ts", "user_idx", "item_idx")
         .collect(engine="streaming")
     )
@@ -187,22 +214,42 @@ def build_features(cfg: PipelineConfig, *, window: Window = "train",
         as_of = (pos.filter(_window_filter(window))["ts"].max() or last_ts) + timedelta(seconds=1)
 
     report("item content and user attributes")
-    items = item_content(tables.items.lazy(), item=vocabs.item, category=vocabs.category,
-                         brand=vocabs.brand, token=vocabs.token,
-                         edges=price_edges(tables.items["price"], fc.price_buckets)).collect()
+    items = item_content(
+        tables.items.lazy(),
+        item=vocabs.item,
+        category=vocabs.category,
+        brand=vocabs.brand,
+        token=vocabs.token,
+        edges=price_edges(tables.items["price"], fc.price_buckets),
+    ).collect()
     attrs = [c for c in tables.users.columns if c not in ("user_id", "signup_ts")]
-    users = user_attribute_tokens(tables.users.lazy(), user=vocabs.user,
-                                  token=vocabs.user_attr, attrs=attrs).collect()
+    users = user_attribute_tokens(
+        tables.users.lazy(), user=vocabs.user, token=vocabs.user_attr, attrs=attrs
+    ).collect()
     report("histories")
     history = seen.pipe(user_history, length=fc.history_length).collect(engine="streaming")
     report("popularity and affinity")
-    popularity = seen.pipe(item_popularity, at=as_of, windows_days=fc.popularity_windows_days,
-                           ).collect(engine="streaming")
-    affinity = seen.pipe(user_category_affinity, items.lazy(), at=as_of,
-                         half_life_days=fc.affinity_half_life_days).collect(engine="streaming")
-    return FeatureSet(vocabs=vocabs, interactions=pos, items=items, users=users,
-                      history=history, popularity=popularity, affinity=affinity, as_of=as_of,
-                      valid_start=valid_start, test_start=test_start, window=window)
+    popularity = seen.pipe(
+        item_popularity,
+        at=as_of,
+        windows_days=fc.popularity_windows_days,
+    ).collect(engine="streaming")
+    affinity = seen.pipe(
+        user_category_affinity, items.lazy(), at=as_of, half_life_days=fc.affinity_half_life_days
+    ).collect(engine="streaming")
+    return FeatureSet(
+        vocabs=vocabs,
+        interactions=pos,
+        items=items,
+        users=users,
+        history=history,
+        popularity=popularity,
+        affinity=affinity,
+        as_of=as_of,
+        valid_start=valid_start,
+        test_start=test_start,
+        window=window,
+    )
 
 
 def require_windows(fs: FeatureSet, path: Path, windows: tuple[str, ...]) -> None:
@@ -214,12 +261,23 @@ def require_windows(fs: FeatureSet, path: Path, windows: tuple[str, ...]) -> Non
     if not empty:
         return
     found = ", ".join(f"{w} {counts.get(w, 0)}" for w in ("train", "valid", "test"))
-    cuts = (f"; valid starts {fs.valid_start:%Y-%m-%d %H:%M}, test starts "
-            f"{fs.test_start:%Y-%m-%d %H:%M}" if fs.valid_start and fs.test_start else "")
+    cuts = (
+        f"; valid starts {fs.valid_start:%Y-%m-%d %H:%M}, test starts "
+        f"{fs.test_start:%Y-%m-%d %H:%M}"
+        if fs.valid_start and fs.test_start
+        else ""
+    )
     span = fs.interactions["ts"]
     period = f"{span.min():%Y-%m-%d} to {span.max():%Y-%m-%d}" if span.len() else "no positives"
-    advice = ("give more days of data or shorten [split] valid_days / test_days"
-              if fs.valid_start else "give more interactions per user")
-    raise DataError(path, f"too little data: the {' and '.join(empty)} window(s) hold no "
-                          f"positive interaction (positives by window: {found}{cuts}; the "
-                          f"positives span {period}); {advice}", column="ts")
+    advice = (
+        "give more days of data or shorten [split] valid_days / test_days"
+        if fs.valid_start
+        else "give more interactions per user"
+    )
+    raise DataError(
+        path,
+        f"too little data: the {' and '.join(empty)} window(s) hold no "
+        f"positive interaction (positives by window: {found}{cuts}; the "
+        f"positives span {period}); {advice}",
+        column="ts",
+    )

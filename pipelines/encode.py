@@ -33,8 +33,9 @@ class Vocabulary:
     values: pl.Series  # String, unique
 
     @classmethod
-    def fit(cls, name: str, values: pl.Series, *, max_size: int | None = None,
-            min_count: int = 1) -> Vocabulary:
+    def fit(
+        cls, name: str, values: pl.Series, *, max_size: int | None = None, min_count: int = 1
+    ) -> Vocabulary:
         """Build from observed values. Without a size cap values are sorted (deterministic);
         with one, the most frequent `max_size` values are kept (ties broken by value)."""
         s = values.cast(pl.String).drop_nulls()
@@ -66,8 +67,9 @@ class Vocabulary:
     def encode(self, expr: pl.Expr) -> pl.Expr:
         """Expression mapping values to indices (unknown or null -> OOV)."""
         idx = pl.int_range(1, len(self.values) + 1, dtype=INDEX, eager=True)
-        return expr.cast(pl.String).replace_strict(self.values, idx, default=OOV,
-                                                   return_dtype=INDEX)
+        return expr.cast(pl.String).replace_strict(
+            self.values, idx, default=OOV, return_dtype=INDEX
+        )
 
     def encode_list(self, expr: pl.Expr) -> pl.Expr:
         """Same as `encode` for a list column (token bags)."""
@@ -82,10 +84,12 @@ class Vocabulary:
         return table.gather(indices.cast(pl.Int64)).rename(self.name)
 
     def to_frame(self) -> pl.DataFrame:
-        return pl.DataFrame({
-            "index": pl.int_range(1, len(self.values) + 1, dtype=INDEX, eager=True),
-            "value": self.values,
-        })
+        return pl.DataFrame(
+            {
+                "index": pl.int_range(1, len(self.values) + 1, dtype=INDEX, eager=True),
+                "value": self.values,
+            }
+        )
 
     def save(self, folder: Path) -> Path:
         return write_parquet(self.to_frame(), Path(folder) / f"{self.name}.parquet")

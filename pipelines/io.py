@@ -8,7 +8,6 @@ renamed into place, so a crash never leaves a half-written file under the final 
 from __future__ import annotations
 
 import hashlib
-
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -21,8 +20,15 @@ from pipelines.errors import DataError, RecengineError, WriteError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-PROGRAMMING_ERRORS = (TypeError, ValueError, LookupError, AttributeError, NameError,
-                      AssertionError, ArithmeticError)
+PROGRAMMING_ERRORS = (
+    TypeError,
+    ValueError,
+    LookupError,
+    AttributeError,
+    NameError,
+    AssertionError,
+    ArithmeticError,
+)
 """Raised inside a write block by a bug, not by the disk: never reported as a write failure."""
 
 
@@ -58,7 +64,9 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pl.DataFram
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         kind = "Parquet" if suffix in (".parquet", ".pq") else "CSV"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(path, f"cannot be read as {kind} (truncated or malformed?): {first}") from None
+        raise DataError(
+            path, f"cannot be read as {kind} (truncated or malformed?): {first}"
+        ) from None
     raise DataError(path, f"unsupported file type '{suffix}': use .parquet or .csv")
 
 

@@ -22,9 +22,25 @@ from pipelines.validate import validate_tables
 Format = Literal["100k", "1m", "latest-small"]
 
 GENRES_100K = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 AGE_BREAKS = (18, 25, 35, 45, 50, 56)
 AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
@@ -56,14 +72,21 @@ def _fields(path: Path, sep: str, names: list[str]) -> pl.DataFrame:
     lines = path.read_bytes().decode("latin-1").rstrip().splitlines()  # row i = line i
     if not lines:
         raise DataError(path, "file is empty")
-    parts = pl.DataFrame({"line": lines}).with_row_index("row").with_columns(
-        pl.col("line").str.split(sep).alias("f")
+    parts = (
+        pl.DataFrame({"line": lines})
+        .with_row_index("row")
+        .with_columns(pl.col("line").str.split(sep).alias("f"))
     )
     short = parts.filter(pl.col("f").list.len() < len(names))
     if short.height:
-        raise DataError(path, f"expected {len(names)} '{sep}'-separated fields",
-                        rows=short.select("row", "line"))
-    return parts.select(pl.col("f").list.get(i).str.strip_chars().alias(n) for i, n in enumerate(names))
+        raise DataError(
+            path,
+            f"expected {len(names)} '{sep}'-separated fields",
+            rows=short.select("row", "line"),
+        )
+    return parts.select(
+        pl.col("f").list.get(i).str.strip_chars().alias(n) for i, n in enumerate(names)
+    )
 
 
 def _numbers(df: pl.DataFrame, path: Path, dtypes: dict[str, type[pl.DataType]]) -> pl.DataFrame:
@@ -83,19 +106,27 @@ def _interactions(df: pl.DataFrame, path: Path) -> pl.DataFrame:
         raise DataError(path, "no ratings")
     df = _numbers(df, path, {"rating": pl.Float64, "ts": pl.Int64})
     return df.select(
-        pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String),
+        pl.col("user_id").cast(pl.String),
+        pl.col("item_id").cast(pl.String),
         pl.from_epoch("ts", time_unit="s").cast(pl.Datetime("us")).alias("ts"),
-        pl.lit("rating").alias("event"), pl.col("rating").alias("value"),
+        pl.lit("rating").alias("event"),
+        pl.col("rating").alias("value"),
     )
 
 
 def _items(ids: pl.Series, titles: pl.Series, genres: pl.Series) -> pl.DataFrame:
     """Contract items from ids, titles and each item's list of genres."""
-    tags = genres.list.eval(pl.element().filter(~pl.element().is_in(NO_GENRES) & (pl.element() != "")))
+    tags = genres.list.eval(
+        pl.element().filter(~pl.element().is_in(NO_GENRES) & (pl.element() != ""))
+    )
     return pl.DataFrame({"item_id": ids.cast(pl.String), "title": titles, "tags": tags}).select(
-        "item_id", pl.lit("product").alias("kind"), "title",
-        pl.col("tags").list.first().alias("category"), "tags",
-        pl.lit(True).alias("available"), pl.lit(None, pl.Datetime("us")).alias("created_ts"),
+        "item_id",
+        pl.lit("product").alias("kind"),
+        "title",
+        pl.col("tags").list.first().alias("category"),
+        "tags",
+        pl.lit(True).alias("available"),
+        pl.lit(None, pl.Datetime("us")).alias("created_ts"),
     )
 
 
@@ -105,14 +136,19 @@ def _read_100k(src: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     inter = _interactions(_fields(path, "\t", ["user_id", "item_id", "rating", "ts"]), path)
     flags = [f"g{i}" for i in range(len(GENRES_100K))]
     raw = _fields(src / "u.item", "|", ["item_id", "title", "release", "video", "url", *flags])
-    genres = raw.select(pl.concat_list(
-        pl.when(pl.col(f) == "1").then(pl.lit(g)) for f, g in zip(flags, GENRES_100K)
-    ).list.drop_nulls()).to_series()
+    genres = raw.select(
+        pl.concat_list(
+            pl.when(pl.col(f) == "1").then(pl.lit(g)) for f, g in zip(flags, GENRES_100K)
+        ).list.drop_nulls()
+    ).to_series()
     items = _items(raw["item_id"], raw["title"], genres)
     path = src / "u.user"
-    users = _numbers(_fields(path, "|", ["user_id", "age", "gender", "occupation"]),
-                     path, {"age": pl.Int64})
-    bucket = pl.lit(AGE_LABELS[-1])  # a when-chain: `cut` is deprecated, `bin_intervals` experimental
+    users = _numbers(
+        _fields(path, "|", ["user_id", "age", "gender", "occupation"]), path, {"age": pl.Int64}
+    )
+    bucket = pl.lit(
+        AGE_LABELS[-1]
+    )  # a when-chain: `cut` is deprecated, `bin_intervals` experimental
     for upper, label in reversed(list(zip(AGE_BREAKS, AGE_LABELS))):
         bucket = pl.when(pl.col("age") < upper).then(pl.lit(label)).otherwise(bucket)
     users = users.select("user_id", bucket.alias("age_bucket"), "gender", "occupation")
@@ -171,8 +207,11 @@ def _write_config(path: Path) -> None:
     """Config with a per-user split: each user's latest 20% of ratings held out. Raters come
     in one or two bursts, most of them long before the last weeks, so a global test window
     would hold a few dozen of them (58 of 943 users in MovieLens 100K)."""
-    write_data_config(path, split={"strategy": "holdout", "holdout_share": 0.2},
-                      comment="MovieLens imported by `recengine import movielens`.")
+    write_data_config(
+        path,
+        split={"strategy": "holdout", "holdout_share": 0.2},
+        comment="MovieLens imported by `recengine import movielens`.",
+    )
 
 
 def import_movielens(src: Path, out: Path) -> ImportSummary:
@@ -193,5 +232,11 @@ def import_movielens(src: Path, out: Path) -> ImportSummary:
     _write_config(config)
     cfg = load_config(config)
     validate_tables(cfg.data, cfg.columns)  # self-check: the output meets the contract
-    return ImportSummary(format=fmt, n_users=users.height, n_items=items.height,
-                         n_interactions=inter.height, config=config, **paths)
+    return ImportSummary(
+        format=fmt,
+        n_users=users.height,
+        n_items=items.height,
+        n_interactions=inter.height,
+        config=config,
+        **paths,
+    )

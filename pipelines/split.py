@@ -41,8 +41,10 @@ def resolve_cutoffs(cfg: SplitConfig, last_ts: datetime) -> Cutoffs:
 def temporal_split(lf: pl.LazyFrame, cutoffs: Cutoffs, *, ts: str = "ts") -> pl.LazyFrame:
     """Add a `split` column: train < valid_start <= valid < test_start <= test."""
     return lf.with_columns(
-        pl.when(pl.col(ts) < cutoffs.valid_start).then(pl.lit("train"))
-        .when(pl.col(ts) < cutoffs.test_start).then(pl.lit("valid"))
+        pl.when(pl.col(ts) < cutoffs.valid_start)
+        .then(pl.lit("train"))
+        .when(pl.col(ts) < cutoffs.test_start)
+        .then(pl.lit("valid"))
         .otherwise(pl.lit("test"))
         .alias(SPLIT)
     )
@@ -54,38 +56,56 @@ def leave_last_out(lf: pl.LazyFrame, *, user: str = "user_id", ts: str = "ts") -
     pos = pl.int_range(pl.len()).over(user, order_by=ts, descending=True)
     n = pl.len().over(user)
     return lf.with_columns(
-        pl.when((n >= 3) & (pos == 0)).then(pl.lit("test"))
-        .when((n >= 3) & (pos == 1)).then(pl.lit("valid"))
+        pl.when((n >= 3) & (pos == 0))
+        .then(pl.lit("test"))
+        .when((n >= 3) & (pos == 1))
+        .then(pl.lit("valid"))
         .otherwise(pl.lit("train"))
         .alias(SPLIT)
     )
 
 
-def latest_share(share: float, *, user: str = "user_id", ts: str = "ts",
-                 within: str | None = None) -> pl.Expr:
+def latest_share(
+    share: float, *, user: str = "user_id", ts: str = "ts", within: str | None = None
+) -> pl.Expr:
     """True on each user's latest `share` of rows (of the rows whose split is `within`, when
     given): at least one, never all of them, so the user keeps a history to be scored from.
     Ties in time break by row order."""
     rows = pl.col(ts).is_not_null() if within is None else pl.col(SPLIT) == within
-    order = pl.when(rows).then(pl.col(ts))          # other splits' rows sort last
+    order = pl.when(rows).then(pl.col(ts))  # other splits' rows sort last
     pos = pl.int_range(pl.len()).over(user, order_by=order, descending=True, nulls_last=True)
     n = rows.cast(pl.Int64).sum().over(user)
     held = (n * share).round().cast(pl.Int64).clip(1, None)
     return rows & (n >= 2) & (pos < pl.min_horizontal(held, n - 1))
 
 
-def user_holdout(lf: pl.LazyFrame, share: float, *, user: str = "user_id",
-                 ts: str = "ts") -> pl.LazyFrame:
+def user_holdout(
+    lf: pl.LazyFrame, share: float, *, user: str = "user_id", ts: str = "ts"
+) -> pl.LazyFrame:
     """Add a `split` column: each user's latest `share` of rows is test, the latest `share` of
     the remaining rows valid, the rest train (a user with one row keeps it in train)."""
-    return (lf.with_columns(pl.when(latest_share(share, user=user, ts=ts)).then(pl.lit("test"))
-                            .otherwise(pl.lit("train")).alias(SPLIT))
-            .with_columns(pl.when(latest_share(share, user=user, ts=ts, within="train"))
-                          .then(pl.lit("valid")).otherwise(pl.col(SPLIT)).alias(SPLIT)))
+    return lf.with_columns(
+        pl.when(latest_share(share, user=user, ts=ts))
+        .then(pl.lit("test"))
+        .otherwise(pl.lit("train"))
+        .alias(SPLIT)
+    ).with_columns(
+        pl.when(latest_share(share, user=user, ts=ts, within="train"))
+        .then(pl.lit("valid"))
+        .otherwise(pl.col(SPLIT))
+        .alias(SPLIT)
+    )
 
 
-def per_user_cutoff(lf: pl.LazyFrame, share: float, *, drop_test: bool, step: int = 0,
-                    user: str = "user_id", ts: str = "ts") -> pl.LazyFrame:
+def per_user_cutoff(
+    lf: pl.LazyFrame,
+    share: float,
+    *,
+    drop_test: bool,
+    step: int = 0,
+    user: str = "user_id",
+    ts: str = "ts",
+) -> pl.LazyFrame:
     """Re-split for the re-ranker's training lists at per-user cutoffs: each user's latest
     `share` of the kept rows is "valid" (the labels), the rest "train". With `drop_test` the
     configured test rows are dropped first (lists for a model scored on them must never see
@@ -95,9 +115,12 @@ def per_user_cutoff(lf: pl.LazyFrame, share: float, *, drop_test: bool, step: in
         lf = lf.filter(pl.col(SPLIT) != "test")
     for _ in range(step):
         lf = lf.filter(~latest_share(share, user=user, ts=ts))
-    return (lf.with_columns(pl.lit("train").alias(SPLIT))
-            .with_columns(pl.when(latest_share(share, user=user, ts=ts, within="train"))
-                          .then(pl.lit("valid")).otherwise(pl.col(SPLIT)).alias(SPLIT)))
+    return lf.with_columns(pl.lit("train").alias(SPLIT)).with_columns(
+        pl.when(latest_share(share, user=user, ts=ts, within="train"))
+        .then(pl.lit("valid"))
+        .otherwise(pl.col(SPLIT))
+        .alias(SPLIT)
+    )
 
 
 def split_interactions(lf: pl.LazyFrame, cfg: SplitConfig, last_ts: datetime) -> pl.LazyFrame:

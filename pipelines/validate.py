@@ -39,8 +39,12 @@ class _Checker:
     def __init__(self, file: Path, df: pl.DataFrame) -> None:
         self.file = file
         if ROW in df.columns:
-            raise DataError(file, f"column name '{ROW}' is reserved (it numbers offending rows in "
-                                  "errors); rename that column", column=ROW)
+            raise DataError(
+                file,
+                f"column name '{ROW}' is reserved (it numbers offending rows in "
+                "errors); rename that column",
+                column=ROW,
+            )
         self.df = df.with_row_index(ROW)
 
     def fail(self, message: str, column: str | None = None, bad: pl.Expr | None = None) -> None:
@@ -70,18 +74,25 @@ class _Checker:
         if not (dtype.is_integer() or dtype in (pl.String, pl.Categorical, pl.Null)):
             self.fail(f"ids must be integers or strings, found {dtype}", col)
         self.df = self.df.with_columns(pl.col(col).cast(pl.String))
-        self.fail("null or blank id", col, pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""))
+        self.fail(
+            "null or blank id", col, pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
+        )
 
     def unique(self, col: str, what: str) -> None:
-        self.fail(f"duplicate {what} rows (same id after conversion to text)", col,
-                  pl.col(col).is_duplicated())
+        self.fail(
+            f"duplicate {what} rows (same id after conversion to text)",
+            col,
+            pl.col(col).is_duplicated(),
+        )
 
     def timestamp(self, col: str, *, required: bool) -> None:
         """Accept Datetime, Date, epoch seconds (integers) or ISO text; store naive UTC."""
         dtype = self.df.schema[col]
         c = pl.col(col)
         if isinstance(dtype, pl.Datetime):
-            expr = c.dt.convert_time_zone("UTC").dt.replace_time_zone(None) if dtype.time_zone else c
+            expr = (
+                c.dt.convert_time_zone("UTC").dt.replace_time_zone(None) if dtype.time_zone else c
+            )
             expr = expr.cast(TS)
         elif dtype == pl.Date:
             expr = c.cast(TS)
@@ -90,20 +101,30 @@ class _Checker:
         elif dtype == pl.Null:  # an all-null column (Parquet from polars)
             expr = c.cast(TS)
         elif dtype == pl.String:
-            expr = c.str.to_datetime(time_unit="us", strict=False, time_zone="UTC").dt.replace_time_zone(None)
+            expr = c.str.to_datetime(
+                time_unit="us", strict=False, time_zone="UTC"
+            ).dt.replace_time_zone(None)
             self.fail("unparseable timestamp text", col, c.is_not_null() & expr.is_null())
         else:
-            self.fail(f"timestamps must be datetimes, epoch seconds or ISO text, found {dtype}", col)
+            self.fail(
+                f"timestamps must be datetimes, epoch seconds or ISO text, found {dtype}", col
+            )
             return
         if dtype.is_integer():
-            self.fail("timestamp before 1970 or in the future (epoch seconds)", col,
-                      (c < 0) | (c > int((datetime.now() + timedelta(days=1)).timestamp())))
+            self.fail(
+                "timestamp before 1970 or in the future (epoch seconds)",
+                col,
+                (c < 0) | (c > int((datetime.now() + timedelta(days=1)).timestamp())),
+            )
         self.df = self.df.with_columns(expr.alias(col))
         if required:
             self.fail("null timestamp", col, pl.col(col).is_null())
         latest = datetime.now() + timedelta(days=1)
-        self.fail("timestamp before 1970 or in the future", col,
-                  (pl.col(col) < EARLIEST) | (pl.col(col) > latest))
+        self.fail(
+            "timestamp before 1970 or in the future",
+            col,
+            (pl.col(col) < EARLIEST) | (pl.col(col) > latest),
+        )
 
     def number(self, col: str, *, non_negative: bool = False) -> None:
         dtype = self.df.schema[col]
@@ -133,8 +154,13 @@ def _load(path: Path, rename: dict[str, str], id_cols: list[str]) -> _Checker:
 
 def validate_interactions(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
     """Check the interactions table: ids, timestamps, event names, values."""
-    rename = {cols.user_id: "user_id", cols.item_id: "item_id", cols.ts: "ts",
-              cols.event: "event", cols.value: "value"}
+    rename = {
+        cols.user_id: "user_id",
+        cols.item_id: "item_id",
+        cols.ts: "ts",
+        cols.event: "event",
+        cols.value: "value",
+    }
     ck = _load(path, rename, ["user_id", "item_id"])
     ck.require(["user_id", "item_id", "ts"])
     ck.non_empty()
@@ -143,8 +169,11 @@ def validate_interactions(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
     ck.timestamp("ts", required=True)
     if "event" in ck.df.columns:
         ck.text("event")
-        ck.fail(f"unknown event name (allowed: {', '.join(EVENTS)})", "event",
-                pl.col("event").is_null() | ~pl.col("event").is_in(EVENTS))
+        ck.fail(
+            f"unknown event name (allowed: {', '.join(EVENTS)})",
+            "event",
+            pl.col("event").is_null() | ~pl.col("event").is_in(EVENTS),
+        )
     else:
         ck.df = ck.df.with_columns(pl.lit("view").alias("event"))
     if "value" in ck.df.columns:
@@ -153,10 +182,14 @@ def validate_interactions(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
         ck.df = ck.df.with_columns(pl.lit(None, pl.Float64).alias("value"))
     if "propensity" in ck.df.columns:
         ck.number("propensity")
-        ck.fail("propensity must be in (0, 1]", "propensity",
-                (pl.col("propensity") <= 0) | (pl.col("propensity") > 1))
+        ck.fail(
+            "propensity must be in (0, 1]",
+            "propensity",
+            (pl.col("propensity") <= 0) | (pl.col("propensity") > 1),
+        )
     keep = ["user_id", "item_id", "ts", "event", "value"] + (
-        ["propensity"] if "propensity" in ck.df.columns else [])
+        ["propensity"] if "propensity" in ck.df.columns else []
+    )
     return ck.result().select(keep)
 
 
@@ -170,8 +203,11 @@ def validate_items(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
     df = ck.df
     if "kind" in df.columns:
         ck.text("kind")
-        ck.fail("kind must be 'product' or 'ad'", "kind",
-                pl.col("kind").is_null() | ~pl.col("kind").is_in(ITEM_KINDS))
+        ck.fail(
+            "kind must be 'product' or 'ad'",
+            "kind",
+            pl.col("kind").is_null() | ~pl.col("kind").is_in(ITEM_KINDS),
+        )
     else:
         ck.df = ck.df.with_columns(pl.lit("product").alias("kind"))
     for col in ("title", "category", "brand", "campaign_id"):
@@ -179,8 +215,11 @@ def validate_items(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
             ck.text(col)
         else:
             ck.df = ck.df.with_columns(pl.lit(None, pl.String).alias(col))
-    ck.fail(f"title longer than {MAX_TITLE_CHARS} characters", "title",
-            pl.col("title").str.len_chars() > MAX_TITLE_CHARS)
+    ck.fail(
+        f"title longer than {MAX_TITLE_CHARS} characters",
+        "title",
+        pl.col("title").str.len_chars() > MAX_TITLE_CHARS,
+    )
     for col in ("price", "bid", "daily_budget"):
         if col in ck.df.columns:
             ck.number(col, non_negative=True)
@@ -190,8 +229,9 @@ def validate_items(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
         dtype = ck.df.schema["tags"]
         if dtype == pl.String:  # CSV: tags joined by '|'
             ck.df = ck.df.with_columns(pl.col("tags").str.split("|"))
-        elif dtype != pl.Null and not (isinstance(dtype, pl.List)
-                                       and dtype.inner in (pl.String, pl.Categorical, pl.Null)):
+        elif dtype != pl.Null and not (
+            isinstance(dtype, pl.List) and dtype.inner in (pl.String, pl.Categorical, pl.Null)
+        ):
             ck.fail(f"tags must be a list of text or '|'-joined text, found {dtype}", "tags")
         ck.df = ck.df.with_columns(pl.col("tags").cast(pl.List(pl.String)))
     else:
@@ -211,8 +251,22 @@ def validate_items(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
     is_ad = pl.col("kind") == "ad"
     ck.fail("ads need a bid", "bid", is_ad & pl.col("bid").is_null())
     ck.fail("end_ts before start_ts", "end_ts", pl.col("end_ts") < pl.col("start_ts"))
-    keep = ["item_id", "kind", "title", "category", "brand", "price", "tags", "available",
-            "created_ts", "campaign_id", "bid", "daily_budget", "start_ts", "end_ts"]
+    keep = [
+        "item_id",
+        "kind",
+        "title",
+        "category",
+        "brand",
+        "price",
+        "tags",
+        "available",
+        "created_ts",
+        "campaign_id",
+        "bid",
+        "daily_budget",
+        "start_ts",
+        "end_ts",
+    ]
     return ck.result().select(keep)
 
 
@@ -233,8 +287,12 @@ def validate_users(path: Path, cols: ColumnsConfig) -> pl.DataFrame:
     ck.require(list(attrs))
     for col in attrs:
         dtype = ck.df.schema[col]
-        if dtype.is_float() or isinstance(dtype, (pl.List, pl.Array, pl.Struct, pl.Binary, pl.Duration)):
-            ck.fail(f"user attributes must be categorical (text, integer, boolean), found {dtype}", col)
+        if dtype.is_float() or isinstance(
+            dtype, (pl.List, pl.Array, pl.Struct, pl.Binary, pl.Duration)
+        ):
+            ck.fail(
+                f"user attributes must be categorical (text, integer, boolean), found {dtype}", col
+            )
         ck.df = ck.df.with_columns(pl.col(col).cast(pl.String))
     return ck.result().select(["user_id", "signup_ts", *attrs])
 

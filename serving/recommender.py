@@ -80,12 +80,18 @@ class Recommender:
             self._state = state  # one reference swap: atomic for readers
             return True
 
-    def recommend(self, user_id: str | int | None = None, *, k: int = 10,
-                  kind: Kind = "product", exclude: Iterable[str | int] = (),
-                  filters: Mapping[str, object] | None = None,
-                  history: Sequence[str | int] | None = None,
-                  user_features: dict[str, str] | None = None,
-                  explain: bool = False) -> list[dict[str, object]]:
+    def recommend(
+        self,
+        user_id: str | int | None = None,
+        *,
+        k: int = 10,
+        kind: Kind = "product",
+        exclude: Iterable[str | int] = (),
+        filters: Mapping[str, object] | None = None,
+        history: Sequence[str | int] | None = None,
+        user_features: dict[str, str] | None = None,
+        explain: bool = False,
+    ) -> list[dict[str, object]]:
         """The top `k` for a user id, or for a history (anonymous or new users).
 
         `filters` keep products by `category` (name or path prefix), `brand`, `min_price`,
@@ -96,14 +102,24 @@ class Recommender:
         _check(k=k, kind=kind)
         if user_id is None and history is None:
             raise ValueError("recommend needs a user_id or a history")
-        return self._state.recommend(None if user_id is None else str(user_id), k=k,
-                                     kind=kind, exclude=[str(e) for e in exclude],
-                                     history=None if history is None else [str(h) for h in history],
-                                     user_features=user_features or {}, explain=explain,
-                                     filters=dict(filters) if filters else None)
+        return self._state.recommend(
+            None if user_id is None else str(user_id),
+            k=k,
+            kind=kind,
+            exclude=[str(e) for e in exclude],
+            history=None if history is None else [str(h) for h in history],
+            user_features=user_features or {},
+            explain=explain,
+            filters=dict(filters) if filters else None,
+        )
 
-    def recommend_batch(self, user_ids: Sequence[str | int], *, k: int = 10,
-                        kind: Literal["product", "ad"] = "product") -> pl.DataFrame:
+    def recommend_batch(
+        self,
+        user_ids: Sequence[str | int],
+        *,
+        k: int = 10,
+        kind: Literal["product", "ad"] = "product",
+    ) -> pl.DataFrame:
         """user_id, rank, item_id, score (+ pctr, bid, ecpm for ads) for every user."""
         _check(k=k, kind=kind)
         if kind == "mixed":

@@ -59,8 +59,9 @@ def _built_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
     rerank_tables(ctx)
     ctx.warm()
     sources = default_sources(ctx)
-    return RequestTables.build(ctx, sources,
-                               content_neighbours=load_content_neighbours(sources, folder))
+    return RequestTables.build(
+        ctx, sources, content_neighbours=load_content_neighbours(sources, folder)
+    )
 
 
 def _warm(booster: Ranker, cfg: EngineConfig) -> None:
@@ -77,17 +78,17 @@ class VersionState:
     cfg: EngineConfig
     fs: FeatureSet
     ctx: CandidateContext
-    booster: Ranker            # the LightGBM model, or the signal order published instead
+    booster: Ranker  # the LightGBM model, or the signal order published instead
     names: list[str]
     facts: ItemFacts
     encoder: UserEncoder
-    users: IdIndex                 # user ids <-> user_idx
-    items: IdIndex                 # item ids <-> item_idx
-    attrs: IdIndex                 # "attribute=value" tokens <-> their index
-    ads: pl.DataFrame              # the published ad lists, by user_idx then rank
-    ad_rows: np.ndarray            # (n_users + 1,) user u's ads: rows ad_rows[u]:ad_rows[u+1]
-    default_ads: pl.DataFrame      # ads by mean eCPM, for users without a list
-    scorer: ListScorer             # users -> lists: every product list this version gives
+    users: IdIndex  # user ids <-> user_idx
+    items: IdIndex  # item ids <-> item_idx
+    attrs: IdIndex  # "attribute=value" tokens <-> their index
+    ads: pl.DataFrame  # the published ad lists, by user_idx then rank
+    ad_rows: np.ndarray  # (n_users + 1,) user u's ads: rows ad_rows[u]:ad_rows[u+1]
+    default_ads: pl.DataFrame  # ads by mean eCPM, for users without a list
+    scorer: ListScorer  # users -> lists: every product list this version gives
 
     @property
     def tables(self) -> RequestTables:
@@ -100,8 +101,9 @@ class VersionState:
         cfg = EngineConfig.model_validate(manifest["config"])
         stored = has_tables(folder)
         fs = load_served_features(folder) if stored else FeatureSet.load(folder)
-        ctx = version_context(folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu,
-                              checked=True)  # `verify` just read every file of the version
+        ctx = version_context(
+            folder, fs, cfg.candidates, use_gpu=cfg.index.use_gpu, checked=True
+        )  # `verify` just read every file of the version
         load_item_item(ctx, folder)
         booster = load_ranker(folder / "rerank")
         _warm(booster, cfg)
@@ -112,56 +114,104 @@ class VersionState:
         by_user = fs.vocabs.user.encode_series(ads["user_id"]).cast(pl.Int64).alias("_user")
         ads = ads.with_columns(by_user).sort("_user", "rank")
         ad_rows = np.searchsorted(ads["_user"].to_numpy(), np.arange(fs.vocabs.user.size + 1))
-        default_ads = (ads.group_by("item_id").agg(pl.col(c).mean() for c in AD_COLUMNS)
-                       .sort(["ecpm", "item_id"], descending=[True, False]))
-        scorer = ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules,
-                            cfg.rerank)
+        default_ads = (
+            ads.group_by("item_id")
+            .agg(pl.col(c).mean() for c in AD_COLUMNS)
+            .sort(["ecpm", "item_id"], descending=[True, False])
+        )
+        scorer = ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules, cfg.rerank)
         scorer.warm()
         return cls(
-            folder=folder, cfg=cfg, fs=fs, ctx=ctx,
-            booster=booster, names=booster.feature_name(),
+            folder=folder,
+            cfg=cfg,
+            fs=fs,
+            ctx=ctx,
+            booster=booster,
+            names=booster.feature_name(),
             facts=facts,
             encoder=UserEncoder.from_state_dict(load_state_dict(folder / "embeddings", mmap=True)),
-            users=ids["user"], items=ids["item"], attrs=ids["user_attr"],
-            ads=ads, ad_rows=ad_rows,
+            users=ids["user"],
+            items=ids["item"],
+            attrs=ids["user_attr"],
+            ads=ads,
+            ad_rows=ad_rows,
             default_ads=default_ads,
-            scorer=scorer)
+            scorer=scorer,
+        )
 
     # ------------------------------------------------------------------ products
-    def _anonymous_list(self, history: list[str], features: dict[str, str], k: int,
-                        exclude: set[int], allowed: np.ndarray | None = None
-                        ) -> list[ListedItem]:
-        hist = self.items.known(history)[-self.cfg.features.history_length:]
+    def _anonymous_list(
+        self,
+        history: list[str],
+        features: dict[str, str],
+        k: int,
+        exclude: set[int],
+        allowed: np.ndarray | None = None,
+    ) -> list[ListedItem]:
+        hist = self.items.known(history)[-self.cfg.features.history_length :]
         attrs = self.attrs.known(f"{a}={v}" for a, v in features.items())
-        return anonymous_list(self.tables, self.facts, self.cfg.rules,
-                              self.encoder.encode([hist], [attrs]), np.asarray(hist, np.int64),
-                              k=k, exclude=exclude, allowed=allowed)
+        return anonymous_list(
+            self.tables,
+            self.facts,
+            self.cfg.rules,
+            self.encoder.encode([hist], [attrs]),
+            np.asarray(hist, np.int64),
+            k=k,
+            exclude=exclude,
+            allowed=allowed,
+        )
 
-    def _products(self, user_id: str | None, k: int, exclude: set[int],
-                  history: list[str] | None, features: dict[str, str],
-                  explain: bool, allowed: np.ndarray | None) -> list[dict[str, object]]:
+    def _products(
+        self,
+        user_id: str | None,
+        k: int,
+        exclude: set[int],
+        history: list[str] | None,
+        features: dict[str, str],
+        explain: bool,
+        allowed: np.ndarray | None,
+    ) -> list[dict[str, object]]:
         u = self.users.get(user_id) if user_id is not None else None
         if u is not None and history is None:
-            listed = self.scorer.user_list(u, k=k, exclude=exclude, allowed=allowed,
-                                           explain=explain)
+            listed = self.scorer.user_list(
+                u, k=k, exclude=exclude, allowed=allowed, explain=explain
+            )
         else:
             listed = self._anonymous_list(history or [], features, k, exclude, allowed)
-        return [{"item_id": self.items.id_of(r.item), "rank": r.rank, "score": r.score,
-                 **({"why": r.why} if explain else {})} for r in listed]
+        return [
+            {
+                "item_id": self.items.id_of(r.item),
+                "rank": r.rank,
+                "score": r.score,
+                **({"why": r.why} if explain else {}),
+            }
+            for r in listed
+        ]
 
     # ------------------------------------------------------------------ ads
     def _ads(self, user_id: str | None, k: int, exclude: set[str]) -> pl.DataFrame:
         u = self.users.get(user_id) if user_id is not None else None
         a, b = (int(self.ad_rows[u]), int(self.ad_rows[u + 1])) if u is not None else (0, 0)
         rows = self.ads[a:b] if b > a else self.default_ads
-        return (rows.filter(~pl.col("item_id").is_in(list(exclude))).head(k)
-                .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("rank")))
+        return (
+            rows.filter(~pl.col("item_id").is_in(list(exclude)))
+            .head(k)
+            .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("rank"))
+        )
 
     # ------------------------------------------------------------------ requests
-    def recommend(self, user_id: str | None, *, k: int, kind: Kind, exclude: list[str],
-                  history: list[str] | None, user_features: dict[str, str],
-                  explain: bool, filters: dict[str, object] | None = None
-                  ) -> list[dict[str, object]]:
+    def recommend(
+        self,
+        user_id: str | None,
+        *,
+        k: int,
+        kind: Kind,
+        exclude: list[str],
+        history: list[str] | None,
+        user_features: dict[str, str],
+        explain: bool,
+        filters: dict[str, object] | None = None,
+    ) -> list[dict[str, object]]:
         excluded = set(self.items.known(exclude))
         allowed = filter_mask(self.fs, filters) if filters else None
         if kind == "ad":
@@ -172,57 +222,107 @@ class VersionState:
         ads = self._ad_rows(self._ads(user_id, self.cfg.rules.max_ads_in_list, set(exclude)))
         mixed = allocate_slots(
             [Candidate(i, float(p["score"])) for i, p in enumerate(out)],
-            [(Candidate(len(out) + j, float(a["ecpm"]) / 1000.0), float(a["ecpm"]) / 1000.0)
-             for j, a in enumerate(ads)], k, exchange_rate=self.cfg.rules.ad_exchange_rate,
-            max_ads=self.cfg.rules.max_ads_in_list)
-        rows = [(out[c.item] if kind_ == "product" else ads[c.item - len(out)]) | {"kind": kind_}
-                for kind_, c in mixed]
+            [
+                (Candidate(len(out) + j, float(a["ecpm"]) / 1000.0), float(a["ecpm"]) / 1000.0)
+                for j, a in enumerate(ads)
+            ],
+            k,
+            exchange_rate=self.cfg.rules.ad_exchange_rate,
+            max_ads=self.cfg.rules.max_ads_in_list,
+        )
+        rows = [
+            (out[c.item] if kind_ == "product" else ads[c.item - len(out)]) | {"kind": kind_}
+            for kind_, c in mixed
+        ]
         return [r | {"rank": n} for n, r in enumerate(rows, 1)]
 
     def _ad_rows(self, ads: pl.DataFrame) -> list[dict[str, object]]:
-        return [{"item_id": r["item_id"], "rank": r["rank"], "score": r["ecpm"],
-                 **{c: r[c] for c in AD_COLUMNS}} for r in ads.iter_rows(named=True)]
+        return [
+            {
+                "item_id": r["item_id"],
+                "rank": r["rank"],
+                "score": r["ecpm"],
+                **{c: r[c] for c in AD_COLUMNS},
+            }
+            for r in ads.iter_rows(named=True)
+        ]
 
     def recommend_batch(self, user_ids: list[str], *, k: int, kind: str) -> pl.DataFrame:
         if kind == "ad":
-            parts = [pl.DataFrame(self._ad_rows(self._ads(u, k, set()))).with_columns(
-                pl.lit(u).alias("user_id")) for u in user_ids]
+            parts = [
+                pl.DataFrame(self._ad_rows(self._ads(u, k, set()))).with_columns(
+                    pl.lit(u).alias("user_id")
+                )
+                for u in user_ids
+            ]
             parts = [p for p in parts if p.height]
             if not parts:
-                return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32,
-                                            "item_id": pl.String, "score": pl.Float64,
-                                            **{c: pl.Float64 for c in AD_COLUMNS}})
+                return pl.DataFrame(
+                    schema={
+                        "user_id": pl.String,
+                        "rank": pl.Int32,
+                        "item_id": pl.String,
+                        "score": pl.Float64,
+                        **dict.fromkeys(AD_COLUMNS, pl.Float64),
+                    }
+                )
             return pl.concat(parts).select("user_id", "rank", "item_id", "score", *AD_COLUMNS)
         known = np.array(sorted(set(self.users.known(user_ids))), np.int64)
         lists = self.scorer.lists(known, k=k) if len(known) else None
         parts = []
         if lists is not None and lists.height:
-            parts.append(lists.select(
-                self.fs.vocabs.user.decode(lists["user_idx"]).alias("user_id"), "rank",
-                self.fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"), "score"))
+            parts.append(
+                lists.select(
+                    self.fs.vocabs.user.decode(lists["user_idx"]).alias("user_id"),
+                    "rank",
+                    self.fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"),
+                    "score",
+                )
+            )
         strangers = [u for u in user_ids if u not in self.users]
         if strangers:  # no history, no attributes: one anonymous list serves them all
             anon = self._anonymous_list([], {}, k, set())
-            one = pl.DataFrame({"rank": [r.rank for r in anon],
-                                "item_id": [self.items.id_of(r.item) for r in anon],
-                                "score": [r.score for r in anon]},
-                               schema={"rank": pl.Int32, "item_id": pl.String,
-                                       "score": pl.Float64})
-            parts.append(pl.DataFrame({"user_id": strangers}).join(one, how="cross")
-                         .select("user_id", "rank", "item_id", "score"))
+            one = pl.DataFrame(
+                {
+                    "rank": [r.rank for r in anon],
+                    "item_id": [self.items.id_of(r.item) for r in anon],
+                    "score": [r.score for r in anon],
+                },
+                schema={"rank": pl.Int32, "item_id": pl.String, "score": pl.Float64},
+            )
+            parts.append(
+                pl.DataFrame({"user_id": strangers})
+                .join(one, how="cross")
+                .select("user_id", "rank", "item_id", "score")
+            )
         if not parts:
-            return pl.DataFrame(schema={"user_id": pl.String, "rank": pl.Int32,
-                                        "item_id": pl.String, "score": pl.Float64})
+            return pl.DataFrame(
+                schema={
+                    "user_id": pl.String,
+                    "rank": pl.Int32,
+                    "item_id": pl.String,
+                    "score": pl.Float64,
+                }
+            )
         order = {u: n for n, u in enumerate(user_ids)}
-        return (pl.concat(parts).with_columns(pl.col("user_id").replace_strict(
-                    order, return_dtype=pl.Int64).alias("_o"))
-                .sort("_o", "rank").drop("_o"))
+        return (
+            pl.concat(parts)
+            .with_columns(
+                pl.col("user_id").replace_strict(order, return_dtype=pl.Int64).alias("_o")
+            )
+            .sort("_o", "rank")
+            .drop("_o")
+        )
 
     def similar_items(self, item_id: str, k: int) -> list[dict[str, object]]:
         i = self.items.get(item_id)
         if i is None or self.ctx.item_vectors is None:
             return []
         scores, items = self.ctx.index.search(  # type: ignore[union-attr]
-            self.ctx.item_vectors[i:i + 1], k, exclude=[np.array([i])], allowed=self.ctx.eligible)
-        return [{"item_id": self.items.id_of(int(j)), "rank": n, "score": float(s)}
-                for n, (s, j) in enumerate(zip(scores[0], items[0], strict=True), 1) if j >= 0]
+            self.ctx.item_vectors[i : i + 1], k, exclude=[np.array([i])], allowed=self.ctx.eligible
+        )
+        return [
+            {"item_id": self.items.id_of(int(j)), "rank": n, "score": float(s)}
+            for n, (s, j) in enumerate(zip(scores[0], items[0], strict=True), 1)
+            if j >= 0
+        ]

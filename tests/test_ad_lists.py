@@ -40,15 +40,19 @@ def test_inventory_is_ads_in_flight_with_a_bid(small_features: FeatureSet) -> No
     assert len(inv.item_idx) > 0
     rows = small_features.items.filter(pl.col("item_idx").is_in(inv.item_idx.tolist()))
     assert (rows["kind"] == "ad").all() and rows["available"].all() and (rows["bid"] > 0).all()
-    assert ((rows["start_ts"].is_null() | (rows["start_ts"] <= at))
-            & (rows["end_ts"].is_null() | (rows["end_ts"] > at))).all()
+    assert (
+        (rows["start_ts"].is_null() | (rows["start_ts"] <= at))
+        & (rows["end_ts"].is_null() | (rows["end_ts"] > at))
+    ).all()
     out_of_flight = small_features.items.filter(
-        (pl.col("kind") == "ad") & (pl.col("end_ts") <= at))["item_idx"].to_list()
+        (pl.col("kind") == "ad") & (pl.col("end_ts") <= at)
+    )["item_idx"].to_list()
     assert out_of_flight and not set(out_of_flight) & set(inv.item_idx.tolist())
 
 
-def test_lists_follow_ecpm_and_the_frequency_cap(small_features: FeatureSet, model: Pctr,
-                                                 log: pl.DataFrame) -> None:
+def test_lists_follow_ecpm_and_the_frequency_cap(
+    small_features: FeatureSet, model: Pctr, log: pl.DataFrame
+) -> None:
     at = when(small_features)
     users = np.arange(1, 60, dtype=np.int64)
     cfg = AuctionConfig(ads_per_user=3, reserve_ecpm=0.0, frequency_cap=2, pacing=False)
@@ -63,34 +67,43 @@ def test_lists_follow_ecpm_and_the_frequency_cap(small_features: FeatureSet, mod
     top = lists.filter(pl.col("rank") == 1).row(0, named=True)
     uid = small_features.vocabs.user.decode(pl.Series([top["user_idx"]]))[0]
     iid = small_features.vocabs.item.decode(pl.Series([top["item_idx"]]))[0]
-    shown = pl.DataFrame({"user_id": [uid] * 2, "item_id": [iid] * 2,
-                          "ts": [at - timedelta(hours=2), at - timedelta(hours=1)],
-                          "clicked": [False, False]})
-    again, _ = ad_lists(users, small_features, model,
-                        pl.concat([past, shown], how="diagonal_relaxed"), cfg, when=at)
+    shown = pl.DataFrame(
+        {
+            "user_id": [uid] * 2,
+            "item_id": [iid] * 2,
+            "ts": [at - timedelta(hours=2), at - timedelta(hours=1)],
+            "clicked": [False, False],
+        }
+    )
+    again, _ = ad_lists(
+        users, small_features, model, pl.concat([past, shown], how="diagonal_relaxed"), cfg, when=at
+    )
     mine = again.filter(pl.col("user_idx") == top["user_idx"])["item_idx"].to_list()
     assert top["item_idx"] not in mine
     assert len(mine) > 0  # the other ads still come
 
 
-def test_no_campaign_outspends_its_budget(small_features: FeatureSet, model: Pctr,
-                                          log: pl.DataFrame) -> None:
+def test_no_campaign_outspends_its_budget(
+    small_features: FeatureSet, model: Pctr, log: pl.DataFrame
+) -> None:
     at = when(small_features)
     users = small_features.users["user_idx"].to_numpy().astype(np.int64)
     users = users[users > 0]
     inv = Inventory.at(small_features, at)
-    tight = {c: 0.05 for c in inv.budget}
+    tight = dict.fromkeys(inv.budget, 0.05)
     cfg = AuctionConfig(ads_per_user=2, reserve_ecpm=0.0, chunk=50)
     budgets = Inventory(inv.item_idx, inv.item_id, inv.bid, inv.campaign, dict(tight))
-    lists, spent = ad_lists(users, small_features, model, log.filter(pl.col("ts") < at), cfg,
-                            when=at, inventory=budgets)
+    lists, spent = ad_lists(
+        users, small_features, model, log.filter(pl.col("ts") < at), cfg, when=at, inventory=budgets
+    )
     one_ad = float(inv.bid.max())  # a click probability is at most 1
     assert all(spent[c] <= tight[c] + one_ad for c in spent)
     assert lists["user_idx"].n_unique() < len(users)  # the budgets did stop some ads
 
 
-def test_auction_scores_only_each_users_shortlist(small_features: FeatureSet, model: Pctr,
-                                                  log: pl.DataFrame) -> None:
+def test_auction_scores_only_each_users_shortlist(
+    small_features: FeatureSet, model: Pctr, log: pl.DataFrame
+) -> None:
     """With a shortlist smaller than the inventory, every listed ad is on that user's
     shortlist: the best prior eCPM overall, or among the best in one of the user's top
     categories; and the same auction over the whole inventory (0) is what a shortlist
@@ -110,8 +123,15 @@ def test_auction_scores_only_each_users_shortlist(small_features: FeatureSet, mo
     row = {int(u): i for i, u in enumerate(users)}
     assert lists.height > 0
     assert all(mask[row[u], column[a]] for u, a in lists.select("user_idx", "item_idx").iter_rows())
-    whole, _ = ad_lists(users, small_features, model, past, cfg.model_copy(
-        update={"candidates": 0}), when=at)
-    covering, _ = ad_lists(users, small_features, model, past, cfg.model_copy(
-        update={"candidates": len(inv.item_idx)}), when=at)
+    whole, _ = ad_lists(
+        users, small_features, model, past, cfg.model_copy(update={"candidates": 0}), when=at
+    )
+    covering, _ = ad_lists(
+        users,
+        small_features,
+        model,
+        past,
+        cfg.model_copy(update={"candidates": len(inv.item_idx)}),
+        when=at,
+    )
     assert whole.equals(covering) and not whole.equals(lists)

@@ -20,16 +20,21 @@ from pipelines.validate import validate_tables
 
 def test_impressions_are_labelled_by_a_click_within_the_hour() -> None:
     t = datetime(2026, 3, 1, 12)
-    interactions = pl.DataFrame({
-        "user_id": ["u", "u", "u", "u", "v", "u"],
-        "item_id": ["a", "a", "b", "b", "a", "p"],
-        "ts": [t, t + timedelta(minutes=5), t, t + timedelta(hours=2), t, t],
-        "event": ["impression", "click", "impression", "click", "impression", "impression"],
-    })
+    interactions = pl.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "u", "v", "u"],
+            "item_id": ["a", "a", "b", "b", "a", "p"],
+            "ts": [t, t + timedelta(minutes=5), t, t + timedelta(hours=2), t, t],
+            "event": ["impression", "click", "impression", "click", "impression", "impression"],
+        }
+    )
     items = pl.DataFrame({"item_id": ["a", "b", "p"], "kind": ["ad", "ad", "product"]})
     log = ad_impressions(interactions, items, start=None, end=None).sort("user_id", "item_id")
     assert log.select("user_id", "item_id", "clicked").rows() == [
-        ("u", "a", True), ("u", "b", False), ("v", "a", False)]
+        ("u", "a", True),
+        ("u", "b", False),
+        ("v", "a", False),
+    ]
 
 
 def test_calibration_lowers_ece_and_round_trips(tmp_path: Path) -> None:
@@ -46,8 +51,9 @@ def test_calibration_lowers_ece_and_round_trips(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back(raw), cal(raw))
 
 
-def test_pctr_trains_and_round_trips(tmp_path: Path, small_config: PipelineConfig,
-                                     small_features: FeatureSet) -> None:
+def test_pctr_trains_and_round_trips(
+    tmp_path: Path, small_config: PipelineConfig, small_features: FeatureSet
+) -> None:
     tables = validate_tables(small_config.data, small_config.columns)
     log = ad_impressions(tables.interactions, tables.items, start=None, end=None)
     assert log.height > 200 and log["clicked"].any()
@@ -62,8 +68,9 @@ def test_pctr_trains_and_round_trips(tmp_path: Path, small_config: PipelineConfi
     assert (tmp_path / "pctr.txt").read_text().startswith("tree")
 
 
-def test_past_rates_ignore_the_window_being_scored(small_config: PipelineConfig,
-                                                  small_features: FeatureSet) -> None:
+def test_past_rates_ignore_the_window_being_scored(
+    small_config: PipelineConfig, small_features: FeatureSet
+) -> None:
     """The window's own clicks must not reach its features: flipping them changes nothing."""
     tables = validate_tables(small_config.data, small_config.columns)
     cut = small_features.valid_start

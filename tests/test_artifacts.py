@@ -18,7 +18,14 @@ from typer.testing import CliRunner
 from engine.cli import app
 from engine.jobs import artifacts
 from engine.jobs.artifacts import (
-    STAGING, TRASH, VERSIONS, RunLockedError, clear_staging, prune, run_lock, switch_current,
+    STAGING,
+    TRASH,
+    VERSIONS,
+    RunLockedError,
+    clear_staging,
+    prune,
+    run_lock,
+    switch_current,
     write_manifest,
 )
 from tests.test_nightly import small_job
@@ -35,24 +42,29 @@ def version(root: Path, name: str) -> Path:
 
 
 def test_a_second_run_on_the_same_root_is_refused(tmp_path: Path) -> None:
-    with run_lock(tmp_path):
-        with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
-            with run_lock(tmp_path):
-                pass
+    with run_lock(tmp_path), pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
+        with run_lock(tmp_path):
+            pass
     with run_lock(tmp_path):  # free again once released
         pass
 
 
 def test_the_lock_dies_with_a_killed_process(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom engine.jobs.artifacts import run_lock\n"
-         "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n",
-         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom engine.jobs.artifacts import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
-        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
-            with run_lock(tmp_path):
-                pass
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"), run_lock(tmp_path):
+            pass
     finally:
         holder.kill()
         holder.wait()
@@ -60,12 +72,14 @@ def test_the_lock_dies_with_a_killed_process(tmp_path: Path) -> None:
         pass
 
 
-def test_prune_and_clear_staging_go_through_the_trash(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prune_and_clear_staging_go_through_the_trash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     deleted: list[Path] = []
     real = shutil.rmtree
-    monkeypatch.setattr(artifacts.shutil, "rmtree",
-                        lambda p, *a, **k: (deleted.append(Path(p)), real(p, *a, **k)))
+    monkeypatch.setattr(
+        artifacts.shutil, "rmtree", lambda p, *a, **k: (deleted.append(Path(p)), real(p, *a, **k))
+    )
     old, mid, new = (version(tmp_path, n) for n in ("v1", "v2", "v3"))
     switch_current(tmp_path, new)
     (tmp_path / STAGING / "abc" / "stages").mkdir(parents=True)
@@ -81,7 +95,8 @@ def test_prune_and_clear_staging_go_through_the_trash(tmp_path: Path,
 
 
 def test_the_cli_refuses_a_locked_root_a_file_root_and_a_denied_write(
-        small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = small_job(small_data, tmp_path / "data")
     root = tmp_path / "artifacts"
     with run_lock(root):

@@ -9,7 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelines.batches import (
-    ITEM_KEYS, USER_KEYS, ItemTable, TrainingExamples, gather_ranges, inference_batches,
+    ITEM_KEYS,
+    USER_KEYS,
+    ItemTable,
+    TrainingExamples,
+    gather_ranges,
+    inference_batches,
     training_examples,
 )
 from pipelines.dataset import FeatureSet
@@ -27,8 +32,12 @@ def test_training_batch_keys_and_shapes(examples: TrainingExamples) -> None:
     assert b.user.keys() == list(USER_KEYS) and b.item.keys() == list(ITEM_KEYS)
     assert b.user.stride() == b.item.stride() == 32
     assert b.item_idx.shape == b.item_logq.shape == b.weight.shape == (32,)
-    for kjt, key in ((b.user, "user_id"), (b.item, "item_id"), (b.item, "item_brand"),
-                     (b.item, "item_price")):
+    for kjt, key in (
+        (b.user, "user_id"),
+        (b.item, "item_id"),
+        (b.item, "item_brand"),
+        (b.item, "item_price"),
+    ):
         assert kjt[key].lengths().tolist() == [1] * 32
     assert int(b.user["user_history"].lengths().max()) <= N_HIST
     assert b.item["item_id"].values().tolist() == b.item_idx.tolist()
@@ -50,8 +59,9 @@ def test_history_holds_only_earlier_items_of_the_same_user(examples: TrainingExa
         assert hist[k].tolist() == earlier[-N_HIST:].tolist()
 
 
-def test_funnel_events_on_one_item_make_one_example(small_features: FeatureSet,
-                                                    examples: TrainingExamples) -> None:
+def test_funnel_events_on_one_item_make_one_example(
+    small_features: FeatureSet, examples: TrainingExamples
+) -> None:
     same_user = examples.user_idx[1:] == examples.user_idx[:-1]
     assert not np.any(same_user & (examples.item_idx[1:] == examples.item_idx[:-1]))
     train = small_features.interactions.filter(pl.col("split") == "train")
@@ -72,13 +82,15 @@ def test_item_features_match_the_item_table(small_features: FeatureSet) -> None:
     assert kjt["item_price"].values().tolist() == items["price_bucket"].to_list()
 
 
-def test_inference_batches_use_the_latest_history(small_features: FeatureSet,
-                                                  examples: TrainingExamples) -> None:
+def test_inference_batches_use_the_latest_history(
+    small_features: FeatureSet, examples: TrainingExamples
+) -> None:
     users = small_features.history["user_idx"].to_numpy()[:50]
     got = [(ids, kjt) for ids, kjt in inference_batches(examples.users, users, 16)]
     assert [len(ids) for ids, _ in got] == [16, 16, 16, 2]
-    hist = {r["user_idx"]: r["history"][-N_HIST:]
-            for r in small_features.history.iter_rows(named=True)}
+    hist = {
+        r["user_idx"]: r["history"][-N_HIST:] for r in small_features.history.iter_rows(named=True)
+    }
     for ids, kjt in got:
         dense = kjt["user_history"].to_dense()
         for k, u in enumerate(ids):

@@ -22,8 +22,9 @@ from harness import Report, in_child, summary  # noqa: E402
 
 def test_report_json_holds_every_run_and_the_goal(tmp_path: Path, capsys) -> None:
     report = Report("unit")
-    report.add("search", [30.0, 10.0, 20.0], "q/s", ratio=("numpy", 2.5),
-               goal=">= 2x numpy", met=True)
+    report.add(
+        "search", [30.0, 10.0, 20.0], "q/s", ratio=("numpy", 2.5), goal=">= 2x numpy", met=True
+    )
     report.add("build", 4.0, "s")
     doc = json.loads(report.finish(tmp_path).read_text())
     search, build = doc["figures"]
@@ -53,8 +54,11 @@ def test_in_child_reports_the_child_peak_not_ours() -> None:
 
 
 def test_runner_refuses_unknown_benchmark() -> None:
-    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--only", "nope"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick", "--only", "nope"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "unknown benchmarks ['nope']" in proc.stderr and "retrieval" in proc.stderr
 
@@ -62,13 +66,17 @@ def test_runner_refuses_unknown_benchmark() -> None:
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("bench_*.py")))
 def test_every_benchmark_answers_help(script: str) -> None:
     """Each script at least parses its arguments and imports what it needs."""
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--help"],
-                          capture_output=True, text=True, cwd=BENCH.parent)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=BENCH.parent,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
 
 
-def _real_quality():  # noqa: ANN202 - the module
+def _real_quality():
     import bench_real_quality
 
     return bench_real_quality
@@ -83,10 +91,10 @@ def test_real_quality_grocery_holds_out_each_users_latest_fifth(tmp_path: Path) 
     (tmp_path / "interactions.tsv").write_text("\n".join(rows) + "\n")
     (tmp_path / "item_meta.tsv").write_text(
         "item_id\ti_category\tr_complement\tr_substitute\n"
-        + "".join(f"{i}\t{i % 3}\t[]\t[]\n" for i in range(10)))
+        + "".join(f"{i}\t{i % 3}\t[]\t[]\n" for i in range(10))
+    )
     conv = _real_quality().convert_grocery(tmp_path)
-    held = {u: sorted(g["item_id"].to_list())
-            for (u,), g in conv.test.group_by("user_id")}
+    held = {u: sorted(g["item_id"].to_list()) for (u,), g in conv.test.group_by("user_id")}
     assert held == {"a": ["8", "9"], "b": ["3"]}
     assert conv.train.height == 14 - 3
     assert conv.train.filter(pl.col("user_id") == "c")["item_id"].to_list() == ["5"]
@@ -96,17 +104,19 @@ def test_real_quality_grocery_holds_out_each_users_latest_fifth(tmp_path: Path) 
     assert dict(conv.items.select("item_id", "category").iter_rows())["4"] == "1"
 
 
-def test_real_quality_sequences_end_on_one_day_and_hold_out_the_last_item(tmp_path: Path
-                                                                           ) -> None:
+def test_real_quality_sequences_end_on_one_day_and_hold_out_the_last_item(tmp_path: Path) -> None:
     (tmp_path / "Tiny.txt").write_text("1 10 11 12 13\n2 11 14\n3 12 15 16 10 13 17\n")
     (tmp_path / "Tiny_item2attributes.json").write_text(json.dumps({"10": [1, 2], "11": [3]}))
     mod = _real_quality()
     conv = mod.convert_sequences(tmp_path, "Tiny")
-    assert dict(conv.test.select("user_id", "item_id").iter_rows()) == \
-        {"1": "13", "2": "14", "3": "17"}
+    assert dict(conv.test.select("user_id", "item_id").iter_rows()) == {
+        "1": "13",
+        "2": "14",
+        "3": "17",
+    }
     assert set(conv.test["ts"]) == {mod.END_DAY}
     last = conv.train.group_by("user_id").agg(pl.col("ts").max(), pl.col("item_id").last())
-    assert set(last["ts"]) == {mod.END_DAY - timedelta(days=1)}       # every user, same day
+    assert set(last["ts"]) == {mod.END_DAY - timedelta(days=1)}  # every user, same day
     one = conv.train.filter(pl.col("user_id") == "3")
     assert one["item_id"].to_list() == ["12", "15", "16", "10", "13"]  # oldest first
     assert one["ts"].diff().drop_nulls().to_list() == [timedelta(days=1)] * 4
@@ -115,8 +125,12 @@ def test_real_quality_sequences_end_on_one_day_and_hold_out_the_last_item(tmp_pa
     work = tmp_path / "work"
     config = mod.write_work(conv, work, "leave_last_out")
     assert 'strategy = "leave_last_out"' in config.read_text()
-    assert pl.read_parquet(work / "interactions.parquet").columns == \
-        ["user_id", "item_id", "ts", "event"]
+    assert pl.read_parquet(work / "interactions.parquet").columns == [
+        "user_id",
+        "item_id",
+        "ts",
+        "event",
+    ]
 
 
 def test_real_quality_max_users_keeps_the_sampled_users_rows_and_every_item(tmp_path: Path) -> None:
@@ -134,11 +148,12 @@ def test_real_quality_scores_lists_by_full_ranking() -> None:
     mod = _real_quality()
     from engine.evaluation.metrics import Truth
 
-    truth = Truth.from_frame(pl.DataFrame({"user_idx": [0, 0, 1, 2], "item_idx": [5, 6, 7, 8],
-                                           "label": [1, 1, 1, 1]}))
+    truth = Truth.from_frame(
+        pl.DataFrame({"user_idx": [0, 0, 1, 2], "item_idx": [5, 6, 7, 8], "label": [1, 1, 1, 1]})
+    )
     top = np.full((3, 10), -1, np.int64)
-    top[0, :2] = [9, 5]      # one of two relevant items at rank 2
-    top[1, 0] = 7            # at rank 1; user 2 has no list
+    top[0, :2] = [9, 5]  # one of two relevant items at rank 2
+    top[1, 0] = 7  # at rank 1; user 2 has no list
     got = mod.scores(top, truth)
     ideal = 1 + 1 / np.log2(3)
     assert got["ndcg@10"] == pytest.approx(((1 / np.log2(3)) / ideal + 1 + 0) / 3)

@@ -11,14 +11,29 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine.candidates import (CandidateContext, CandidatesConfig, candidate_recall,
-                               default_sources, generate_candidates, merge)
+from engine.candidates import (
+    CandidateContext,
+    CandidatesConfig,
+    candidate_recall,
+    default_sources,
+    generate_candidates,
+    merge,
+)
 from engine.candidates.covisit import covisitation
 from engine.index import IndexConfig, build_index
 from pipelines.dataset import FeatureSet
 
-CFG = CandidatesConfig(ann=30, covisit=20, content=10, trending=10, repeat=5, cold_user=15,
-                       ease=12, knn=12, transitions=8)
+CFG = CandidatesConfig(
+    ann=30,
+    covisit=20,
+    content=10,
+    trending=10,
+    repeat=5,
+    cold_user=15,
+    ease=12,
+    knn=12,
+    transitions=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +49,9 @@ def ctx(small_features: FeatureSet) -> CandidateContext:
     items, users = unit(fs.vocabs.item.size), unit(fs.vocabs.user.size)
     products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
     index, _ = build_index(items[products], products, IndexConfig(k=30, eval_queries=20))
-    return CandidateContext.build(fs, CFG, user_vectors=users, index=index,
-                                  content_vectors=unit(fs.vocabs.item.size))
+    return CandidateContext.build(
+        fs, CFG, user_vectors=users, index=index, content_vectors=unit(fs.vocabs.item.size)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +71,9 @@ def sources_by_name(ctx: CandidateContext) -> dict[str, object]:
 SOURCE_SIZE = {"ease": "ease", "knn": "knn", "next": "transitions"}
 
 
-@pytest.mark.parametrize("name", ["ann", "covisit", "content", "trending", "repeat", "cold_user",
-                                  "ease", "knn", "next"])
+@pytest.mark.parametrize(
+    "name", ["ann", "covisit", "content", "trending", "repeat", "cold_user", "ease", "knn", "next"]
+)
 def test_source_contract(ctx: CandidateContext, users: np.ndarray, name: str) -> None:
     source = sources_by_name(ctx)[name]
     df = source(users)  # type: ignore[operator]
@@ -64,8 +81,9 @@ def test_source_contract(ctx: CandidateContext, users: np.ndarray, name: str) ->
     assert df.columns == ["user_idx", "item_idx", "score", "rank"]
     assert df.height > 0, f"{name} proposed nothing"
     assert set(df["user_idx"].to_list()) <= set(users.tolist())
-    per_user = df.group_by("user_idx").agg(pl.len().alias("n"), pl.col("rank"), pl.col("score"),
-                                           pl.col("item_idx"))
+    per_user = df.group_by("user_idx").agg(
+        pl.len().alias("n"), pl.col("rank"), pl.col("score"), pl.col("item_idx")
+    )
     for row in per_user.iter_rows(named=True):
         assert row["n"] <= size
         assert row["rank"] == list(range(1, row["n"] + 1))
@@ -74,23 +92,29 @@ def test_source_contract(ctx: CandidateContext, users: np.ndarray, name: str) ->
     assert ctx.eligible[df["item_idx"].to_numpy()].all(), "ineligible item proposed"
     pairs = df.select("user_idx", "item_idx").join(
         ctx.seen.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64)),
-        on=["user_idx", "item_idx"], how="semi")
+        on=["user_idx", "item_idx"],
+        how="semi",
+    )
     if name == "repeat":
         assert pairs.height == df.height, "repeat proposes only the user's own items"
     else:
         assert pairs.height == 0, f"{name} proposed items the user has seen"
 
 
-def test_cold_user_source_serves_only_users_without_history(ctx: CandidateContext,
-                                                            users: np.ndarray) -> None:
+def test_cold_user_source_serves_only_users_without_history(
+    ctx: CandidateContext, users: np.ndarray
+) -> None:
     df = sources_by_name(ctx)["cold_user"](users)  # type: ignore[operator]
-    with_history = set(ctx.fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_list())
+    with_history = set(
+        ctx.fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_list()
+    )
     served = set(df["user_idx"].to_list())
     assert served and not served & with_history
 
 
-def test_union_merges_duplicates_and_keeps_every_score(ctx: CandidateContext,
-                                                       users: np.ndarray) -> None:
+def test_union_merges_duplicates_and_keeps_every_score(
+    ctx: CandidateContext, users: np.ndarray
+) -> None:
     sources = default_sources(ctx)
     parts = {s.name: s(users) for s in sources}
     merged = merge(parts)
@@ -98,9 +122,16 @@ def test_union_merges_duplicates_and_keeps_every_score(ctx: CandidateContext,
     total_pairs = pl.concat([p.select("user_idx", "item_idx") for p in parts.values()]).unique()
     assert merged.height == total_pairs.height
     for name, part in parts.items():
-        back = merged.filter(pl.col(f"{name}_rank").is_not_null()).select(
-            "user_idx", "item_idx", pl.col(f"{name}_score").alias("score"),
-            pl.col(f"{name}_rank").alias("rank")).sort("user_idx", "item_idx")
+        back = (
+            merged.filter(pl.col(f"{name}_rank").is_not_null())
+            .select(
+                "user_idx",
+                "item_idx",
+                pl.col(f"{name}_score").alias("score"),
+                pl.col(f"{name}_rank").alias("rank"),
+            )
+            .sort("user_idx", "item_idx")
+        )
         assert back.equals(part.sort("user_idx", "item_idx")), name
     counted = sum(merged[f"{n}_rank"].is_not_null().cast(pl.Int32) for n in parts)
     assert (merged["n_sources"] == counted).all()
@@ -110,11 +141,13 @@ def test_union_merges_duplicates_and_keeps_every_score(ctx: CandidateContext,
 
 def test_covisitation_pairs_items_within_the_window_only() -> None:
     t = datetime(2026, 1, 10)
-    pos = pl.DataFrame({
-        "user_idx": [1, 1, 1, 2, 2],
-        "item_idx": [10, 11, 12, 10, 11],
-        "ts": [t, t + timedelta(hours=1), t + timedelta(days=3), t, t + timedelta(hours=2)],
-    })
+    pos = pl.DataFrame(
+        {
+            "user_idx": [1, 1, 1, 2, 2],
+            "item_idx": [10, 11, 12, 10, 11],
+            "ts": [t, t + timedelta(hours=1), t + timedelta(days=3), t, t + timedelta(hours=2)],
+        }
+    )
     cfg = CandidatesConfig(covisit_window_hours=24, covisit_half_life_days=1000)
     table = covisitation(pos.lazy(), at=t + timedelta(days=4), cfg=cfg).collect()
     pairs = {(a, b): w for a, b, w in table.iter_rows()}
@@ -123,10 +156,19 @@ def test_covisitation_pairs_items_within_the_window_only() -> None:
 
 
 def test_candidate_recall_counts_hits_per_user() -> None:
-    cands = merge({"a": pl.DataFrame({"user_idx": [1, 1, 2], "item_idx": [5, 6, 7],
-                                      "score": [1.0, 0.5, 1.0], "rank": [1, 2, 1]}),
-                   "b": pl.DataFrame({"user_idx": [2], "item_idx": [8], "score": [1.0],
-                                      "rank": [1]})})
+    cands = merge(
+        {
+            "a": pl.DataFrame(
+                {
+                    "user_idx": [1, 1, 2],
+                    "item_idx": [5, 6, 7],
+                    "score": [1.0, 0.5, 1.0],
+                    "rank": [1, 2, 1],
+                }
+            ),
+            "b": pl.DataFrame({"user_idx": [2], "item_idx": [8], "score": [1.0], "rank": [1]}),
+        }
+    )
     truth = pl.DataFrame({"user_idx": [1, 1, 2, 2], "item_idx": [5, 9, 8, 10]})
     got = candidate_recall(cands, truth, sources=["a", "b"])
     assert got == {"a": pytest.approx(0.25), "b": pytest.approx(0.25), "union": pytest.approx(0.5)}

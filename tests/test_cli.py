@@ -15,8 +15,17 @@ from engine.cli import SAMPLE_CONFIG, Config, app
 from pipelines.config import load_config
 
 runner = CliRunner()
-COMMANDS = ["demo", "generate", "import", "validate", "features", "train", "index", "nightly",
-            "evaluate"]
+COMMANDS = [
+    "demo",
+    "generate",
+    "import",
+    "validate",
+    "features",
+    "train",
+    "index",
+    "nightly",
+    "evaluate",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -50,30 +59,56 @@ def test_demo_publishes_a_version_from_the_shipped_sample(tmp_path: Path) -> Non
 
 def test_generate_then_validate_then_features(tmp_path: Path) -> None:
     out = tmp_path / "gen"
-    result = runner.invoke(app, ["generate", "--out", str(out), "--users", "200", "--items", "100",
-                                 "--interactions", "5000", "--seed", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--out",
+            str(out),
+            "--users",
+            "200",
+            "--items",
+            "100",
+            "--interactions",
+            "5000",
+            "--seed",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "ground_truth" / "meta.json").is_file()
     result = runner.invoke(app, ["validate", "--config", str(out / "config.toml")])
     assert result.exit_code == 0, result.output
     assert "input is valid" in result.output
-    result = runner.invoke(app, ["features", "--config", str(out / "config.toml"),
-                                 "--out", str(tmp_path / "feat")])
+    result = runner.invoke(
+        app, ["features", "--config", str(out / "config.toml"), "--out", str(tmp_path / "feat")]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "feat" / "vocab" / "item.parquet").is_file()
 
 
 def test_generate_from_the_sample_spec_reproduces_the_sample(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["generate", "--spec", str(SAMPLE_CONFIG.parent / "generator.toml"),
-                                 "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--spec",
+            str(SAMPLE_CONFIG.parent / "generator.toml"),
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in ("interactions", "items", "users"):
         assert pl.read_parquet(tmp_path / f"{name}.parquet").equals(
-            pl.read_parquet(SAMPLE_CONFIG.parent / f"{name}.parquet")), name
+            pl.read_parquet(SAMPLE_CONFIG.parent / f"{name}.parquet")
+        ), name
 
 
 def test_import_of_a_folder_without_movielens_files_fails_cleanly(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["import", "movielens", str(tmp_path), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["import", "movielens", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1
     assert "no MovieLens files found" in result.output
     assert "Traceback" not in result.output

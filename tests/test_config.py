@@ -42,8 +42,10 @@ def test_defaults_follow_the_data_contract(tmp_path: Path) -> None:
         (DATA + "[features]\nhistory_length = 0\n", "features.history_length"),
         (DATA + "[nonsense]\na = 1\n", "nonsense: unknown key"),
         (DATA + "[split]\nstrategy = 'random'\n", "split.strategy"),
-        (DATA + "[split]\nvalid_start = 2024-02-01\ntest_start = 2024-01-01\n",
-         "valid_start must be before test_start"),
+        (
+            DATA + "[split]\nvalid_start = 2024-02-01\ntest_start = 2024-01-01\n",
+            "valid_start must be before test_start",
+        ),
         (DATA + "[split]\nvalid_start = 2024-01-01\n", "either valid_start and test_start"),
         (DATA + "[features.event_weights]\nlike = 1.0\n", "features.event_weights.like"),
         ("[data]\ninteractions = 'i.parquet'\n", "data.items: Field required"),
@@ -64,8 +66,13 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_timezones_normalise_to_naive_utc(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, DATA + "[split]\nvalid_start = 2024-01-01T02:00:00+02:00\n"
-                                              "test_start = 2024-01-02T00:00:00Z\n"))
+    cfg = load_config(
+        write(
+            tmp_path,
+            DATA + "[split]\nvalid_start = 2024-01-01T02:00:00+02:00\n"
+            "test_start = 2024-01-02T00:00:00Z\n",
+        )
+    )
     assert cfg.split.valid_start == datetime(2024, 1, 1, 0, 0)
     assert cfg.split.test_start == datetime(2024, 1, 2)
 
@@ -76,10 +83,12 @@ def test_round_trips_through_json(tmp_path: Path) -> None:
 
 
 def test_written_config_loads(tmp_path: Path) -> None:
-    path = write_data_config(tmp_path / "config.toml",
-                             split={"valid_start": datetime(2024, 1, 1),
-                                    "test_start": datetime(2024, 2, 1)},
-                             ground_truth="gt", comment="made by a test")
+    path = write_data_config(
+        tmp_path / "config.toml",
+        split={"valid_start": datetime(2024, 1, 1), "test_start": datetime(2024, 2, 1)},
+        ground_truth="gt",
+        comment="made by a test",
+    )
     cfg = load_config(path)
     assert cfg.data.ground_truth == (tmp_path / "gt").resolve()
     assert cfg.split.test_start == datetime(2024, 2, 1)

@@ -19,8 +19,13 @@ from embeddings.export import export_vectors, load_vectors
 from embeddings.id_dropout import drop_ids, mask_ids
 from embeddings.loss import sampled_softmax_loss
 from embeddings.model import TableSizes, TwoTower
-from embeddings.retrieval_eval import (hide_items, held_out, random_scores, recall_at_k,
-                                       vector_scores)
+from embeddings.retrieval_eval import (
+    held_out,
+    hide_items,
+    random_scores,
+    recall_at_k,
+    vector_scores,
+)
 from embeddings.train import TrainResult, train_two_tower
 from embeddings.user_encoder import UserEncoder
 from pipelines.batches import ItemTable, UserTable, training_examples
@@ -33,14 +38,18 @@ SMALL_MODEL = TwoTowerConfig(dim=16, embedding_dim=16, hidden=(32,), id_dropout=
 
 def small_cfg(base: PipelineConfig, **train: object) -> EmbeddingsConfig:
     settings = {"epochs": 4, "batch_size": 256, "patience": 4, "seed": 5, **train}
-    return EmbeddingsConfig(**base.model_dump(exclude={"model", "train"}),
-                            model=SMALL_MODEL, train=TrainConfig(**settings))
+    return EmbeddingsConfig(
+        **base.model_dump(exclude={"model", "train"}),
+        model=SMALL_MODEL,
+        train=TrainConfig(**settings),
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(small_config: PipelineConfig, small_features: FeatureSet) -> TrainResult:
-    return train_two_tower(small_features, small_cfg(small_config),
-                           validation=held_out(small_features))
+    return train_two_tower(
+        small_features, small_cfg(small_config), validation=held_out(small_features)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +105,23 @@ def test_sampled_softmax_matches_a_direct_computation() -> None:
     v = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1)
     nv = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=1)
     idx = torch.tensor([3, 5, 3, 7, 9, 1])  # item 3 twice: not a negative of itself
-    nidx = torch.tensor([5, 11, 12, 13])      # 5 is example 1's own item: masked for it
+    nidx = torch.tensor([5, 11, 12, 13])  # 5 is example 1's own item: masked for it
     logq = torch.log(torch.tensor([0.2, 0.1, 0.2, 0.05, 0.05, 0.01]))
     w = torch.tensor([1.0, 2.0, 1.0, 4.0, 1.0, 1.0])
     got = sampled_softmax_loss(u, v, idx, logq, temperature=0.1, weight=w)
-    torch.testing.assert_close(got.double(), torch.tensor(reference_loss(u, v, idx, logq, 0.1, w),
-                                                          dtype=torch.float64), rtol=1e-5, atol=1e-5)
-    got = sampled_softmax_loss(u, v, idx, logq, temperature=0.1, weight=w, neg_item=nv,
-                               neg_idx=nidx, n_items=20)
+    torch.testing.assert_close(
+        got.double(),
+        torch.tensor(reference_loss(u, v, idx, logq, 0.1, w), dtype=torch.float64),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    got = sampled_softmax_loss(
+        u, v, idx, logq, temperature=0.1, weight=w, neg_item=nv, neg_idx=nidx, n_items=20
+    )
     want = reference_loss(u, v, idx, logq, 0.1, w, nv, nidx, 20)
-    torch.testing.assert_close(got.double(), torch.tensor(want, dtype=torch.float64),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got.double(), torch.tensor(want, dtype=torch.float64), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_id_dropout_touches_only_the_id_key(small_features: FeatureSet) -> None:
@@ -130,12 +145,22 @@ def test_training_lowers_the_loss_and_keeps_the_best_epoch(trained: TrainResult)
     recalls = [e.recall for e in trained.epochs]
     assert trained.best_recall == max(recalls)
     assert list(trained.tables_per_rank) == [0]  # one process holds every table
-    assert set(trained.tables_per_rank[0]) == {"user_id", "history", "user_attr", "item_id",
-                                               "category", "brand", "token", "price", "popularity"}
+    assert set(trained.tables_per_rank[0]) == {
+        "user_id",
+        "history",
+        "user_attr",
+        "item_id",
+        "category",
+        "brand",
+        "token",
+        "price",
+        "popularity",
+    }
 
 
-def test_training_is_deterministic_given_the_seed(small_config: PipelineConfig,
-                                                  small_features: FeatureSet) -> None:
+def test_training_is_deterministic_given_the_seed(
+    small_config: PipelineConfig, small_features: FeatureSet
+) -> None:
     cfg = small_cfg(small_config, epochs=1)
     a = train_two_tower(small_features, cfg)
     b = train_two_tower(small_features, cfg)
@@ -144,16 +169,25 @@ def test_training_is_deterministic_given_the_seed(small_config: PipelineConfig,
         assert torch.equal(a.state_dict[k], b.state_dict[k]), k
 
 
-def test_checkpoint_and_export_round_trip(tmp_path: Path, trained: TrainResult, model: TwoTower,
-                                          small_features: FeatureSet) -> None:
+def test_checkpoint_and_export_round_trip(
+    tmp_path: Path, trained: TrainResult, model: TwoTower, small_features: FeatureSet
+) -> None:
     save_checkpoint(tmp_path, trained.state_dict, trained.sizes, SMALL_MODEL)
     loaded = load_checkpoint(tmp_path)
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
-    items, users = export_vectors(loaded, small_features, known_items=trained.known_items,
-                                  known_users=trained.known_users, history_length=50,
-                                  folder=tmp_path)
-    back_items, back_users = load_vectors(tmp_path / "items.parquet"), load_vectors(tmp_path / "users.parquet")
+    items, users = export_vectors(
+        loaded,
+        small_features,
+        known_items=trained.known_items,
+        known_users=trained.known_users,
+        history_length=50,
+        folder=tmp_path,
+    )
+    back_items, back_users = (
+        load_vectors(tmp_path / "items.parquet"),
+        load_vectors(tmp_path / "users.parquet"),
+    )
     assert back_items.ids.to_list() == small_features.items["item_id"].to_list()
     assert back_users.ids.to_list() == small_features.users["user_id"].to_list()
     np.testing.assert_array_equal(back_items.matrix, items.matrix)
@@ -164,23 +198,32 @@ def test_checkpoint_and_export_round_trip(tmp_path: Path, trained: TrainResult, 
     assert cold.any() and (~cold).any()
     np.testing.assert_array_equal(cold, ~trained.known_items[back_items.index])
     table = ItemTable.from_features(small_features)
-    content = item_vectors(loaded, table, np.zeros(trained.sizes.item, bool), batch_size=512,
-                           device=torch.device("cpu")).numpy()
+    content = item_vectors(
+        loaded,
+        table,
+        np.zeros(trained.sizes.item, bool),
+        batch_size=512,
+        device=torch.device("cpu"),
+    ).numpy()
     np.testing.assert_allclose(back_items.matrix[cold], content[back_items.index[cold]], atol=1e-6)
     assert not np.allclose(back_items.matrix[~cold], content[back_items.index[~cold]], atol=1e-3)
 
 
-def test_user_encoder_matches_the_user_tower_without_torchrec(tmp_path: Path, trained: TrainResult,
-                                                              model: TwoTower,
-                                                              small_features: FeatureSet) -> None:
+def test_user_encoder_matches_the_user_tower_without_torchrec(
+    tmp_path: Path, trained: TrainResult, model: TwoTower, small_features: FeatureSet
+) -> None:
     save_checkpoint(tmp_path, trained.state_dict, trained.sizes, SMALL_MODEL)
     enc = UserEncoder.from_state_dict(load_state_dict(tmp_path))
     table = UserTable.from_features(small_features, history_length=50)
     users = np.array([1, 2, 3, 50, 120])
-    histories = [table.history.values[table.history.offsets[u]:table.history.offsets[u + 1]].tolist()
-                 for u in users]
-    attrs = [table.attrs.values[table.attrs.offsets[u]:table.attrs.offsets[u + 1]].tolist()
-             for u in users]
+    histories = [
+        table.history.values[table.history.offsets[u] : table.history.offsets[u + 1]].tolist()
+        for u in users
+    ]
+    attrs = [
+        table.attrs.values[table.attrs.offsets[u] : table.attrs.offsets[u + 1]].tolist()
+        for u in users
+    ]
     want = model.encode_users(table.kjt(users)).detach().numpy()
     np.testing.assert_allclose(enc.encode(histories, attrs, users.tolist()), want, atol=1e-5)
     # A brand-new user: no id, a short history, one attribute; and one with nothing at all.
@@ -199,7 +242,8 @@ def medium(tmp_path_factory: pytest.TempPathFactory) -> tuple[PipelineConfig, Fe
 
 
 def test_content_only_vectors_rank_new_items_better_than_chance(
-        medium: tuple[PipelineConfig, FeatureSet]) -> None:
+    medium: tuple[PipelineConfig, FeatureSet],
+) -> None:
     """Products that never appear in training, ranked by their content-only vectors for the
     users who went on to interact with them, against a random ranking of the same items."""
     base, features = medium
@@ -216,10 +260,17 @@ def test_content_only_vectors_rank_new_items_better_than_chance(
     cold = held_out(fs).restrict(corpus)
     assert len(cold) >= 30
     cpu = torch.device("cpu")
-    iv = item_vectors(model, ItemTable.from_features(fs), result.known_items, batch_size=512,
-                      device=cpu)
-    uv = user_vectors(model, UserTable.from_features(fs, history_length=50), cold.users,
-                      result.known_users, batch_size=512, device=cpu)
+    iv = item_vectors(
+        model, ItemTable.from_features(fs), result.known_items, batch_size=512, device=cpu
+    )
+    uv = user_vectors(
+        model,
+        UserTable.from_features(fs, history_length=50),
+        cold.users,
+        result.known_users,
+        batch_size=512,
+        device=cpu,
+    )
     k = 10
     model_recall = recall_at_k(vector_scores(uv, iv), cold, k)
     chance = np.mean([recall_at_k(random_scores(len(corpus), seed=s), cold, k) for s in range(20)])

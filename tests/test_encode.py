@@ -22,8 +22,10 @@ def test_indices_are_contiguous_from_one_and_unknown_is_oov() -> None:
 
 def test_integer_ids_encode_like_their_text() -> None:
     v = Vocabulary.fit("user", pl.Series([10, 2, 33]))
-    assert v.encode_series(pl.Series(["2", "10"])).to_list() == \
-        v.encode_series(pl.Series([2, 10])).to_list()
+    assert (
+        v.encode_series(pl.Series(["2", "10"])).to_list()
+        == v.encode_series(pl.Series([2, 10])).to_list()
+    )
 
 
 def test_round_trip_keeps_every_index(tmp_path: Path) -> None:
@@ -38,7 +40,9 @@ def test_round_trip_keeps_every_index(tmp_path: Path) -> None:
 def test_new_data_reuses_the_saved_vocabulary(tmp_path: Path) -> None:
     Vocabulary.fit("item", pl.Series(["a", "b"])).save(tmp_path)
     v = Vocabulary.load(tmp_path, "item")
-    df = pl.DataFrame({"item_id": ["b", "c", "a"]}).with_columns(v.encode(pl.col("item_id")).alias("idx"))
+    df = pl.DataFrame({"item_id": ["b", "c", "a"]}).with_columns(
+        v.encode(pl.col("item_id")).alias("idx")
+    )
     assert df["idx"].to_list() == [2, OOV, 1]
 
 

@@ -7,7 +7,13 @@ import pytest
 import scipy.sparse as sp
 
 from engine.evaluation.baselines import (
-    Interactions, als, ease, item_knn, popularity, top_items, top_of_scores,
+    Interactions,
+    als,
+    ease,
+    item_knn,
+    popularity,
+    top_items,
+    top_of_scores,
 )
 from engine.evaluation.beyond import beyond_accuracy, intra_list_diversity, popularity_percentile
 
@@ -37,8 +43,9 @@ def test_ease_matches_the_closed_form() -> None:
     b = -p / np.diag(p)[None, :]
     np.fill_diagonal(b, 0.0)
     rows = np.arange(5)
-    np.testing.assert_allclose(ease(x, lam, max_items=100)(rows), dense[rows] @ b, rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        ease(x, lam, max_items=100)(rows), dense[rows] @ b, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_ease_scores_only_its_items() -> None:
@@ -77,8 +84,13 @@ def test_top_items_never_lists_seen_or_ineligible_items() -> None:
 
 def test_als_learns_the_taste_groups() -> None:
     x = blocks(seed=1)
-    top = top_items(als(x, factors=2, regularization=1.0, iterations=20, alpha=5.0, seed=0),
-                    np.arange(40), x.matrix, np.ones(12, bool), 2)
+    top = top_items(
+        als(x, factors=2, regularization=1.0, iterations=20, alpha=5.0, seed=0),
+        np.arange(40),
+        x.matrix,
+        np.ones(12, bool),
+        2,
+    )
     own = [(row < 6).all() if user < 20 else (row >= 6).all() for user, row in enumerate(top)]
     assert np.mean(own) > 0.9
 
@@ -89,7 +101,7 @@ def test_top_of_scores_orders_and_pads() -> None:
 
 
 def test_beyond_accuracy_hand_case() -> None:
-    counts = np.array([0, 10, 5, 1, 0])   # item 0 is the OOV row
+    counts = np.array([0, 10, 5, 1, 0])  # item 0 is the OOV row
     category = np.array([-1, 7, 7, 8, 8])
     eligible = np.array([False, True, True, True, True])
     top = np.array([[1, 2], [1, 3]])
@@ -97,7 +109,7 @@ def test_beyond_accuracy_hand_case() -> None:
     assert out["coverage"] == pytest.approx(3 / 4)
     info = -np.log2((counts + 1) / 20)
     assert out["novelty"] == pytest.approx(info[[1, 2, 1, 3]].mean())
-    assert out["diversity"] == pytest.approx(0.5)   # same category, then different
+    assert out["diversity"] == pytest.approx(0.5)  # same category, then different
     pct = popularity_percentile(counts, eligible)
     assert pct[1] == 1.0 and pct[4] == 0.0
     assert out["popularity_percentile"] == pytest.approx(pct[[1, 2, 1, 3]].mean())

@@ -12,8 +12,9 @@ from engine.evaluation.metrics import Truth, ranking_metrics
 
 
 def truth_of(rows: list[tuple[int, int, int]]) -> Truth:
-    return Truth.from_frame(pl.DataFrame(rows, schema=["user_idx", "item_idx", "label"],
-                                         orient="row"))
+    return Truth.from_frame(
+        pl.DataFrame(rows, schema=["user_idx", "item_idx", "label"], orient="row")
+    )
 
 
 def test_hand_computed_case() -> None:
@@ -59,6 +60,7 @@ def test_subset_and_item_restriction() -> None:
 
 def test_agrees_with_ranx_on_random_runs() -> None:
     import ranx  # a dev dependency: this check must never be skipped
+
     rng = np.random.default_rng(0)
     n_users, n_items, k = 200, 60, 20
     rows, top = [], np.full((n_users, k), -1)
@@ -73,11 +75,21 @@ def test_agrees_with_ranx_on_random_runs() -> None:
     for u, i, g in rows:
         qrels_dict.setdefault(f"u{u:04d}", {})[f"i{i}"] = g
     qrels = ranx.Qrels(qrels_dict)
-    run = ranx.Run({f"u{u:04d}": {f"i{i}": float(k - r) for r, i in enumerate(top[u]) if i >= 0}
-                    for u in range(n_users)})
+    run = ranx.Run(
+        {
+            f"u{u:04d}": {f"i{i}": float(k - r) for r, i in enumerate(top[u]) if i >= 0}
+            for u in range(n_users)
+        }
+    )
     ours = ranking_metrics(top, truth, [5, 10, 20])
-    names = {"ndcg": "ndcg_burges", "map": "map", "mrr": "mrr", "recall": "recall",
-             "precision": "precision", "hit_rate": "hit_rate"}
+    names = {
+        "ndcg": "ndcg_burges",
+        "map": "map",
+        "mrr": "mrr",
+        "recall": "recall",
+        "precision": "precision",
+        "hit_rate": "hit_rate",
+    }
     for k_ in (5, 10, 20):
         for mine, theirs in names.items():
             want = ranx.evaluate(qrels, run, f"{theirs}@{k_}", return_mean=False)

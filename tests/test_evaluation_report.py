@@ -56,8 +56,16 @@ def test_page_has_every_section_and_only_embedded_images(report: Path) -> None:
 
 def test_metrics_json_holds_every_method_and_the_verdict(report: Path) -> None:
     doc = json.loads((report / "metrics.json").read_text())
-    assert {"final", "reranked", "two_tower", "popularity", "item_knn", "ease", "als",
-            "oracle"} <= set(doc["methods"])
+    assert {
+        "final",
+        "reranked",
+        "two_tower",
+        "popularity",
+        "item_knn",
+        "ease",
+        "als",
+        "oracle",
+    } <= set(doc["methods"])
     for name, m in doc["methods"].items():
         for metric in ("recall", "precision", "ndcg", "map", "mrr", "hit_rate"):
             for k in doc["protocol"]["ks"]:
@@ -86,8 +94,17 @@ def test_compare_prints_the_deltas(report: Path, tmp_path: Path) -> None:
     doc["methods"]["final"]["metrics"]["ndcg@10"] = before + 0.25
     other = tmp_path / "metrics.json"
     other.write_text(json.dumps(doc))
-    result = runner.invoke(app, ["evaluate", "--compare", str(report), str(other),
-                                 "--match", r"methods\.final\.metrics\.ndcg@10$"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--compare",
+            str(report),
+            str(other),
+            "--match",
+            r"methods\.final\.metrics\.ndcg@10$",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "+0.2500" in result.output and "methods.final.metrics.ndcg@10" in result.output
 
@@ -100,15 +117,32 @@ def test_compare_names_a_missing_report(tmp_path: Path) -> None:
 def test_ads_section_shows_calibration_and_the_policy_estimates(report: Path) -> None:
     doc = json.loads((report / "metrics.json").read_text())
     doc["ads"] = {
-        "click_model": {"impressions": 900, "click_rate": 0.07, "auc": 0.7, "auc_raw": 0.71,
-                        "logloss": 0.24, "logloss_raw": 0.25, "logloss_base_rate": 0.26,
-                        "ece": 0.012, "ece_raw": 0.02,
-                        "reliability": {"predicted": [0.02, 0.07, 0.2],
-                                        "observed": [0.03, 0.06, 0.21]}},
-        "policy": {"requests": 900, "effective_sample_size": 80.5, "logged_click_rate": 0.07,
-                   "logged_revenue": 0.05, "ips_click_rate": 0.15, "ips_revenue": 0.17,
-                   "snips_click_rate": 0.14, "snips_revenue": 0.16, "true_click_rate": 0.12,
-                   "true_revenue": 0.138, "oracle_revenue": 0.186}}
+        "click_model": {
+            "impressions": 900,
+            "click_rate": 0.07,
+            "auc": 0.7,
+            "auc_raw": 0.71,
+            "logloss": 0.24,
+            "logloss_raw": 0.25,
+            "logloss_base_rate": 0.26,
+            "ece": 0.012,
+            "ece_raw": 0.02,
+            "reliability": {"predicted": [0.02, 0.07, 0.2], "observed": [0.03, 0.06, 0.21]},
+        },
+        "policy": {
+            "requests": 900,
+            "effective_sample_size": 80.5,
+            "logged_click_rate": 0.07,
+            "logged_revenue": 0.05,
+            "ips_click_rate": 0.15,
+            "ips_revenue": 0.17,
+            "snips_click_rate": 0.14,
+            "snips_revenue": 0.16,
+            "true_click_rate": 0.12,
+            "true_revenue": 0.138,
+            "oracle_revenue": 0.186,
+        },
+    }
     section = render(doc).split('<section id="ads">')[1].split("</section>")[0]
     assert section.count("data:image/png;base64,") == 1
     for text in ("0.0120", "SNIPS", "0.1380", "0.1860", "80.5"):

@@ -32,8 +32,11 @@ def ranking_data(seed: int = 0, queries: int = 40, per: int = 25) -> RankData:
 
 @pytest.fixture(scope="module")
 def booster() -> lgb.Booster:
-    return train_ranker(ranking_data(), NAMES, RankerConfig(
-        num_boost_round=40, num_leaves=15, min_data_in_leaf=10, learning_rate=0.1))
+    return train_ranker(
+        ranking_data(),
+        NAMES,
+        RankerConfig(num_boost_round=40, num_leaves=15, min_data_in_leaf=10, learning_rate=0.1),
+    )
 
 
 @pytest.mark.parametrize("shap_trees", [0, 1, 10, 40, 500])
@@ -41,8 +44,9 @@ def test_contributions_sum_to_the_raw_score(booster: lgb.Booster, shap_trees: in
     x = ranking_data(seed=1).x
     contrib = contributions(booster, x, shap_trees=shap_trees)
     assert contrib.shape == (len(x), len(NAMES) + 1)
-    np.testing.assert_allclose(contrib.sum(axis=1), booster.predict(x, raw_score=True),
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        contrib.sum(axis=1), booster.predict(x, raw_score=True), rtol=0, atol=1e-9
+    )
     # the bias is the model's expected score, the same whichever trees TreeSHAP explains
     shap_bias = booster.predict(x[:1], pred_contrib=True)[0, -1]
     np.testing.assert_allclose(contrib[:, -1], shap_bias, rtol=0, atol=1e-9)
@@ -50,8 +54,9 @@ def test_contributions_sum_to_the_raw_score(booster: lgb.Booster, shap_trees: in
 
 def test_shap_trees_beyond_the_model_is_treeshap(booster: lgb.Booster) -> None:
     x = ranking_data(seed=2).x
-    np.testing.assert_array_equal(contributions(booster, x, shap_trees=10_000),
-                                  booster.predict(x, pred_contrib=True))
+    np.testing.assert_array_equal(
+        contributions(booster, x, shap_trees=10_000), booster.predict(x, pred_contrib=True)
+    )
 
 
 def test_only_the_best_iteration_is_explained(booster: lgb.Booster) -> None:
@@ -59,16 +64,27 @@ def test_only_the_best_iteration_is_explained(booster: lgb.Booster) -> None:
     short = lgb.Booster(model_str=booster.model_to_string())
     short.best_iteration = 25  # as an early-stopped fit leaves it
     for shap_trees in (0, 10, 100):
-        np.testing.assert_allclose(contributions(short, x, shap_trees=shap_trees).sum(axis=1),
-                                   short.predict(x, num_iteration=25), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(
+            contributions(short, x, shap_trees=shap_trees).sum(axis=1),
+            short.predict(x, num_iteration=25),
+            rtol=0,
+            atol=1e-9,
+        )
 
 
 def test_path_attribution_is_treeshap_on_single_splits() -> None:
     data = ranking_data(seed=4)
-    stumps = train_ranker(data, NAMES, RankerConfig(num_boost_round=30, num_leaves=2,
-                                                    min_data_in_leaf=10, learning_rate=0.2))
-    np.testing.assert_allclose(contributions(stumps, data.x, shap_trees=0),
-                               stumps.predict(data.x, pred_contrib=True), rtol=0, atol=1e-9)
+    stumps = train_ranker(
+        data,
+        NAMES,
+        RankerConfig(num_boost_round=30, num_leaves=2, min_data_in_leaf=10, learning_rate=0.2),
+    )
+    np.testing.assert_allclose(
+        contributions(stumps, data.x, shap_trees=0),
+        stumps.predict(data.x, pred_contrib=True),
+        rtol=0,
+        atol=1e-9,
+    )
 
 
 def test_the_path_table_is_built_once_per_model(booster: lgb.Booster) -> None:
@@ -86,22 +102,34 @@ def test_texts_name_the_leading_feature(booster: lgb.Booster) -> None:
     # the text is the largest contribution, with its value
     contrib = contributions(booster, x)[:, :-1]
     j = np.argmax(np.abs(contrib), axis=1)
-    assert all(t.startswith(f"{NAMES[k]} {contrib[r, k]:+.3f}") for r, (t, k)
-               in enumerate(zip(texts, j, strict=True)))
+    assert all(
+        t.startswith(f"{NAMES[k]} {contrib[r, k]:+.3f}")
+        for r, (t, k) in enumerate(zip(texts, j, strict=True))
+    )
 
 
 def test_lists_explain_their_rows_in_the_same_format(booster: lgb.Booster) -> None:
     rng = np.random.default_rng(6)
     data = ranking_data(seed=6, queries=5)
-    frame = pl.DataFrame({"user_idx": np.repeat(np.arange(1, 6), 25),
-                          "item_idx": np.tile(np.arange(1, 26), 5), "sources": "ann",
-                          **{n: data.x[:, j] for j, n in enumerate(NAMES)}})
-    facts = ItemFacts(brand=rng.integers(0, 3, 26), category=rng.integers(0, 3, 26),
-                      eligible=np.ones(26, bool))
-    lists = product_lists(frame, booster.predict(data.x), facts, k=4,
-                          rules=RulesConfig(max_per_brand=2))
+    frame = pl.DataFrame(
+        {
+            "user_idx": np.repeat(np.arange(1, 6), 25),
+            "item_idx": np.tile(np.arange(1, 26), 5),
+            "sources": "ann",
+            **{n: data.x[:, j] for j, n in enumerate(NAMES)},
+        }
+    )
+    facts = ItemFacts(
+        brand=rng.integers(0, 3, 26), category=rng.integers(0, 3, 26), eligible=np.ones(26, bool)
+    )
+    lists = product_lists(
+        frame, booster.predict(data.x), facts, k=4, rules=RulesConfig(max_per_brand=2)
+    )
     lists = with_explanations(lists, frame, booster, NAMES)
     assert lists.height == 20
     for why in lists["why"].to_list():
-        assert re.fullmatch(r"sources: ann; [a-d] [+-]\d+\.\d{3}(, [a-d] [+-]\d+\.\d{3}){2}"
-                            r"(; rules: .+)?", why), why
+        assert re.fullmatch(
+            r"sources: ann; [a-d] [+-]\d+\.\d{3}(, [a-d] [+-]\d+\.\d{3}){2}"
+            r"(; rules: .+)?",
+            why,
+        ), why

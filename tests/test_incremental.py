@@ -23,7 +23,9 @@ def without_newest(folder: Path, share: float = 0.1) -> tuple[set[str], set[str]
     items = pl.read_parquet(folder / "items.parquet")
     users = pl.read_parquet(folder / "users.parquet")
     products = items.filter(pl.col("kind") == "product").sort("created_ts", "item_id")
-    new_items = set(products.tail(int(products.height * share))["item_id"].cast(pl.String).to_list())
+    new_items = set(
+        products.tail(int(products.height * share))["item_id"].cast(pl.String).to_list()
+    )
     by_signup = users.sort("signup_ts", "user_id")
     new_users = set(by_signup.tail(int(users.height * share))["user_id"].cast(pl.String).to_list())
     inter = pl.read_parquet(folder / "interactions.parquet")
@@ -36,7 +38,7 @@ def without_newest(folder: Path, share: float = 0.1) -> tuple[set[str], set[str]
 
 
 @pytest.fixture(scope="module")
-def runs(small_data: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def runs(small_data: Path, tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("incremental")
     config = small_job(small_data, folder / "data")
     new_items, new_users = without_newest(folder / "data")
@@ -49,7 +51,7 @@ def runs(small_data: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: A
     return cfg, root, first, second, new_items, new_users
 
 
-def test_new_items_and_users_join_without_a_retrain(runs) -> None:  # noqa: ANN001
+def test_new_items_and_users_join_without_a_retrain(runs) -> None:
     cfg, root, first, second, new_items, new_users = runs
     assert second.published and current_version(root) == second.version
     manifest = verify(second.version)
@@ -65,22 +67,24 @@ def test_new_items_and_users_join_without_a_retrain(runs) -> None:  # noqa: ANN0
     assert joined.height == len(new_items) and joined["content_only"].all()
     indexed = set(pl.read_parquet(second.version / "index" / "rows.parquet")["item_idx"].to_list())
     eligible = pl.read_parquet(second.version / "features" / "items.parquet").filter(
-        pl.col("item_id").is_in(list(new_items)) & pl.col("available"))
+        pl.col("item_id").is_in(list(new_items)) & pl.col("available")
+    )
     assert eligible.height and set(eligible["item_idx"].to_list()) <= indexed
     lists = pl.read_parquet(second.version / "recs" / "kind=product" / "*.parquet")
     assert new_users <= set(lists["user_id"].to_list())
     assert lists["item_id"].is_in(list(new_items)).any()  # new items reach the lists
 
 
-def test_unchanged_inputs_publish_nothing_after_an_incremental_run(runs) -> None:  # noqa: ANN001
+def test_unchanged_inputs_publish_nothing_after_an_incremental_run(runs) -> None:
     cfg, root, _, second, _, _ = runs
     again = run_nightly(cfg, root, incremental=True)
     assert again.reason == "unchanged" and current_version(root) == second.version
 
 
-def test_old_models_retrain_in_full(runs) -> None:  # noqa: ANN001
+def test_old_models_retrain_in_full(runs) -> None:
     cfg, root, _, second, _, _ = runs
-    stale = cfg.model_copy(update={"jobs": cfg.jobs.model_copy(update={
-        "full_retrain_days": 1e-9, "k": 4})})
+    stale = cfg.model_copy(
+        update={"jobs": cfg.jobs.model_copy(update={"full_retrain_days": 1e-9, "k": 4})}
+    )
     full = run_nightly(stale, root, incremental=True, force=True)  # figures of other data
     assert read_manifest(full.version)["incremental_from"] is None

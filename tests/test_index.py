@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from engine.index import (IndexConfig, ItemIndex, build_index, choose_kind, exact_top_k,
-                          search_all)
+from engine.index import IndexConfig, ItemIndex, build_index, choose_kind, exact_top_k, search_all
 from engine.index.faiss_device import gpu_count
 from pipelines.errors import DataError
 
@@ -42,8 +41,9 @@ def corpus() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module", params=KINDS)
-def built(request: pytest.FixtureRequest, corpus: tuple[np.ndarray, np.ndarray]
-          ) -> tuple[ItemIndex, dict]:
+def built(
+    request: pytest.FixtureRequest, corpus: tuple[np.ndarray, np.ndarray]
+) -> tuple[ItemIndex, dict]:
     x, ids = corpus
     cfg = IndexConfig(kind=request.param, recall_target=0.95, k=50, eval_queries=200, pq_m=16)
     return build_index(x, ids, cfg, queries=near(x, 500, seed=1))
@@ -67,8 +67,9 @@ def test_flat_is_exact_on_a_small_set() -> None:
     np.testing.assert_allclose(scores, np.sort(q @ x.T, axis=1)[:, ::-1][:, :20], rtol=1e-5)
 
 
-def test_each_kind_meets_its_measured_recall(built: tuple[ItemIndex, dict],
-                                             corpus: tuple[np.ndarray, np.ndarray]) -> None:
+def test_each_kind_meets_its_measured_recall(
+    built: tuple[ItemIndex, dict], corpus: tuple[np.ndarray, np.ndarray]
+) -> None:
     idx, figures = built
     x, ids = corpus
     floor = {"flat": 1.0, "ivf_flat": 0.95, "hnsw": 0.95, "ivf_pq": 0.6}[idx.kind]
@@ -81,7 +82,9 @@ def test_each_kind_meets_its_measured_recall(built: tuple[ItemIndex, dict],
     assert (np.diff(idx.search(q, 50)[0], axis=1) <= 1e-6).all(), "scores not sorted"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_filters_are_never_violated(built: tuple[ItemIndex, dict], data: st.DataObject) -> None:
     idx, _ = built
@@ -93,8 +96,9 @@ def test_filters_are_never_violated(built: tuple[ItemIndex, dict], data: st.Data
     q = clustered(n_q, seed=seed % 1000)
     blocked_share = data.draw(st.sampled_from([0.0, 0.1, 0.9, 0.999]), label="blocked share")
     allowed = rng.random(n + 1) >= blocked_share
-    exclude = [rng.choice(np.arange(1, n + 1), rng.integers(0, 300), replace=False)
-               for _ in range(n_q)]
+    exclude = [
+        rng.choice(np.arange(1, n + 1), rng.integers(0, 300), replace=False) for _ in range(n_q)
+    ]
     scores, items = idx.search(q, k, exclude=exclude, allowed=allowed)
     assert items.shape == (n_q, k)
     for row, excl in zip(items, exclude, strict=True):
@@ -134,19 +138,24 @@ def test_gpu_index_matches_cpu(corpus: tuple[np.ndarray, np.ndarray]) -> None:
     q = clustered(64, seed=3)
     allowed = np.ones(len(x) + 1, bool)
     allowed[::3] = False
-    np.testing.assert_array_equal(gpu.search(q, 20, allowed=allowed)[1],
-                                  cpu.search(q, 20, allowed=allowed)[1])
+    np.testing.assert_array_equal(
+        gpu.search(q, 20, allowed=allowed)[1], cpu.search(q, 20, allowed=allowed)[1]
+    )
 
 
-def test_batch_search_in_chunks_equals_one_search(built: tuple[ItemIndex, dict],
-                                                  corpus: tuple[np.ndarray, np.ndarray]) -> None:
+def test_batch_search_in_chunks_equals_one_search(
+    built: tuple[ItemIndex, dict], corpus: tuple[np.ndarray, np.ndarray]
+) -> None:
     idx, _ = built
     x, _ = corpus
     q = near(x, 50, seed=11)
     seen = [np.array([i + 1, i + 2]) for i in range(50)]
     done: list[int] = []
-    chunks = list(search_all(idx, q, 10, exclude=lambda rows: [seen[r] for r in rows], chunk=16,
-                             report=done.append))
+    chunks = list(
+        search_all(
+            idx, q, 10, exclude=lambda rows: [seen[r] for r in rows], chunk=16, report=done.append
+        )
+    )
     assert done == [16, 16, 16, 2]
     items = np.concatenate([c[2] for c in chunks])
     np.testing.assert_array_equal(items, idx.search(q, 10, exclude=seen)[1])
@@ -160,20 +169,23 @@ def test_eligibility_keeps_available_items_and_ads_in_flight() -> None:
     from engine.index.eligibility import eligible_items
 
     t = datetime(2026, 5, 1)
-    items = pl.DataFrame({
-        "item_idx": [1, 2, 3, 4, 5, 6],
-        "kind": ["product", "product", "ad", "ad", "ad", "ad"],
-        "available": [True, False, True, True, True, True],
-        "start_ts": [None, None, datetime(2026, 4, 1), datetime(2026, 5, 2), None, None],
-        "end_ts": [None, None, datetime(2026, 6, 1), None, t, None],
-    })
+    items = pl.DataFrame(
+        {
+            "item_idx": [1, 2, 3, 4, 5, 6],
+            "kind": ["product", "product", "ad", "ad", "ad", "ad"],
+            "available": [True, False, True, True, True, True],
+            "start_ts": [None, None, datetime(2026, 4, 1), datetime(2026, 5, 2), None, None],
+            "end_ts": [None, None, datetime(2026, 6, 1), None, t, None],
+        }
+    )
     assert eligible_items(items, 7, at=t).tolist() == [False, True, False, True, False, False, True]
     assert np.flatnonzero(eligible_items(items, 7, at=t, kind="ad")).tolist() == [3, 6]
 
 
 @pytest.mark.parametrize("mask", ["selector", "overfetch"])
 def test_both_mask_mechanisms_filter_and_agree_on_exact_search(
-        mask: str, corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    mask: str, corpus: tuple[np.ndarray, np.ndarray]
+) -> None:
     x, ids = corpus
     idx, _ = build_index(x, ids, IndexConfig(kind="flat", k=20, eval_queries=20))
     allowed = np.random.default_rng(3).random(len(x) + 1) > 0.3
@@ -190,7 +202,8 @@ def test_both_mask_mechanisms_filter_and_agree_on_exact_search(
 
 
 def test_one_query_excludes_inside_the_search_as_a_block_does_after_it(
-        built: tuple[ItemIndex, dict], corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    built: tuple[ItemIndex, dict], corpus: tuple[np.ndarray, np.ndarray]
+) -> None:
     """A single query (an online request) hands its exclusions to FAISS's selector with the
     eligibility bitmap; a block of queries over-fetches and filters: each query gets the
     same items and scores either way."""
@@ -200,11 +213,13 @@ def test_one_query_excludes_inside_the_search_as_a_block_does_after_it(
     q = near(x, 40, seed=13)
     allowed = rng.random(idx.size + 1) < 0.7
     block_s, block_i = idx.search(q, 50, exclude=None, allowed=allowed)
-    exclude = [rng.choice(block_i[r][block_i[r] >= 0], int(rng.integers(0, 30)), replace=False)
-               for r in range(40)]       # drop some of what each query would have found
+    exclude = [
+        rng.choice(block_i[r][block_i[r] >= 0], int(rng.integers(0, 30)), replace=False)
+        for r in range(40)
+    ]  # drop some of what each query would have found
     block_s, block_i = idx.search(q, 50, exclude=exclude, allowed=allowed)
     for r in range(40):
-        one_s, one_i = idx.search(q[r:r + 1], 50, exclude=[exclude[r]], allowed=allowed)
+        one_s, one_i = idx.search(q[r : r + 1], 50, exclude=[exclude[r]], allowed=allowed)
         np.testing.assert_array_equal(one_i[0], block_i[r])
         np.testing.assert_allclose(one_s[0], block_s[r], rtol=1e-6)
         assert not np.isin(one_i[0], exclude[r]).any() and allowed[one_i[0][one_i[0] >= 0]].all()

@@ -14,11 +14,9 @@ import scipy.sparse as sp
 from engine.candidates.itemitem import ItemItem, top_of_scores
 from engine.candidates.sequence import transitions
 
-X = sp.csr_matrix(np.array([[1, 1, 0, 0],
-                            [1, 1, 1, 0],
-                            [0, 1, 1, 0],
-                            [0, 0, 1, 1],
-                            [1, 0, 0, 1]], np.float32))
+X = sp.csr_matrix(
+    np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 1, 1], [1, 0, 0, 1]], np.float32)
+)
 
 
 def test_ease_matches_the_closed_form() -> None:
@@ -33,7 +31,7 @@ def test_ease_matches_the_closed_form() -> None:
 
 
 def test_ease_covers_only_the_most_interacted_items() -> None:
-    model = ItemItem.ease(X, lam=1.0, max_items=2)   # items 0 and 1 (3 users each; 2 has 3 too)
+    model = ItemItem.ease(X, lam=1.0, max_items=2)  # items 0 and 1 (3 users each; 2 has 3 too)
     s = model.scores(np.array([0]))
     assert np.isnan(s[0]).sum() == 2 and len(model.keep) == 2
 
@@ -50,18 +48,18 @@ def test_pair_scores_gather_the_dense_scores() -> None:
     rng = np.random.default_rng(1)
     m = sp.random(50, 30, density=0.15, format="csr", random_state=2, dtype=np.float32)
     m.data[:] = 1.0
-    for model in (ItemItem.ease(m, lam=5.0, max_items=25),
-                  ItemItem.knn(m, neighbours=5, shrink=1.0)):
+    for model in (
+        ItemItem.ease(m, lam=5.0, max_items=25),
+        ItemItem.knn(m, neighbours=5, shrink=1.0),
+    ):
         users, items = rng.integers(0, 50, 400), rng.integers(0, 30, 400)
-        blocks = model.pair_scores(users, items)          # block by block
+        blocks = model.pair_scores(users, items)  # block by block
         dense = model.scores(np.arange(50))
         np.testing.assert_allclose(blocks, dense[users, items], atol=1e-6)
         # the users of the last `scores` call are read from it, the others recomputed
-        np.testing.assert_allclose(model.pair_scores(users, items), dense[users, items],
-                                   atol=1e-6)
+        np.testing.assert_allclose(model.pair_scores(users, items), dense[users, items], atol=1e-6)
         model.scores(np.arange(10))
-        np.testing.assert_allclose(model.pair_scores(users, items), dense[users, items],
-                                   atol=1e-6)
+        np.testing.assert_allclose(model.pair_scores(users, items), dense[users, items], atol=1e-6)
 
 
 def test_top_of_scores_skips_non_finite() -> None:
@@ -73,12 +71,17 @@ def test_top_of_scores_skips_non_finite() -> None:
 def test_transitions_estimate_what_comes_next() -> None:
     t = datetime(2026, 1, 1)
     rows = [(1, 10, 0), (1, 11, 1), (1, 12, 2), (2, 10, 0), (2, 11, 1), (3, 10, 0), (3, 13, 1)]
-    pos = pl.DataFrame({"user_idx": [r[0] for r in rows], "item_idx": [r[1] for r in rows],
-                        "ts": [t + timedelta(days=r[2]) for r in rows]})
+    pos = pl.DataFrame(
+        {
+            "user_idx": [r[0] for r in rows],
+            "item_idx": [r[1] for r in rows],
+            "ts": [t + timedelta(days=r[2]) for r in rows],
+        }
+    )
     table = transitions(pos.lazy(), span=1, neighbours=10).collect()
     after_10 = {b: w for a, b, w in table.iter_rows() if a == 10}
     assert after_10 == {11: pytest.approx(2 / 3), 13: pytest.approx(1 / 3)}
-    assert not table.filter(pl.col("item_idx") == 12).height   # nothing followed 12
+    assert not table.filter(pl.col("item_idx") == 12).height  # nothing followed 12
     two = transitions(pos.lazy(), span=2, neighbours=10).collect()
     after_10 = {b: w for a, b, w in two.iter_rows() if a == 10}
     # user 1 reaches 12 two steps after 10 (weight 1/2): 2 + 1 + 0.5 in all
@@ -99,8 +102,9 @@ def test_a_sparse_models_scores_stay_sparse_and_equal_the_dense_product() -> Non
     assert got.nnz < dense.size / 3
     items = rng.integers(0, 300, len(users) * 40)
     pairs = np.repeat(users, 40)
-    np.testing.assert_array_equal(model.pair_scores(pairs, items),
-                                  dense[np.repeat(np.arange(len(users)), 40), items])
+    np.testing.assert_array_equal(
+        model.pair_scores(pairs, items), dense[np.repeat(np.arange(len(users)), 40), items]
+    )
 
 
 def test_knn_source_takes_each_users_best_unseen_eligible_items() -> None:
@@ -123,7 +127,7 @@ def test_knn_source_takes_each_users_best_unseen_eligible_items() -> None:
         want = cand[np.lexsort((cand, -dense[u, cand]))][:7]
         np.testing.assert_array_equal(items[row == u], want)
         np.testing.assert_allclose(vals[row == u], dense[u, want], rtol=1e-6)
-        _, one, one_vals, _ = source.top(np.array([u]))   # one request's own path
+        _, one, one_vals, _ = source.top(np.array([u]))  # one request's own path
         np.testing.assert_array_equal(one, want)
         np.testing.assert_array_equal(one_vals, vals[row == u])
 
@@ -131,12 +135,14 @@ def test_knn_source_takes_each_users_best_unseen_eligible_items() -> None:
 @pytest.mark.parametrize("density", [0.05, 0.3])
 @pytest.mark.parametrize("path", ["gather", "product"])
 def test_one_users_sparse_scores_equal_the_sparse_product(
-        density: float, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    density: float, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One request's sparse scores, by numpy's gather or scipy's product of the user's row
     (the cut between them moves with the catalogue's size): the block product's, bit for
     bit."""
-    monkeypatch.setattr("engine.candidates.itemitem.GATHER_VALUES",
-                        10**9 if path == "gather" else -1)
+    monkeypatch.setattr(
+        "engine.candidates.itemitem.GATHER_VALUES", 10**9 if path == "gather" else -1
+    )
     rng = np.random.default_rng(9)
     hist = sp.csr_matrix((rng.random((50, 400)) < density).astype(np.float32))
     model = ItemItem.knn(hist, neighbours=30, shrink=2.0)

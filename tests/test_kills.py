@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,8 +26,9 @@ from tests.test_nightly import _nightly_cmd, small_job
 def store(root: Path) -> tuple[Path | None, dict[str, str]]:
     """`current`'s target and every version's run key, each version verified (a partial
     one fails here)."""
-    return current_version(root), {p.name: str(verify(p)["run_key"])
-                                   for p in sorted((root / VERSIONS).iterdir())}
+    return current_version(root), {
+        p.name: str(verify(p)["run_key"]) for p in sorted((root / VERSIONS).iterdir())
+    }
 
 
 ORDER = [name for name, _ in STAGES] + ["publish"]
@@ -49,11 +49,18 @@ def run_killed_in(config: Path, root: Path, stage: str | None, after_s: float) -
     """Run the job, wait until it starts `stage` (None: at once), SIGKILL it `after_s`
     seconds later; the stage it was in, or None when it finished first."""
     since = time.time()
-    proc = subprocess.Popen(_nightly_cmd(config, root), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        _nightly_cmd(config, root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
-        while stage is not None and proc.poll() is None and stage_running(root, since) not in (
-                ORDER[ORDER.index(stage):]):
+        while (
+            stage is not None
+            and proc.poll() is None
+            and stage_running(root, since) not in (ORDER[ORDER.index(stage) :])
+        ):
             time.sleep(0.02)
         proc.wait(timeout=after_s)
     except subprocess.TimeoutExpired:
@@ -67,8 +74,9 @@ def run_killed_in(config: Path, root: Path, stage: str | None, after_s: float) -
     return None
 
 
-def kill_rounds(small_data: Path, folder: Path, *, kills: int, kills_per_round: int,
-                seed: int, max_rounds: int) -> Counter[str]:
+def kill_rounds(
+    small_data: Path, folder: Path, *, kills: int, kills_per_round: int, seed: int, max_rounds: int
+) -> Counter[str]:
     """New versions built until `kills` kills have landed, each killed up to
     `kills_per_round` times before a run is let through: at a random moment of a random
     stage not yet done (a stage is drawn, then a moment within its length in an
@@ -90,8 +98,9 @@ def kill_rounds(small_data: Path, folder: Path, *, kills: int, kills_per_round: 
             done = {p.stem for p in root.glob("staging/*/stages/*.json")}
             stage = rng.choice([n for n in ORDER if n not in done])
             versions_before = set(store(root)[1])
-            killed_in = run_killed_in(config, root, stage,
-                                      rng.uniform(0, max(seconds.get(stage, 0.0), 0.2)))
+            killed_in = run_killed_in(
+                config, root, stage, rng.uniform(0, max(seconds.get(stage, 0.0), 0.2))
+            )
             if killed_in is None:
                 break  # it finished before the kill
             now_live, now = store(root)
@@ -117,7 +126,6 @@ def test_random_kills_leave_a_complete_current(small_data: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_twenty_four_random_kills_across_the_stages(small_data: Path, tmp_path: Path) -> None:
-    hit = kill_rounds(small_data, tmp_path, kills=24, kills_per_round=4, seed=2026,
-                      max_rounds=24)
+    hit = kill_rounds(small_data, tmp_path, kills=24, kills_per_round=4, seed=2026, max_rounds=24)
     assert sum(hit.values()) == 24  # the rounds had room for every kill
     assert len(set(hit) - {"start-up"}) >= 5, hit  # the kills reached most stages

@@ -10,15 +10,23 @@ from engine.lookup import ByKey
 
 def test_by_key_gives_the_rows_a_semi_join_gives() -> None:
     rng = np.random.default_rng(0)
-    frame = pl.DataFrame({"item_idx": rng.integers(0, 50, 400).astype(np.int32),
-                          "neighbour": rng.integers(0, 50, 400), "w": rng.random(400)})
+    frame = pl.DataFrame(
+        {
+            "item_idx": rng.integers(0, 50, 400).astype(np.int32),
+            "neighbour": rng.integers(0, 50, 400),
+            "w": rng.random(400),
+        }
+    )
     table = ByKey(frame, "item_idx")
     keys = np.array([7, 3, 7, 49, 1000, -1])  # repeated and absent keys
     got = table.rows(keys)
     want = frame.with_columns(pl.col("item_idx").cast(pl.Int64)).join(
-        pl.DataFrame({"item_idx": np.unique(keys)}), on="item_idx", how="semi")
+        pl.DataFrame({"item_idx": np.unique(keys)}), on="item_idx", how="semi"
+    )
     assert got.schema["item_idx"] == pl.Int64
     assert got.sort(pl.all()).equals(want.sort(pl.all()))
-    assert ByKey(frame.rename({"item_idx": "user_idx"})).rows(np.array([3])).height == \
-        frame.filter(pl.col("item_idx") == 3).height
+    assert (
+        ByKey(frame.rename({"item_idx": "user_idx"})).rows(np.array([3])).height
+        == frame.filter(pl.col("item_idx") == 3).height
+    )
     assert table.rows(np.empty(0, np.int64)).height == 0

@@ -88,13 +88,17 @@ def test_publishes_a_complete_verified_version(job: tuple[EngineConfig, Path]) -
     for key in ("inputs", "config", "libraries", "metrics", "files", "run_key", "gate"):
         assert key in manifest, key
     products = pl.read_parquet(live / "recs" / "kind=product" / "*.parquet")
-    assert products.columns[:4] == ["user_id", "rank", "item_id", "score"] and "why" in products.columns
+    assert (
+        products.columns[:4] == ["user_id", "rank", "item_id", "score"]
+        and "why" in products.columns
+    )
     items = pl.read_parquet(cfg.data.items)
     known = set(items.filter(pl.col("kind") == "product")["item_id"].to_list())
     assert set(products["item_id"].to_list()) <= known  # no padding, no ads, no unknown ids
     per_user = products.group_by("user_id").agg(pl.col("rank").sort())
-    assert all(r == list(range(1, len(r) + 1)) and len(r) <= cfg.jobs.k
-               for r in per_user["rank"].to_list())
+    assert all(
+        r == list(range(1, len(r) + 1)) and len(r) <= cfg.jobs.k for r in per_user["rank"].to_list()
+    )
     assert per_user.height == pl.read_parquet(cfg.data.users).height
     assert products["why"].str.starts_with("sources: ").all()
     ads = pl.read_parquet(live / "recs" / "kind=ad" / "*.parquet")
@@ -119,7 +123,7 @@ def test_gate_holds_current_unless_forced(job: tuple[EngineConfig, Path]) -> Non
     live = current_version(root)
     assert live is not None
     manifest = read_manifest(live)
-    manifest["gate"] = {k: 1.0 for k in manifest["gate"]}  # a live version no model can match
+    manifest["gate"] = dict.fromkeys(manifest["gate"], 1.0)  # a live version no model can match
     (live / "manifest.json").write_text(json.dumps(manifest))
     changed = cfg.model_copy(update={"jobs": cfg.jobs.model_copy(update={"k": 4})})
     with pytest.raises(QualityGateError, match="quality gate"):
@@ -130,16 +134,25 @@ def test_gate_holds_current_unless_forced(job: tuple[EngineConfig, Path]) -> Non
     assert read_manifest(forced.version)["forced"] is True
     verify(forced.version)
     # retention 2: a third version removes the oldest, never the live one
-    third = run_nightly(cfg.model_copy(update={"jobs": cfg.jobs.model_copy(update={"k": 3})}),
-                        root, force=True)
+    third = run_nightly(
+        cfg.model_copy(update={"jobs": cfg.jobs.model_copy(update={"k": 3})}), root, force=True
+    )
     names = sorted(p.name for p in (root / VERSIONS).iterdir())
     assert len(names) == 2 and third.version.name in names and live.name not in names
     assert not list((root / "staging").iterdir())  # no run's leftovers stay behind
 
 
 def _nightly_cmd(config: Path, root: Path) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", "nightly", "--config", str(config),
-            "--artifacts", str(root)]
+    return [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "nightly",
+        "--config",
+        str(config),
+        "--artifacts",
+        str(root),
+    ]
 
 
 # Runs the CLI with one stage made to stop mid-way: right after the stage's first file lands
@@ -185,8 +198,9 @@ def kill_during(stage: str, config: Path, root: Path, *, timeout: float = 300) -
     or a complete version."""
     marker = root.parent / "marker"
     cmd = [sys.executable, "-c", DRIVER, stage, str(marker), *_nightly_cmd(config, root)[3:]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     t0 = time.monotonic()
     try:
         while not marker.exists():
@@ -204,15 +218,15 @@ def kill_during(stage: str, config: Path, root: Path, *, timeout: float = 300) -
 
 
 @pytest.mark.parametrize("stage", [n for n, _ in STAGES] + ["publish"])
-def test_a_kill_in_the_middle_of_each_stage_resumes(stage: str, small_data: Path,
-                                                   tmp_path: Path) -> None:
+def test_a_kill_in_the_middle_of_each_stage_resumes(
+    stage: str, small_data: Path, tmp_path: Path
+) -> None:
     config = small_job(small_data, tmp_path / "data")
     root = tmp_path / "artifacts"
     kill_during(stage, config, root)
     if stage != "publish":
         assert not list(root.glob(f"staging/*/stages/{stage}.json")), "recorded, not killed"
-    done = subprocess.run(_nightly_cmd(config, root), capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(_nightly_cmd(config, root), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     live = current_version(root)
     assert live is not None

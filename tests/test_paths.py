@@ -21,13 +21,16 @@ runner = CliRunner()
 
 def tree(folder: Path, *, skip: Path) -> dict[str, tuple[int, int]]:
     """Every file under `folder` outside `skip`, with its size and modification time."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
-            if p.is_file() and not p.is_relative_to(skip)}
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file() and not p.is_relative_to(skip)
+    }
 
 
-def test_relative_paths_resolve_against_the_config_folder(small_data: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_relative_paths_resolve_against_the_config_folder(
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = small_job(small_data, tmp_path / "shop" / "conf")
     data = config.parent
     (tmp_path / "shop" / "tables").mkdir()
@@ -49,13 +52,16 @@ def test_relative_paths_resolve_against_the_config_folder(small_data: Path, tmp_
     first_item = items.filter(pl.col("kind") == "product")["item_id"][0]
     escape = tmp_path / "escape"  # where either id would lead, from any folder
     path_like = {"user": "../" * 40 + str(escape.relative_to("/")), "item": str(escape)}
-    rename = {"user_id": {first_user: path_like["user"]},
-              "item_id": {first_item: path_like["item"]}}
+    rename = {
+        "user_id": {first_user: path_like["user"]},
+        "item_id": {first_item: path_like["item"]},
+    }
     for name in ("interactions", "items", "users"):
         path = getattr(cfg.data, name)
         frame = pl.read_parquet(path)
-        frame.with_columns(pl.col(c).cast(pl.String).replace(m) for c, m in rename.items()
-                           if c in frame.columns).write_parquet(path)
+        frame.with_columns(
+            pl.col(c).cast(pl.String).replace(m) for c, m in rename.items() if c in frame.columns
+        ).write_parquet(path)
     before = tree(tmp_path, skip=cfg.artifacts.root)
     result = runner.invoke(app, ["nightly", "--config", "../shop/conf/config.toml"])
     assert result.exit_code == 0, result.output

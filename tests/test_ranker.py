@@ -16,8 +16,10 @@ from engine.rerank.ndcg import mean_ndcg
 from engine.rerank.ranker import RankData, RankerConfig, load_ranker, save_ranker, train_ranker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lightgbm-lambdarank"
-needs_example = pytest.mark.skipif(not (EXAMPLE / "rank.train").is_file(),
-                                   reason="LightGBM's lambdarank example is not in ../shared/datasets")
+needs_example = pytest.mark.skipif(
+    not (EXAMPLE / "rank.train").is_file(),
+    reason="LightGBM's lambdarank example is not in ../shared/datasets",
+)
 
 
 def load(name: str) -> RankData:
@@ -25,9 +27,17 @@ def load(name: str) -> RankData:
     return RankData(x.toarray(), y, np.loadtxt(EXAMPLE / f"{name}.query", dtype=np.int64))
 
 
-CFG = RankerConfig(objective="lambdarank", num_boost_round=50, early_stopping_rounds=10,
-                   learning_rate=0.1, feature_fraction=1.0, ndcg_at=3, num_leaves=31,
-                   min_data_in_leaf=20, lambda_l2=0.0)
+CFG = RankerConfig(
+    objective="lambdarank",
+    num_boost_round=50,
+    early_stopping_rounds=10,
+    learning_rate=0.1,
+    feature_fraction=1.0,
+    ndcg_at=3,
+    num_leaves=31,
+    min_data_in_leaf=20,
+    lambda_l2=0.0,
+)
 
 
 @needs_example
@@ -37,17 +47,25 @@ def test_matches_plain_lightgbm_on_its_lambdarank_example() -> None:
     ours = train_ranker(train, names, CFG, valid=test)
     dtrain = lgb.Dataset(train.x, label=train.y, group=train.group, feature_name=names)
     dvalid = lgb.Dataset(test.x, label=test.y, group=test.group, reference=dtrain)
-    plain = lgb.train(CFG.params(), dtrain, num_boost_round=50, valid_sets=[dvalid],
-                      callbacks=[lgb.early_stopping(10, verbose=False)])
+    plain = lgb.train(
+        CFG.params(),
+        dtrain,
+        num_boost_round=50,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(10, verbose=False)],
+    )
     assert ours.best_iteration == plain.best_iteration
-    np.testing.assert_array_equal(ours.predict(test.x, num_iteration=ours.best_iteration),
-                                  plain.predict(test.x, num_iteration=plain.best_iteration))
+    np.testing.assert_array_equal(
+        ours.predict(test.x, num_iteration=ours.best_iteration),
+        plain.predict(test.x, num_iteration=plain.best_iteration),
+    )
     scores = ours.predict(test.x, num_iteration=ours.best_iteration)
     # LightGBM's own thresholds for this example (LGBMRanker, 50 trees, early stopping 10)
     assert mean_ndcg(test.y, scores, test.group, 1) > 0.5674
     assert mean_ndcg(test.y, scores, test.group, 3) > 0.578
     assert mean_ndcg(test.y, scores, test.group, 3) == pytest.approx(
-        ours.best_score["valid_0"]["ndcg@3"], abs=1e-9)
+        ours.best_score["valid_0"]["ndcg@3"], abs=1e-9
+    )
 
 
 def test_text_model_round_trip(tmp_path: Path) -> None:
@@ -74,8 +92,11 @@ def test_explanations_name_the_largest_contributions() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 3))
     y = (x[:, 1] > 0.5).astype(float)
-    booster = train_ranker(RankData(x, y, np.full(20, 20)), ["a", "b", "c"],
-                           RankerConfig(num_boost_round=15, min_data_in_leaf=20))
+    booster = train_ranker(
+        RankData(x, y, np.full(20, 20)),
+        ["a", "b", "c"],
+        RankerConfig(num_boost_round=15, min_data_in_leaf=20),
+    )
     contrib = contributions(booster, x)
     np.testing.assert_allclose(contrib.sum(axis=1), booster.predict(x), rtol=1e-6, atol=1e-9)
     frame = pl.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2]})
@@ -84,20 +105,24 @@ def test_explanations_name_the_largest_contributions() -> None:
     assert np.mean([w.startswith("b ") for w in why]) > 0.8  # b drives the label, so it leads
 
 
-def _users_ranker(folder: Path, n_users: int = 40, per_user: int = 60
-                  ) -> tuple[lgb.Booster, pl.DataFrame]:
+def _users_ranker(
+    folder: Path, n_users: int = 40, per_user: int = 60
+) -> tuple[lgb.Booster, pl.DataFrame]:
     """A ranker as the lists load it (from its text model), and a frame of users' rows."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(n_users * per_user, 3))
     y = (x[:, 0] + 0.5 * x[:, 1] + 0.3 * rng.normal(size=len(x)) > 1.0).astype(float)
-    booster = train_ranker(RankData(x, y, np.full(n_users, per_user)), ["a", "b", "c"],
-                           RankerConfig(num_boost_round=40, min_data_in_leaf=10,
-                                        learning_rate=0.1))
+    booster = train_ranker(
+        RankData(x, y, np.full(n_users, per_user)),
+        ["a", "b", "c"],
+        RankerConfig(num_boost_round=40, min_data_in_leaf=10, learning_rate=0.1),
+    )
     booster = load_ranker(save_ranker(booster, folder))
     users = np.repeat(np.arange(1, n_users + 1), per_user)
     order = rng.permutation(len(x))  # a user's rows need not be contiguous
-    frame = pl.DataFrame({"user_idx": users[order], "a": x[order, 0], "b": x[order, 1],
-                          "c": x[order, 2]})
+    frame = pl.DataFrame(
+        {"user_idx": users[order], "a": x[order, 0], "b": x[order, 1], "c": x[order, 2]}
+    )
     return booster, frame
 
 
@@ -131,7 +156,8 @@ def test_early_exit_scores_the_kept_rows_with_the_whole_model(tmp_path: Path) ->
     for u in (1, 17, 40):
         mine = users == u
         assert set(np.flatnonzero(mine & kept)) == set(
-            np.flatnonzero(mine)[np.argsort(-first[mine], kind="stable")[:15]])
+            np.flatnonzero(mine)[np.argsort(-first[mine], kind="stable")[:15]]
+        )
 
 
 def test_early_exit_off_or_past_the_model_scores_every_row(tmp_path: Path) -> None:
@@ -141,10 +167,11 @@ def test_early_exit_off_or_past_the_model_scores_every_row(tmp_path: Path) -> No
     names = ["a", "b", "c"]
     full = score_frame(booster, frame, names)
     np.testing.assert_array_equal(
-        score_frame(booster, frame, names, EarlyExit(trees=booster.current_iteration(),
-                                                     keep=1)), full)
+        score_frame(booster, frame, names, EarlyExit(trees=booster.current_iteration(), keep=1)),
+        full,
+    )
     assert early_exit_for(RankerConfig(early_exit_trees=0), k=20) is None
-    assert early_exit_for(RankerConfig(), k=20) == EarlyExit(30, 100)   # on by default
+    assert early_exit_for(RankerConfig(), k=20) == EarlyExit(30, 100)  # on by default
     # never fewer rows than the rules see for a list of k (5 x k, at least 50)
     on = RankerConfig(early_exit_trees=50, early_exit_keep=80)
     assert early_exit_for(on, k=10) == EarlyExit(50, 80)

@@ -14,20 +14,30 @@ from engine.request.tables import Rows
 
 @pytest.mark.parametrize("kind", ["counts", "float32", "large counts", "with NaN"])
 def test_in_list_ranks_are_polars_min_ranks_within_each_user(kind: str) -> None:
-    rng = np.random.default_rng({"counts": 0, "float32": 1, "large counts": 2,
-                                 "with NaN": 3}[kind])
+    rng = np.random.default_rng({"counts": 0, "float32": 1, "large counts": 2, "with NaN": 3}[kind])
     row = np.sort(rng.integers(0, 30, 2000))
-    v = {"counts": rng.integers(0, 20, 2000).astype(float),
-         "float32": rng.standard_normal(2000).astype(np.float32).astype(float),
-         "large counts": rng.integers(2**25, 2**25 + 30, 2000).astype(float),
-         "with NaN": np.where(rng.random(2000) < 0.2, np.nan, rng.integers(0, 9, 2000))}[kind]
-    want = (pl.DataFrame({"row": row, "v": v})
-            .select(pl.col("v").rank("min", descending=True).over("row"))["v"].to_numpy())
+    v = {
+        "counts": rng.integers(0, 20, 2000).astype(float),
+        "float32": rng.standard_normal(2000).astype(np.float32).astype(float),
+        "large counts": rng.integers(2**25, 2**25 + 30, 2000).astype(float),
+        "with NaN": np.where(rng.random(2000) < 0.2, np.nan, rng.integers(0, 9, 2000)),
+    }[kind]
+    want = (
+        pl.DataFrame({"row": row, "v": v})
+        .select(pl.col("v").rank("min", descending=True).over("row"))["v"]
+        .to_numpy()
+    )
     np.testing.assert_array_equal(rank_desc(row, v), want.astype(float))
-    one = row == row[0]                                  # one user's rows: the other sort
-    np.testing.assert_array_equal(rank_desc(row[one], v[one]), (
-        pl.DataFrame({"v": v[one]}).select(pl.col("v").rank("min", descending=True))["v"]
-        .to_numpy().astype(float)))
+    one = row == row[0]  # one user's rows: the other sort
+    np.testing.assert_array_equal(
+        rank_desc(row[one], v[one]),
+        (
+            pl.DataFrame({"v": v[one]})
+            .select(pl.col("v").rank("min", descending=True))["v"]
+            .to_numpy()
+            .astype(float)
+        ),
+    )
 
 
 def test_rows_gather_every_row_of_each_key_in_turn() -> None:
@@ -71,8 +81,8 @@ def test_recent_similarity_is_the_direct_cosine_in_any_row_order() -> None:
     vectors = rng.standard_normal((500, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     last = rng.integers(0, 500, (6, 4))
-    last[1, 2:] = -1            # fewer recent items than the width
-    last[4] = -1                # none: NaN features
+    last[1, 2:] = -1  # fewer recent items than the width
+    last[4] = -1  # none: NaN features
     weight = np.where(last >= 0, 1.0 / (1 + np.arange(4)), 0.0).astype(np.float32)
     row = np.sort(rng.integers(0, 6, 400))
     items = rng.integers(1, 500, 400)

@@ -28,18 +28,28 @@ def lists_frame(users: int, seed: int = 0) -> pl.DataFrame:
     for u in range(users):
         pos = int(rng.integers(20))
         for i in range(20):
-            rows.append({"cutoff": 0, "user_idx": u, "item_idx": i, "label": int(i == pos),
-                         "two_tower": float(rng.normal()),
-                         "ease_score": 1.0 if i == pos else float(rng.uniform(0, 0.9)),
-                         "knn_score": 0.5 if i == pos else float(rng.uniform(0, 1)),
-                         "noise": float(rng.normal())})
+            rows.append(
+                {
+                    "cutoff": 0,
+                    "user_idx": u,
+                    "item_idx": i,
+                    "label": int(i == pos),
+                    "two_tower": float(rng.normal()),
+                    "ease_score": 1.0 if i == pos else float(rng.uniform(0, 0.9)),
+                    "knn_score": 0.5 if i == pos else float(rng.uniform(0, 1)),
+                    "noise": float(rng.normal()),
+                }
+            )
     return pl.DataFrame(rows)
 
 
 def config(small_config: PipelineConfig, **rerank: object) -> EngineConfig:
-    return EngineConfig(**small_config.model_dump(exclude={"rerank"}),
-                        rerank=RankerConfig(**({"min_data_in_leaf": 5, "num_boost_round": 20,
-                                                "early_stopping_rounds": 5} | rerank)))
+    return EngineConfig(
+        **small_config.model_dump(exclude={"rerank"}),
+        rerank=RankerConfig(
+            **({"min_data_in_leaf": 5, "num_boost_round": 20, "early_stopping_rounds": 5} | rerank)
+        ),
+    )
 
 
 def test_orders_are_scored_and_the_best_is_taken() -> None:
@@ -79,8 +89,11 @@ def test_a_ranker_that_wins_is_published(small_config: PipelineConfig) -> None:
     find it, which the booster learns and no single order does."""
     rng = np.random.default_rng(1)
     frame = lists_frame(400)
-    frame = frame.with_columns(ease_score=pl.when(pl.col("label") > 0).then(0.8)
-                               .otherwise(pl.Series(rng.uniform(0, 1, frame.height))))
+    frame = frame.with_columns(
+        ease_score=pl.when(pl.col("label") > 0)
+        .then(0.8)
+        .otherwise(pl.Series(rng.uniform(0, 1, frame.height)))
+    )
     fitted = fit_ranker(frame, config(small_config, min_lists=10))
     assert fitted.fallback is None and fitted.trees > 0
     assert fitted.holdout_ndcg > max(fitted.orders.values())
@@ -90,18 +103,29 @@ def test_an_order_round_trips_and_scores_lists(tmp_path: Path) -> None:
     order = SourceOrder("knn_score", "because")
     back = load_ranker(save_ranker(order, tmp_path))
     assert back == order and back.feature_name() == ["knn_score"]
-    frame = pl.DataFrame({"user_idx": [1, 1, 1], "item_idx": [4, 5, 6],
-                          "knn_score": [0.2, None, 0.7]})
-    np.testing.assert_array_equal(score_frame(back, frame, back.feature_name()),
-                                  [0.2, -np.inf, 0.7])
-    lists = pl.DataFrame({"user_idx": [1], "rank": [1], "item_idx": [6], "score": [0.7],
-                          "sources": ["knn"], "rules": [""]})
+    frame = pl.DataFrame(
+        {"user_idx": [1, 1, 1], "item_idx": [4, 5, 6], "knn_score": [0.2, None, 0.7]}
+    )
+    np.testing.assert_array_equal(
+        score_frame(back, frame, back.feature_name()), [0.2, -np.inf, 0.7]
+    )
+    lists = pl.DataFrame(
+        {
+            "user_idx": [1],
+            "rank": [1],
+            "item_idx": [6],
+            "score": [0.7],
+            "sources": ["knn"],
+            "rules": [""],
+        }
+    )
     why = with_explanations(lists, frame, back, back.feature_name())["why"].to_list()
     assert why == ["sources: knn; order: knn_score"]
 
 
-def test_nightly_publishes_the_order_says_why_and_serves_it(small_data: Path,
-                                                           tmp_path: Path) -> None:
+def test_nightly_publishes_the_order_says_why_and_serves_it(
+    small_data: Path, tmp_path: Path
+) -> None:
     """End to end: a shop with too few lists for `min_lists` gets a version whose lists follow
     the best signal, a manifest and `why` that say so, and an online API that agrees."""
     from engine.jobs.artifacts import current_version, read_manifest
@@ -111,18 +135,25 @@ def test_nightly_publishes_the_order_says_why_and_serves_it(small_data: Path,
     from tests.test_nightly import small_job
 
     path = small_job(small_data, tmp_path / "data")
-    path.write_text(path.read_text().replace("min_lists = 50", "min_lists = 1000000")
-                    + "\n[evaluation]\nenabled = false\n")
+    path.write_text(
+        path.read_text().replace("min_lists = 50", "min_lists = 1000000")
+        + "\n[evaluation]\nenabled = false\n"
+    )
     cfg = load_config(path, EngineConfig)
     run_nightly(cfg, tmp_path / "artifacts")
     live = current_version(tmp_path / "artifacts")
     assert live is not None
     rr = read_manifest(live)["metrics"]["rerank"]
-    assert rr["trees"] == 0 and rr["order"] in {"two_tower", "ease_score", "knn_score",
-                                                "next_score"}
+    assert rr["trees"] == 0 and rr["order"] in {
+        "two_tower",
+        "ease_score",
+        "knn_score",
+        "next_score",
+    }
     assert "min_lists = 1000000" in rr["fallback"]
     assert rr[f"holdout_{rr['order']}_order_ndcg"] == max(
-        v for k, v in rr.items() if k.endswith("_order_ndcg"))
+        v for k, v in rr.items() if k.endswith("_order_ndcg")
+    )
     assert (live / "rerank" / "order.json").is_file()
     assert not (live / "rerank" / "model.txt").exists()
     batch = pl.read_parquet(live / "recs" / "kind=product" / "*.parquet")

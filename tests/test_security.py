@@ -21,8 +21,16 @@ from tests.conftest import tally
 
 REPO = Path(__file__).resolve().parents[1]
 SCANNED = ("pipelines", "embeddings", "engine", "serving", "bench", "tests")
-PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "joblib", "shelve", "marshal",
-                  "cloudpickle"}
+PICKLE_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "dill",
+    "joblib",
+    "shelve",
+    "marshal",
+    "cloudpickle",
+}
 
 
 def _dotted(node: ast.expr) -> str:
@@ -36,8 +44,10 @@ def _dotted(node: ast.expr) -> str:
 
 
 def _kw_true(call: ast.Call, name: str) -> bool:
-    return any(k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is True
-               for k in call.keywords)
+    return any(
+        k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is True
+        for k in call.keywords
+    )
 
 
 def _aliases(tree: ast.AST) -> dict[str, str]:
@@ -58,8 +68,10 @@ def _full(name: str, aliases: dict[str, str]) -> str:
 
 
 def _kw_not_false(call: ast.Call, name: str) -> bool:
-    return any(k.arg == name and not (isinstance(k.value, ast.Constant) and k.value.value is False)
-               for k in call.keywords)
+    return any(
+        k.arg == name and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+        for k in call.keywords
+    )
 
 
 def unsafe_calls(source: str, filename: str = "<source>") -> list[str]:
@@ -73,8 +85,11 @@ def unsafe_calls(source: str, filename: str = "<source>") -> list[str]:
     for node in ast.walk(tree):
         where = f"{filename}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Import):
-            found += [f"{where} import {a.name}" for a in node.names
-                      if a.name.split(".")[0] in PICKLE_MODULES]
+            found += [
+                f"{where} import {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] in PICKLE_MODULES
+            ]
         elif isinstance(node, ast.ImportFrom) and node.module:
             if node.module.split(".")[0] in PICKLE_MODULES:
                 found.append(f"{where} from {node.module} import")
@@ -107,12 +122,14 @@ PLANTED = {
     "import pandas as pd\npd.read_pickle('f')\n": "read_pickle",
     "import yaml\nyaml.load(text)\n": "yaml.load(",
 }
-SAFE = ("import torch\nimport numpy as np\nimport polars as pl\n"
-        "torch.load(p, map_location='cpu', weights_only=True)\n"
-        "model.eval()\n"
-        "pl.col('x').list.eval(pl.element())\n"
-        "np.load('a.npy')\nnp.load('a.npy', allow_pickle=False)\n"
-        "s = 'pickle.load(f) and eval(x) inside a string'\n")
+SAFE = (
+    "import torch\nimport numpy as np\nimport polars as pl\n"
+    "torch.load(p, map_location='cpu', weights_only=True)\n"
+    "model.eval()\n"
+    "pl.col('x').list.eval(pl.element())\n"
+    "np.load('a.npy')\nnp.load('a.npy', allow_pickle=False)\n"
+    "s = 'pickle.load(f) and eval(x) inside a string'\n"
+)
 
 
 @pytest.mark.parametrize("code", sorted(PLANTED))
@@ -128,8 +145,11 @@ def test_the_scan_passes_safe_code() -> None:
 def test_no_source_file_can_load_a_pickle_or_evaluate_text() -> None:
     files = [p for top in SCANNED for p in sorted((REPO / top).rglob("*.py"))]
     assert len(files) > 50  # the scan reads the real tree
-    found = [hit for p in files
-             for hit in unsafe_calls(p.read_text(encoding="utf-8"), str(p.relative_to(REPO)))]
+    found = [
+        hit
+        for p in files
+        for hit in unsafe_calls(p.read_text(encoding="utf-8"), str(p.relative_to(REPO)))
+    ]
     assert found == []
     tally("security: source files scanned", len(files))
 
@@ -141,9 +161,9 @@ class _Payload:
         return os.system, ("touch " + str(Path(os.environ["RECENGINE_PWNED"])),)
 
 
-def test_a_weights_file_with_a_pickled_object_is_refused_unrun(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch
-                                                               ) -> None:
+def test_a_weights_file_with_a_pickled_object_is_refused_unrun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pwned = tmp_path / "pwned"
     monkeypatch.setenv("RECENGINE_PWNED", str(pwned))
     torch.save({"w": torch.zeros(2), "x": _Payload()}, tmp_path / WEIGHTS)

@@ -25,8 +25,9 @@ from tests.test_nightly import small_job
 
 
 @pytest.fixture(scope="module")
-def published(small_data: Path, tmp_path_factory: pytest.TempPathFactory
-              ) -> tuple[EngineConfig, Path]:
+def published(
+    small_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[EngineConfig, Path]:
     folder = tmp_path_factory.mktemp("serving")
     cfg = load_config(small_job(small_data, folder / "data"), EngineConfig)
     run_nightly(cfg, folder / "artifacts")
@@ -41,7 +42,7 @@ def rec(published: tuple[EngineConfig, Path]) -> Recommender:
 @pytest.fixture(scope="module")
 def full(rec: Recommender) -> CandidateContext:
     """The served version's context over its whole feature set: the frame path's."""
-    st = rec._state  # noqa: SLF001 - the frame reference reads the version's whole context
+    st = rec._state
     return full_context(st.folder, st.cfg.candidates)
 
 
@@ -49,8 +50,9 @@ def batch_lists(root: Path) -> pl.DataFrame:
     return pl.read_parquet(current_version(root) / "recs" / "kind=product" / "*.parquet")
 
 
-def test_online_scores_agree_with_the_batch(published: tuple[EngineConfig, Path],
-                                            rec: Recommender) -> None:
+def test_online_scores_agree_with_the_batch(
+    published: tuple[EngineConfig, Path], rec: Recommender
+) -> None:
     cfg, root = published
     batch = batch_lists(root)
     users = batch["user_id"].unique().sort().head(25).to_list()
@@ -61,8 +63,10 @@ def test_online_scores_agree_with_the_batch(published: tuple[EngineConfig, Path]
         assert [g["score"] for g in got] == pytest.approx(want["score"].to_list(), abs=1e-9)
     frame = rec.recommend_batch(users, k=cfg.jobs.k)
     assert frame.select("user_id", "rank", "item_id").equals(
-        batch.filter(pl.col("user_id").is_in(users)).sort("user_id", "rank")
-        .select("user_id", "rank", "item_id"))
+        batch.filter(pl.col("user_id").is_in(users))
+        .sort("user_id", "rank")
+        .select("user_id", "rank", "item_id")
+    )
 
 
 def test_explanations_on_request(rec: Recommender, published: tuple[EngineConfig, Path]) -> None:
@@ -72,12 +76,13 @@ def test_explanations_on_request(rec: Recommender, published: tuple[EngineConfig
     assert "why" not in rec.recommend(u, k=3)[0]
 
 
-def test_unknown_users_and_histories_take_the_anonymous_path(rec: Recommender,
-                                                             published: tuple[EngineConfig, Path]
-                                                             ) -> None:
+def test_unknown_users_and_histories_take_the_anonymous_path(
+    rec: Recommender, published: tuple[EngineConfig, Path]
+) -> None:
     cfg, root = published
-    products = set(pl.read_parquet(cfg.data.items).filter(pl.col("kind") == "product")
-                   ["item_id"].to_list())
+    products = set(
+        pl.read_parquet(cfg.data.items).filter(pl.col("kind") == "product")["item_id"].to_list()
+    )
     stranger = rec.recommend("no-such-user", k=5)
     assert 0 < len(stranger) <= 5 and {s["item_id"] for s in stranger} <= products
     history = batch_lists(root)["item_id"].unique().sort().head(3).to_list()
@@ -99,18 +104,28 @@ def test_edges(rec: Recommender, published: tuple[EngineConfig, Path]) -> None:
     mixed = rec.recommend(u, k=6, kind="mixed")
     assert len(mixed) <= 6 and all(m["kind"] in ("product", "ad") for m in mixed)
     strangers = rec.recommend_batch(["stranger-1", u, "stranger-2"], k=3)
-    assert strangers["user_id"].unique(maintain_order=True).to_list() == ["stranger-1", u,
-                                                                          "stranger-2"]
+    assert strangers["user_id"].unique(maintain_order=True).to_list() == [
+        "stranger-1",
+        u,
+        "stranger-2",
+    ]
     assert strangers.group_by("user_id").len()["len"].max() <= 3
     similar = rec.similar_items(first, 4)
     assert len(similar) == 4 and first not in [s["item_id"] for s in similar]
     assert rec.similar_items("not-an-item", 4) == []
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"user_id": "1", "k": 0}, {"user_id": "1", "k": -3}, {"user_id": "1", "k": "10"},
-    {"user_id": "1", "k": True}, {"user_id": "1", "kind": "video"}, {},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"user_id": "1", "k": 0},
+        {"user_id": "1", "k": -3},
+        {"user_id": "1", "k": "10"},
+        {"user_id": "1", "k": True},
+        {"user_id": "1", "kind": "video"},
+        {},
+    ],
+)
 def test_bad_arguments_raise_value_error(rec: Recommender, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         rec.recommend(**kwargs)
@@ -120,7 +135,8 @@ RELOAD_EVERY_S, RELOADS, THREADS = 0.05, 200, 16
 
 
 def test_reload_every_50ms_under_16_threads_mixes_no_versions(
-        published: tuple[EngineConfig, Path]) -> None:
+    published: tuple[EngineConfig, Path],
+) -> None:
     """16 threads call `recommend()` while `current` flips between two versions and
     `reload()` runs every 50 ms for 10 s: no call fails, and every answer is exactly the one
     that one of the two versions gives alone (an old index with a new re-ranker, or one
@@ -128,15 +144,24 @@ def test_reload_every_50ms_under_16_threads_mixes_no_versions(
     verifies the other version while the calls run; later ones reuse the two kept states."""
     cfg, root = published
     first = current_version(root)
-    other = cfg.model_copy(update={  # other models: another seed and tower width
-        "train": cfg.train.model_copy(update={"seed": 1}),
-        "model": cfg.model.model_copy(update={"hidden": (24,)})})
+    other = cfg.model_copy(
+        update={  # other models: another seed and tower width
+            "train": cfg.train.model_copy(update={"seed": 1}),
+            "model": cfg.model.model_copy(update={"hidden": (24,)}),
+        }
+    )
     second = run_nightly(other, root, force=True).version
     assert first is not None and second is not None and first != second
     users = batch_lists(root)["user_id"].unique().sort().head(40).to_list()
     kinds = ("product", "mixed")
-    want = {v.name: {(u, kind): Recommender.load(v).recommend(u, k=10, kind=kind)
-                     for u in users for kind in kinds} for v in (first, second)}
+    want = {
+        v.name: {
+            (u, kind): Recommender.load(v).recommend(u, k=10, kind=kind)
+            for u in users
+            for kind in kinds
+        }
+        for v in (first, second)
+    }
     differ = [key for key in want[first.name] if want[first.name][key] != want[second.name][key]]
     assert len(differ) >= 0.8 * len(want[first.name])  # the answers tell the versions apart
     rec = Recommender.load(root)
@@ -152,7 +177,7 @@ def test_reload_every_50ms_under_16_threads_mixes_no_versions(
                     return
                 try:
                     answers.append(((u, kind), rec.recommend(u, k=10, kind=kind)))
-                except BaseException as exc:  # noqa: BLE001 - every failure counts
+                except BaseException as exc:
                     errors.append(exc)
 
     threads = [threading.Thread(target=caller, args=(n,)) for n in range(THREADS)]
@@ -182,15 +207,20 @@ def test_reload_every_50ms_under_16_threads_mixes_no_versions(
     assert time.monotonic() - t0 <= 1.5 * RELOADS * RELOAD_EVERY_S  # it kept to the grid
 
 
-def test_filters_keep_only_matching_items(rec: Recommender,
-                                          published: tuple[EngineConfig, Path]) -> None:
+def test_filters_keep_only_matching_items(
+    rec: Recommender, published: tuple[EngineConfig, Path]
+) -> None:
     cfg, root = published
     items = pl.read_parquet(cfg.data.items).with_columns(pl.col("item_id").cast(pl.String))
-    top = items.filter(pl.col("kind") == "product")["category"].str.split(">").list.first().mode()[0]
+    top = (
+        items.filter(pl.col("kind") == "product")["category"].str.split(">").list.first().mode()[0]
+    )
     price = float(items["price"].median())
     u = batch_lists(root)["user_id"][0]
-    for got in (rec.recommend(u, k=10, filters={"category": top, "max_price": price}),
-                rec.recommend(history=[], k=10, filters={"category": top, "max_price": price})):
+    for got in (
+        rec.recommend(u, k=10, filters={"category": top, "max_price": price}),
+        rec.recommend(history=[], k=10, filters={"category": top, "max_price": price}),
+    ):
         assert got
         chosen = items.filter(pl.col("item_id").is_in([g["item_id"] for g in got]))
         assert chosen.height == len(got)
@@ -202,8 +232,9 @@ def test_filters_keep_only_matching_items(rec: Recommender,
         rec.recommend(u, filters={"max_price": "cheap"})
 
 
-def test_kept_versions_swap_back_without_loading(monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_kept_versions_swap_back_without_loading(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """`keep=2`: a rollback to the previous version swaps its kept state back in; a third
     version lets the oldest go before it loads. `keep=1` loads at every change."""
     from serving import recommender
@@ -238,7 +269,8 @@ def test_kept_versions_swap_back_without_loading(monkeypatch: pytest.MonkeyPatch
 
 
 def test_array_path_builds_the_frame_paths_candidates_and_features(
-        rec: Recommender, full: CandidateContext) -> None:
+    rec: Recommender, full: CandidateContext
+) -> None:
     """The request path's arrays give, for sampled users (some without a history), one at a
     time and as one block, the candidates, sources and re-ranker features the frame path (the
     training reference) builds: the same items, and every feature within 1e-9."""
@@ -249,7 +281,7 @@ def test_array_path_builds_the_frame_paths_candidates_and_features(
     from engine.rerank.features import feature_frame
     from engine.rerank.ranker import feature_matrix
 
-    st = rec._state  # noqa: SLF001 - the loaded version's internals are what is compared
+    st = rec._state
     rng = np.random.default_rng(7)
     histories = full.fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_numpy()
     cold = np.setdiff1d(np.arange(1, full.fs.vocabs.user.size), histories)
@@ -258,8 +290,9 @@ def test_array_path_builds_the_frame_paths_candidates_and_features(
     blocks = [np.array([u]) for u in users[::3]] + [users]
     sources = default_sources(full)
     for block in blocks:
-        frame = (feature_frame(generate_candidates(sources, block), full)
-                 .sort("user_idx", "item_idx"))
+        frame = feature_frame(generate_candidates(sources, block), full).sort(
+            "user_idx", "item_idx"
+        )
         c = score_users(st.tables, st.booster, st.names, block)
         np.testing.assert_array_equal(block[c.row], frame["user_idx"].to_numpy())
         np.testing.assert_array_equal(c.items, frame["item_idx"].to_numpy())
@@ -271,9 +304,9 @@ def test_array_path_builds_the_frame_paths_candidates_and_features(
 
 
 @pytest.mark.parametrize("block_users", [250, 7])
-def test_array_lists_equal_the_frame_lists(rec: Recommender, full: CandidateContext,
-                                           block_users: int,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_array_lists_equal_the_frame_lists(
+    rec: Recommender, full: CandidateContext, block_users: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Users listed by `ListScorer` (what the nightly, the batch and the evaluation use), in
     one block or in many scored on threads: the rows, scores, sources, rules and
     explanations of the frame path's own composition (`feature_frame` -> `score_frame` ->
@@ -288,7 +321,7 @@ def test_array_lists_equal_the_frame_lists(rec: Recommender, full: CandidateCont
     from engine.scoring import ListScorer
 
     monkeypatch.setattr("engine.scoring.BLOCK_USERS", block_users)
-    st = rec._state  # noqa: SLF001
+    st = rec._state
     built = ListScorer.build(full, st.booster, st.cfg.rules, st.cfg.rerank)
     users = np.arange(1, 120, dtype=np.int64)
     exclude = {int(u): set(range(int(u) % 7, 300, 7)) for u in users[::2]}
@@ -296,16 +329,21 @@ def test_array_lists_equal_the_frame_lists(rec: Recommender, full: CandidateCont
     scores = score_frame(st.booster, frame, st.names, early_exit_for(st.cfg.rerank, 10))
     lists = product_lists(frame, scores, st.facts, k=10, rules=st.cfg.rules, exclude=exclude)
     for explain in (False, True):
-        want = (with_explanations(lists, frame, st.booster, st.names,
-                                  shap_trees=st.cfg.rerank.explain_shap_trees)
-                if explain else lists)
+        want = (
+            with_explanations(
+                lists, frame, st.booster, st.names, shap_trees=st.cfg.rerank.explain_shap_trees
+            )
+            if explain
+            else lists
+        )
         keys = ["user_idx", "rank"]
         for scorer in (built, st.scorer):
             got = scorer.lists(users, k=10, exclude=exclude, explain=explain)
             assert got.height == want.height > 100 * 5
             assert got.drop("score").sort(keys).equals(want.drop("score").sort(keys))
-            np.testing.assert_allclose(got.sort(keys)["score"], want.sort(keys)["score"],
-                                       rtol=0, atol=1e-9)
+            np.testing.assert_allclose(
+                got.sort(keys)["score"], want.sort(keys)["score"], rtol=0, atol=1e-9
+            )
 
 
 def test_plain_lists_cut_over_arrays_are_the_rules_walk(rec: Recommender) -> None:
@@ -318,7 +356,7 @@ def test_plain_lists_cut_over_arrays_are_the_rules_walk(rec: Recommender) -> Non
 
     from engine.request.lists import cut_lists, rule_users
 
-    st = rec._state  # noqa: SLF001
+    st = rec._state
     users = np.arange(1, 150, dtype=np.int64)
     scored = st.scorer.scored(users, k=10)
     some_out = st.facts.eligible.copy()
@@ -332,8 +370,9 @@ def test_plain_lists_cut_over_arrays_are_the_rules_walk(rec: Recommender) -> Non
     assert got["rules"].str.contains("not eligible").any()
 
 
-def test_stored_request_tables_are_what_the_sources_build(rec: Recommender,
-                                                          full: CandidateContext) -> None:
+def test_stored_request_tables_are_what_the_sources_build(
+    rec: Recommender, full: CandidateContext
+) -> None:
     """A served version maps the request tables the nightly stored instead of building
     them from its candidate sources at load: every array is the one a build gives, and it
     is a map of the version's file (processes serving one version share its pages)."""
@@ -343,7 +382,7 @@ def test_stored_request_tables_are_what_the_sources_build(rec: Recommender,
     from engine.request import RequestTables
     from engine.request.tables import Lookup, Rows
 
-    st = rec._state  # noqa: SLF001 - compares the loaded tables with a fresh build
+    st = rec._state
     sources = default_sources(full)
     built = RequestTables.build(full, sources)
     got = st.tables
@@ -355,11 +394,15 @@ def test_stored_request_tables_are_what_the_sources_build(rec: Recommender,
         out = {}
         for name, value in vars(t).items():
             if isinstance(value, Rows):
-                out |= {f"{name}.indptr": value.indptr,
-                        **{f"{name}.{c}": a for c, a in value.cols.items()}}
+                out |= {
+                    f"{name}.indptr": value.indptr,
+                    **{f"{name}.{c}": a for c, a in value.cols.items()},
+                }
             elif isinstance(value, Lookup):
-                out |= {f"{name}.pairs": value.pairs,
-                        **{f"{name}.{c}": a for c, a in value.cols.items()}}
+                out |= {
+                    f"{name}.pairs": value.pairs,
+                    **{f"{name}.{c}": a for c, a in value.cols.items()},
+                }
             elif name in ("items", "user_stats"):
                 out |= {f"{name}.{c}": a for c, a in value.items()}
         out["cold_warm"] = t.cold_warm
@@ -378,8 +421,9 @@ def test_stored_request_tables_are_what_the_sources_build(rec: Recommender,
     assert isinstance(got.user_stats["user_events"].base, np.memmap)
 
 
-def test_stored_item_item_models_are_what_a_fit_gives(rec: Recommender,
-                                                      full: CandidateContext) -> None:
+def test_stored_item_item_models_are_what_a_fit_gives(
+    rec: Recommender, full: CandidateContext
+) -> None:
     """A served version reads the item-to-item weights the nightly stored (memory-mapped)
     instead of fitting them again: they must be the fit's."""
     import numpy as np
@@ -387,7 +431,7 @@ def test_stored_item_item_models_are_what_a_fit_gives(rec: Recommender,
     from engine.candidates.collaborative import ease_model, knn_model
     from engine.candidates.itemitem import ItemItem
 
-    st = rec._state  # noqa: SLF001 - compares the loaded models with fresh fits
+    st = rec._state
     fresh = CandidateContext.build(full.fs, st.cfg.candidates)
     for name, model in (("knn", knn_model), ("ease", ease_model)):
         stored = st.ctx.cache[name]
@@ -401,10 +445,11 @@ def test_stored_item_item_models_are_what_a_fit_gives(rec: Recommender,
 
 
 def test_a_served_version_maps_its_items_and_reads_no_other_frame(
-        rec: Recommender, full: CandidateContext) -> None:
+    rec: Recommender, full: CandidateContext
+) -> None:
     """A served version reads the item table the nightly stored as Arrow (mapped, the same
     rows and types as the feature set's) and none of the frames its tables were built from."""
-    st = rec._state  # noqa: SLF001 - the loaded feature set is what is checked
+    st = rec._state
     assert st.fs.items.equals(full.fs.items) and st.fs.items.height > 100
     for name in ("interactions", "history", "popularity", "affinity", "users"):
         frame, whole = getattr(st.fs, name), getattr(full.fs, name)

@@ -16,22 +16,48 @@ import torch
 from embeddings.checkpoint import load_checkpoint
 from embeddings.export import load_vectors
 
-ALL_TABLES = {"user_id", "history", "user_attr", "item_id", "category", "brand", "token", "price",
-              "popularity"}
+ALL_TABLES = {
+    "user_id",
+    "history",
+    "user_attr",
+    "item_id",
+    "category",
+    "brand",
+    "token",
+    "price",
+    "popularity",
+}
 
 
 @pytest.fixture(scope="module")
 def sharded_run(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sharded")
     config = small_data / "sharded.toml"  # beside the data, so its relative paths hold
-    config.write_text((small_data / "config.toml").read_text()
-                      + "\n[model]\ndim = 16\nembedding_dim = 16\nhidden = [32]\n"
-                      "\n[train]\nepochs = 3\nbatch_size = 256\npatience = 3\n")
+    config.write_text(
+        (small_data / "config.toml").read_text()
+        + "\n[model]\ndim = 16\nembedding_dim = 16\nhidden = [32]\n"
+        "\n[train]\nepochs = 3\nbatch_size = 256\npatience = 3\n"
+    )
     out = folder / "model"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "train", "--config", str(config), "--out", str(out),
-         "--nproc", "2"], capture_output=True, text=True, timeout=600, env=env)
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--nproc",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 

@@ -7,7 +7,13 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from pipelines.config import SplitConfig
-from pipelines.split import Cutoffs, leave_last_out, resolve_cutoffs, split_interactions, temporal_split
+from pipelines.split import (
+    Cutoffs,
+    leave_last_out,
+    resolve_cutoffs,
+    split_interactions,
+    temporal_split,
+)
 
 V, T = datetime(2024, 3, 1), datetime(2024, 3, 8)
 
@@ -61,11 +67,14 @@ def test_holdout_takes_each_users_latest_share() -> None:
     user with one row keeps it in train; ties in time never split a user's order."""
     from pipelines.split import user_holdout
 
-    df = pl.DataFrame({"user_id": ["a"] * 10 + ["b"] * 3 + ["c"],
-                       "ts": list(range(10)) + [30, 10, 20] + [5]})
+    df = pl.DataFrame(
+        {"user_id": ["a"] * 10 + ["b"] * 3 + ["c"], "ts": list(range(10)) + [30, 10, 20] + [5]}
+    )
     got = user_holdout(df.lazy(), 0.2).collect().sort("user_id", "ts")
-    by_user = {u: g.sort("ts")["split"].to_list()
-               for (u,), g in got.group_by("user_id", maintain_order=True)}
+    by_user = {
+        u: g.sort("ts")["split"].to_list()
+        for (u,), g in got.group_by("user_id", maintain_order=True)
+    }
     assert by_user["a"] == ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
     assert by_user["b"] == ["train", "valid", "test"]
     assert by_user["c"] == ["train"]
@@ -74,10 +83,11 @@ def test_holdout_takes_each_users_latest_share() -> None:
 def test_per_user_cutoff_drops_test_rows_and_labels_the_latest() -> None:
     from pipelines.split import SPLIT, per_user_cutoff
 
-    df = pl.DataFrame({"user_id": ["a"] * 6, "ts": list(range(6)),
-                       SPLIT: ["train"] * 4 + ["valid", "test"]})
+    df = pl.DataFrame(
+        {"user_id": ["a"] * 6, "ts": list(range(6)), SPLIT: ["train"] * 4 + ["valid", "test"]}
+    )
     kept = per_user_cutoff(df.lazy(), 0.2, drop_test=True).collect().sort("ts")
-    assert kept[SPLIT].to_list() == ["train"] * 4 + ["valid"]     # 5 rows: 1 labels
+    assert kept[SPLIT].to_list() == ["train"] * 4 + ["valid"]  # 5 rows: 1 labels
     every = per_user_cutoff(df.lazy(), 0.4, drop_test=False).collect().sort("ts")
     assert every[SPLIT].to_list() == ["train"] * 4 + ["valid"] * 2
 
@@ -87,10 +97,11 @@ def test_per_user_cutoff_steps_back_before_the_later_labels() -> None:
     future) and the latest share of what is left labels; a user left with one row has none."""
     from pipelines.split import SPLIT, per_user_cutoff
 
-    df = pl.DataFrame({"user_id": ["a"] * 10 + ["b"] * 2, "ts": list(range(10)) + [0, 1],
-                       SPLIT: ["train"] * 12})
+    df = pl.DataFrame(
+        {"user_id": ["a"] * 10 + ["b"] * 2, "ts": list(range(10)) + [0, 1], SPLIT: ["train"] * 12}
+    )
     got = per_user_cutoff(df.lazy(), 0.2, drop_test=False, step=1).collect()
     a = got.filter(pl.col("user_id") == "a").sort("ts")
-    assert a["ts"].to_list() == list(range(8))                   # 8 and 9 labelled step 0
-    assert a[SPLIT].to_list() == ["train"] * 6 + ["valid"] * 2   # round(0.2 * 8) = 2
+    assert a["ts"].to_list() == list(range(8))  # 8 and 9 labelled step 0
+    assert a[SPLIT].to_list() == ["train"] * 6 + ["valid"] * 2  # round(0.2 * 8) = 2
     assert got.filter(pl.col("user_id") == "b")[SPLIT].to_list() == ["train"]

@@ -29,17 +29,20 @@ def test_a_range_predicts_what_lightgbm_predicts_for_it() -> None:
     for start, stop in [(0, total), (0, 7), (7, total), (30, 31)]:
         np.testing.assert_array_equal(
             predict_range(booster, x, start, stop),
-            booster.predict(x, start_iteration=start, num_iteration=stop - start))
-    np.testing.assert_array_equal(predict_range(booster, x[:50], 3, 9, pred_leaf=True),
-                                  booster.predict(x[:50], start_iteration=3, num_iteration=6,
-                                                  pred_leaf=True))
+            booster.predict(x, start_iteration=start, num_iteration=stop - start),
+        )
+    np.testing.assert_array_equal(
+        predict_range(booster, x[:50], 3, 9, pred_leaf=True),
+        booster.predict(x[:50], start_iteration=3, num_iteration=6, pred_leaf=True),
+    )
 
 
 def test_concurrent_early_exit_scores_equal_one_threads() -> None:
     booster, x = _booster()
-    frame = pl.DataFrame({"user_idx": np.repeat(np.arange(100), 40),
-                          **{n: x[:, j] for j, n in enumerate("abcde")}})
-    rows = [frame[a:a + 400] for a in range(0, 4000, 400)]
+    frame = pl.DataFrame(
+        {"user_idx": np.repeat(np.arange(100), 40), **{n: x[:, j] for j, n in enumerate("abcde")}}
+    )
+    rows = [frame[a : a + 400] for a in range(0, 4000, 400)]
     exit_ = EarlyExit(trees=10, keep=15)
     want = [score_frame(booster, r, list("abcde"), exit_) for r in rows]
     whole = [score_frame(booster, r, list("abcde")) for r in rows]

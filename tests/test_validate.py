@@ -23,8 +23,13 @@ from engine.cli import app
 from pipelines.config import EVENTS, ColumnsConfig, DataConfig, PipelineConfig
 from pipelines.dataset import build_features, require_windows
 from pipelines.errors import DataError
-from pipelines.validate import (Tables, validate_interactions, validate_items, validate_tables,
-                                 validate_users)
+from pipelines.validate import (
+    Tables,
+    validate_interactions,
+    validate_items,
+    validate_tables,
+    validate_users,
+)
 from tests.conftest import tally
 
 runner = CliRunner()
@@ -34,25 +39,33 @@ FUTURE = datetime.now() + timedelta(days=30)
 
 
 def good_interactions() -> pl.DataFrame:
-    return pl.DataFrame({
-        "user_id": ["u1", "u2", "u1", "u3"],
-        "item_id": ["i1", "i2", "ad1", "i1"],
-        "ts": [datetime(2024, 1, 1, 10), datetime(2024, 1, 2), datetime(2024, 1, 3),
-               datetime(2024, 1, 4, 12, 30)],
-        "event": ["view", "click", "impression", "purchase"],
-        "value": [None, None, None, 19.5],
-    })
+    return pl.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u1", "u3"],
+            "item_id": ["i1", "i2", "ad1", "i1"],
+            "ts": [
+                datetime(2024, 1, 1, 10),
+                datetime(2024, 1, 2),
+                datetime(2024, 1, 3),
+                datetime(2024, 1, 4, 12, 30),
+            ],
+            "event": ["view", "click", "impression", "purchase"],
+            "value": [None, None, None, 19.5],
+        }
+    )
 
 
 def good_items() -> pl.DataFrame:
-    return pl.DataFrame({
-        "item_id": ["i1", "i2", "ad1"],
-        "kind": ["product", "product", "ad"],
-        "title": ["red shoe", "blue hat", "buy now"],
-        "price": [10.0, 20.0, 5.0],
-        "bid": [None, None, 0.3],
-        "tags": [["a", "b"], [], None],
-    })
+    return pl.DataFrame(
+        {
+            "item_id": ["i1", "i2", "ad1"],
+            "kind": ["product", "product", "ad"],
+            "title": ["red shoe", "blue hat", "buy now"],
+            "price": [10.0, 20.0, 5.0],
+            "bid": [None, None, 0.3],
+            "tags": [["a", "b"], [], None],
+        }
+    )
 
 
 def good_users() -> pl.DataFrame:
@@ -97,8 +110,10 @@ def write_tables(folder: Path, suffix: str = ".parquet", **tables: Content) -> D
 
 def listing(folder: Path) -> list[tuple[str, int, int]]:
     """Every path under `folder` with its size and modification time."""
-    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in folder.rglob("*"))
+    return sorted(
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+    )
 
 
 # --- the corpus of bad inputs --------------------------------------------------------------------
@@ -119,16 +134,24 @@ class Bad:
 
 def inter(**changes: list[object]) -> Callable[[], pl.DataFrame]:
     return lambda: good_interactions().with_columns(
-        pl.Series(k, v, strict=False) for k, v in changes.items())
+        pl.Series(k, v, strict=False) for k, v in changes.items()
+    )
 
 
 def items_with(**changes: list[object]) -> Callable[[], pl.DataFrame]:
-    return lambda: good_items().with_columns(pl.Series(k, v, strict=False) for k, v in changes.items())
+    return lambda: good_items().with_columns(
+        pl.Series(k, v, strict=False) for k, v in changes.items()
+    )
 
 
 def truncated() -> bytes:
-    big = pl.DataFrame({"user_id": [f"u{i}" for i in range(2000)], "item_id": ["i1"] * 2000,
-                        "ts": [datetime(2024, 1, 1)] * 2000})
+    big = pl.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(2000)],
+            "item_id": ["i1"] * 2000,
+            "ts": [datetime(2024, 1, 1)] * 2000,
+        }
+    )
     data = parquet_bytes(big)
     return data[: len(data) // 2]
 
@@ -141,120 +164,364 @@ BAD = [
     Bad("header but no rows (csv)", "interactions_csv", lambda: CSV_HEAD, shows=("no rows",)),
     Bad("header but no rows (parquet)", "items", lambda: good_items().clear(), shows=("no rows",)),
     Bad("truncated parquet", "interactions", truncated, shows=("cannot be read as Parquet",)),
-    Bad("not parquet at all", "items", lambda: "item_id\n1\n", shows=("cannot be read as Parquet",)),
-    Bad("ragged csv row", "interactions_csv",
+    Bad(
+        "not parquet at all", "items", lambda: "item_id\n1\n", shows=("cannot be read as Parquet",)
+    ),
+    Bad(
+        "ragged csv row",
+        "interactions_csv",
         lambda: CSV_HEAD + "u1,i1,1700000000,view\nu2,i2,1700000000,view,extra,fields\n",
-        shows=("cannot be read as CSV",)),
-    Bad("non-utf8 csv", "items_csv", lambda: b"item_id,title\ni1,caf\xe9 cr\xe8me\n",
-        shows=("cannot be read as CSV", "utf-8")),
-    Bad("non-utf8 csv header", "users_csv", lambda: b"user_id,pa\xefs\nu1,FR\nu2,DE\nu3,IT\n",
-        shows=("cannot be read as CSV", "utf-8")),
-    Bad("column named row", "users", lambda: good_users().with_columns(row=pl.lit(1)),
-        column="row", shows=("reserved",)),
-    Bad("missing required column", "interactions", lambda: good_interactions().drop("ts"),
-        column="ts", shows=("required column", "'ts'")),
-    Bad("missing item_id", "items", lambda: good_items().drop("item_id"), column="item_id",
-        shows=("required column",)),
-    Bad("float item ids", "interactions", inter(item_id=[1.0, 2.0, 3.0, 1.0]), column="item_id",
-        shows=("Float64",)),
-    Bad("boolean ts", "interactions", inter(ts=[True, False, True, True]), column="ts",
-        shows=("Boolean",)),
-    Bad("float ts", "interactions", inter(ts=[1.7e9, 1.7e9, 1.7e9, 1.7e9]), column="ts",
-        shows=("Float64",)),
-    Bad("null user id", "interactions", inter(user_id=["u1", None, "u1", "u3"]),
-        column="user_id", shows=("null or blank id", "i2")),
-    Bad("null item id (int column)", "interactions", inter(item_id=[1, 2, None, 1]),
-        column="item_id", shows=("null or blank id",)),
-    Bad("blank item id", "items", items_with(item_id=["i1", "   ", "ad1"]), column="item_id",
-        shows=("null or blank id", "blue hat")),
-    Bad("empty-string user id", "users", lambda: good_users().with_columns(
-        user_id=pl.Series(["u1", "", "u3"])), column="user_id", shows=("null or blank id", "DE")),
-    Bad("duplicate item rows", "items", items_with(item_id=["i1", "i2", "i2"]), column="item_id",
-        shows=("duplicate item", "i2")),
-    Bad("duplicate user rows", "users", lambda: pl.DataFrame(
-        {"user_id": ["u1", "u2", "u3", "u2"], "country": ["FR", "DE", "IT", "ES"]}),
-        column="user_id", shows=("duplicate user", "u2", "ES")),
-    Bad("int ids colliding as text", "items", lambda: good_items().with_columns(
-        item_id=pl.Series([7, 8, 7], dtype=pl.Int32)), column="item_id",
-        shows=("duplicate item", "after conversion to text", "red shoe", "buy now")),
-    Bad("categorical ids colliding as text", "users", lambda: pl.DataFrame(
-        {"user_id": pl.Series(["u1", "u2", "u3", "u1"], dtype=pl.Categorical)}),
-        column="user_id", shows=("duplicate user", "u1")),
-    Bad("future datetime", "interactions", inter(ts=[datetime(2024, 1, 1), FUTURE,
-        datetime(2024, 1, 1), datetime(2024, 1, 1)]), column="ts",
-        shows=("in the future", str(FUTURE.year), "i2")),
-    Bad("datetime before 1970", "interactions", inter(ts=[datetime(2024, 1, 1),
-        datetime(1969, 12, 31, 23, 59), datetime(2024, 1, 1), datetime(2024, 1, 1)]),
-        column="ts", shows=("before 1970", "1969-12-31", "i2")),
-    Bad("negative epoch seconds", "interactions", inter(ts=[1_700_000_000, -86_400,
-        1_700_000_000, 1_700_000_000]), column="ts", shows=("before 1970", "-86400", "i2")),
-    Bad("future epoch seconds", "interactions", inter(ts=[1_700_000_000, 1_700_000_000,
-        int(FUTURE.timestamp()), 1_700_000_000]), column="ts",
-        shows=("in the future", "ad1")),
-    Bad("epoch milliseconds", "interactions", inter(ts=[1_700_000_000_000] * 4), column="ts",
-        shows=("epoch seconds",)),
-    Bad("date before 1970", "users", lambda: good_users().with_columns(
-        signup_ts=pl.Series([date(2020, 1, 1), date(1960, 5, 1), None])), column="signup_ts",
-        shows=("before 1970", "u2")),
-    Bad("unparseable ts text", "interactions_csv",
+        shows=("cannot be read as CSV",),
+    ),
+    Bad(
+        "non-utf8 csv",
+        "items_csv",
+        lambda: b"item_id,title\ni1,caf\xe9 cr\xe8me\n",
+        shows=("cannot be read as CSV", "utf-8"),
+    ),
+    Bad(
+        "non-utf8 csv header",
+        "users_csv",
+        lambda: b"user_id,pa\xefs\nu1,FR\nu2,DE\nu3,IT\n",
+        shows=("cannot be read as CSV", "utf-8"),
+    ),
+    Bad(
+        "column named row",
+        "users",
+        lambda: good_users().with_columns(row=pl.lit(1)),
+        column="row",
+        shows=("reserved",),
+    ),
+    Bad(
+        "missing required column",
+        "interactions",
+        lambda: good_interactions().drop("ts"),
+        column="ts",
+        shows=("required column", "'ts'"),
+    ),
+    Bad(
+        "missing item_id",
+        "items",
+        lambda: good_items().drop("item_id"),
+        column="item_id",
+        shows=("required column",),
+    ),
+    Bad(
+        "float item ids",
+        "interactions",
+        inter(item_id=[1.0, 2.0, 3.0, 1.0]),
+        column="item_id",
+        shows=("Float64",),
+    ),
+    Bad(
+        "boolean ts",
+        "interactions",
+        inter(ts=[True, False, True, True]),
+        column="ts",
+        shows=("Boolean",),
+    ),
+    Bad(
+        "float ts",
+        "interactions",
+        inter(ts=[1.7e9, 1.7e9, 1.7e9, 1.7e9]),
+        column="ts",
+        shows=("Float64",),
+    ),
+    Bad(
+        "null user id",
+        "interactions",
+        inter(user_id=["u1", None, "u1", "u3"]),
+        column="user_id",
+        shows=("null or blank id", "i2"),
+    ),
+    Bad(
+        "null item id (int column)",
+        "interactions",
+        inter(item_id=[1, 2, None, 1]),
+        column="item_id",
+        shows=("null or blank id",),
+    ),
+    Bad(
+        "blank item id",
+        "items",
+        items_with(item_id=["i1", "   ", "ad1"]),
+        column="item_id",
+        shows=("null or blank id", "blue hat"),
+    ),
+    Bad(
+        "empty-string user id",
+        "users",
+        lambda: good_users().with_columns(user_id=pl.Series(["u1", "", "u3"])),
+        column="user_id",
+        shows=("null or blank id", "DE"),
+    ),
+    Bad(
+        "duplicate item rows",
+        "items",
+        items_with(item_id=["i1", "i2", "i2"]),
+        column="item_id",
+        shows=("duplicate item", "i2"),
+    ),
+    Bad(
+        "duplicate user rows",
+        "users",
+        lambda: pl.DataFrame(
+            {"user_id": ["u1", "u2", "u3", "u2"], "country": ["FR", "DE", "IT", "ES"]}
+        ),
+        column="user_id",
+        shows=("duplicate user", "u2", "ES"),
+    ),
+    Bad(
+        "int ids colliding as text",
+        "items",
+        lambda: good_items().with_columns(item_id=pl.Series([7, 8, 7], dtype=pl.Int32)),
+        column="item_id",
+        shows=("duplicate item", "after conversion to text", "red shoe", "buy now"),
+    ),
+    Bad(
+        "categorical ids colliding as text",
+        "users",
+        lambda: pl.DataFrame(
+            {"user_id": pl.Series(["u1", "u2", "u3", "u1"], dtype=pl.Categorical)}
+        ),
+        column="user_id",
+        shows=("duplicate user", "u1"),
+    ),
+    Bad(
+        "future datetime",
+        "interactions",
+        inter(ts=[datetime(2024, 1, 1), FUTURE, datetime(2024, 1, 1), datetime(2024, 1, 1)]),
+        column="ts",
+        shows=("in the future", str(FUTURE.year), "i2"),
+    ),
+    Bad(
+        "datetime before 1970",
+        "interactions",
+        inter(
+            ts=[
+                datetime(2024, 1, 1),
+                datetime(1969, 12, 31, 23, 59),
+                datetime(2024, 1, 1),
+                datetime(2024, 1, 1),
+            ]
+        ),
+        column="ts",
+        shows=("before 1970", "1969-12-31", "i2"),
+    ),
+    Bad(
+        "negative epoch seconds",
+        "interactions",
+        inter(ts=[1_700_000_000, -86_400, 1_700_000_000, 1_700_000_000]),
+        column="ts",
+        shows=("before 1970", "-86400", "i2"),
+    ),
+    Bad(
+        "future epoch seconds",
+        "interactions",
+        inter(ts=[1_700_000_000, 1_700_000_000, int(FUTURE.timestamp()), 1_700_000_000]),
+        column="ts",
+        shows=("in the future", "ad1"),
+    ),
+    Bad(
+        "epoch milliseconds",
+        "interactions",
+        inter(ts=[1_700_000_000_000] * 4),
+        column="ts",
+        shows=("epoch seconds",),
+    ),
+    Bad(
+        "date before 1970",
+        "users",
+        lambda: good_users().with_columns(
+            signup_ts=pl.Series([date(2020, 1, 1), date(1960, 5, 1), None])
+        ),
+        column="signup_ts",
+        shows=("before 1970", "u2"),
+    ),
+    Bad(
+        "unparseable ts text",
+        "interactions_csv",
         lambda: CSV_HEAD + "u1,i1,2024-01-01T10:00:00,view\nu2,i2,next tuesday,view\n",
-        column="ts", shows=("unparseable timestamp", "next tuesday")),
-    Bad("null ts", "interactions", inter(ts=[datetime(2024, 1, 1), None, datetime(2024, 1, 1),
-        datetime(2024, 1, 1)]), column="ts", shows=("null timestamp", "i2")),
-    Bad("unknown event", "interactions", inter(event=["view", "like", "view", "view"]),
-        column="event", shows=("unknown event", "like", "i2")),
-    Bad("null event", "interactions", inter(event=["view", "click", None, "view"]),
-        column="event", shows=("unknown event", "ad1")),
-    Bad("event of wrong type", "interactions", inter(event=[1.5, 2.5, 1.5, 1.5]), column="event",
-        shows=("must be text",)),
-    Bad("unknown kind", "items", items_with(kind=["product", "service", "ad"]), column="kind",
-        shows=("'product' or 'ad'", "service")),
-    Bad("null kind", "items", items_with(kind=["product", None, "ad"]), column="kind",
-        shows=("'product' or 'ad'", "i2")),
-    Bad("negative price", "items", items_with(price=[10.0, -3.0, 5.0]), column="price",
-        shows=("negative", "i2")),
-    Bad("negative bid", "items", items_with(bid=[None, None, -0.1]), column="bid",
-        shows=("negative", "ad1")),
-    Bad("ad without bid", "items", lambda: good_items().with_columns(
-        bid=pl.Series([0.1, None, None], dtype=pl.Float64)), column="bid",
-        shows=("ads need a bid", "ad1")),
-    Bad("price as text", "items", items_with(price=["10", "20", "5"]), column="price",
-        shows=("numeric",)),
-    Bad("nan value", "interactions", inter(value=[None, float("nan"), None, 1.0]), column="value",
-        shows=("finite", "i2")),
-    Bad("infinite price", "items", items_with(price=[10.0, float("inf"), 5.0]), column="price",
-        shows=("finite", "i2")),
-    Bad("infinite bid in csv", "items_csv",
-        lambda: "item_id,kind,bid\ni1,product,\nad1,ad,-inf\ni2,product,\n", column="bid",
-        shows=("finite", "ad1")),
-    Bad("1 MB title", "items", items_with(title=["ok", "x" * 1_000_000, "ok"]), column="title",
-        shows=("title longer than", "i2")),
-    Bad("tags of numbers", "items", items_with(tags=[[1], [2], [3]]), column="tags",
-        shows=("tags must be",)),
-    Bad("end before start", "items", items_with(start_ts=[None, None, datetime(2024, 2, 1)],
-        end_ts=[None, None, datetime(2024, 1, 1)]), column="end_ts", shows=("ad1",)),
-    Bad("float user attribute", "users", lambda: good_users().with_columns(
-        age=pl.Series([1.5, 2.5, 3.5])), column="age", shows=("categorical",)),
-    *[Bad(f"{dtype} user attribute", "users", lambda s=s: good_users().with_columns(x=s),
-          column="x", shows=("categorical", dtype)) for dtype, s in (
-        ("Binary", pl.Series([b"\xff", b"a", b"b"])),
-        ("Duration", pl.Series([timedelta(1)] * 3)),
-        ("Array", pl.Series([[1, 2]] * 3, dtype=pl.Array(pl.Int64, 2))))],
-    Bad("unknown item id", "interactions", inter(item_id=["i1", "i2", "nope", "i1"]),
-        column="item_id", shows=("missing from items", "nope", "u1")),
-    Bad("unknown user id", "interactions", inter(user_id=["u1", "ghost", "u1", "u3"]),
-        column="user_id", shows=("missing from users", "ghost")),
-    Bad("propensity zero", "interactions", inter(propensity=[0.5, 0.0, 1.0, 0.2]),
-        column="propensity", shows=("(0, 1]", "i2")),
-    Bad("propensity above one", "interactions", inter(propensity=[0.5, 1.0, 1.5, 0.2]),
-        column="propensity", shows=("(0, 1]", "ad1")),
-    Bad("propensity negative", "interactions", inter(propensity=[-0.1, 1.0, 1.0, 0.2]),
-        column="propensity", shows=("(0, 1]",)),
+        column="ts",
+        shows=("unparseable timestamp", "next tuesday"),
+    ),
+    Bad(
+        "null ts",
+        "interactions",
+        inter(ts=[datetime(2024, 1, 1), None, datetime(2024, 1, 1), datetime(2024, 1, 1)]),
+        column="ts",
+        shows=("null timestamp", "i2"),
+    ),
+    Bad(
+        "unknown event",
+        "interactions",
+        inter(event=["view", "like", "view", "view"]),
+        column="event",
+        shows=("unknown event", "like", "i2"),
+    ),
+    Bad(
+        "null event",
+        "interactions",
+        inter(event=["view", "click", None, "view"]),
+        column="event",
+        shows=("unknown event", "ad1"),
+    ),
+    Bad(
+        "event of wrong type",
+        "interactions",
+        inter(event=[1.5, 2.5, 1.5, 1.5]),
+        column="event",
+        shows=("must be text",),
+    ),
+    Bad(
+        "unknown kind",
+        "items",
+        items_with(kind=["product", "service", "ad"]),
+        column="kind",
+        shows=("'product' or 'ad'", "service"),
+    ),
+    Bad(
+        "null kind",
+        "items",
+        items_with(kind=["product", None, "ad"]),
+        column="kind",
+        shows=("'product' or 'ad'", "i2"),
+    ),
+    Bad(
+        "negative price",
+        "items",
+        items_with(price=[10.0, -3.0, 5.0]),
+        column="price",
+        shows=("negative", "i2"),
+    ),
+    Bad(
+        "negative bid",
+        "items",
+        items_with(bid=[None, None, -0.1]),
+        column="bid",
+        shows=("negative", "ad1"),
+    ),
+    Bad(
+        "ad without bid",
+        "items",
+        lambda: good_items().with_columns(bid=pl.Series([0.1, None, None], dtype=pl.Float64)),
+        column="bid",
+        shows=("ads need a bid", "ad1"),
+    ),
+    Bad(
+        "price as text",
+        "items",
+        items_with(price=["10", "20", "5"]),
+        column="price",
+        shows=("numeric",),
+    ),
+    Bad(
+        "nan value",
+        "interactions",
+        inter(value=[None, float("nan"), None, 1.0]),
+        column="value",
+        shows=("finite", "i2"),
+    ),
+    Bad(
+        "infinite price",
+        "items",
+        items_with(price=[10.0, float("inf"), 5.0]),
+        column="price",
+        shows=("finite", "i2"),
+    ),
+    Bad(
+        "infinite bid in csv",
+        "items_csv",
+        lambda: "item_id,kind,bid\ni1,product,\nad1,ad,-inf\ni2,product,\n",
+        column="bid",
+        shows=("finite", "ad1"),
+    ),
+    Bad(
+        "1 MB title",
+        "items",
+        items_with(title=["ok", "x" * 1_000_000, "ok"]),
+        column="title",
+        shows=("title longer than", "i2"),
+    ),
+    Bad(
+        "tags of numbers",
+        "items",
+        items_with(tags=[[1], [2], [3]]),
+        column="tags",
+        shows=("tags must be",),
+    ),
+    Bad(
+        "end before start",
+        "items",
+        items_with(
+            start_ts=[None, None, datetime(2024, 2, 1)], end_ts=[None, None, datetime(2024, 1, 1)]
+        ),
+        column="end_ts",
+        shows=("ad1",),
+    ),
+    Bad(
+        "float user attribute",
+        "users",
+        lambda: good_users().with_columns(age=pl.Series([1.5, 2.5, 3.5])),
+        column="age",
+        shows=("categorical",),
+    ),
+    *[
+        Bad(
+            f"{dtype} user attribute",
+            "users",
+            lambda s=s: good_users().with_columns(x=s),
+            column="x",
+            shows=("categorical", dtype),
+        )
+        for dtype, s in (
+            ("Binary", pl.Series([b"\xff", b"a", b"b"])),
+            ("Duration", pl.Series([timedelta(1)] * 3)),
+            ("Array", pl.Series([[1, 2]] * 3, dtype=pl.Array(pl.Int64, 2))),
+        )
+    ],
+    Bad(
+        "unknown item id",
+        "interactions",
+        inter(item_id=["i1", "i2", "nope", "i1"]),
+        column="item_id",
+        shows=("missing from items", "nope", "u1"),
+    ),
+    Bad(
+        "unknown user id",
+        "interactions",
+        inter(user_id=["u1", "ghost", "u1", "u3"]),
+        column="user_id",
+        shows=("missing from users", "ghost"),
+    ),
+    Bad(
+        "propensity zero",
+        "interactions",
+        inter(propensity=[0.5, 0.0, 1.0, 0.2]),
+        column="propensity",
+        shows=("(0, 1]", "i2"),
+    ),
+    Bad(
+        "propensity above one",
+        "interactions",
+        inter(propensity=[0.5, 1.0, 1.5, 0.2]),
+        column="propensity",
+        shows=("(0, 1]", "ad1"),
+    ),
+    Bad(
+        "propensity negative",
+        "interactions",
+        inter(propensity=[-0.1, 1.0, 1.0, 0.2]),
+        column="propensity",
+        shows=("(0, 1]",),
+    ),
 ]
 
 
 @pytest.mark.parametrize("bad", BAD, ids=[b.id for b in BAD])
-def test_bad_input_raises_a_data_error_naming_file_column_and_rows(tmp_path: Path, bad: Bad) -> None:
+def test_bad_input_raises_a_data_error_naming_file_column_and_rows(
+    tmp_path: Path, bad: Bad
+) -> None:
     data = write_tables(tmp_path / "in", **{bad.table: bad.content()})
     before = listing(tmp_path)
     with pytest.raises(DataError) as info:
@@ -276,8 +543,9 @@ def test_bad_input_raises_a_data_error_naming_file_column_and_rows(tmp_path: Pat
 def test_offending_rows_carry_their_row_number(tmp_path: Path) -> None:
     items = pl.DataFrame({"item_id": [f"i{k}" for k in range(20)], "price": [1.0] * 20})
     items = items.with_columns(price=pl.when(pl.int_range(20) % 3 == 1).then(-1.0).otherwise(1.0))
-    data = write_tables(tmp_path, items=items, interactions=inter(
-        item_id=["i1", "i2", "i3", "i4"])())
+    data = write_tables(
+        tmp_path, items=items, interactions=inter(item_id=["i1", "i2", "i3", "i4"])()
+    )
     with pytest.raises(DataError) as info:
         validate_tables(data, COLS)
     err = info.value
@@ -292,13 +560,23 @@ def test_ids_collide_only_when_equal_as_text(tmp_path: Path) -> None:
     integer ids in one table match their text form in another."""
     interactions = "user_id,item_id,ts\n7,01,1704067200\n7,001,1704067200\n"
     items = "item_id,title\n1,a\n01,b\n001,c\n"
-    data = write_tables(tmp_path, ".csv", interactions=interactions, items=items,
-                        users_parquet=pl.DataFrame({"user_id": [7]}))
+    data = write_tables(
+        tmp_path,
+        ".csv",
+        interactions=interactions,
+        items=items,
+        users_parquet=pl.DataFrame({"user_id": [7]}),
+    )
     t = validate_tables(data, COLS)
     assert t.items["item_id"].to_list() == ["1", "01", "001"]
     assert t.interactions["item_id"].to_list() == ["01", "001"]
-    data = write_tables(tmp_path, ".csv", interactions=interactions.replace(",01,", ",0001,"),
-                        items=items, users_parquet=pl.DataFrame({"user_id": [7]}))
+    data = write_tables(
+        tmp_path,
+        ".csv",
+        interactions=interactions.replace(",01,", ",0001,"),
+        items=items,
+        users_parquet=pl.DataFrame({"user_id": [7]}),
+    )
     with pytest.raises(DataError, match="missing from items") as info:
         validate_tables(data, COLS)
     assert info.value.column == "item_id" and "0001" in str(info.value)
@@ -306,9 +584,12 @@ def test_ids_collide_only_when_equal_as_text(tmp_path: Path) -> None:
 
 def test_renamed_columns_are_named_as_in_the_file(tmp_path: Path) -> None:
     cols = ColumnsConfig(user_id="uid", item_id="sku")
-    data = write_tables(tmp_path, interactions=good_interactions().rename(
-        {"user_id": "uid", "item_id": "sku"}).drop("ts"),
-        items=good_items().rename({"item_id": "sku"}), users=good_users().rename({"user_id": "uid"}))
+    data = write_tables(
+        tmp_path,
+        interactions=good_interactions().rename({"user_id": "uid", "item_id": "sku"}).drop("ts"),
+        items=good_items().rename({"item_id": "sku"}),
+        users=good_users().rename({"user_id": "uid"}),
+    )
     with pytest.raises(DataError, match="required column") as info:
         validate_tables(data, cols)
     assert info.value.column == "ts"
@@ -354,13 +635,17 @@ def check_types(t: Tables) -> None:
     assert t.users.schema["signup_ts"] == pl.Datetime("us")
 
 
-@pytest.mark.parametrize("interactions", [CSV_INTERACTIONS, CSV_INTERACTIONS_ISO,
-                                          CSV_INTERACTIONS_OFFSET],
-                         ids=["epoch seconds", "iso text", "iso text with utc offsets"])
-def test_valid_csv_keeps_leading_zeros_and_normalises_types(tmp_path: Path,
-                                                            interactions: str) -> None:
-    data = write_tables(tmp_path, ".csv", interactions=interactions, items=CSV_ITEMS,
-                        users=CSV_USERS)
+@pytest.mark.parametrize(
+    "interactions",
+    [CSV_INTERACTIONS, CSV_INTERACTIONS_ISO, CSV_INTERACTIONS_OFFSET],
+    ids=["epoch seconds", "iso text", "iso text with utc offsets"],
+)
+def test_valid_csv_keeps_leading_zeros_and_normalises_types(
+    tmp_path: Path, interactions: str
+) -> None:
+    data = write_tables(
+        tmp_path, ".csv", interactions=interactions, items=CSV_ITEMS, users=CSV_USERS
+    )
     before = listing(tmp_path)
     t = validate_tables(data, COLS)
     check_types(t)
@@ -380,24 +665,56 @@ def test_valid_csv_keeps_leading_zeros_and_normalises_types(tmp_path: Path,
 
 def test_valid_csv_with_a_byte_order_mark_keeps_leading_zeros(tmp_path: Path) -> None:
     bom = "\ufeff"
-    data = write_tables(tmp_path, ".csv", interactions=bom + CSV_INTERACTIONS,
-                        items=bom + CSV_ITEMS, users=bom + CSV_USERS)
+    data = write_tables(
+        tmp_path,
+        ".csv",
+        interactions=bom + CSV_INTERACTIONS,
+        items=bom + CSV_ITEMS,
+        users=bom + CSV_USERS,
+    )
     t = validate_tables(data, COLS)
     assert t.interactions["user_id"].to_list() == ["007", "7", "007"]
     assert t.items["item_id"].to_list() == ["0042", "42", "ad9"]
 
 
 def test_valid_parquet_normalises_types(tmp_path: Path) -> None:
-    paris = pl.Series([datetime(2024, 1, 1, 11), datetime(2024, 1, 2, 1), datetime(2024, 1, 3),
-                       datetime(2024, 1, 4)]).dt.replace_time_zone("Europe/Paris").dt.cast_time_unit("ms")
-    interactions = pl.DataFrame({"user_id": [1, 2, 1, 3], "item_id": [10, 11, 12, 10], "ts": paris,
-                                 "value": pl.Series([1, 2, 3, 4], dtype=pl.Int32)})
-    items = pl.DataFrame({"item_id": ["10", "11", "12"], "kind": ["product", "product", "ad"],
-                          "bid": [None, None, 1], "tags": pl.Series(
-                              [["x"], None, []], dtype=pl.List(pl.Categorical)),
-                          "available": [1, 0, None], "created_ts": [date(2023, 1, 1)] * 3})
-    users = pl.DataFrame({"user_id": pl.Series([1, 2, 3], dtype=pl.UInt16),
-                          "premium": [True, False, None], "tier": [1, 2, 3]})
+    paris = (
+        pl.Series(
+            [
+                datetime(2024, 1, 1, 11),
+                datetime(2024, 1, 2, 1),
+                datetime(2024, 1, 3),
+                datetime(2024, 1, 4),
+            ]
+        )
+        .dt.replace_time_zone("Europe/Paris")
+        .dt.cast_time_unit("ms")
+    )
+    interactions = pl.DataFrame(
+        {
+            "user_id": [1, 2, 1, 3],
+            "item_id": [10, 11, 12, 10],
+            "ts": paris,
+            "value": pl.Series([1, 2, 3, 4], dtype=pl.Int32),
+        }
+    )
+    items = pl.DataFrame(
+        {
+            "item_id": ["10", "11", "12"],
+            "kind": ["product", "product", "ad"],
+            "bid": [None, None, 1],
+            "tags": pl.Series([["x"], None, []], dtype=pl.List(pl.Categorical)),
+            "available": [1, 0, None],
+            "created_ts": [date(2023, 1, 1)] * 3,
+        }
+    )
+    users = pl.DataFrame(
+        {
+            "user_id": pl.Series([1, 2, 3], dtype=pl.UInt16),
+            "premium": [True, False, None],
+            "tier": [1, 2, 3],
+        }
+    )
     data = write_tables(tmp_path, interactions=interactions, items=items, users=users)
     t = validate_tables(data, COLS)
     check_types(t)
@@ -415,10 +732,14 @@ def test_valid_parquet_normalises_types(tmp_path: Path) -> None:
 
 def test_all_null_optional_columns_are_accepted(tmp_path: Path) -> None:
     """Polars writes an all-null column with the Null type; it is as good as a typed one."""
-    nulls = {c: pl.Series([None] * 3) for c in ("category", "price", "tags", "available",
-                                                 "created_ts", "campaign_id", "end_ts")}
+    nulls = {
+        c: pl.Series([None] * 3)
+        for c in ("category", "price", "tags", "available", "created_ts", "campaign_id", "end_ts")
+    }
     items = good_items().with_columns(**nulls)
-    users = good_users().with_columns(signup_ts=pl.Series([None] * 3), country=pl.Series([None] * 3))
+    users = good_users().with_columns(
+        signup_ts=pl.Series([None] * 3), country=pl.Series([None] * 3)
+    )
     interactions = good_interactions().with_columns(value=pl.Series([None] * 4))
     data = write_tables(tmp_path, interactions=interactions, items=items, users=users)
     assert pl.read_parquet(data.items).schema["price"] == pl.Null
@@ -436,8 +757,10 @@ def test_default_good_tables_pass(tmp_path: Path) -> None:
 
 # --- the command line ----------------------------------------------------------------------------
 
-CONFIG = '[data]\ninteractions = "interactions.parquet"\nitems = "items.parquet"\n' \
-         'users = "users.parquet"\n'
+CONFIG = (
+    '[data]\ninteractions = "interactions.parquet"\nitems = "items.parquet"\n'
+    'users = "users.parquet"\n'
+)
 
 
 def test_cli_validate_bad_input_exits_1_naming_the_file(tmp_path: Path) -> None:
@@ -471,11 +794,14 @@ def test_cli_validate_good_input_exits_0(tmp_path: Path) -> None:
     assert listing(tmp_path) == before
 
 
-@pytest.mark.parametrize(("extra", "where"), [
-    ("[split]\nvalid_days = 7\ntest_days = 7\nshuffle = true\n", "split.shuffle: unknown key"),
-    ("[split]\nvalid_days = 'a week'\ntest_days = 7\n", "split.valid_days"),
-    ("[columns]\nuser_id = 3\n", "columns.user_id"),
-])
+@pytest.mark.parametrize(
+    ("extra", "where"),
+    [
+        ("[split]\nvalid_days = 7\ntest_days = 7\nshuffle = true\n", "split.shuffle: unknown key"),
+        ("[split]\nvalid_days = 'a week'\ntest_days = 7\n", "split.valid_days"),
+        ("[columns]\nuser_id = 3\n", "columns.user_id"),
+    ],
+)
 def test_cli_config_errors_name_the_key(tmp_path: Path, extra: str, where: str) -> None:
     write_tables(tmp_path)
     (tmp_path / "config.toml").write_text(CONFIG + extra)
@@ -493,8 +819,9 @@ def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Pa
         folder = tmp_path / str(n)
         data = write_tables(folder, **{bad.table: bad.content()})
         config = folder / "config.toml"
-        config.write_text("[data]\n" + "".join(
-            f'{name} = "{getattr(data, name).name}"\n' for name in NAMES))
+        config.write_text(
+            "[data]\n" + "".join(f'{name} = "{getattr(data, name).name}"\n' for name in NAMES)
+        )
         result = runner.invoke(app, ["nightly", "--config", str(config)])
         assert result.exit_code == 1, (bad.id, result.output)
         file = getattr(data, bad.file or bad.table.split("_")[0])
@@ -507,15 +834,25 @@ def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Pa
         tally("bad inputs: nightly runs refused")
 
 
-@pytest.mark.parametrize(("text", "shows"), [
-    (CONFIG + "[jobs]\nk = 10\nschedule = 'nightly'\n", "jobs.schedule: unknown key"),
-    (CONFIG + "[rerank]\nnum_boost_round = 'many'\n", "rerank.num_boost_round"),
-    (CONFIG + "[jobs]\nretention = 0\n", "jobs.retention"),
-    (CONFIG.replace("items.parquet", "no/such/items.parquet"), "file not found"),
-    (CONFIG + "[data\n", "not valid TOML"),
-    (None, "config file not found"),
-], ids=["unknown key", "wrong type", "out of range", "missing data path", "not toml",
-        "missing config"])
+@pytest.mark.parametrize(
+    ("text", "shows"),
+    [
+        (CONFIG + "[jobs]\nk = 10\nschedule = 'nightly'\n", "jobs.schedule: unknown key"),
+        (CONFIG + "[rerank]\nnum_boost_round = 'many'\n", "rerank.num_boost_round"),
+        (CONFIG + "[jobs]\nretention = 0\n", "jobs.retention"),
+        (CONFIG.replace("items.parquet", "no/such/items.parquet"), "file not found"),
+        (CONFIG + "[data\n", "not valid TOML"),
+        (None, "config file not found"),
+    ],
+    ids=[
+        "unknown key",
+        "wrong type",
+        "out of range",
+        "missing data path",
+        "not toml",
+        "missing config",
+    ],
+)
 def test_cli_nightly_names_config_errors(tmp_path: Path, text: str | None, shows: str) -> None:
     write_tables(tmp_path)
     config = tmp_path / "config.toml"
@@ -533,8 +870,12 @@ def test_cli_nightly_names_config_errors(tmp_path: Path, text: str | None, shows
 ISO = ["2024-01-01", "2024-01-01T10:00:00", "2024-01-01 10:00:00+02:00", "2024-03-01T00:00:00Z"]
 BAD_ISO = ["1969-07-20", "0001-01-01", "3000-01-01", "9999-12-31T23:59:59", "2024-02-30", "soon"]
 RECENT = (datetime(2000, 1, 1), datetime(2024, 12, 31))
-TEXT = st.one_of(st.sampled_from([*EVENTS, "product", "ad", "like", "0", "007", " ", "", "a|b",
-                                  "nan", *ISO, *BAD_ISO]), st.text(max_size=6))
+TEXT = st.one_of(
+    st.sampled_from(
+        [*EVENTS, "product", "ad", "like", "0", "007", " ", "", "a|b", "nan", *ISO, *BAD_ISO]
+    ),
+    st.text(max_size=6),
+)
 # kind -> (values, dtype); nulls are mixed in by `frames`
 KINDS: dict[str, tuple[st.SearchStrategy[object], pl.DataType]] = {
     "small_int": (st.integers(0, 5), pl.Int64),
@@ -558,8 +899,10 @@ KINDS: dict[str, tuple[st.SearchStrategy[object], pl.DataType]] = {
     "datetime_tz": (st.datetimes(*RECENT), pl.Datetime("us", "America/New_York")),
     "date": (st.dates(RECENT[0].date(), RECENT[1].date()), pl.Date),
     "any_datetime": (st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31)), pl.Datetime("us")),
-    "any_datetime_tz": (st.datetimes(datetime(1900, 1, 1), datetime(2200, 1, 1)),
-                        pl.Datetime("ms", "Asia/Kolkata")),
+    "any_datetime_tz": (
+        st.datetimes(datetime(1900, 1, 1), datetime(2200, 1, 1)),
+        pl.Datetime("ms", "Asia/Kolkata"),
+    ),
     "any_date": (st.dates(), pl.Date),
     "list_str": (st.lists(TEXT, max_size=3), pl.List(pl.String)),
     "list_int": (st.lists(st.integers(0, 9), max_size=2), pl.List(pl.Int64)),
@@ -570,25 +913,59 @@ KINDS: dict[str, tuple[st.SearchStrategy[object], pl.DataType]] = {
 }
 TS_KINDS = ("datetime", "datetime_ms", "datetime_tz", "date", "epoch", "iso")
 TYPICAL = {
-    "user_id": ("small_int", "small_str"), "item_id": ("small_int", "small_str"), "ts": TS_KINDS,
-    "event": ("event",), "value": ("small_float", "float"), "propensity": ("unit",),
-    "kind": ("item_kind",), "title": ("str",), "category": ("str", "cat"), "brand": ("cat",),
-    "price": ("small_float",), "tags": ("list_str", "str"), "available": ("bool", "small_int"),
-    "created_ts": TS_KINDS, "campaign_id": ("small_str", "small_int"), "bid": ("small_float",),
-    "daily_budget": ("small_float",), "start_ts": TS_KINDS, "end_ts": TS_KINDS,
-    "signup_ts": TS_KINDS, "country": ("str", "cat"), "age_bucket": ("small_int", "bool"),
+    "user_id": ("small_int", "small_str"),
+    "item_id": ("small_int", "small_str"),
+    "ts": TS_KINDS,
+    "event": ("event",),
+    "value": ("small_float", "float"),
+    "propensity": ("unit",),
+    "kind": ("item_kind",),
+    "title": ("str",),
+    "category": ("str", "cat"),
+    "brand": ("cat",),
+    "price": ("small_float",),
+    "tags": ("list_str", "str"),
+    "available": ("bool", "small_int"),
+    "created_ts": TS_KINDS,
+    "campaign_id": ("small_str", "small_int"),
+    "bid": ("small_float",),
+    "daily_budget": ("small_float",),
+    "start_ts": TS_KINDS,
+    "end_ts": TS_KINDS,
+    "signup_ts": TS_KINDS,
+    "country": ("str", "cat"),
+    "age_bucket": ("small_int", "bool"),
 }
 MOSTLY = st.sampled_from([True] * 9 + [False])  # True 9 times in 10
 INTERACTION_COLS = (("user_id", "item_id", "ts"), ("event", "value", "propensity"))
-ITEM_COLS = (("item_id",), ("kind", "title", "category", "brand", "price", "tags", "available",
-                            "created_ts", "campaign_id", "bid", "daily_budget", "start_ts",
-                            "end_ts"))
+ITEM_COLS = (
+    ("item_id",),
+    (
+        "kind",
+        "title",
+        "category",
+        "brand",
+        "price",
+        "tags",
+        "available",
+        "created_ts",
+        "campaign_id",
+        "bid",
+        "daily_budget",
+        "start_ts",
+        "end_ts",
+    ),
+)
 USER_COLS = (("user_id",), ("signup_ts", "country", "age_bucket"))
 
 
 @st.composite
-def frames(draw: st.DrawFn, columns: tuple[tuple[str, ...], tuple[str, ...]],
-           unique: str | None = None, pools: dict[str, list[int]] | None = None) -> pl.DataFrame:
+def frames(
+    draw: st.DrawFn,
+    columns: tuple[tuple[str, ...], tuple[str, ...]],
+    unique: str | None = None,
+    pools: dict[str, list[int]] | None = None,
+) -> pl.DataFrame:
     """A small table of a random subset of the contract's columns; each column usually of a
     typical type for it, sometimes of any type, sometimes with nulls. `unique`: an id column
     whose typical values are distinct; `pools`: the ids an id column's typical values come
@@ -615,7 +992,8 @@ def frames(draw: st.DrawFn, columns: tuple[tuple[str, ...], tuple[str, ...]],
             raw = [str(v) for v in raw] if dtype == pl.String else raw
         if isinstance(dtype, pl.Datetime) and dtype.time_zone:
             s = pl.Series(name, raw, dtype=pl.Datetime(dtype.time_unit)).dt.replace_time_zone(
-                dtype.time_zone, ambiguous="null", non_existent="null")
+                dtype.time_zone, ambiguous="null", non_existent="null"
+            )
         else:
             s = pl.Series(name, raw, dtype=dtype, strict=False)
         series.append(s)
@@ -639,14 +1017,18 @@ def input_tables(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFr
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(input_tables())
 def test_random_tables_give_features_or_a_data_error(
-        tables: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]) -> None:
+    tables: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame],
+) -> None:
     interactions, items, users = tables
     with tempfile.TemporaryDirectory() as tmp:
         data = write_tables(Path(tmp), interactions=interactions, items=items, users=users)
         before = listing(Path(tmp))
         # each table on its own too, so that a bad interactions table does not hide the others
-        for check, path in ((validate_interactions, data.interactions),
-                            (validate_items, data.items), (validate_users, data.users)):
+        for check, path in (
+            (validate_interactions, data.interactions),
+            (validate_items, data.items),
+            (validate_users, data.users),
+        ):
             try:
                 check(path, COLS)
             except DataError as err:

@@ -62,11 +62,15 @@ app(sys.argv[2:], prog_name="recengine")
 """
 
 
-def nightly(config: Path, root: Path, *, file_size_limit: int | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def nightly(
+    config: Path, root: Path, *, file_size_limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
     args = ["nightly", "--config", str(config), "--artifacts", str(root)]
-    cmd = ([sys.executable, "-c", LIMITED, str(file_size_limit), *args]
-           if file_size_limit is not None else [sys.executable, "-m", "engine.cli", *args])
+    cmd = (
+        [sys.executable, "-c", LIMITED, str(file_size_limit), *args]
+        if file_size_limit is not None
+        else [sys.executable, "-m", "engine.cli", *args]
+    )
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -85,8 +89,9 @@ LIMITS = [
 
 
 @pytest.mark.parametrize(("limit", "stage"), LIMITS)
-def test_a_full_disk_leaves_current_untouched(published: tuple[Path, Path], tmp_path: Path,
-                                              limit: int, stage: str) -> None:
+def test_a_full_disk_leaves_current_untouched(
+    published: tuple[Path, Path], tmp_path: Path, limit: int, stage: str
+) -> None:
     config, live_root = published
     root = copy_root(live_root, tmp_path / "artifacts")
     before = snapshot(root)
@@ -117,8 +122,9 @@ def refuse(monkeypatch: pytest.MonkeyPatch, where: Callable[[Path], bool]) -> No
     monkeypatch.setattr(os, "replace", replace)
 
 
-def test_permission_errors_leave_current_untouched(published: tuple[Path, Path],
-                                                   tmp_path: Path) -> None:
+def test_permission_errors_leave_current_untouched(
+    published: tuple[Path, Path], tmp_path: Path
+) -> None:
     config, live_root = published
     root = copy_root(live_root, tmp_path / "artifacts")
     cfg = load_config(config, EngineConfig)

@@ -37,10 +37,17 @@ class AuctionConfig(Section):
     seed: int = 0
 
 
-def rank_ads(users: np.ndarray, ads: np.ndarray, pctr: Callable[[np.ndarray, np.ndarray], np.ndarray],
-             *, bid: np.ndarray, campaign: np.ndarray, budget: dict[int, float],
-             shown_today: dict[tuple[int, int], int], cfg: AuctionConfig
-             ) -> tuple[pl.DataFrame, dict[int, float]]:
+def rank_ads(
+    users: np.ndarray,
+    ads: np.ndarray,
+    pctr: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    bid: np.ndarray,
+    campaign: np.ndarray,
+    budget: dict[int, float],
+    shown_today: dict[tuple[int, int], int],
+    cfg: AuctionConfig,
+) -> tuple[pl.DataFrame, dict[int, float]]:
     """Top ads for every user and each campaign's expected spend.
 
     Args:
@@ -52,7 +59,7 @@ def rank_ads(users: np.ndarray, ads: np.ndarray, pctr: Callable[[np.ndarray, np.
     Returns a frame (user_idx, rank, item_idx, pctr, bid, ecpm, pace: the campaign's chance
     to enter that chunk's auctions) and campaign -> expected spend.
     """
-    spent = {c: 0.0 for c in budget}
+    spent = dict.fromkeys(budget, 0.0)
     column = {int(ad): j for j, ad in enumerate(ads)}
     capped: dict[int, list[int]] = {}
     for (u, ad), times in shown_today.items():
@@ -65,8 +72,8 @@ def rank_ads(users: np.ndarray, ads: np.ndarray, pctr: Callable[[np.ndarray, np.
     out: list[pl.DataFrame] = []
     n = len(users)
     for a in range(0, n, cfg.chunk):
-        chunk = users[a:a + cfg.chunk]
-        p = pctr(chunk, ads)                                  # (U, A)
+        chunk = users[a : a + cfg.chunk]
+        p = pctr(chunk, ads)  # (U, A)
         ecpm = p * bid[None, :] * 1000.0
         ok = ecpm >= cfg.reserve_ecpm
         ok &= np.array([spent[int(c)] < budget[int(c)] for c in campaign])[None, :]
@@ -77,8 +84,9 @@ def rank_ads(users: np.ndarray, ads: np.ndarray, pctr: Callable[[np.ndarray, np.
         if cfg.pacing:
             # what each campaign would spend per user unthrottled, against what it has left
             rows, cols = _top(np.where(ok, ecpm, -np.inf), k)
-            rate = np.bincount(col_camp[cols], weights=p[rows, cols] * bid[cols],
-                               minlength=len(camps)) / len(chunk)
+            rate = np.bincount(
+                col_camp[cols], weights=p[rows, cols] * bid[cols], minlength=len(camps)
+            ) / len(chunk)
             left = np.array([budget[int(c)] - spent[int(c)] for c in camps])
             need = rate * (n - a)
             pace = np.where(need > 0, np.minimum(1.0, left / np.maximum(need, 1e-12)), 1.0)
@@ -91,12 +99,22 @@ def rank_ads(users: np.ndarray, ads: np.ndarray, pctr: Callable[[np.ndarray, np.
             else:
                 spent[int(c)] += float(cost)
         rows, cols = rows[keep], cols[keep]
-        rank = np.concatenate([np.arange(1, m + 1) for m in np.bincount(rows, minlength=len(chunk))])
-        out.append(pl.DataFrame({
-            "user_idx": chunk[rows].astype(np.int64), "rank": rank.astype(np.int32),
-            "item_idx": ads[cols].astype(np.int64), "pctr": p[rows, cols],
-            "bid": bid[cols].astype(np.float64), "ecpm": ecpm[rows, cols],
-            "pace": pace[col_camp[cols]]}))
+        rank = np.concatenate(
+            [np.arange(1, m + 1) for m in np.bincount(rows, minlength=len(chunk))]
+        )
+        out.append(
+            pl.DataFrame(
+                {
+                    "user_idx": chunk[rows].astype(np.int64),
+                    "rank": rank.astype(np.int32),
+                    "item_idx": ads[cols].astype(np.int64),
+                    "pctr": p[rows, cols],
+                    "bid": bid[cols].astype(np.float64),
+                    "ecpm": ecpm[rows, cols],
+                    "pace": pace[col_camp[cols]],
+                }
+            )
+        )
     frame = pl.concat(out) if out else pl.DataFrame()
     return frame, spent
 

@@ -28,7 +28,9 @@ class Calibrator:
 
     @classmethod
     def fit(cls, raw: np.ndarray, label: np.ndarray) -> Calibrator:
-        iso = IsotonicRegression(y_min=FLOOR, y_max=1.0 - FLOOR, out_of_bounds="clip").fit(raw, label)
+        iso = IsotonicRegression(y_min=FLOOR, y_max=1.0 - FLOOR, out_of_bounds="clip").fit(
+            raw, label
+        )
         return cls(np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float))
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
@@ -36,8 +38,9 @@ class Calibrator:
 
     def save(self, path: Path) -> Path:
         with atomic_path(Path(path)) as tmp:
-            tmp.write_text(json.dumps({"kind": "isotonic", "x": self.x.tolist(),
-                                       "y": self.y.tolist()}))
+            tmp.write_text(
+                json.dumps({"kind": "isotonic", "x": self.x.tolist(), "y": self.y.tolist()})
+            )
         return Path(path)
 
     @classmethod

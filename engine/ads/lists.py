@@ -31,21 +31,28 @@ class Inventory:
     item_idx: np.ndarray
     item_id: list[str]
     bid: np.ndarray
-    campaign: np.ndarray           # (A,) campaign number
-    budget: dict[int, float]       # campaign number -> daily budget (inf where none is set)
+    campaign: np.ndarray  # (A,) campaign number
+    budget: dict[int, float]  # campaign number -> daily budget (inf where none is set)
 
     @classmethod
     def at(cls, fs: FeatureSet, when: datetime) -> Inventory:
         ok = eligible_items(fs.items, fs.vocabs.item.size, at=when, kind="ad")
-        ads = (fs.items.filter(pl.col("item_idx").is_in(np.flatnonzero(ok).tolist()))
-               .filter(pl.col("bid").is_not_null() & (pl.col("bid") > 0))
-               .sort("item_idx"))
+        ads = (
+            fs.items.filter(pl.col("item_idx").is_in(np.flatnonzero(ok).tolist()))
+            .filter(pl.col("bid").is_not_null() & (pl.col("bid") > 0))
+            .sort("item_idx")
+        )
         camp = ads["campaign_id"].fill_null(ads["item_id"]).cast(pl.String)
         names, number = np.unique(camp.to_numpy(), return_inverse=True)
         budgets = ads["daily_budget"].fill_null(float("inf")).to_numpy()
         budget = {c: float(budgets[number == c].max()) for c in range(len(names))}
-        return cls(ads["item_idx"].to_numpy().astype(np.int64), ads["item_id"].to_list(),
-                   ads["bid"].to_numpy().astype(np.float64), number.astype(np.int64), budget)
+        return cls(
+            ads["item_idx"].to_numpy().astype(np.int64),
+            ads["item_id"].to_list(),
+            ads["bid"].to_numpy().astype(np.float64),
+            number.astype(np.int64),
+            budget,
+        )
 
 
 @dataclass(frozen=True)
@@ -54,32 +61,48 @@ class Shortlist:
     smoothed past click rate) overall, and in each of the user's top 3 categories (by
     affinity) the best `n // 6`. All ads when `n` is 0 or covers the inventory."""
 
-    user_categories: dict[int, np.ndarray]   # user_idx -> the user's top category codes
-    by_category: dict[int, np.ndarray]       # category code -> shortlisted ad columns
-    overall: np.ndarray                      # ad columns every user gets
+    user_categories: dict[int, np.ndarray]  # user_idx -> the user's top category codes
+    by_category: dict[int, np.ndarray]  # category code -> shortlisted ad columns
+    overall: np.ndarray  # ad columns every user gets
     n_ads: int
     everything: bool
 
     @classmethod
-    def build(cls, inv: Inventory, fs: FeatureSet, past: pl.DataFrame, when: datetime,
-              n: int, stats: AdStats | None = None) -> Shortlist:
+    def build(
+        cls,
+        inv: Inventory,
+        fs: FeatureSet,
+        past: pl.DataFrame,
+        when: datetime,
+        n: int,
+        stats: AdStats | None = None,
+    ) -> Shortlist:
         a = len(inv.item_idx)
         if n == 0 or n >= a:
             return cls({}, {}, np.arange(a), a, True)
-        probe = pl.DataFrame({"user_id": pl.Series([None] * a, dtype=past["user_id"].dtype),
-                              "item_id": inv.item_id}).with_columns(pl.lit(when).alias("ts"))
+        probe = pl.DataFrame(
+            {"user_id": pl.Series([None] * a, dtype=past["user_id"].dtype), "item_id": inv.item_id}
+        ).with_columns(pl.lit(when).alias("ts"))
         feats = ad_features(probe, past, fs, stats)
         prior = feats["ad_ctr"].to_numpy() * inv.bid
         order = np.argsort(-prior, kind="stable")
         category = feats["top_category"].fill_null(-1).to_numpy()
         per = max(1, n // 6)
         by_category = {int(c): order[category[order] == c][:per] for c in np.unique(category)}
-        top = (fs.affinity.sort(["user_idx", "affinity"], descending=[False, True])
-               .group_by("user_idx", maintain_order=True).head(3)
-               .group_by("user_idx").agg("top_category"))
-        user_categories = dict(zip(top["user_idx"].to_list(),
-                                   (np.asarray(v) for v in top["top_category"].to_list()),
-                                   strict=True))
+        top = (
+            fs.affinity.sort(["user_idx", "affinity"], descending=[False, True])
+            .group_by("user_idx", maintain_order=True)
+            .head(3)
+            .group_by("user_idx")
+            .agg("top_category")
+        )
+        user_categories = dict(
+            zip(
+                top["user_idx"].to_list(),
+                (np.asarray(v) for v in top["top_category"].to_list()),
+                strict=True,
+            )
+        )
         return cls(user_categories, by_category, order[: n // 2], a, False)
 
     def mask(self, users: np.ndarray) -> np.ndarray:
@@ -98,16 +121,28 @@ class Shortlist:
 def shown_today(log: pl.DataFrame, fs: FeatureSet, when: datetime) -> dict[tuple[int, int], int]:
     """(user_idx, ad item_idx) -> impressions of the ad to the user since midnight (UTC)."""
     midnight = datetime.combine(when.date(), time())
-    today = (log.filter((pl.col("ts") >= midnight) & (pl.col("ts") < when))
-             .group_by("user_id", "item_id").len()
-             .with_columns(fs.vocabs.user.encode(pl.col("user_id")).alias("u"),
-                           fs.vocabs.item.encode(pl.col("item_id")).alias("i")))
+    today = (
+        log.filter((pl.col("ts") >= midnight) & (pl.col("ts") < when))
+        .group_by("user_id", "item_id")
+        .len()
+        .with_columns(
+            fs.vocabs.user.encode(pl.col("user_id")).alias("u"),
+            fs.vocabs.item.encode(pl.col("item_id")).alias("i"),
+        )
+    )
     return {(int(u), int(i)): int(n) for u, i, n in today.select("u", "i", "len").iter_rows()}
 
 
-def ad_lists(users: np.ndarray, fs: FeatureSet, model: Pctr, log: pl.DataFrame,
-             cfg: AuctionConfig, *, when: datetime, inventory: Inventory | None = None
-             ) -> tuple[pl.DataFrame, dict[int, float]]:
+def ad_lists(
+    users: np.ndarray,
+    fs: FeatureSet,
+    model: Pctr,
+    log: pl.DataFrame,
+    cfg: AuctionConfig,
+    *,
+    when: datetime,
+    inventory: Inventory | None = None,
+) -> tuple[pl.DataFrame, dict[int, float]]:
     """Each user's ads (user_idx, rank, item_idx, pctr, bid, ecpm, pace) and each campaign's
     expected spend. `log` is the labelled ad impression log before `when` (past click rates
     and today's impressions come from it); `inventory` defaults to the ads in flight then."""
@@ -125,17 +160,32 @@ def ad_lists(users: np.ndarray, fs: FeatureSet, model: Pctr, log: pl.DataFrame,
         reserve, so never shown)."""
         r, c = np.nonzero(short.mask(rows))
         at = np.array([pos[int(u)] for u in rows], np.int64)[r]
-        grid = pl.DataFrame({"user_id": ids.gather(at),
-                             "item_id": pl.Series(inv.item_id).gather(c)}
-                            ).with_columns(pl.lit(when).alias("ts"))
+        grid = pl.DataFrame(
+            {"user_id": ids.gather(at), "item_id": pl.Series(inv.item_id).gather(c)}
+        ).with_columns(pl.lit(when).alias("ts"))
         out = np.zeros((len(rows), len(ads)))
         out[r, c] = model(ad_features(grid, past, fs, stats))
         return out
 
     if len(inv.item_idx) == 0:
-        return pl.DataFrame(schema={"user_idx": pl.Int64, "rank": pl.Int32, "item_idx": pl.Int64,
-                                    "pctr": pl.Float64, "bid": pl.Float64, "ecpm": pl.Float64,
-                                    "pace": pl.Float64}), {}
-    return rank_ads(np.asarray(users, np.int64), inv.item_idx, pctr, bid=inv.bid,
-                    campaign=inv.campaign, budget=inv.budget,
-                    shown_today=shown_today(log, fs, when), cfg=cfg)
+        return pl.DataFrame(
+            schema={
+                "user_idx": pl.Int64,
+                "rank": pl.Int32,
+                "item_idx": pl.Int64,
+                "pctr": pl.Float64,
+                "bid": pl.Float64,
+                "ecpm": pl.Float64,
+                "pace": pl.Float64,
+            }
+        ), {}
+    return rank_ads(
+        np.asarray(users, np.int64),
+        inv.item_idx,
+        pctr,
+        bid=inv.bid,
+        campaign=inv.campaign,
+        budget=inv.budget,
+        shown_today=shown_today(log, fs, when),
+        cfg=cfg,
+    )

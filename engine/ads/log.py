@@ -17,13 +17,24 @@ from pipelines.dataset import FeatureSet
 from pipelines.validate import Tables
 
 CLICK_WITHIN = timedelta(hours=1)
-FEATURES = ["bid", "ad_ctr", "ad_impressions", "user_ad_ctr", "user_ad_impressions",
-            "category_share", "user_events", "hour", "weekday", "top_category"]
+FEATURES = [
+    "bid",
+    "ad_ctr",
+    "ad_impressions",
+    "user_ad_ctr",
+    "user_ad_impressions",
+    "category_share",
+    "user_events",
+    "hour",
+    "weekday",
+    "top_category",
+]
 PRIOR_IMPRESSIONS = 20.0  # smoothing of past click rates towards the overall rate
 
 
-def ad_impressions(interactions: pl.DataFrame, items: pl.DataFrame, *, start: datetime | None,
-                   end: datetime | None) -> pl.DataFrame:
+def ad_impressions(
+    interactions: pl.DataFrame, items: pl.DataFrame, *, start: datetime | None, end: datetime | None
+) -> pl.DataFrame:
     """user_id, item_id, ts, propensity, clicked for ad impressions with start <= ts < end."""
     ads = items.filter(pl.col("kind") == "ad").select("item_id")
     rows = interactions.join(ads, on="item_id", how="semi")
@@ -32,15 +43,22 @@ def ad_impressions(interactions: pl.DataFrame, items: pl.DataFrame, *, start: da
     if end is not None:
         rows = rows.filter(pl.col("ts") < end)
     shown = rows.filter(pl.col("event") == "impression").with_row_index("_row")
-    clicks = rows.filter(pl.col("event") == "click").select("user_id", "item_id",
-                                                            pl.col("ts").alias("click_ts"))
-    clicked = (shown.join(clicks, on=["user_id", "item_id"])
-               .filter((pl.col("click_ts") >= pl.col("ts"))
-                       & (pl.col("click_ts") <= pl.col("ts") + CLICK_WITHIN))
-               .select("_row").unique())
+    clicks = rows.filter(pl.col("event") == "click").select(
+        "user_id", "item_id", pl.col("ts").alias("click_ts")
+    )
+    clicked = (
+        shown.join(clicks, on=["user_id", "item_id"])
+        .filter(
+            (pl.col("click_ts") >= pl.col("ts"))
+            & (pl.col("click_ts") <= pl.col("ts") + CLICK_WITHIN)
+        )
+        .select("_row")
+        .unique()
+    )
     keep = ["user_id", "item_id", "ts"] + (["propensity"] if "propensity" in shown.columns else [])
-    return (shown.with_columns(pl.col("_row").is_in(clicked["_row"].implode()).alias("clicked"))
-            .select(*keep, "clicked"))
+    return shown.with_columns(
+        pl.col("_row").is_in(clicked["_row"].implode()).alias("clicked")
+    ).select(*keep, "clicked")
 
 
 @dataclass(frozen=True)
@@ -50,12 +68,12 @@ class AdStats:
     these group-bys (over every past impression and every interaction) would otherwise run
     again for each chunk."""
 
-    rate: float               # the overall past click rate (the prior)
-    ad: pl.DataFrame          # item_id, ad_ctr, ad_impressions
-    user_ad: pl.DataFrame     # user_id, user_ad_ctr, user_ad_impressions
-    users: pl.DataFrame       # user_idx, user_events
-    affinity: pl.DataFrame    # user_idx, top_category, category_share
-    items: pl.DataFrame       # item_id, bid, top_category
+    rate: float  # the overall past click rate (the prior)
+    ad: pl.DataFrame  # item_id, ad_ctr, ad_impressions
+    user_ad: pl.DataFrame  # user_id, user_ad_ctr, user_ad_impressions
+    users: pl.DataFrame  # user_idx, user_events
+    affinity: pl.DataFrame  # user_idx, top_category, category_share
+    items: pl.DataFrame  # item_id, bid, top_category
 
     @classmethod
     def of(cls, past: pl.DataFrame, fs: FeatureSet) -> AdStats:
@@ -64,36 +82,48 @@ class AdStats:
 
         def smoothed(by: str, name: str) -> pl.DataFrame:
             clicks = pl.col("clicked").sum() + prior * rate
-            return past.group_by(by).agg((clicks / (pl.len() + prior)).alias(f"{name}_ctr"),
-                                         pl.len().alias(f"{name}_impressions"))
+            return past.group_by(by).agg(
+                (clicks / (pl.len() + prior)).alias(f"{name}_ctr"),
+                pl.len().alias(f"{name}_impressions"),
+            )
 
-        return cls(rate=rate, ad=smoothed("item_id", "ad"), user_ad=smoothed("user_id", "user_ad"),
-                   users=fs.window_interactions().group_by("user_idx").agg(
-                       pl.len().alias("user_events")),
-                   affinity=fs.affinity.select("user_idx", "top_category",
-                                               pl.col("share").alias("category_share")),
-                   items=fs.items.select("item_id", "bid", "top_category"))
+        return cls(
+            rate=rate,
+            ad=smoothed("item_id", "ad"),
+            user_ad=smoothed("user_id", "user_ad"),
+            users=fs.window_interactions().group_by("user_idx").agg(pl.len().alias("user_events")),
+            affinity=fs.affinity.select(
+                "user_idx", "top_category", pl.col("share").alias("category_share")
+            ),
+            items=fs.items.select("item_id", "bid", "top_category"),
+        )
 
 
-def ad_features(log: pl.DataFrame, past: pl.DataFrame, fs: FeatureSet,
-                stats: AdStats | None = None) -> pl.DataFrame:
+def ad_features(
+    log: pl.DataFrame, past: pl.DataFrame, fs: FeatureSet, stats: AdStats | None = None
+) -> pl.DataFrame:
     """`log` with the pCTR features; `past` is the labelled log before `fs.as_of` (`stats`:
     its `AdStats`, when the caller holds them already)."""
     st = stats or AdStats.of(past, fs)
     item_idx = fs.vocabs.item.encode(pl.col("item_id"))
     user_idx = fs.vocabs.user.encode(pl.col("user_id"))
-    return (log.with_columns(item_idx.alias("item_idx"), user_idx.alias("user_idx"))
-            .join(st.items, on="item_id", how="left")
-            .join(st.ad, on="item_id", how="left")
-            .join(st.user_ad, on="user_id", how="left")
-            .join(st.users, on="user_idx", how="left")
-            .join(st.affinity, on=["user_idx", "top_category"], how="left")
-            .with_columns(pl.col("ad_ctr").fill_null(st.rate),
-                          pl.col("user_ad_ctr").fill_null(st.rate),
-                          pl.col("ad_impressions", "user_ad_impressions", "user_events",
-                                 "category_share").fill_null(0),
-                          pl.col("ts").dt.hour().alias("hour"),
-                          pl.col("ts").dt.weekday().alias("weekday")))
+    return (
+        log.with_columns(item_idx.alias("item_idx"), user_idx.alias("user_idx"))
+        .join(st.items, on="item_id", how="left")
+        .join(st.ad, on="item_id", how="left")
+        .join(st.user_ad, on="user_id", how="left")
+        .join(st.users, on="user_idx", how="left")
+        .join(st.affinity, on=["user_idx", "top_category"], how="left")
+        .with_columns(
+            pl.col("ad_ctr").fill_null(st.rate),
+            pl.col("user_ad_ctr").fill_null(st.rate),
+            pl.col(
+                "ad_impressions", "user_ad_impressions", "user_events", "category_share"
+            ).fill_null(0),
+            pl.col("ts").dt.hour().alias("hour"),
+            pl.col("ts").dt.weekday().alias("weekday"),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -116,12 +146,17 @@ def ad_windows(log: pl.DataFrame, fit_fs: FeatureSet, test_fs: FeatureSet) -> Ad
     a, b = fit_fs.valid_start, fit_fs.test_start
     if a is None or b is None:
         return None
-    fit = ad_features(log.filter((pl.col("ts") >= a) & (pl.col("ts") < b)),
-                      log.filter(pl.col("ts") < a), fit_fs)
+    fit = ad_features(
+        log.filter((pl.col("ts") >= a) & (pl.col("ts") < b)), log.filter(pl.col("ts") < a), fit_fs
+    )
     test_log, past = log.filter(pl.col("ts") >= b), log.filter(pl.col("ts") < b)
     test = ad_features(test_log, past, test_fs)
-    if fit.height == 0 or test.height == 0 or not fit["clicked"].any() \
-            or test["clicked"].n_unique() < 2:
+    if (
+        fit.height == 0
+        or test.height == 0
+        or not fit["clicked"].any()
+        or test["clicked"].n_unique() < 2
+    ):
         return None
     return AdWindows(fit, test, test_log, past)
 

@@ -47,7 +47,9 @@ class Pctr:
         path = Path(folder) / MODEL_FILE
         if not path.is_file():
             raise DataError(path, "pCTR model not found (train it first)")
-        return cls(lgb.Booster(model_file=str(path)), Calibrator.load(Path(folder) / CALIBRATION_FILE))
+        return cls(
+            lgb.Booster(model_file=str(path)), Calibrator.load(Path(folder) / CALIBRATION_FILE)
+        )
 
 
 def _x(frame: pl.DataFrame) -> np.ndarray:
@@ -59,21 +61,38 @@ def train_pctr(frame: pl.DataFrame, cfg: PctrConfig) -> Pctr:
     rest: the calibration sees rows the trees never did."""
     users = frame["user_id"].unique().sort()
     rng = np.random.default_rng(cfg.seed)
-    held = set(rng.choice(users.to_numpy(), int(len(users) * cfg.calibration_share),
-                          replace=False).tolist())
+    held = set(
+        rng.choice(
+            users.to_numpy(), int(len(users) * cfg.calibration_share), replace=False
+        ).tolist()
+    )
     is_held = frame["user_id"].is_in(list(held))
     fit, calib = frame.filter(~is_held), frame.filter(is_held)
     stop = rng.random(fit.height) < 0.2
     y = fit["clicked"].to_numpy().astype(float)
     x = _x(fit)
-    params = {"objective": "binary", "metric": "binary_logloss", "num_leaves": cfg.num_leaves,
-              "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf,
-              "seed": cfg.seed, "deterministic": True, "force_col_wise": True, "verbosity": -1}
-    dtrain = lgb.Dataset(x[~stop], y[~stop], feature_name=FEATURES,
-                         categorical_feature=["top_category"])
+    params = {
+        "objective": "binary",
+        "metric": "binary_logloss",
+        "num_leaves": cfg.num_leaves,
+        "learning_rate": cfg.learning_rate,
+        "min_data_in_leaf": cfg.min_data_in_leaf,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "force_col_wise": True,
+        "verbosity": -1,
+    }
+    dtrain = lgb.Dataset(
+        x[~stop], y[~stop], feature_name=FEATURES, categorical_feature=["top_category"]
+    )
     dstop = lgb.Dataset(x[stop], y[stop], reference=dtrain)
-    booster = lgb.train(params, dtrain, num_boost_round=cfg.num_boost_round, valid_sets=[dstop],
-                        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
+    booster = lgb.train(
+        params,
+        dtrain,
+        num_boost_round=cfg.num_boost_round,
+        valid_sets=[dstop],
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+    )
     raw = booster.predict(_x(calib), num_iteration=booster.best_iteration)
     return Pctr(booster, Calibrator.fit(raw, calib["clicked"].to_numpy().astype(float)))
 
@@ -83,9 +102,12 @@ def pctr_report(model: Pctr, frame: pl.DataFrame) -> dict[str, float]:
     y = frame["clicked"].to_numpy().astype(float)
     raw, cal = model.raw(frame), model(frame)
     eps = 1e-6
-    return {"rows": float(len(y)), "click_rate": float(y.mean()),
-            "auc": float(roc_auc_score(y, raw)),
-            "logloss_raw": float(log_loss(y, np.clip(raw, eps, 1 - eps))),
-            "logloss_calibrated": float(log_loss(y, np.clip(cal, eps, 1 - eps))),
-            "ece_raw": expected_calibration_error(raw, y),
-            "ece_calibrated": expected_calibration_error(cal, y)}
+    return {
+        "rows": float(len(y)),
+        "click_rate": float(y.mean()),
+        "auc": float(roc_auc_score(y, raw)),
+        "logloss_raw": float(log_loss(y, np.clip(raw, eps, 1 - eps))),
+        "logloss_calibrated": float(log_loss(y, np.clip(cal, eps, 1 - eps))),
+        "ece_raw": expected_calibration_error(raw, y),
+        "ece_calibrated": expected_calibration_error(cal, y),
+    }

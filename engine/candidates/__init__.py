@@ -3,8 +3,21 @@
 from engine.candidates.config import CandidatesConfig
 from engine.candidates.context import CandidateContext
 from engine.candidates.recall import candidate_recall
-from engine.candidates.union import (CandidateSource, candidate_chunks, default_sources,
-                                     generate_candidates, merge)
+from engine.candidates.union import (
+    CandidateSource,
+    candidate_chunks,
+    default_sources,
+    generate_candidates,
+    merge,
+)
 
-__all__ = ["CandidateContext", "CandidateSource", "CandidatesConfig", "candidate_chunks",
-           "candidate_recall", "default_sources", "generate_candidates", "merge"]
+__all__ = [
+    "CandidateContext",
+    "CandidateSource",
+    "CandidatesConfig",
+    "candidate_chunks",
+    "candidate_recall",
+    "default_sources",
+    "generate_candidates",
+    "merge",
+]

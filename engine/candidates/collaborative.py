@@ -23,19 +23,30 @@ def user_items_of(ctx: CandidateContext) -> sp.csr_matrix:
     return ctx.once("user_items", lambda: user_items(ctx.fs))  # type: ignore[return-value]
 
 
-
 def ease_model(ctx: CandidateContext) -> ItemItem:
     """The context's EASE model, fitted once."""
     c = ctx.cfg
-    return ctx.once("ease", lambda: ItemItem.ease(user_items_of(ctx), lam=c.ease_lambda,  # type: ignore[return-value]
-                                                  max_items=c.ease_max_items))
+    return ctx.once(
+        "ease",
+        lambda: ItemItem.ease(
+            user_items_of(ctx),
+            lam=c.ease_lambda,  # type: ignore[return-value]
+            max_items=c.ease_max_items,
+        ),
+    )
 
 
 def knn_model(ctx: CandidateContext) -> ItemItem:
     """The context's item-kNN model, fitted once."""
     c = ctx.cfg
-    return ctx.once("knn", lambda: ItemItem.knn(user_items_of(ctx), neighbours=c.knn_neighbours,  # type: ignore[return-value]
-                                                shrink=c.knn_shrink))
+    return ctx.once(
+        "knn",
+        lambda: ItemItem.knn(
+            user_items_of(ctx),
+            neighbours=c.knn_neighbours,  # type: ignore[return-value]
+            shrink=c.knn_shrink,
+        ),
+    )
 
 
 def ease_fits(ctx: CandidateContext) -> bool:
@@ -65,27 +76,35 @@ class ItemItemSource:
             return self._top_sparse(users)
         dense = self.item_model.scores(users)
         s = torch.from_numpy(dense)
-        bad = ~(s > 0)                                   # NaN, 0, negative: no evidence
+        bad = ~(s > 0)  # NaN, 0, negative: no evidence
         bad[:, torch.from_numpy(~self.ctx.eligible)] = True
         h = self.item_model.history
         if len(users) == 1:  # one request: its row of the CSR, without a sparse slice
-            cols = h.indices[h.indptr[users[0]]:h.indptr[users[0] + 1]].astype(np.int64)
+            cols = h.indices[h.indptr[users[0]] : h.indptr[users[0] + 1]].astype(np.int64)
             bad[0, torch.from_numpy(cols)] = True
         else:
             seen = h[users].tocoo()
-            bad[torch.from_numpy(seen.row.astype(np.int64)),
-                torch.from_numpy(seen.col.astype(np.int64))] = True
+            bad[
+                torch.from_numpy(seen.row.astype(np.int64)),
+                torch.from_numpy(seen.col.astype(np.int64)),
+            ] = True
         # rounded: threaded BLAS may differ in the last bits, and ties must rank the same
-        vals, top = torch.topk(torch.round(s.masked_fill(bad, -torch.inf), decimals=6),
-                               self.per_user, dim=1)
+        vals, top = torch.topk(
+            torch.round(s.masked_fill(bad, -torch.inf), decimals=6), self.per_user, dim=1
+        )
         vals, top = vals.numpy(), top.numpy()
         ok = np.isfinite(vals)
         row = np.broadcast_to(np.arange(len(users))[:, None], vals.shape)
-        return (row[ok], top[ok].astype(np.int64), vals[ok].astype(np.float64),
-                ScoreRows(dense=dense))
+        return (
+            row[ok],
+            top[ok].astype(np.int64),
+            vals[ok].astype(np.float64),
+            ScoreRows(dense=dense),
+        )
 
-    def _top_sparse(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                      ScoreRows]:
+    def _top_sparse(
+        self, users: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ScoreRows]:
         """`top` from a sparse model's CSR scores: only the items with evidence are ever
         held, never a (users x catalogue) block; ties go to the lower item."""
         s = self.item_model.sparse_scores(users)
@@ -93,19 +112,27 @@ class ItemItemSource:
         n = np.int64(len(self.ctx.eligible))
         hist = self.item_model.history
         if len(users) == 1:  # one request: its row of the CSR, without a sparse slice
-            seen = np.sort(hist.indices[hist.indptr[users[0]]:hist.indptr[users[0] + 1]]
-                           .astype(np.int64))
+            seen = np.sort(
+                hist.indices[hist.indptr[users[0]] : hist.indptr[users[0] + 1]].astype(np.int64)
+            )
         else:
             h = hist[users]
             h.sort_indices()
-            seen = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(h.indptr)) * n \
-                + h.indices.astype(np.int64)
+            seen = np.repeat(
+                np.arange(len(users), dtype=np.int64), np.diff(h.indptr)
+            ) * n + h.indices.astype(np.int64)
         evidence = s.data > 0
         vals = torch.round(torch.from_numpy(s.data[evidence]), decimals=6).numpy()
         # eligible, unseen, the best `per_user` of each user by score (ties: the lower item)
-        row, items, vals = best(row[evidence], s.indices[evidence].astype(np.int64),
-                                vals.astype(np.float64), self.ctx.eligible, seen,
-                                self.per_user, True)
+        row, items, vals = best(
+            row[evidence],
+            s.indices[evidence].astype(np.int64),
+            vals.astype(np.float64),
+            self.ctx.eligible,
+            seen,
+            self.per_user,
+            True,
+        )
         return row, items, vals, ScoreRows(sparse=s)
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
@@ -114,6 +141,7 @@ class ItemItemSource:
         row, items, scores, _ = self.top(users)
         df = pl.DataFrame({"user_idx": users[row], "item_idx": items, "score": scores})
         return self.ctx.finish(df, self.per_user)
+
 
 class EaseSource(ItemItemSource):
     """EASE's best items for the user's whole history."""

@@ -24,16 +24,15 @@ class CandidateContext:
 
     fs: FeatureSet
     cfg: CandidatesConfig
-    eligible: np.ndarray                  # (n_items,) bool: products that are available
-    seen: pl.DataFrame                    # user_idx, item_idx: consumed in the feature window
+    eligible: np.ndarray  # (n_items,) bool: products that are available
+    seen: pl.DataFrame  # user_idx, item_idx: consumed in the feature window
     user_vectors: np.ndarray | None = None  # (n_users, D) by user_idx, from the two-tower model
-    index: ItemIndex | None = None          # over the item vectors
+    index: ItemIndex | None = None  # over the item vectors
     content_vectors: np.ndarray | None = None  # (n_items, D) content-only item vectors
-    item_vectors: np.ndarray | None = None     # (n_items, D) two-tower item vectors
+    item_vectors: np.ndarray | None = None  # (n_items, D) two-tower item vectors
     cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
     """Tables derived from `fs` once and reused by every request (see `once`)."""
-    _building: threading.RLock = field(default_factory=threading.RLock, repr=False,
-                                       compare=False)
+    _building: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def build(cls, fs: FeatureSet, cfg: CandidatesConfig, **models: object) -> CandidateContext:
@@ -79,13 +78,17 @@ class CandidateContext:
         """user_idx, item_idx, weight: each user's last `recent_items` history items, the
         latest weighing 1, the one before 1/2, and so on."""
         n = self.cfg.recent_items
-        return (self.history_of(users)
-                .select("user_idx", pl.col("history").list.tail(n).alias("item_idx"))
-                .with_columns(pl.col("item_idx").list.len().alias("_n"))
-                .explode("item_idx").drop_nulls("item_idx")
-                .with_columns((1.0 / (pl.col("_n") - pl.int_range(pl.len()).over("user_idx")))
-                              .alias("weight"))
-                .drop("_n"))
+        return (
+            self.history_of(users)
+            .select("user_idx", pl.col("history").list.tail(n).alias("item_idx"))
+            .with_columns(pl.col("item_idx").list.len().alias("_n"))
+            .explode("item_idx")
+            .drop_nulls("item_idx")
+            .with_columns(
+                (1.0 / (pl.col("_n") - pl.int_range(pl.len()).over("user_idx"))).alias("weight")
+            )
+            .drop("_n")
+        )
 
     def finish(self, df: pl.DataFrame, n: int, *, drop_seen: bool = True) -> pl.DataFrame:
         """Keep eligible items the user has not seen, the best `n` per user, ranked from 1."""
@@ -96,10 +99,18 @@ class CandidateContext:
         df = df.filter(pl.Series(ok))
         if drop_seen and df.height:
             seen = self._seen.rows(df["user_idx"].unique().to_numpy()).select(
-                "user_idx", pl.col("item_idx").cast(pl.Int64))
+                "user_idx", pl.col("item_idx").cast(pl.Int64)
+            )
             df = df.join(seen, on=["user_idx", "item_idx"], how="anti")
-        return (df.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
-                .group_by("user_idx", maintain_order=True).head(n)
-                .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank"))
-                .select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64),
-                        pl.col("score").cast(pl.Float64), pl.col("rank").cast(pl.Int32)))
+        return (
+            df.sort(["user_idx", "score", "item_idx"], descending=[False, True, False])
+            .group_by("user_idx", maintain_order=True)
+            .head(n)
+            .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank"))
+            .select(
+                pl.col("user_idx").cast(pl.Int64),
+                pl.col("item_idx").cast(pl.Int64),
+                pl.col("score").cast(pl.Float64),
+                pl.col("rank").cast(pl.Int32),
+            )
+        )

@@ -18,19 +18,30 @@ DAY_US = 86_400 * 1_000_000
 
 def covisitation(pos: pl.LazyFrame, *, at: datetime, cfg: CandidatesConfig) -> pl.LazyFrame:
     """item_idx, neighbour, weight: each item's `cfg.neighbours` strongest co-visited items."""
-    last = (pos.group_by("user_idx", "item_idx").agg(pl.col("ts").max())
-            .sort("user_idx", "ts").group_by("user_idx", maintain_order=True)
-            .tail(cfg.covisit_user_events))
+    last = (
+        pos.group_by("user_idx", "item_idx")
+        .agg(pl.col("ts").max())
+        .sort("user_idx", "ts")
+        .group_by("user_idx", maintain_order=True)
+        .tail(cfg.covisit_user_events)
+    )
     window_us = int(cfg.covisit_window_hours * 3600 * 1_000_000)
     later = pl.max_horizontal("ts", "ts_b")
     age_days = (pl.lit(at) - later).dt.total_microseconds() / DAY_US
-    pairs = (last.join(last, on="user_idx", suffix="_b")
-             .filter((pl.col("item_idx") != pl.col("item_idx_b"))
-                     & ((pl.col("ts") - pl.col("ts_b")).dt.total_microseconds().abs() <= window_us))
-             .group_by("item_idx", pl.col("item_idx_b").alias("neighbour"))
-             .agg((0.5 ** (age_days / cfg.covisit_half_life_days)).sum().alias("weight")))
-    return (pairs.sort(["item_idx", "weight", "neighbour"], descending=[False, True, False])
-            .group_by("item_idx", maintain_order=True).head(cfg.neighbours))
+    pairs = (
+        last.join(last, on="user_idx", suffix="_b")
+        .filter(
+            (pl.col("item_idx") != pl.col("item_idx_b"))
+            & ((pl.col("ts") - pl.col("ts_b")).dt.total_microseconds().abs() <= window_us)
+        )
+        .group_by("item_idx", pl.col("item_idx_b").alias("neighbour"))
+        .agg((0.5 ** (age_days / cfg.covisit_half_life_days)).sum().alias("weight"))
+    )
+    return (
+        pairs.sort(["item_idx", "weight", "neighbour"], descending=[False, True, False])
+        .group_by("item_idx", maintain_order=True)
+        .head(cfg.neighbours)
+    )
 
 
 class CovisitSource:
@@ -40,13 +51,19 @@ class CovisitSource:
 
     def __init__(self, ctx: CandidateContext) -> None:
         self.ctx = ctx
-        self.table = ByKey(covisitation(ctx.fs.window_interactions().lazy(), at=ctx.fs.as_of,
-                                        cfg=ctx.cfg).collect(engine="streaming"), "item_idx")
+        self.table = ByKey(
+            covisitation(ctx.fs.window_interactions().lazy(), at=ctx.fs.as_of, cfg=ctx.cfg).collect(
+                engine="streaming"
+            ),
+            "item_idx",
+        )
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         recent = self.ctx.recent(users).with_columns(pl.col("item_idx").cast(pl.Int64))
         table = self.table.rows(recent["item_idx"].to_numpy())
-        scored = (recent.join(table, on="item_idx")
-                  .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
-                  .agg((pl.col("weight") * pl.col("weight_right")).sum().alias("score")))
+        scored = (
+            recent.join(table, on="item_idx")
+            .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
+            .agg((pl.col("weight") * pl.col("weight_right")).sum().alias("score"))
+        )
         return self.ctx.finish(scored, self.ctx.cfg.covisit)

@@ -31,11 +31,15 @@ DENSE_PER_BLOCK = 1 << 25
 """Dense (user x item) scores held at once by `pair_scores` (128 MB of float32)."""
 
 
-def binary_matrix(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int
-                  ) -> sp.csr_matrix:
+def binary_matrix(
+    user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int
+) -> sp.csr_matrix:
     """(n_users, n_items) float32, 1 at every (user, item) pair given (repeats count once)."""
-    m = sp.csr_matrix((np.ones(len(user_idx), np.float32), (user_idx, item_idx)),
-                      shape=(n_users, n_items), dtype=np.float32)
+    m = sp.csr_matrix(
+        (np.ones(len(user_idx), np.float32), (user_idx, item_idx)),
+        shape=(n_users, n_items),
+        dtype=np.float32,
+    )
     m.data[:] = 1.0  # duplicates were summed: binary again
     return m
 
@@ -43,8 +47,9 @@ def binary_matrix(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_it
 def user_items(fs: FeatureSet) -> sp.csr_matrix:
     """(n_users, n_items) float32, 1 where the user had a positive in the feature window."""
     w = fs.window_interactions()
-    return binary_matrix(w["user_idx"].to_numpy(), w["item_idx"].to_numpy(),
-                         fs.vocabs.user.size, fs.vocabs.item.size)
+    return binary_matrix(
+        w["user_idx"].to_numpy(), w["item_idx"].to_numpy(), fs.vocabs.user.size, fs.vocabs.item.size
+    )
 
 
 def ease_weights(m: sp.csr_matrix, lam: float, max_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,11 +88,12 @@ def keep_top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     """`m` with all but each row's `k` largest entries dropped."""
     m = m.tocsr()
     row = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    order = np.lexsort((-m.data, row))                       # by row, largest first
-    rank = np.arange(len(order)) - m.indptr[row[order]]      # position within the row
+    order = np.lexsort((-m.data, row))  # by row, largest first
+    rank = np.arange(len(order)) - m.indptr[row[order]]  # position within the row
     keep = order[rank < k]
-    return sp.csr_matrix((m.data[keep], (row[keep], m.indices[keep])), shape=m.shape,
-                         dtype=np.float32)
+    return sp.csr_matrix(
+        (m.data[keep], (row[keep], m.indices[keep])), shape=m.shape, dtype=np.float32
+    )
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,9 @@ class ScoreRows:
         s = self.sparse
         assert s is not None
         n = np.int64(s.shape[1])
-        keys = np.repeat(np.arange(s.shape[0], dtype=np.int64), np.diff(s.indptr)) * n \
-            + s.indices.astype(np.int64)
+        keys = np.repeat(
+            np.arange(s.shape[0], dtype=np.int64), np.diff(s.indptr)
+        ) * n + s.indices.astype(np.int64)
         at = find(keys, np.asarray(rows, np.int64) * n + np.asarray(items, np.int64))
         return take_found(s.data, at, 0.0).astype(np.float32, copy=False)
 
@@ -116,11 +123,12 @@ class ScoreRows:
 class ItemItem:
     """A fitted item-to-item model and the user x item matrix it scores users from."""
 
-    history: sp.csr_matrix                 # (n_users, n_items) binary
-    weights: np.ndarray | sp.csr_matrix    # (len(keep), len(keep)) dense, or (n, n) sparse
-    keep: np.ndarray | None = None         # columns the dense weights cover (None: all)
-    last: dict[str, tuple[np.ndarray, ScoreRows]] = field(default_factory=dict, repr=False,
-                                                          compare=False)
+    history: sp.csr_matrix  # (n_users, n_items) binary
+    weights: np.ndarray | sp.csr_matrix  # (len(keep), len(keep)) dense, or (n, n) sparse
+    keep: np.ndarray | None = None  # columns the dense weights cover (None: all)
+    last: dict[str, tuple[np.ndarray, ScoreRows]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
     """The users and scores of the last `scores` call: the candidate source scores a chunk of
     users and the re-ranker's features then ask for pairs of the same users."""
 
@@ -140,15 +148,19 @@ class ItemItem:
     def scores(self, users: np.ndarray) -> np.ndarray:
         """(len(users), n_items) float32; NaN on items the model does not cover."""
         users = np.asarray(users, np.int64)
-        if len(users) == 1 and isinstance(self.weights, np.ndarray) and self.keep is not None \
-                and len(self.keep) == self.n_items:
+        if (
+            len(users) == 1
+            and isinstance(self.weights, np.ndarray)
+            and self.keep is not None
+            and len(self.keep) == self.n_items
+        ):
             out = self._one_dense(int(users[0]))
             self.last["entry"] = (users, ScoreRows(dense=out))
             return out
         rows = self.history[users]
         if self.keep is None:
             out = np.asarray((rows @ self.weights).todense(), np.float32)
-        elif len(self.keep) == self.n_items:   # every item: no scatter (6x the product)
+        elif len(self.keep) == self.n_items:  # every item: no scatter (6x the product)
             out = np.asarray(rows @ self.weights, np.float32)
         else:
             out = np.full((rows.shape[0], self.n_items), np.nan, np.float32)
@@ -184,7 +196,7 @@ class ItemItem:
         without a sparse row slice per request."""
         h = self.history
         out = np.zeros((1, self.n_items), np.float32)
-        for j in h.indices[h.indptr[user]:h.indptr[user + 1]]:
+        for j in h.indices[h.indptr[user] : h.indptr[user + 1]]:
             out[0] += self.weights[j]
         return out
 
@@ -203,8 +215,9 @@ class ItemItem:
         start = w.indptr[items].astype(np.int64)
         n = w.indptr[items + 1].astype(np.int64) - start
         if int(n.sum()) > GATHER_VALUES + self.n_items // GATHER_PER_ITEMS:
-            row = sp.csr_matrix((h.data[lo:hi], h.indices[lo:hi], np.array([0, hi - lo])),
-                                shape=(1, self.n_items))
+            row = sp.csr_matrix(
+                (h.data[lo:hi], h.indices[lo:hi], np.array([0, hi - lo])), shape=(1, self.n_items)
+            )
             out = sp.csr_matrix(row @ w, dtype=np.float32)
             out.sort_indices()
             return out
@@ -220,8 +233,9 @@ class ItemItem:
         acc = np.zeros(len(uniq), np.float32)
         np.add.at(acc, np.cumsum(first) - 1, vals[order])
         keep = acc != 0
-        return sp.csr_matrix((acc[keep], uniq[keep], np.array([0, int(keep.sum())])),
-                             shape=(1, self.n_items))
+        return sp.csr_matrix(
+            (acc[keep], uniq[keep], np.array([0, int(keep.sum())])), shape=(1, self.n_items)
+        )
 
     def pair_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """One score per (users[r], items[r]) row, computed a block of users at a time."""
@@ -243,7 +257,7 @@ class ItemItem:
             if lo == hi:
                 continue
             rows = order[lo:hi]
-            scored = self.score_rows(uniq[b * block:(b + 1) * block])
+            scored = self.score_rows(uniq[b * block : (b + 1) * block])
             out[rows] = scored.at(pos[rows] - b * block, items[rows])
         return out
 

@@ -15,38 +15,61 @@ from engine.lookup import ByKey
 
 def transitions(pos: pl.LazyFrame, *, span: int, neighbours: int) -> pl.LazyFrame:
     """item_idx, neighbour, weight: each item's `neighbours` likeliest next items."""
-    seq = (pos.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64), "ts")
-           .sort("user_idx", "ts", maintain_order=True)
-           .filter(pl.col("item_idx") != pl.col("item_idx").shift(1).over("user_idx")
-                   .fill_null(-1)))
-    pairs = pl.concat([
-        seq.select("item_idx", pl.col("item_idx").shift(-g).over("user_idx").alias("neighbour"),
-                   pl.lit(1.0 / g).alias("weight"))
-        for g in range(1, span + 1)])
-    counts = (pairs.filter(pl.col("neighbour").is_not_null()
-                           & (pl.col("neighbour") != pl.col("item_idx")))
-              .group_by("item_idx", "neighbour").agg(pl.col("weight").sum()))
-    return (counts.with_columns(pl.col("weight") / pl.col("weight").sum().over("item_idx"))
-            .sort(["item_idx", "weight", "neighbour"], descending=[False, True, False])
-            .group_by("item_idx", maintain_order=True).head(neighbours))
+    seq = (
+        pos.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64), "ts")
+        .sort("user_idx", "ts", maintain_order=True)
+        .filter(pl.col("item_idx") != pl.col("item_idx").shift(1).over("user_idx").fill_null(-1))
+    )
+    pairs = pl.concat(
+        [
+            seq.select(
+                "item_idx",
+                pl.col("item_idx").shift(-g).over("user_idx").alias("neighbour"),
+                pl.lit(1.0 / g).alias("weight"),
+            )
+            for g in range(1, span + 1)
+        ]
+    )
+    counts = (
+        pairs.filter(
+            pl.col("neighbour").is_not_null() & (pl.col("neighbour") != pl.col("item_idx"))
+        )
+        .group_by("item_idx", "neighbour")
+        .agg(pl.col("weight").sum())
+    )
+    return (
+        counts.with_columns(pl.col("weight") / pl.col("weight").sum().over("item_idx"))
+        .sort(["item_idx", "weight", "neighbour"], descending=[False, True, False])
+        .group_by("item_idx", maintain_order=True)
+        .head(neighbours)
+    )
 
 
 def transition_table(ctx: CandidateContext) -> ByKey:
     """The context's transitions, by item, built once."""
     c = ctx.cfg
-    return ctx.once("transitions", lambda: ByKey(  # type: ignore[return-value]
-        transitions(ctx.fs.window_interactions().lazy(), span=c.transition_span,
-                    neighbours=c.neighbours).collect(), "item_idx"))
+    return ctx.once(
+        "transitions",
+        lambda: ByKey(  # type: ignore[return-value]
+            transitions(
+                ctx.fs.window_interactions().lazy(), span=c.transition_span, neighbours=c.neighbours
+            ).collect(),
+            "item_idx",
+        ),
+    )
 
 
 def transition_scores(ctx: CandidateContext, users: np.ndarray) -> pl.DataFrame:
     """user_idx, item_idx, score: every item one step from the users' last items."""
-    recent = ctx.recent(users).with_columns(pl.col("user_idx").cast(pl.Int64),
-                                            pl.col("item_idx").cast(pl.Int64))
+    recent = ctx.recent(users).with_columns(
+        pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64)
+    )
     table = transition_table(ctx).rows(recent["item_idx"].to_numpy())
-    return (recent.join(table, on="item_idx")
-            .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
-            .agg((pl.col("weight") * pl.col("weight_right")).sum().round(9).alias("score")))
+    return (
+        recent.join(table, on="item_idx")
+        .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
+        .agg((pl.col("weight") * pl.col("weight_right")).sum().round(9).alias("score"))
+    )
     # rounded: a threaded join feeds the sum in any order, and ties must rank the same
 
 

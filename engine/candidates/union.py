@@ -49,8 +49,12 @@ def merge(parts: dict[str, pl.DataFrame]) -> pl.DataFrame:
     not propose the item), `n_sources`, and `sources` (names, comma-joined)."""
     long = pl.concat([df.with_columns(pl.lit(name).alias("source")) for name, df in parts.items()])
     names = list(parts)
-    wide = long.pivot(on="source", index=["user_idx", "item_idx"], values=["score", "rank"],
-                      aggregate_function="first")
+    wide = long.pivot(
+        on="source",
+        index=["user_idx", "item_idx"],
+        values=["score", "rank"],
+        aggregate_function="first",
+    )
     rename = {f"{v}_{n}": f"{n}_{v}" for n in names for v in ("score", "rank")}
     wide = wide.rename({k: v for k, v in rename.items() if k in wide.columns})
     for n in names:
@@ -58,28 +62,44 @@ def merge(parts: dict[str, pl.DataFrame]) -> pl.DataFrame:
             if f"{n}_{v}" not in wide.columns:
                 wide = wide.with_columns(pl.lit(None, dtype).alias(f"{n}_{v}"))
     present = [pl.col(f"{n}_rank").is_not_null() for n in names]
-    return (wide.with_columns(
-                pl.sum_horizontal([p.cast(pl.Int32) for p in present]).alias("n_sources"),
-                pl.concat_str([pl.when(p).then(pl.lit(n)) for n, p in zip(names, present, strict=True)],
-                              separator=",", ignore_nulls=True).alias("sources"))
-            .select("user_idx", "item_idx", *[f"{n}_{v}" for n in names for v in ("score", "rank")],
-                    "n_sources", "sources")
-            .sort("user_idx", "item_idx"))
+    return (
+        wide.with_columns(
+            pl.sum_horizontal([p.cast(pl.Int32) for p in present]).alias("n_sources"),
+            pl.concat_str(
+                [pl.when(p).then(pl.lit(n)) for n, p in zip(names, present, strict=True)],
+                separator=",",
+                ignore_nulls=True,
+            ).alias("sources"),
+        )
+        .select(
+            "user_idx",
+            "item_idx",
+            *[f"{n}_{v}" for n in names for v in ("score", "rank")],
+            "n_sources",
+            "sources",
+        )
+        .sort("user_idx", "item_idx")
+    )
 
 
-def candidate_chunks(sources: Sequence[CandidateSource], users: np.ndarray, *,
-                     chunk: int = 10_000) -> Iterator[tuple[dict[str, pl.DataFrame], pl.DataFrame]]:
+def candidate_chunks(
+    sources: Sequence[CandidateSource], users: np.ndarray, *, chunk: int = 10_000
+) -> Iterator[tuple[dict[str, pl.DataFrame], pl.DataFrame]]:
     """(each source's candidates, the merged set) for consecutive chunks of `users`."""
     users = np.asarray(users, np.int64)
     for a in range(0, len(users), chunk):
-        part = users[a:a + chunk]
+        part = users[a : a + chunk]
         parts = {s.name: s(part) for s in sources}
         yield parts, merge(parts)
 
 
-def generate_candidates(sources: Sequence[CandidateSource], users: np.ndarray, *,
-                        chunk: int = 10_000, report: Callable[[int], None] = lambda _: None
-                        ) -> pl.DataFrame:
+def generate_candidates(
+    sources: Sequence[CandidateSource],
+    users: np.ndarray,
+    *,
+    chunk: int = 10_000,
+    report: Callable[[int], None] = lambda _: None,
+) -> pl.DataFrame:
     """The merged candidate set of every user in `users`; `report(n)` after each chunk."""
     out = []
     for parts, merged in candidate_chunks(sources, users, chunk=chunk):
@@ -89,5 +109,6 @@ def generate_candidates(sources: Sequence[CandidateSource], users: np.ndarray, *
 
 
 def _empty() -> pl.DataFrame:
-    return pl.DataFrame(schema={"user_idx": pl.Int64, "item_idx": pl.Int64,
-                                "score": pl.Float64, "rank": pl.Int32})
+    return pl.DataFrame(
+        schema={"user_idx": pl.Int64, "item_idx": pl.Int64, "score": pl.Float64, "rank": pl.Int32}
+    )

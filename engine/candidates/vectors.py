@@ -9,7 +9,6 @@ import polars as pl
 from engine.candidates.context import CandidateContext
 from engine.index import IndexConfig, ItemIndex, build_index, exact_top_k
 
-
 EXACT_MAX = 100_000
 """Up to this many items the content neighbours are an exact numpy scan."""
 SCORE_BUDGET = 1 << 26
@@ -28,18 +27,30 @@ class AnnSource:
             raise ValueError("the ann source needs user vectors and an item index")
         self.ctx = ctx
         seen = ctx.seen.group_by("user_idx").agg("item_idx")
-        self.seen = dict(zip(seen["user_idx"].to_list(),
-                             (np.asarray(v, np.int64) for v in seen["item_idx"].to_list()),
-                             strict=True))
+        self.seen = dict(
+            zip(
+                seen["user_idx"].to_list(),
+                (np.asarray(v, np.int64) for v in seen["item_idx"].to_list()),
+                strict=True,
+            )
+        )
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         ctx = self.ctx
         empty = np.empty(0, np.int64)
         scores, items = ctx.index.search(  # type: ignore[union-attr]
-            ctx.user_vectors[users], ctx.cfg.ann,  # type: ignore[index]
-            exclude=[self.seen.get(int(u), empty) for u in users], allowed=ctx.eligible)
-        df = pl.DataFrame({"user_idx": np.repeat(users, items.shape[1]),
-                           "item_idx": items.ravel(), "score": scores.ravel().astype(np.float64)})
+            ctx.user_vectors[users],
+            ctx.cfg.ann,  # type: ignore[index]
+            exclude=[self.seen.get(int(u), empty) for u in users],
+            allowed=ctx.eligible,
+        )
+        df = pl.DataFrame(
+            {
+                "user_idx": np.repeat(users, items.shape[1]),
+                "item_idx": items.ravel(),
+                "score": scores.ravel().astype(np.float64),
+            }
+        )
         return ctx.finish(df.filter(pl.col("item_idx") >= 0), ctx.cfg.ann)
 
 
@@ -73,7 +84,7 @@ class ContentSource:
         rows_out, sims_out = [], []
         step = max(1, SCORE_BUDGET // max(len(self.items), 1))  # bounded (Q, N) score block
         for a in range(0, len(queries), step):
-            q = queries[a:a + step]
+            q = queries[a : a + step]
             rows = exact_top_k(q, cand, k)
             rows_out.append(rows)
             sims_out.append(np.einsum("qd,qkd->qk", q, cand[rows]))
@@ -90,12 +101,19 @@ class ContentSource:
                 keep = r >= 0
                 self._neighbours[int(s)] = (self.items[r[keep]], w[keep])
         parts = [(s, *self._neighbours[int(s)]) for s in seeds]
-        return pl.DataFrame({
-            "item_idx": np.concatenate([np.full(len(n), s) for s, n, _ in parts]),
-            "neighbour": np.concatenate([n for _, n, _ in parts]),
-            "sim": np.concatenate([w for _, _, w in parts]).astype(np.float64),
-        }) if parts else pl.DataFrame(schema={"item_idx": pl.Int64, "neighbour": pl.Int64,
-                                              "sim": pl.Float64})
+        return (
+            pl.DataFrame(
+                {
+                    "item_idx": np.concatenate([np.full(len(n), s) for s, n, _ in parts]),
+                    "neighbour": np.concatenate([n for _, n, _ in parts]),
+                    "sim": np.concatenate([w for _, _, w in parts]).astype(np.float64),
+                }
+            )
+            if parts
+            else pl.DataFrame(
+                schema={"item_idx": pl.Int64, "neighbour": pl.Int64, "sim": pl.Float64}
+            )
+        )
 
     def neighbours(self, seeds: np.ndarray) -> pl.DataFrame:
         """item_idx, neighbour, sim of each of `seeds` (searched once per item, then kept)."""
@@ -118,8 +136,10 @@ class ContentSource:
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         recent = self.ctx.recent(users).with_columns(pl.col("item_idx").cast(pl.Int64))
         table = self._table(recent["item_idx"].unique().to_numpy())
-        scored = (recent.join(table, on="item_idx")
-                  .filter(pl.col("neighbour") != pl.col("item_idx"))
-                  .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
-                  .agg((pl.col("weight") * pl.col("sim")).max().alias("score")))
+        scored = (
+            recent.join(table, on="item_idx")
+            .filter(pl.col("neighbour") != pl.col("item_idx"))
+            .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
+            .agg((pl.col("weight") * pl.col("sim")).max().alias("score"))
+        )
         return self.ctx.finish(scored, self.ctx.cfg.content)

@@ -32,8 +32,13 @@ from pipelines.validate import Tables
 EPS = 1e-6
 
 
-def ads_evaluation(cfg: EngineConfig, tables: Tables, fit_fs: FeatureSet, test_fs: FeatureSet,
-                   truth: GroundTruth | None) -> dict[str, object] | None:
+def ads_evaluation(
+    cfg: EngineConfig,
+    tables: Tables,
+    fit_fs: FeatureSet,
+    test_fs: FeatureSet,
+    truth: GroundTruth | None,
+) -> dict[str, object] | None:
     """Every ads figure of the report, or None when the data has no ad log to learn from.
     `fit_fs` and `test_fs` are the feature sets of the train and the train + valid windows."""
     w = ad_windows(logged_ads(tables), fit_fs, test_fs)
@@ -41,8 +46,10 @@ def ads_evaluation(cfg: EngineConfig, tables: Tables, fit_fs: FeatureSet, test_f
         return None
     model = train_pctr(w.fit, cfg.ads)
     out: dict[str, object] = {"click_model": click_model_figures(model, w.test)}
-    if "propensity" in w.test_log.columns \
-            and w.test_log["propensity"].null_count() < w.test_log.height:
+    if (
+        "propensity" in w.test_log.columns
+        and w.test_log["propensity"].null_count() < w.test_log.height
+    ):
         out["policy"] = policy_figures(model, w.test_log, w.past, test_fs, truth)
     return out
 
@@ -53,38 +60,51 @@ def click_model_figures(model: Pctr, test: pl.DataFrame, bins: int = 10) -> dict
     base = pctr_report(model, test)
     y = test["clicked"].to_numpy().astype(float)
     cal = model(test)
-    observed, predicted = calibration_curve(y, np.clip(cal, EPS, 1 - EPS), n_bins=bins,
-                                            strategy="quantile")
-    return {"impressions": int(base["rows"]), "click_rate": base["click_rate"],
-            "auc": float(roc_auc_score(y, cal)), "auc_raw": base["auc"],
-            "logloss_raw": base["logloss_raw"], "logloss": base["logloss_calibrated"],
-            "logloss_base_rate": float(log_loss(y, np.full(len(y), y.mean()))),
-            "ece_raw": base["ece_raw"], "ece": base["ece_calibrated"],
-            "reliability": {"predicted": predicted.tolist(), "observed": observed.tolist()}}
+    observed, predicted = calibration_curve(
+        y, np.clip(cal, EPS, 1 - EPS), n_bins=bins, strategy="quantile"
+    )
+    return {
+        "impressions": int(base["rows"]),
+        "click_rate": base["click_rate"],
+        "auc": float(roc_auc_score(y, cal)),
+        "auc_raw": base["auc"],
+        "logloss_raw": base["logloss_raw"],
+        "logloss": base["logloss_calibrated"],
+        "logloss_base_rate": float(log_loss(y, np.full(len(y), y.mean()))),
+        "ece_raw": base["ece_raw"],
+        "ece": base["ece_calibrated"],
+        "reliability": {"predicted": predicted.tolist(), "observed": observed.tolist()},
+    }
 
 
-def policy_figures(model: Pctr, test_log: pl.DataFrame, past: pl.DataFrame, fs: FeatureSet,
-                   gt: GroundTruth | None) -> dict[str, object]:
+def policy_figures(
+    model: Pctr, test_log: pl.DataFrame, past: pl.DataFrame, fs: FeatureSet, gt: GroundTruth | None
+) -> dict[str, object]:
     """IPS and SNIPS click rate and revenue of the eCPM-greedy policy on the logged
     requests, beside the logging policy's observed figures (and true values on generated
     data)."""
     rows = []
-    for day, part in test_log.with_columns(pl.col("ts").dt.date().alias("_day")) \
-            .group_by("_day", maintain_order=True):
+    for day, part in test_log.with_columns(pl.col("ts").dt.date().alias("_day")).group_by(
+        "_day", maintain_order=True
+    ):
         when = datetime.combine(day[0], time())  # type: ignore[arg-type]
         inv = Inventory.at(fs, when)
         if len(inv.item_idx) == 0:
             continue
         part = part.drop("_day").with_row_index("_req")
-        grid = (part.select("_req", "user_id", "ts")
-                .join(pl.DataFrame({"item_id": inv.item_id, "bid": inv.bid}), how="cross"))
+        grid = part.select("_req", "user_id", "ts").join(
+            pl.DataFrame({"item_id": inv.item_id, "bid": inv.bid}), how="cross"
+        )
         p = model(ad_features(grid.drop("bid"), past, fs))
-        best = (grid.with_columns(pl.Series("pctr", p),
-                                  (pl.Series("pctr", p) * pl.col("bid")).alias("ecpm"))
-                .sort("_req", "ecpm", "item_id", descending=[False, True, False])
-                .group_by("_req", maintain_order=True).first()
-                .select("_req", pl.col("item_id").alias("chosen"),
-                        pl.col("bid").alias("chosen_bid")))
+        best = (
+            grid.with_columns(
+                pl.Series("pctr", p), (pl.Series("pctr", p) * pl.col("bid")).alias("ecpm")
+            )
+            .sort("_req", "ecpm", "item_id", descending=[False, True, False])
+            .group_by("_req", maintain_order=True)
+            .first()
+            .select("_req", pl.col("item_id").alias("chosen"), pl.col("bid").alias("chosen_bid"))
+        )
         rows.append(part.join(best, on="_req", how="left").with_columns(pl.lit(when).alias("day")))
     if not rows:
         return {}
@@ -97,15 +117,17 @@ def policy_figures(model: Pctr, test_log: pl.DataFrame, past: pl.DataFrame, fs: 
     match = (req["item_id"] == req["chosen"]).fill_null(False).to_numpy()
     w = np.where(match, 1.0 / np.maximum(prop, EPS), 0.0)
     out: dict[str, object] = {
-        "requests": int(len(click)), "matched": int(match.sum()),
-        "effective_sample_size": float(w.sum() ** 2 / max((w ** 2).sum(), EPS)),
+        "requests": len(click),
+        "matched": int(match.sum()),
+        "effective_sample_size": float(w.sum() ** 2 / max((w**2).sum(), EPS)),
         "logged_click_rate": float(click.mean()),
         "logged_revenue": float((click * logged_bid).mean()),
         "ips_click_rate": float((w * click).mean()),
         "snips_click_rate": float((w * click).sum() / max(w.sum(), EPS)),
         "ips_revenue": float((w * click * logged_bid).mean()),
         "snips_revenue": float((w * click * logged_bid).sum() / max(w.sum(), EPS)),
-        "max_weight": float(w.max())}
+        "max_weight": float(w.max()),
+    }
     if gt is not None:
         at = req["ts"]
         mid = at.min() + (at.max() - at.min()) / 2  # type: ignore[operator]
@@ -123,8 +145,8 @@ def _oracle_revenue(req: pl.DataFrame, fs: FeatureSet, gt: GroundTruth, at: date
         inv = Inventory.at(fs, day[0])  # type: ignore[arg-type]
         users = part["user_id"].cast(pl.String)
         n, m = len(users), len(inv.item_id)
-        ctr = gt.click_rate(pl.Series(np.repeat(users.to_numpy(), m)),
-                            pl.Series(inv.item_id * n), at).reshape(n, m)
+        ctr = gt.click_rate(
+            pl.Series(np.repeat(users.to_numpy(), m)), pl.Series(inv.item_id * n), at
+        ).reshape(n, m)
         best.append(np.nanmax(ctr * inv.bid[None, :], axis=1))
     return float(np.mean(np.concatenate(best)))
-

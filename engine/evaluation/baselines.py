@@ -28,11 +28,12 @@ class Interactions:
     """The binary user x item matrix of the fit window (rows and columns by user_idx and
     item_idx) and the items each evaluated user may not be shown."""
 
-    matrix: sp.csr_matrix   # (n_users, n_items) float32, 1 where the user had a positive
+    matrix: sp.csr_matrix  # (n_users, n_items) float32, 1 where the user had a positive
 
     @classmethod
-    def build(cls, user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int
-              ) -> Interactions:
+    def build(
+        cls, user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int
+    ) -> Interactions:
         return cls(binary_matrix(user_idx, item_idx, n_users, n_items))
 
     @property
@@ -61,8 +62,9 @@ def ease(x: Interactions, lam: float, max_items: int) -> Scorer:
     return lambda rows: np.nan_to_num(model.scores(rows), nan=-np.inf)
 
 
-def als(x: Interactions, factors: int, regularization: float, iterations: int, alpha: float,
-        seed: int) -> Scorer:
+def als(
+    x: Interactions, factors: int, regularization: float, iterations: int, alpha: float, seed: int
+) -> Scorer:
     """Implicit-feedback ALS (Hu, Koren and Volinsky) from the `implicit` package, confidence
     1 + alpha on the observed pairs."""
     from implicit.cpu.als import AlternatingLeastSquares
@@ -70,9 +72,13 @@ def als(x: Interactions, factors: int, regularization: float, iterations: int, a
     conf = x.matrix.copy()
     conf.data = (1.0 + alpha * conf.data).astype(np.float32)
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads thrash
-        model = AlternatingLeastSquares(factors=factors, regularization=regularization,
-                                        iterations=iterations, random_state=seed,
-                                        calculate_training_loss=False)
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            iterations=iterations,
+            random_state=seed,
+            calculate_training_loss=False,
+        )
         model.fit(conf, show_progress=False)
     users = np.asarray(model.user_factors, np.float32)
     items = np.asarray(model.item_factors, np.float32)
@@ -83,23 +89,37 @@ GRIDS: dict[str, list[dict[str, float | None]]] = {
     "popularity": [{"days": d} for d in (1.0, 7.0, 30.0, None)],
     "item_knn": [{"neighbours": n} for n in (20.0, 100.0, 500.0)],
     "ease": [{"lam": v} for v in (20.0, 100.0, 500.0, 2000.0, 8000.0)],
-    "als": [{"factors": f, "regularization": r, "alpha": a}
-            for f in (16.0, 64.0) for r in (1.0, 10.0) for a in (1.0, 5.0)],
+    "als": [
+        {"factors": f, "regularization": r, "alpha": a}
+        for f in (16.0, 64.0)
+        for r in (1.0, 10.0)
+        for a in (1.0, 5.0)
+    ],
 }
 """What tuning tries on the validation window for each baseline (the config's values when
 tuning is off)."""
 
 
 def default_params(name: str, cfg: EvaluationConfig) -> dict[str, float | None]:
-    return {"popularity": {"days": cfg.popularity_days},
-            "item_knn": {"neighbours": float(cfg.knn_neighbours)},
-            "ease": {"lam": cfg.ease_lambda},
-            "als": {"factors": float(cfg.als_factors), "regularization": cfg.als_regularization,
-                    "alpha": cfg.als_alpha}}[name]
+    return {
+        "popularity": {"days": cfg.popularity_days},
+        "item_knn": {"neighbours": float(cfg.knn_neighbours)},
+        "ease": {"lam": cfg.ease_lambda},
+        "als": {
+            "factors": float(cfg.als_factors),
+            "regularization": cfg.als_regularization,
+            "alpha": cfg.als_alpha,
+        },
+    }[name]
 
 
-def make_baseline(name: str, x: Interactions, recent: Callable[[float | None], sp.csr_matrix],
-                  params: dict[str, float | None], cfg: EvaluationConfig) -> Scorer:
+def make_baseline(
+    name: str,
+    x: Interactions,
+    recent: Callable[[float | None], sp.csr_matrix],
+    params: dict[str, float | None],
+    cfg: EvaluationConfig,
+) -> Scorer:
     """The fitted scorer of baseline `name` with `params`; `recent(days)` is the matrix of
     the last `days` of the fit window (None: all of it)."""
     if name == "popularity":
@@ -109,8 +129,14 @@ def make_baseline(name: str, x: Interactions, recent: Callable[[float | None], s
     if name == "ease":
         return ease(x, float(params["lam"]), cfg.ease_max_items)  # type: ignore[arg-type]
     if name == "als":
-        return als(x, int(params["factors"]), float(params["regularization"]),  # type: ignore[arg-type]
-                   cfg.als_iterations, float(params["alpha"]), cfg.seed)  # type: ignore[arg-type]
+        return als(
+            x,
+            int(params["factors"]),
+            float(params["regularization"]),  # type: ignore[arg-type]
+            cfg.als_iterations,
+            float(params["alpha"]),
+            cfg.seed,
+        )  # type: ignore[arg-type]
     raise ValueError(f"unknown baseline {name!r}")
 
 
@@ -118,19 +144,20 @@ SCORES_PER_CHUNK = 1 << 26
 """Dense (user x item) scores held at once (256 MB of float32)."""
 
 
-def top_items(score: Scorer, rows: np.ndarray, blocked: sp.csr_matrix, allowed: np.ndarray,
-              k: int) -> np.ndarray:
+def top_items(
+    score: Scorer, rows: np.ndarray, blocked: sp.csr_matrix, allowed: np.ndarray, k: int
+) -> np.ndarray:
     """(n, k) item indices, best first, of each user row: never an item in the row's
     `blocked` (seen) or where `allowed` is False; -1 where fewer items score."""
     out = np.full((len(rows), k), -1, np.int64)
     chunk = max(1, SCORES_PER_CHUNK // max(len(allowed), 1))
     for a in range(0, len(rows), chunk):
-        r = rows[a:a + chunk]
+        r = rows[a : a + chunk]
         s = np.asarray(score(r), dtype=np.float32)
         if not s.flags.writeable:  # a shared view (popularity): this chunk's own copy
             s = s.copy()
         s[:, ~allowed] = -np.inf
         b = blocked[r].tocoo()
         s[b.row, b.col] = -np.inf
-        out[a:a + len(r)] = top_of_scores(s, k)
+        out[a : a + len(r)] = top_of_scores(s, k)
     return out

@@ -14,17 +14,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def beyond_accuracy(top: np.ndarray, *, counts: np.ndarray, category: np.ndarray,
-                    eligible: np.ndarray, n_users: int) -> dict[str, float]:
+def beyond_accuracy(
+    top: np.ndarray, *, counts: np.ndarray, category: np.ndarray, eligible: np.ndarray, n_users: int
+) -> dict[str, float]:
     """The four figures above for lists `top` (U, k) of item indices (-1 padding)."""
     items = top[top >= 0]
     n_eligible = max(int(eligible.sum()), 1)
     info = -np.log2((counts + 1.0) / (n_users + 1.0))
     pct = popularity_percentile(counts, eligible)
-    return {"coverage": float(len(np.unique(items)) / n_eligible),
-            "novelty": float(info[items].mean()) if len(items) else float("nan"),
-            "diversity": intra_list_diversity(top, category),
-            "popularity_percentile": float(pct[items].mean()) if len(items) else float("nan")}
+    return {
+        "coverage": float(len(np.unique(items)) / n_eligible),
+        "novelty": float(info[items].mean()) if len(items) else float("nan"),
+        "diversity": intra_list_diversity(top, category),
+        "popularity_percentile": float(pct[items].mean()) if len(items) else float("nan"),
+    }
 
 
 def popularity_percentile(counts: np.ndarray, eligible: np.ndarray) -> np.ndarray:

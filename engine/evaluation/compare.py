@@ -16,8 +16,12 @@ figures, candidate recall, the verdict and the ads figures."""
 def metrics_file(path: Path) -> Path:
     """metrics.json given itself, a report folder, a version folder or an artifacts root."""
     path = Path(path)
-    for p in (path, path / "metrics.json", path / "report" / "metrics.json",
-              path / "current" / "report" / "metrics.json"):
+    for p in (
+        path,
+        path / "metrics.json",
+        path / "report" / "metrics.json",
+        path / "current" / "report" / "metrics.json",
+    ):
         if p.is_file():
             return p
     raise DataError(path, "no evaluation metrics.json here (nor in report/ or current/report/)")
@@ -34,8 +38,9 @@ def flatten(doc: object, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def compare(a: Path, b: Path, *, match: str = DEFAULT_MATCH
-            ) -> list[tuple[str, float | None, float | None, float | None]]:
+def compare(
+    a: Path, b: Path, *, match: str = DEFAULT_MATCH
+) -> list[tuple[str, float | None, float | None, float | None]]:
     """(path, value in A, value in B, B - A) for every numeric figure whose path matches."""
     fa = flatten(json.loads(metrics_file(a).read_text()))
     fb = flatten(json.loads(metrics_file(b).read_text()))

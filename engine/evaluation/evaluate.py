@@ -43,16 +43,40 @@ from pipelines.errors import DataError
 from pipelines.progress import Report, silent
 from pipelines.validate import validate_tables
 
-STAGE_OF = {"two_tower": "retrieval", "reranked": "re-rank", "final": "final list",
-            "popularity": "baseline", "item_knn": "baseline", "ease": "baseline",
-            "als": "baseline", "oracle_candidates": "oracle", "oracle": "oracle"}
-LABELS = {"two_tower": "two-tower (full corpus)", "reranked": "re-ranked candidates",
-          "final": "recengine final list", "popularity": "popularity", "item_knn": "item-kNN",
-          "ease": "EASE", "als": "ALS (implicit)",
-          "oracle_candidates": "oracle order of the candidates", "oracle": "oracle (true utility)"}
+STAGE_OF = {
+    "two_tower": "retrieval",
+    "reranked": "re-rank",
+    "final": "final list",
+    "popularity": "baseline",
+    "item_knn": "baseline",
+    "ease": "baseline",
+    "als": "baseline",
+    "oracle_candidates": "oracle",
+    "oracle": "oracle",
+}
+LABELS = {
+    "two_tower": "two-tower (full corpus)",
+    "reranked": "re-ranked candidates",
+    "final": "recengine final list",
+    "popularity": "popularity",
+    "item_knn": "item-kNN",
+    "ease": "EASE",
+    "als": "ALS (implicit)",
+    "oracle_candidates": "oracle order of the candidates",
+    "oracle": "oracle (true utility)",
+}
 CURVE_KS = (1, 2, 3, 5, 10, 20, 30, 50, 75, 100)
-EVALUATION_KEYS = ("protocol", "metric_names", "candidates", "methods", "significance",
-                   "verdict", "ads", "seconds", "beyond_k")
+EVALUATION_KEYS = (
+    "protocol",
+    "metric_names",
+    "candidates",
+    "methods",
+    "significance",
+    "verdict",
+    "ads",
+    "seconds",
+    "beyond_k",
+)
 """The keys of `evaluate`'s document (an incremental run carries them over from its base)."""
 
 
@@ -69,8 +93,9 @@ class Timer:
         self.seconds[name] = round(time.perf_counter() - t, 2)
 
 
-def tune_baselines(cfg: EngineConfig, fs: FeatureSet, report: Report
-                   ) -> dict[str, dict[str, object]]:
+def tune_baselines(
+    cfg: EngineConfig, fs: FeatureSet, report: Report
+) -> dict[str, dict[str, object]]:
     """Each baseline's parameters, chosen by NDCG@k on the validation window with models fitted
     on the train window (`fs`; a sample of `tune_users` users), and the score of every
     setting."""
@@ -88,12 +113,20 @@ def tune_baselines(cfg: EngineConfig, fs: FeatureSet, report: Report
         tried = []
         for params in grid:
             report(f"evaluation: tune {name} {params}")
-            top = top_items(make_baseline(name, h.fit, h.recent, params, fit_ec), truth.users,
-                            h.seen, h.eligible, k0)
+            top = top_items(
+                make_baseline(name, h.fit, h.recent, params, fit_ec),
+                truth.users,
+                h.seen,
+                h.eligible,
+                k0,
+            )
             tried.append((params, float(ranking_metrics(top, truth, [k0])[f"ndcg@{k0}"].mean())))
         best = max(tried, key=lambda t: t[1])
-        out[name] = {"params": best[0], "valid_ndcg": best[1],
-                     "tried": [{"params": p, f"valid_ndcg@{k0}": v} for p, v in tried]}
+        out[name] = {
+            "params": best[0],
+            "valid_ndcg": best[1],
+            "tried": [{"params": p, f"valid_ndcg@{k0}": v} for p, v in tried],
+        }
     return out
 
 
@@ -105,8 +138,12 @@ def paired(a: np.ndarray, b: np.ndarray, draws: int, seed: int) -> dict[str, flo
     return {"diff": mean, "ci_low": lo, "ci_high": hi, "p_value": p}
 
 
-def method_figures(tops: dict[str, np.ndarray], per_user: dict[str, dict[str, np.ndarray]],
-                   h: Holdout, ec: EvaluationConfig) -> dict[str, dict]:
+def method_figures(
+    tops: dict[str, np.ndarray],
+    per_user: dict[str, dict[str, np.ndarray]],
+    h: Holdout,
+    ec: EvaluationConfig,
+) -> dict[str, dict]:
     """Each method's mean metrics, curves, beyond-accuracy figures, segments, cold-item recall
     and (with an oracle) share of the oracle's value. `per_user` holds every metric at every
     cut-off of `ec.ks` and CURVE_KS."""
@@ -117,7 +154,7 @@ def method_figures(tops: dict[str, np.ndarray], per_user: dict[str, dict[str, np
     category = _category(h.fs)
 
     def seg(name: str, rows: np.ndarray) -> dict[str, object]:
-        out: dict[str, object] = {"users": int(len(rows))}
+        out: dict[str, object] = {"users": len(rows)}
         for metric in (f"ndcg@{k0}", f"recall@{k0}"):
             out[metric] = float(per_user[name][metric][rows].mean()) if len(rows) else None
         return out
@@ -127,50 +164,80 @@ def method_figures(tops: dict[str, np.ndarray], per_user: dict[str, dict[str, np
         curve = per_user[name]
         cold = ranking_metrics(top[cold_rows], cold_truth, ec.ks) if len(cold_rows) else {}
         methods[name] = {
-            "label": LABELS.get(name, name), "stage": STAGE_OF.get(name, "baseline"),
+            "label": LABELS.get(name, name),
+            "stage": STAGE_OF.get(name, "baseline"),
             "metrics": means({f"{m}@{k}": curve[f"{m}@{k}"] for k in ec.ks for m in RANKING}),
-            "curve": {metric: {str(k): float(curve[f"{metric}@{k}"].mean()) for k in CURVE_KS}
-                      for metric in ("ndcg", "recall")},
-            "beyond": beyond_accuracy(top[:, :ec.beyond_k], counts=h.counts, category=category,
-                                      eligible=h.eligible, n_users=h.fs.vocabs.user.size),
+            "curve": {
+                metric: {str(k): float(curve[f"{metric}@{k}"].mean()) for k in CURVE_KS}
+                for metric in ("ndcg", "recall")
+            },
+            "beyond": beyond_accuracy(
+                top[:, : ec.beyond_k],
+                counts=h.counts,
+                category=category,
+                eligible=h.eligible,
+                n_users=h.fs.vocabs.user.size,
+            ),
             "segments": {s: seg(name, rows) for s, rows in segs.items()},
-            "cold_items": {f"recall@{k}": float(cold[f"recall@{k}"].mean()) if cold else None
-                           for k in ec.ks}}
+            "cold_items": {
+                f"recall@{k}": float(cold[f"recall@{k}"].mean()) if cold else None for k in ec.ks
+            },
+        }
     if "oracle" in methods:
         best = methods["oracle"]["metrics"]
         for v in methods.values():
-            v["oracle_share"] = {k: (x / best[k] if best[k] else None)
-                                 for k, x in v["metrics"].items()}
+            v["oracle_share"] = {
+                k: (x / best[k] if best[k] else None) for k, x in v["metrics"].items()
+            }
     return methods
 
 
-def verdict_of(methods: dict[str, dict], significance: dict[str, dict[str, float]], key: str,
-               *, users: int | None = None, min_users: int = 0) -> dict[str, object]:
+def verdict_of(
+    methods: dict[str, dict],
+    significance: dict[str, dict[str, float]],
+    key: str,
+    *,
+    users: int | None = None,
+    min_users: int = 0,
+) -> dict[str, object]:
     """The final list against the best baseline on `key`, plainly; shares of the oracle.
     With fewer than `min_users` evaluated users it names no winner (`decided` False)."""
     baselines = [n for n in methods if STAGE_OF.get(n) == "baseline"]
     final_v = methods["final"]["metrics"][key]
     verdict: dict[str, object] = {"metric": key, "final": final_v}
     if users is not None and users < min_users:
-        verdict |= {"decided": False, "users": users, "min_users": min_users,
-                    "reason": f"the test set holds {users:,} users, fewer than [evaluation] "
-                              f"min_users = {min_users:,}: these figures cannot decide "
-                              "between the methods"}
+        verdict |= {
+            "decided": False,
+            "users": users,
+            "min_users": min_users,
+            "reason": f"the test set holds {users:,} users, fewer than [evaluation] "
+            f"min_users = {min_users:,}: these figures cannot decide "
+            "between the methods",
+        }
     if baselines:
         best_name = max(baselines, key=lambda n: methods[n]["metrics"][key])
         best_v = methods[best_name]["metrics"][key]
-        verdict |= {"best_baseline": best_name, "best_baseline_value": best_v,
-                    "final_minus_best": final_v - best_v,
-                    "p_value": significance[best_name]["p_value"],
-                    "beats_best_baseline": bool(final_v >= best_v)}
+        verdict |= {
+            "best_baseline": best_name,
+            "best_baseline_value": best_v,
+            "final_minus_best": final_v - best_v,
+            "p_value": significance[best_name]["p_value"],
+            "beats_best_baseline": bool(final_v >= best_v),
+        }
     if "oracle" in methods:
         verdict["oracle_share"] = methods["final"]["oracle_share"][key]
         verdict["oracle_candidates_share"] = methods["oracle_candidates"]["oracle_share"][key]
     return verdict
 
 
-def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = silent,
-             ranker: FittedRanker | None = None, lists: int = 0) -> dict[str, object]:
+def evaluate(
+    cfg: EngineConfig,
+    *,
+    epochs: int | None = None,
+    report: Report = silent,
+    ranker: FittedRanker | None = None,
+    lists: int = 0,
+) -> dict[str, object]:
     """Every figure of the evaluation report (see the module doc), JSON-ready. `ranker`
     (fitted on `lists` training lists that never saw the test rows: the nightly's, when its
     lists were cut per user without them) is scored as it is instead of being refitted."""
@@ -190,8 +257,9 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     if ranker is None:
         report("evaluation: re-ranker on lists labelled before the test start")
         with timer("re-ranker training lists"):
-            frame = training_lists(cfg, fs_train.as_of, epochs=epochs, report=report,
-                                   exclude_test=True, tables=tables)
+            frame = training_lists(
+                cfg, fs_train.as_of, epochs=epochs, report=report, exclude_test=True, tables=tables
+            )
         with timer("re-ranker fit"):
             ranker = fit_ranker(frame, cfg)
         lists = ranker.lists
@@ -199,13 +267,17 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     h = holdout(ctx)
     test_users = len(h.truth.users)
     if ec.max_users is not None and len(h.truth.users) > ec.max_users:
-        rows = np.sort(np.random.default_rng(ec.seed).choice(len(h.truth.users), ec.max_users,
-                                                             replace=False))
+        rows = np.sort(
+            np.random.default_rng(ec.seed).choice(len(h.truth.users), ec.max_users, replace=False)
+        )
         h = dataclasses.replace(h, truth=h.truth.subset(rows))
     truth = h.truth
     if len(truth.users) == 0:
-        raise DataError(cfg.data.interactions, "the test window has no user with a new "
-                        "positive on an eligible product: nothing to evaluate")
+        raise DataError(
+            cfg.data.interactions,
+            "the test window has no user with a new "
+            "positive on an eligible product: nothing to evaluate",
+        )
 
     tops: dict[str, np.ndarray] = {}
     with timer("recengine lists"):
@@ -231,40 +303,62 @@ def evaluate(cfg: EngineConfig, *, epochs: int | None = None, report: Report = s
     per_user = {n: ranking_metrics(t, truth, all_ks) for n, t in tops.items()}
     methods = method_figures(tops, per_user, h, ec)
     key = f"ndcg@{k0}"
-    significance = {name: {"metric": key, **paired(per_user["final"][key], per_user[name][key],
-                                                     ec.bootstrap_draws, ec.seed)}
-                    for name in tops if name != "final" and STAGE_OF.get(name) != "oracle"}
-    verdict = verdict_of(methods, significance, key, users=int(len(truth.users)),
-                         min_users=ec.min_users)
+    significance = {
+        name: {
+            "metric": key,
+            **paired(per_user["final"][key], per_user[name][key], ec.bootstrap_draws, ec.seed),
+        }
+        for name in tops
+        if name != "final" and STAGE_OF.get(name) != "oracle"
+    }
+    verdict = verdict_of(
+        methods, significance, key, users=len(truth.users), min_users=ec.min_users
+    )
 
     hits_c = gains_of(made.candidates, truth) > 0
-    candidates = {"recall": float((hits_c.sum(1) / truth.n_relevant).mean()),
-                  "mean_size": float((made.candidates >= 0).sum(1).mean()),
-                  "items_found": int(hits_c.sum()), "relevant_items": int(truth.n_relevant.sum())}
+    candidates = {
+        "recall": float((hits_c.sum(1) / truth.n_relevant).mean()),
+        "mean_size": float((made.candidates >= 0).sum(1).mean()),
+        "items_found": int(hits_c.sum()),
+        "relevant_items": int(truth.n_relevant.sum()),
+    }
     report("evaluation: ads")
     with timer("ads"):
-        ads = ads_evaluation(cfg, tables, fs_train, fs,
-                             oracle.truth if oracle is not None else None)
+        ads = ads_evaluation(
+            cfg, tables, fs_train, fs, oracle.truth if oracle is not None else None
+        )
     return {
-        "protocol": {"fit": "train + valid windows", "scored": "test window",
-                     "split": cfg.split.strategy, "list_mode": list_mode(cfg, tables, fs_train.as_of),
-                     "test_start": str(fs.test_start), "users": int(len(truth.users)),
-                     "test_users": int(test_users),
-                     "relevant_items": int(truth.n_relevant.sum()),
-                     "eligible_items": int(h.eligible.sum()), "ks": ec.ks, "epochs": epochs,
-                     "ranker_trees": ranker.trees, "ranker_fallback": ranker.fallback,
-                     "ranker_tried": ranker.tried_text,
-                     "ranker_holdout_ndcg": ranker.holdout_ndcg,
-                     "ranker_num_leaves": ranker.num_leaves,
-                     "ranker_orders": ranker.orders,
-                     "training_lists": int(lists),
-                     "gain": "2^grade - 1 (" + ", ".join(f"{e} {g}" for e, g in GRADES.items())
-                             + ")",
-                     "cold_items": int(((h.counts == 0) & h.eligible).sum()),
-                     "baselines": tuned},
+        "protocol": {
+            "fit": "train + valid windows",
+            "scored": "test window",
+            "split": cfg.split.strategy,
+            "list_mode": list_mode(cfg, tables, fs_train.as_of),
+            "test_start": str(fs.test_start),
+            "users": len(truth.users),
+            "test_users": int(test_users),
+            "relevant_items": int(truth.n_relevant.sum()),
+            "eligible_items": int(h.eligible.sum()),
+            "ks": ec.ks,
+            "epochs": epochs,
+            "ranker_trees": ranker.trees,
+            "ranker_fallback": ranker.fallback,
+            "ranker_tried": ranker.tried_text,
+            "ranker_holdout_ndcg": ranker.holdout_ndcg,
+            "ranker_num_leaves": ranker.num_leaves,
+            "ranker_orders": ranker.orders,
+            "training_lists": int(lists),
+            "gain": "2^grade - 1 (" + ", ".join(f"{e} {g}" for e, g in GRADES.items()) + ")",
+            "cold_items": int(((h.counts == 0) & h.eligible).sum()),
+            "baselines": tuned,
+        },
         "metric_names": list(RANKING),
-        "candidates": candidates, "methods": methods, "significance": significance,
-        "verdict": verdict, "ads": ads, "seconds": timer.seconds, "beyond_k": ec.beyond_k,
+        "candidates": candidates,
+        "methods": methods,
+        "significance": significance,
+        "verdict": verdict,
+        "ads": ads,
+        "seconds": timer.seconds,
+        "beyond_k": ec.beyond_k,
     }
 
 

@@ -27,21 +27,28 @@ RANKING = ("ndcg", "recall", "precision", "map", "mrr", "hit_rate")
 class Truth:
     """The held-out relevant items of the evaluated users, in CSR form by user row."""
 
-    users: np.ndarray    # (U,) user_idx of each row
+    users: np.ndarray  # (U,) user_idx of each row
     offsets: np.ndarray  # (U + 1,) rows of user u are items[offsets[u]:offsets[u + 1]]
-    items: np.ndarray    # item_idx, sorted within each user
-    grades: np.ndarray   # relevance (> 0) of each item
+    items: np.ndarray  # item_idx, sorted within each user
+    grades: np.ndarray  # relevance (> 0) of each item
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame) -> Truth:
         """From user_idx, item_idx, label rows (label > 0); users in ascending order."""
-        f = (frame.filter(pl.col("label") > 0)
-             .group_by("user_idx", "item_idx").agg(pl.col("label").max())
-             .sort("user_idx", "item_idx"))
+        f = (
+            frame.filter(pl.col("label") > 0)
+            .group_by("user_idx", "item_idx")
+            .agg(pl.col("label").max())
+            .sort("user_idx", "item_idx")
+        )
         users, counts = np.unique(f["user_idx"].to_numpy().astype(np.int64), return_counts=True)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return cls(users, offsets, f["item_idx"].to_numpy().astype(np.int64),
-                   f["label"].to_numpy().astype(np.float64))
+        return cls(
+            users,
+            offsets,
+            f["item_idx"].to_numpy().astype(np.int64),
+            f["label"].to_numpy().astype(np.float64),
+        )
 
     @property
     def n_relevant(self) -> np.ndarray:
@@ -50,10 +57,17 @@ class Truth:
     def subset(self, rows: np.ndarray) -> Truth:
         """The truth of the given user rows only (for per-segment figures)."""
         counts = self.n_relevant[rows]
-        take = np.concatenate([np.arange(self.offsets[r], self.offsets[r + 1]) for r in rows]) \
-            if len(rows) else np.empty(0, np.int64)
-        return Truth(self.users[rows], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                     self.items[take], self.grades[take])
+        take = (
+            np.concatenate([np.arange(self.offsets[r], self.offsets[r + 1]) for r in rows])
+            if len(rows)
+            else np.empty(0, np.int64)
+        )
+        return Truth(
+            self.users[rows],
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            self.items[take],
+            self.grades[take],
+        )
 
     def only_items(self, keep: np.ndarray) -> Truth:
         """The truth restricted to items where `keep` (bool by item_idx) holds; users left
@@ -62,8 +76,12 @@ class Truth:
         row = np.repeat(np.arange(len(self.users)), self.n_relevant)
         counts = np.bincount(row[ok], minlength=len(self.users)).astype(np.int64)
         has = counts > 0
-        return Truth(self.users[has], np.concatenate([[0], np.cumsum(counts[has])]).astype(np.int64),
-                     self.items[ok], self.grades[ok])
+        return Truth(
+            self.users[has],
+            np.concatenate([[0], np.cumsum(counts[has])]).astype(np.int64),
+            self.items[ok],
+            self.grades[ok],
+        )
 
 
 def gains_of(top: np.ndarray, truth: Truth) -> np.ndarray:
@@ -73,7 +91,9 @@ def gains_of(top: np.ndarray, truth: Truth) -> np.ndarray:
     keys = row * n_items + truth.items
     order = np.argsort(keys)
     keys, grades = keys[order], truth.grades[order]
-    query = np.arange(len(top), dtype=np.int64)[:, None] * n_items + np.where(top >= 0, top, n_items - 1)
+    query = np.arange(len(top), dtype=np.int64)[:, None] * n_items + np.where(
+        top >= 0, top, n_items - 1
+    )
     pos = np.clip(np.searchsorted(keys, query), 0, max(len(keys) - 1, 0))
     if len(keys) == 0:
         return np.zeros(top.shape)
@@ -81,8 +101,9 @@ def gains_of(top: np.ndarray, truth: Truth) -> np.ndarray:
     return np.where(found, grades[pos], 0.0)
 
 
-def ranking_metrics(top: np.ndarray, truth: Truth, ks: list[int] | tuple[int, ...]
-                    ) -> dict[str, np.ndarray]:
+def ranking_metrics(
+    top: np.ndarray, truth: Truth, ks: list[int] | tuple[int, ...]
+) -> dict[str, np.ndarray]:
     """{"ndcg@10": (U,) per-user values, ...} for every metric in RANKING and k in `ks`.
     `top` rows are aligned with `truth.users` and hold at least max(ks) columns (padded
     with -1)."""
@@ -99,10 +120,10 @@ def ranking_metrics(top: np.ndarray, truth: Truth, ks: list[int] | tuple[int, ..
     # the ideal list: each user's grades sorted descending
     ideal = np.zeros((len(truth.users), kmax))
     for u in range(len(truth.users)):
-        g = np.sort(truth.grades[truth.offsets[u]:truth.offsets[u + 1]])[::-1][:kmax]
-        ideal[u, :len(g)] = g
-    dcg = np.cumsum((2.0 ** rel - 1.0) * discount, axis=1)
-    idcg = np.cumsum((2.0 ** ideal - 1.0) * discount, axis=1)
+        g = np.sort(truth.grades[truth.offsets[u] : truth.offsets[u + 1]])[::-1][:kmax]
+        ideal[u, : len(g)] = g
+    dcg = np.cumsum((2.0**rel - 1.0) * discount, axis=1)
+    idcg = np.cumsum((2.0**ideal - 1.0) * discount, axis=1)
     first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
     out: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -43,8 +43,11 @@ def _make(kind: str, vectors: np.ndarray, cfg: IndexConfig) -> tuple[faiss.Index
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, ip)
         index.hnsw.efConstruction = cfg.ef_construction
-        return index, {"m": cfg.hnsw_m, "ef_construction": cfg.ef_construction,
-                       "ef_search": cfg.ef_search or 64}
+        return index, {
+            "m": cfg.hnsw_m,
+            "ef_construction": cfg.ef_construction,
+            "ef_search": cfg.ef_search or 64,
+        }
     nlist = _nlist(n, cfg)
     quantizer = faiss.IndexFlatIP(d)
     if kind == "ivf_flat":
@@ -71,8 +74,9 @@ def measure_recall(index: ItemIndex, queries: np.ndarray, truth: np.ndarray, k: 
     return float(np.mean(hits)) / min(k, index.size)
 
 
-def build_index(vectors: np.ndarray, item_idx: np.ndarray, cfg: IndexConfig,
-                queries: np.ndarray | None = None) -> tuple[ItemIndex, dict[str, float]]:
+def build_index(
+    vectors: np.ndarray, item_idx: np.ndarray, cfg: IndexConfig, queries: np.ndarray | None = None
+) -> tuple[ItemIndex, dict[str, float]]:
     """Build, tune and measure the index for `vectors` (n, D) of items `item_idx`.
 
     `queries` are sample query vectors (user vectors); without them, item vectors stand in.
@@ -90,17 +94,28 @@ def build_index(vectors: np.ndarray, item_idx: np.ndarray, cfg: IndexConfig,
     raw.add(vectors)
     build_s = time.perf_counter() - t0
     index, gpu = to_search_device(raw, kind, use_gpu=cfg.use_gpu)
-    built = ItemIndex(index=index, item_idx=np.asarray(item_idx, np.int64), kind=kind,
-                      params=params, on_gpu=gpu, vectors=vectors if kind == "flat" else None)
+    built = ItemIndex(
+        index=index,
+        item_idx=np.asarray(item_idx, np.int64),
+        kind=kind,
+        params=params,
+        on_gpu=gpu,
+        vectors=vectors if kind == "flat" else None,
+    )
     if queries is None or len(queries) == 0:
         queries = vectors[rng.choice(n, min(n, cfg.eval_queries), replace=False)]
     else:
         queries = np.ascontiguousarray(
             queries[rng.choice(len(queries), min(len(queries), cfg.eval_queries), replace=False)],
-            dtype=np.float32)
+            dtype=np.float32,
+        )
     k = min(cfg.k, n)
-    truth = np.concatenate([exact_top_k(queries[a:a + 64], vectors, k)  # bounded memory
-                            for a in range(0, len(queries), 64)])
+    truth = np.concatenate(
+        [
+            exact_top_k(queries[a : a + 64], vectors, k)  # bounded memory
+            for a in range(0, len(queries), 64)
+        ]
+    )
     recall = measure_recall(built, queries, truth, k)
     knob = "nprobe" if "nprobe" in params else "ef_search" if "ef_search" in params else None
     forced = {"nprobe": cfg.nprobe, "ef_search": cfg.ef_search}.get(knob or "")
@@ -114,5 +129,9 @@ def build_index(vectors: np.ndarray, item_idx: np.ndarray, cfg: IndexConfig,
             recall = previous[1]
             break
     built.recall, built.recall_k = recall, k
-    return built, {"build_seconds": build_s, "recall": recall, "recall_k": k,
-                   "eval_queries": len(queries)}
+    return built, {
+        "build_seconds": build_s,
+        "recall": recall,
+        "recall_k": k,
+        "eval_queries": len(queries),
+    }

@@ -61,13 +61,13 @@ class ItemIndex:
     """A built or loaded index and what is known about it."""
 
     index: faiss.Index
-    item_idx: np.ndarray                     # (n,) item index of each row
+    item_idx: np.ndarray  # (n,) item index of each row
     kind: str
     params: dict[str, int | float] = field(default_factory=dict)
-    recall: float | None = None              # measured recall@recall_k against exact search
+    recall: float | None = None  # measured recall@recall_k against exact search
     recall_k: int | None = None
     on_gpu: bool = False
-    vectors: np.ndarray | None = None        # kept for the exact kind's numpy path
+    vectors: np.ndarray | None = None  # kept for the exact kind's numpy path
 
     def __post_init__(self) -> None:
         self._masks: tuple[tuple[np.ndarray, np.ndarray | None, np.ndarray | None], ...] = ()
@@ -87,10 +87,13 @@ class ItemIndex:
 
     def _apply_params(self) -> None:
         if "nprobe" in self.params:
-            faiss.ParameterSpace().set_index_parameter(self.index, "nprobe", int(self.params["nprobe"]))
+            faiss.ParameterSpace().set_index_parameter(
+                self.index, "nprobe", int(self.params["nprobe"])
+            )
         if "ef_search" in self.params:
-            faiss.ParameterSpace().set_index_parameter(self.index, "efSearch",
-                                                       int(self.params["ef_search"]))
+            faiss.ParameterSpace().set_index_parameter(
+                self.index, "efSearch", int(self.params["ef_search"])
+            )
 
     def set_param(self, name: str, value: int) -> None:
         self.params[name] = value
@@ -107,17 +110,21 @@ class ItemIndex:
         for n, entry in enumerate(masks):
             if entry[0] is allowed:
                 if n:  # most recent first: a filtered request's mask goes before it
-                    self._masks = (entry, *masks[:n], *masks[n + 1:])
+                    self._masks = (entry, *masks[:n], *masks[n + 1 :])
                 return entry[1], entry[2]
         rows = np.asarray(allowed, bool)[self.item_idx]
         every = bool(rows.all())
-        entry = (allowed, None if every else rows,
-                 None if every else np.packbits(rows, bitorder="little"))
+        entry = (
+            allowed,
+            None if every else rows,
+            None if every else np.packbits(rows, bitorder="little"),
+        )
         self._masks = (entry, *masks[:1])
         return entry[1], entry[2]
 
-    def _selector_params(self, bits: np.ndarray, blocked: np.ndarray | None = None
-                         ) -> faiss.SearchParameters:
+    def _selector_params(
+        self, bits: np.ndarray, blocked: np.ndarray | None = None
+    ) -> faiss.SearchParameters:
         """Search parameters whose selector admits the rows of `bits` (and, for one query,
         none of the rows `blocked`: a hash set beside the bitmap)."""
         bitmap = faiss.IDSelectorBitmap(bits)
@@ -137,9 +144,14 @@ class ItemIndex:
         params.referenced_objects = parts  # the C++ objects hold raw pointers to each other
         return params
 
-    def _raw(self, queries: np.ndarray, depth: int, rows_ok: np.ndarray | None,
-             bits: np.ndarray | None, blocked: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def _raw(
+        self,
+        queries: np.ndarray,
+        depth: int,
+        rows_ok: np.ndarray | None,
+        bits: np.ndarray | None,
+        blocked: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-`depth` (scores, rows); `bits` (and `blocked`, for one query) filter inside
         FAISS, `rows_ok` in numpy."""
         depth = min(depth, self.size)
@@ -165,10 +177,15 @@ class ItemIndex:
         del params  # the selector only had to live through the search; `bits` is cached
         return scores, rows
 
-    def search(self, queries: np.ndarray, k: int, *, exclude: list[np.ndarray] | None = None,
-               allowed: np.ndarray | None = None,
-               mask: Literal["auto", "selector", "overfetch"] = "auto"
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exclude: list[np.ndarray] | None = None,
+        allowed: np.ndarray | None = None,
+        mask: Literal["auto", "selector", "overfetch"] = "auto",
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items per query (Q, D) float32, never returning an item in that query's
         `exclude` (item indices) nor one where `allowed` (bool, by item index) is False.
 
@@ -183,8 +200,11 @@ class ItemIndex:
         selector_pays = self.kind != "flat" if mask == "auto" else mask == "selector"
         numpy_path = self.vectors is not None and q <= SINGLE_QUERY_MAX  # masks the scores
         use_selector = rows_ok is not None and not self.on_gpu and selector_pays and not numpy_path
-        blocked = [self.rows_of(e) for e in exclude] if exclude is not None else [
-            np.empty(0, np.int64)] * q
+        blocked = (
+            [self.rows_of(e) for e in exclude]
+            if exclude is not None
+            else [np.empty(0, np.int64)] * q
+        )
         blocked = [b[b >= 0] for b in blocked]
         extra = max((len(b) for b in blocked), default=0)
         if q == 1 and extra and use_selector:
@@ -194,8 +214,8 @@ class ItemIndex:
             found = rows >= 0
             out_s = np.full((1, k), -np.inf, np.float32)
             out_i = np.full((1, k), -1, np.int64)
-            out_s[:, :rows.shape[1]] = np.where(found, scores, -np.inf)
-            out_i[:, :rows.shape[1]] = np.where(found, self.item_idx[np.maximum(rows, 0)], -1)
+            out_s[:, : rows.shape[1]] = np.where(found, scores, -np.inf)
+            out_i[:, : rows.shape[1]] = np.where(found, self.item_idx[np.maximum(rows, 0)], -1)
             return out_s, out_i
         depth = k + extra
         post_mask = rows_ok is not None and not use_selector
@@ -206,18 +226,24 @@ class ItemIndex:
         out_i = np.full((q, k), -1, np.int64)
         todo = np.arange(q)
         while len(todo):
-            scores, rows = self._raw(queries[todo], depth, rows_ok if post_mask else None,
-                                     bits if use_selector else None)
+            scores, rows = self._raw(
+                queries[todo], depth, rows_ok if post_mask else None, bits if use_selector else None
+            )
             keep = rows >= 0
             if post_mask:
                 keep &= rows_ok[np.maximum(rows, 0)]  # type: ignore[index]
             if extra:
                 lengths = np.array([len(blocked[t]) for t in todo])
-                flat = np.concatenate([blocked[t] for t in todo]) if lengths.sum() else \
-                    np.empty(0, np.int64)
+                flat = (
+                    np.concatenate([blocked[t] for t in todo])
+                    if lengths.sum()
+                    else np.empty(0, np.int64)
+                )
                 owner = np.repeat(np.arange(len(todo)), lengths)
-                bad = np.isin(np.arange(len(todo))[:, None] * (self.size + 1) + rows,
-                              owner * (self.size + 1) + flat)
+                bad = np.isin(
+                    np.arange(len(todo))[:, None] * (self.size + 1) + rows,
+                    owner * (self.size + 1) + flat,
+                )
                 keep &= ~bad
             order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
             got = np.take_along_axis(keep, order, axis=1)
@@ -239,9 +265,14 @@ class ItemIndex:
         with atomic_path(folder / INDEX_FILE) as tmp:
             faiss.write_index(to_cpu(self.index, on_gpu=self.on_gpu), str(tmp))
         write_parquet(pl.DataFrame({"item_idx": self.item_idx}), folder / ROWS_FILE)
-        meta = {"kind": self.kind, "params": self.params, "size": self.size,
-                "recall": self.recall, "recall_k": self.recall_k,
-                "sha256": sha256_file(folder / INDEX_FILE)}
+        meta = {
+            "kind": self.kind,
+            "params": self.params,
+            "size": self.size,
+            "recall": self.recall,
+            "recall_k": self.recall_k,
+            "sha256": sha256_file(folder / INDEX_FILE),
+        }
         with atomic_path(folder / META_FILE) as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
         return meta
@@ -257,14 +288,24 @@ class ItemIndex:
                 raise DataError(folder / name, "index file missing")
         meta = json.loads((folder / META_FILE).read_text())
         if not checked and sha256_file(folder / INDEX_FILE) != meta["sha256"]:
-            raise DataError(folder / INDEX_FILE, "checksum does not match index.json: the "
-                                                 "file was changed or damaged; rebuild the index")
+            raise DataError(
+                folder / INDEX_FILE,
+                "checksum does not match index.json: the "
+                "file was changed or damaged; rebuild the index",
+            )
         # the codes stay in the file's pages (IO_FLAG_MMAP_IFC: read in place, not copied):
         # the index loads at once, and processes serving one version share its memory
         cpu = faiss.read_index(str(folder / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC)
         vectors = cpu.reconstruct_n(0, cpu.ntotal) if meta["kind"] == "flat" else None
         _touch(cpu)
         index, gpu = to_search_device(cpu, meta["kind"], use_gpu=use_gpu)
-        return cls(index=index, item_idx=pl.read_parquet(folder / ROWS_FILE)["item_idx"].to_numpy(),
-                   kind=meta["kind"], params=meta["params"], recall=meta["recall"],
-                   recall_k=meta["recall_k"], on_gpu=gpu, vectors=vectors)
+        return cls(
+            index=index,
+            item_idx=pl.read_parquet(folder / ROWS_FILE)["item_idx"].to_numpy(),
+            kind=meta["kind"],
+            params=meta["params"],
+            recall=meta["recall"],
+            recall_k=meta["recall_k"],
+            on_gpu=gpu,
+            vectors=vectors,
+        )

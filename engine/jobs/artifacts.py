@@ -38,8 +38,11 @@ def version_files(folder: Path) -> list[str]:
     """The relative paths a manifest lists: every file under `folder` bar the manifest and
     hidden (temporary) files, sorted."""
     folder = Path(folder)
-    return [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
+    return [
+        p.relative_to(folder).as_posix()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    ]
 
 
 def file_checksums(folder: Path) -> dict[str, str]:
@@ -91,15 +94,18 @@ def verify(folder: Path) -> dict[str, object]:
     # largest first, which halves a 1.5 GB version's check on 2 cores
     order = sorted(paths, key=lambda rel: -paths[rel].stat().st_size)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        sums = dict(zip(order, pool.map(lambda rel: sha256_file(paths[rel]), order),
-                        strict=True))
+        sums = dict(zip(order, pool.map(lambda rel: sha256_file(paths[rel]), order), strict=True))
     for rel, want in files.items():
         if sums[rel] != want:
-            raise DataError(folder / rel, "checksum does not match the manifest (changed or corrupt)")
+            raise DataError(
+                folder / rel, "checksum does not match the manifest (changed or corrupt)"
+            )
     extra = [rel for rel in version_files(folder) if rel not in files]
     if extra:
-        raise DataError(folder / extra[0], f"not listed in the manifest ({len(extra)} such "
-                                           "file(s); added after publishing?)")
+        raise DataError(
+            folder / extra[0],
+            f"not listed in the manifest ({len(extra)} such file(s); added after publishing?)",
+        )
     return manifest
 
 
@@ -194,9 +200,11 @@ def run_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            raise RunLockedError(f"{root}: another recengine run is using this artifacts root "
-                                 f"({fh.read().strip() or 'pid unknown'}); wait for it to "
-                                 "finish") from None
+            raise RunLockedError(
+                f"{root}: another recengine run is using this artifacts root "
+                f"({fh.read().strip() or 'pid unknown'}); wait for it to "
+                "finish"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")

@@ -36,19 +36,29 @@ def features(run: Run) -> Figures:
     base = _base(run)
     tables = validate_tables(run.cfg.data, run.cfg.columns)
     old = Vocabularies.load(base / "vocab")
-    vocabs = dataclasses.replace(old, user=old.user.extend(tables.users["user_id"]),
-                                 item=old.item.extend(tables.items["item_id"]))
+    vocabs = dataclasses.replace(
+        old,
+        user=old.user.extend(tables.users["user_id"]),
+        item=old.item.extend(tables.items["item_id"]),
+    )
     fs = build_features(run.cfg, window="all", tables=tables, vocabs=vocabs)
     fs.save(run.dir)
-    return {"as_of": fs.as_of.isoformat(), "positives": fs.interactions.height,
-            "new_users": vocabs.user.size - old.user.size,
-            "new_items": vocabs.item.size - old.item.size}
+    return {
+        "as_of": fs.as_of.isoformat(),
+        "positives": fs.interactions.height,
+        "new_users": vocabs.user.size - old.user.size,
+        "new_items": vocabs.item.size - old.item.size,
+    }
 
 
 def _known(path: Path, n: int, limit: int) -> np.ndarray:
     """(n,) bool: trained rows of the base version's vectors (indices below `limit`)."""
-    df = pl.read_parquet(path, columns=[c for c in pl.read_parquet_schema(path)
-                                        if c.endswith("_idx") or c == "content_only"])
+    df = pl.read_parquet(
+        path,
+        columns=[
+            c for c in pl.read_parquet_schema(path) if c.endswith("_idx") or c == "content_only"
+        ],
+    )
     idx = df.select(pl.col("^.*_idx$")).to_series().to_numpy()
     known = np.zeros(n, bool)
     ok = idx < limit
@@ -66,30 +76,45 @@ def encode(run: Run) -> Figures:
     sizes, _ = load_meta(out)
     fs = run.features()
     history = fs.history.with_columns(
-        pl.col("history").list.eval(pl.element().filter(pl.element() < sizes.item)))
+        pl.col("history").list.eval(pl.element().filter(pl.element() < sizes.item))
+    )
     known_items = _known(base / "embeddings" / ITEMS, fs.vocabs.item.size, sizes.item)
     known_users = _known(base / "embeddings" / USERS, fs.vocabs.user.size, sizes.user)
-    export_vectors(load_checkpoint(out), dataclasses.replace(fs, history=history),
-                   known_items=known_items, known_users=known_users,
-                   history_length=run.cfg.features.history_length, folder=out)
+    export_vectors(
+        load_checkpoint(out),
+        dataclasses.replace(fs, history=history),
+        known_items=known_items,
+        known_users=known_users,
+        history_length=run.cfg.features.history_length,
+        folder=out,
+    )
     figures = dict(run.base_figures.get("train", {}))
     return figures | {"incremental_from": base.name}
 
 
 def _reuse(folder: str, stage: str) -> Callable[[Run], Figures]:
     """A stage that copies the base version's `folder` and its figures of `stage`."""
+
     def reuse(run: Run) -> Figures:
         src = _base(run) / folder
         if src.is_dir():
             shutil.copytree(src, run.dir / folder, dirs_exist_ok=True)
         return dict(run.base_figures.get(stage, {}))
+
     reuse.__name__ = f"reuse_{folder}"
     return reuse
 
 
-STAGES = [("validate", validate), ("features", features), ("train", encode), ("index", index),
-          ("rerank", _reuse("rerank", "rerank")), ("ads", _reuse("ads", "ads")),
-          ("recs", recs), ("evaluation", evaluation)]
+STAGES = [
+    ("validate", validate),
+    ("features", features),
+    ("train", encode),
+    ("index", index),
+    ("rerank", _reuse("rerank", "rerank")),
+    ("ads", _reuse("ads", "ads")),
+    ("recs", recs),
+    ("evaluation", evaluation),
+]
 """The incremental run's stages: the same names, so records and the gate read alike."""
 
 

@@ -20,8 +20,17 @@ from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.jobs.artifacts import (
-    VERSIONS, clear_staging, current_version, prune, publish, read_manifest, run_lock,
-    staging_dir, switch_current, verify, write_manifest,
+    VERSIONS,
+    clear_staging,
+    current_version,
+    prune,
+    publish,
+    read_manifest,
+    run_lock,
+    staging_dir,
+    switch_current,
+    verify,
+    write_manifest,
 )
 from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
 from engine.jobs.incremental import base_figures
@@ -32,8 +41,16 @@ from pipelines.progress import Report, silent
 
 GATED = {"train": "valid_recall", "rerank": "holdout_ndcg"}
 """The validation figures a new version must not lose against the live one."""
-LIBRARIES = ("recengine", "torch", "torchrec", "faiss-cpu", "lightgbm", "polars", "numpy",
-             "scikit-learn")
+LIBRARIES = (
+    "recengine",
+    "torch",
+    "torchrec",
+    "faiss-cpu",
+    "lightgbm",
+    "polars",
+    "numpy",
+    "scikit-learn",
+)
 
 
 class QualityGateError(RecengineError):
@@ -46,7 +63,7 @@ class NightlyResult:
 
     version: Path | None
     published: bool
-    reason: str          # "published", "unchanged", "resumed publish"
+    reason: str  # "published", "unchanged", "resumed publish"
     figures: dict[str, Figures]
     seconds: dict[str, float]
 
@@ -85,9 +102,12 @@ def run_identity(cfg: EngineConfig) -> dict[str, object]:
     """What a run is built from: the inputs' checksums, the library versions, recengine's
     source and the config (bar where artifacts go). Hashed into the run key, and the inputs
     and libraries go into the manifest as they are (the inputs are hashed once per run)."""
-    return {"inputs": input_checksums(cfg), "libraries": library_versions(),
-            "code": code_fingerprint(),
-            "config": cfg.model_dump(mode="json", exclude={"artifacts"})}
+    return {
+        "inputs": input_checksums(cfg),
+        "libraries": library_versions(),
+        "code": code_fingerprint(),
+        "config": cfg.model_dump(mode="json", exclude={"artifacts"}),
+    }
 
 
 def run_key(identity: dict[str, object]) -> str:
@@ -119,8 +139,11 @@ def check_gate(figures: dict[str, Figures], live: Path | None, tolerance: float)
     worse = []
     for stage, name in GATED.items():
         new_v, old_v = figures.get(stage, {}).get(name), old.get(f"{stage}.{name}")  # type: ignore[union-attr]
-        if isinstance(new_v, (int, float)) and isinstance(old_v, (int, float)) \
-                and new_v < old_v * (1.0 - tolerance):
+        if (
+            isinstance(new_v, (int, float))
+            and isinstance(old_v, (int, float))
+            and new_v < old_v * (1.0 - tolerance)
+        ):
             worse.append(f"{stage}.{name} {new_v:.4f} < live {old_v:.4f}")
     return worse
 
@@ -137,8 +160,14 @@ def incremental_base(live: Path | None, cfg: EngineConfig) -> Path | None:
     return live if age.total_seconds() < cfg.jobs.full_retrain_days * 86400 else None
 
 
-def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = False,
-                incremental: bool = False, report: Report = silent) -> NightlyResult:
+def run_nightly(
+    cfg: EngineConfig,
+    root: Path | None = None,
+    *,
+    force: bool = False,
+    incremental: bool = False,
+    report: Report = silent,
+) -> NightlyResult:
     """Build, gate and publish a version under `root` (default: the config's artifacts root).
 
     `incremental` reuses the live version's models and adds the items and users that came
@@ -148,19 +177,30 @@ def run_nightly(cfg: EngineConfig, root: Path | None = None, *, force: bool = Fa
     for name in INPUTS:  # a missing input is named before anything is written
         require_file(getattr(cfg.data, name))
     with run_lock(root):
-        return _run(cfg, root, run_identity(cfg), force=force, incremental=incremental,
-                    report=report)
+        return _run(
+            cfg, root, run_identity(cfg), force=force, incremental=incremental, report=report
+        )
 
 
-def _run(cfg: EngineConfig, root: Path, identity: dict[str, object], *, force: bool,
-         incremental: bool, report: Report) -> NightlyResult:
+def _run(
+    cfg: EngineConfig,
+    root: Path,
+    identity: dict[str, object],
+    *,
+    force: bool,
+    incremental: bool,
+    report: Report,
+) -> NightlyResult:
     live = current_version(root)
     base = incremental_base(live, cfg) if incremental else None
     data_key = run_key(identity)
     if live is not None and read_manifest(live).get("data_key") == data_key and not force:
         return NightlyResult(live, False, "unchanged", {}, {})
-    key = data_key if base is None else hashlib.sha256(
-        f"{data_key} incremental on {base.name}".encode()).hexdigest()
+    key = (
+        data_key
+        if base is None
+        else hashlib.sha256(f"{data_key} incremental on {base.name}".encode()).hexdigest()
+    )
     done = _published_with(root, key)
     if done is not None:
         verify(done)
@@ -169,10 +209,15 @@ def _run(cfg: EngineConfig, root: Path, identity: dict[str, object], *, force: b
 
     staging = staging_dir(root, key)
     (staging / "stages").mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, staging, report=report, base=base,
-              base_figures=base_figures(base) if base is not None else {})
+    run = Run(
+        cfg,
+        staging,
+        report=report,
+        base=base,
+        base_figures=base_figures(base) if base is not None else {},
+    )
     seconds = run.seconds
-    for name, stage in (INCREMENTAL_STAGES if base is not None else STAGES):
+    for name, stage in INCREMENTAL_STAGES if base is not None else STAGES:
         record = staging / "stages" / f"{name}.json"
         if record.is_file():
             saved = json.loads(record.read_text())
@@ -185,8 +230,7 @@ def _run(cfg: EngineConfig, root: Path, identity: dict[str, object], *, force: b
         seconds[name] = round(time.perf_counter() - t0, 3)
         run.figures[name] = figures
         with atomic_path(record) as tmp:
-            tmp.write_text(json.dumps({"figures": figures, "seconds": seconds[name]},
-                                      default=str))
+            tmp.write_text(json.dumps({"figures": figures, "seconds": seconds[name]}, default=str))
     report("publish")
     mark_started(staging, "publish")
     worse = check_gate(run.figures, live, cfg.jobs.gate_tolerance)
@@ -194,18 +238,30 @@ def _run(cfg: EngineConfig, root: Path, identity: dict[str, object], *, force: b
         raise QualityGateError(
             f"quality gate: not published, {'; '.join(worse)} (tolerance "
             f"{cfg.jobs.gate_tolerance:.0%}); `current` still points at {live.name if live else '-'}"
-            "; rerun with --force to publish anyway")
+            "; rerun with --force to publish anyway"
+        )
     version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{key[:12]}"
-    trained_at = (read_manifest(base)["trained_at"] if base is not None
-                  else datetime.now(UTC).isoformat())
-    write_manifest(staging, {
-        "version": version, "run_key": key, "data_key": data_key,
-        "created": datetime.now(UTC).isoformat(),
-        "inputs": identity["inputs"], "config": cfg.model_dump(mode="json"),
-        "libraries": identity["libraries"], "metrics": run.figures, "seconds": run.seconds,
-        "gate": {f"{s}.{n}": run.figures.get(s, {}).get(n) for s, n in GATED.items()},
-        "forced": bool(worse), "trained_at": trained_at,
-        "incremental_from": base.name if base is not None else None})
+    trained_at = (
+        read_manifest(base)["trained_at"] if base is not None else datetime.now(UTC).isoformat()
+    )
+    write_manifest(
+        staging,
+        {
+            "version": version,
+            "run_key": key,
+            "data_key": data_key,
+            "created": datetime.now(UTC).isoformat(),
+            "inputs": identity["inputs"],
+            "config": cfg.model_dump(mode="json"),
+            "libraries": identity["libraries"],
+            "metrics": run.figures,
+            "seconds": run.seconds,
+            "gate": {f"{s}.{n}": run.figures.get(s, {}).get(n) for s, n in GATED.items()},
+            "forced": bool(worse),
+            "trained_at": trained_at,
+            "incremental_from": base.name if base is not None else None,
+        },
+    )
     final = publish(root, staging, version)
     prune(root, cfg.jobs.retention)
     clear_staging(root)

@@ -59,9 +59,9 @@ class Run:
     cfg: EngineConfig
     dir: Path
     figures: dict[str, Figures] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)   # of each finished stage
+    seconds: dict[str, float] = field(default_factory=dict)  # of each finished stage
     report: Report = silent
-    base: Path | None = None   # the live version an incremental run builds on
+    base: Path | None = None  # the live version an incremental run builds on
     base_figures: dict[str, Figures] = field(default_factory=dict)
 
     def features(self) -> FeatureSet:
@@ -76,15 +76,22 @@ def evaluated(cfg: EngineConfig) -> bool:
 
 def validate(run: Run) -> Figures:
     t = validate_tables(run.cfg.data, run.cfg.columns)
-    return {"interactions": t.interactions.height, "items": t.items.height,
-            "users": t.users.height, "last_ts": str(t.interactions["ts"].max())}
+    return {
+        "interactions": t.interactions.height,
+        "items": t.items.height,
+        "users": t.users.height,
+        "last_ts": str(t.interactions["ts"].max()),
+    }
 
 
 def features(run: Run) -> Figures:
     cfg = run.cfg
     fs = build_features(cfg, window="all")
-    require_windows(fs, cfg.data.interactions,
-                    ("train", "valid", "test") if evaluated(cfg) else ("train", "valid"))
+    require_windows(
+        fs,
+        cfg.data.interactions,
+        ("train", "valid", "test") if evaluated(cfg) else ("train", "valid"),
+    )
     fs.save(run.dir)
     return {"as_of": fs.as_of.isoformat(), "positives": fs.interactions.height}
 
@@ -96,14 +103,24 @@ def train(run: Run) -> Figures:
     final = train_retrieval(run.cfg, window="all", epochs=epochs)
     out = run.dir / "embeddings"
     save_checkpoint(out, final.result.state_dict, final.result.sizes, run.cfg.model)
-    export_vectors(final.model, run.features(), known_items=final.result.known_items,
-                   known_users=final.result.known_users,
-                   history_length=run.cfg.features.history_length, folder=out)
-    return {"epochs": epochs, "valid_recall": chosen.result.best_recall,
-            "recall_k": run.cfg.train.recall_k,
-            "valid_recall_by_epoch": " ".join(f"{e + 1}:{r.recall:.4f}" for e, r in
-                                              enumerate(chosen.result.epochs)
-                                              if r.recall is not None)}
+    export_vectors(
+        final.model,
+        run.features(),
+        known_items=final.result.known_items,
+        known_users=final.result.known_users,
+        history_length=run.cfg.features.history_length,
+        folder=out,
+    )
+    return {
+        "epochs": epochs,
+        "valid_recall": chosen.result.best_recall,
+        "recall_k": run.cfg.train.recall_k,
+        "valid_recall_by_epoch": " ".join(
+            f"{e + 1}:{r.recall:.4f}"
+            for e, r in enumerate(chosen.result.epochs)
+            if r.recall is not None
+        ),
+    }
 
 
 def index(run: Run) -> Figures:
@@ -112,8 +129,10 @@ def index(run: Run) -> Figures:
     products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
     built, figures = build_index(iv[products], products, run.cfg.index, queries=uv[1:])
     built.save(run.dir / "index")
-    return {"kind": built.kind, **{k: v for k, v in figures.items()
-                                   if isinstance(v, (int, float, str))}}
+    return {
+        "kind": built.kind,
+        **{k: v for k, v in figures.items() if isinstance(v, (int, float, str))},
+    }
 
 
 def latest_cutoff(as_of: datetime, label_days: float) -> datetime:
@@ -133,26 +152,38 @@ def rerank(run: Run) -> Figures:
     mode = list_mode(cfg, tables, latest)
     reusable = mode == "per_user" and evaluated(cfg)
     t = perf_counter()
-    lists = training_lists(cfg, latest, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
-                           exclude_test=reusable, tables=tables)
+    lists = training_lists(
+        cfg,
+        latest,
+        epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
+        exclude_test=reusable,
+        tables=tables,
+    )
     t_lists = perf_counter() - t
     fitted = fit_ranker(lists, cfg)
     if fitted.fallback:
-        log.warning("re-ranker not published, lists ordered by %s: %s",
-                    fitted.names[0], fitted.fallback)
+        log.warning(
+            "re-ranker not published, lists ordered by %s: %s", fitted.names[0], fitted.fallback
+        )
         run.report(f"re-ranker not published: {fitted.names[0]} order ({fitted.fallback})")
     save_ranker(fitted.ranker, run.dir / "rerank")
-    return {"lists": fitted.lists, "cuts": lists["cutoff"].n_unique() if lists.height else 0,
-            "rows": lists.height, "mode": mode, "reusable": int(reusable),
-            "lists_seconds": round(t_lists, 1),
-            "fit_seconds": round(perf_counter() - t - t_lists, 1),
-            "trees": fitted.trees, "holdout_ndcg": fitted.holdout_ndcg,
-            "holdout_two_tower_ndcg": fitted.holdout_two_tower_ndcg,
-            "order": fitted.names[0] if fitted.fallback else None,
-            "num_leaves": fitted.num_leaves,
-            "tried": fitted.tried_text,
-            "fallback": fitted.fallback,
-            **{f"holdout_{c}_order_ndcg": v for c, v in fitted.orders.items()}}
+    return {
+        "lists": fitted.lists,
+        "cuts": lists["cutoff"].n_unique() if lists.height else 0,
+        "rows": lists.height,
+        "mode": mode,
+        "reusable": int(reusable),
+        "lists_seconds": round(t_lists, 1),
+        "fit_seconds": round(perf_counter() - t - t_lists, 1),
+        "trees": fitted.trees,
+        "holdout_ndcg": fitted.holdout_ndcg,
+        "holdout_two_tower_ndcg": fitted.holdout_two_tower_ndcg,
+        "order": fitted.names[0] if fitted.fallback else None,
+        "num_leaves": fitted.num_leaves,
+        "tried": fitted.tried_text,
+        "fallback": fitted.fallback,
+        **{f"holdout_{c}_order_ndcg": v for c, v in fitted.orders.items()},
+    }
 
 
 def _ad_log(cfg: EngineConfig) -> pl.DataFrame:
@@ -165,8 +196,11 @@ def ads(run: Run) -> Figures:
     cfg = run.cfg
     tables = validate_tables(cfg.data, cfg.columns)
     log = logged_ads(tables)
-    w = ad_windows(log, build_features(cfg, window="train", tables=tables),
-                   build_features(cfg, window="valid", tables=tables))
+    w = ad_windows(
+        log,
+        build_features(cfg, window="train", tables=tables),
+        build_features(cfg, window="valid", tables=tables),
+    )
     if w is None:
         return {"impressions": log.height, "trained": 0}
     figures = pctr_report(train_pctr(w.fit, cfg.ads), w.test)
@@ -185,15 +219,20 @@ def recs(run: Run) -> Figures:
     users = users[users > 0]
     n_rows = 0
     for part, a in enumerate(range(0, len(users), cfg.jobs.user_chunk)):
-        chunk = users[a:a + cfg.jobs.user_chunk]
+        chunk = users[a : a + cfg.jobs.user_chunk]
         run.report(f"product lists {a + len(chunk):,}/{len(users):,} users")
         lists = scorer.lists(chunk, k=cfg.jobs.k, explain=cfg.jobs.explain)
-        write_parquet(_with_ids(lists, fs).drop("sources", "rules"),
-                      out / "kind=product" / f"part-{part:05d}.parquet")
+        write_parquet(
+            _with_ids(lists, fs).drop("sources", "rules"),
+            out / "kind=product" / f"part-{part:05d}.parquet",
+        )
         n_rows += lists.height
-    figures: Figures = {"users": len(users), "product_rows": n_rows,
-                        "stored_models": ",".join(save_item_item(ctx, run.dir)),
-                        "request_tables": save_tables(scorer.tables, run.dir)}
+    figures: Figures = {
+        "users": len(users),
+        "product_rows": n_rows,
+        "stored_models": ",".join(save_item_item(ctx, run.dir)),
+        "request_tables": save_tables(scorer.tables, run.dir),
+    }
     save_vectors(run.dir, ctx)
     save_ids(fs, run.dir)
     save_items(fs, run.dir)
@@ -202,23 +241,35 @@ def recs(run: Run) -> Figures:
     if (run.dir / "ads").is_dir():
         # the log is read from the inputs again: an incremental run reuses the ads model,
         # but today's impressions (frequency caps, past click rates) must be the new ones
-        ads_frame, spent = ad_lists(users, fs, Pctr.load(run.dir / "ads"), _ad_log(cfg),
-                                    cfg.auction, when=fs.as_of)
-    write_parquet(_with_ids(ads_frame.select(list(AD_SCHEMA)), fs),
-                  out / "kind=ad" / "part-00000.parquet")
+        ads_frame, spent = ad_lists(
+            users, fs, Pctr.load(run.dir / "ads"), _ad_log(cfg), cfg.auction, when=fs.as_of
+        )
+    write_parquet(
+        _with_ids(ads_frame.select(list(AD_SCHEMA)), fs), out / "kind=ad" / "part-00000.parquet"
+    )
     return figures | {"ad_rows": ads_frame.height, "ad_spend": float(sum(spent.values()))}
 
 
-AD_SCHEMA = {"user_idx": pl.Int64, "rank": pl.Int32, "item_idx": pl.Int64, "pctr": pl.Float64,
-             "bid": pl.Float64, "ecpm": pl.Float64}
+AD_SCHEMA = {
+    "user_idx": pl.Int64,
+    "rank": pl.Int32,
+    "item_idx": pl.Int64,
+    "pctr": pl.Float64,
+    "bid": pl.Float64,
+    "ecpm": pl.Float64,
+}
 
 
 def _with_ids(lists: pl.DataFrame, fs: FeatureSet) -> pl.DataFrame:
     """`lists` keyed by the original user and item ids instead of indices."""
-    return (lists.with_columns(fs.vocabs.user.decode(lists["user_idx"]).alias("user_id"),
-                               fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"))
-            .drop("user_idx", "item_idx")
-            .select("user_id", "rank", "item_id", pl.all().exclude("user_id", "rank", "item_id")))
+    return (
+        lists.with_columns(
+            fs.vocabs.user.decode(lists["user_idx"]).alias("user_id"),
+            fs.vocabs.item.decode(lists["item_idx"]).alias("item_id"),
+        )
+        .drop("user_idx", "item_idx")
+        .select("user_id", "rank", "item_id", pl.all().exclude("user_id", "rank", "item_id"))
+    )
 
 
 def evaluation(run: Run) -> Figures:
@@ -227,8 +278,11 @@ def evaluation(run: Run) -> Figures:
     the figures every stage measured. An incremental run keeps its base version's evaluation:
     its models are the same."""
     cfg = run.cfg
-    doc: dict[str, object] = {"nightly": run.figures, "nightly_seconds": dict(run.seconds),
-                              "config": cfg.model_dump(mode="json")}
+    doc: dict[str, object] = {
+        "nightly": run.figures,
+        "nightly_seconds": dict(run.seconds),
+        "config": cfg.model_dump(mode="json"),
+    }
     if run.base is not None:
         old = run.base / "report" / "metrics.json"
         kept = json.loads(old.read_text()) if old.is_file() else {}
@@ -238,21 +292,42 @@ def evaluation(run: Run) -> Figures:
         ranker = None
         if rr.get("reusable"):  # lists cut per user without the test rows: the same ranker
             booster = load_ranker(run.dir / "rerank")
-            ranker = FittedRanker(booster, booster.feature_name(), float(rr["holdout_ndcg"]),  # type: ignore[arg-type]
-                                  rr.get("holdout_two_tower_ndcg"),  # type: ignore[arg-type]
-                                  lists=int(rr.get("lists") or 0),  # type: ignore[arg-type]
-                                  fallback=rr.get("fallback"))  # type: ignore[arg-type]
-        doc |= evaluate(cfg, epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
-                        report=run.report, ranker=ranker, lists=int(rr.get("lists") or 0))
+            ranker = FittedRanker(
+                booster,
+                booster.feature_name(),
+                float(rr["holdout_ndcg"]),  # type: ignore[arg-type]
+                rr.get("holdout_two_tower_ndcg"),  # type: ignore[arg-type]
+                lists=int(rr.get("lists") or 0),  # type: ignore[arg-type]
+                fallback=rr.get("fallback"),
+            )  # type: ignore[arg-type]
+        doc |= evaluate(
+            cfg,
+            epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
+            report=run.report,
+            ranker=ranker,
+            lists=int(rr.get("lists") or 0),
+        )
     write_report(run.dir / "report", doc)
     verdict = doc.get("verdict") or {}
-    return {"stages": len(run.figures),
-            **{f"final_{k}": v for k, v in verdict.items()  # type: ignore[union-attr]
-               if k in ("final", "best_baseline", "best_baseline_value", "oracle_share")}}
+    return {
+        "stages": len(run.figures),
+        **{
+            f"final_{k}": v
+            for k, v in verdict.items()  # type: ignore[union-attr]
+            if k in ("final", "best_baseline", "best_baseline_value", "oracle_share")
+        },
+    }
 
 
 Stage = Callable[[Run], Figures]
 STAGES: list[tuple[str, Stage]] = [
-    ("validate", validate), ("features", features), ("train", train), ("index", index),
-    ("rerank", rerank), ("ads", ads), ("recs", recs), ("evaluation", evaluation)]
+    ("validate", validate),
+    ("features", features),
+    ("train", train),
+    ("index", index),
+    ("rerank", rerank),
+    ("ads", ads),
+    ("recs", recs),
+    ("evaluation", evaluation),
+]
 """Every stage in order; publish follows (in `nightly`)."""

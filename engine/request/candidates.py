@@ -57,8 +57,8 @@ class Candidates:
     scores: dict[str, np.ndarray]
     ranks: dict[str, np.ndarray]
     recent: Recent
-    item_item: dict[str, ScoreRows]    # the item-to-item models' scores of the users
-    next_scores: Found                 # every transition score (not cut to the source's size)
+    item_item: dict[str, ScoreRows]  # the item-to-item models' scores of the users
+    next_scores: Found  # every transition score (not cut to the source's size)
 
     @property
     def n_sources(self) -> np.ndarray:
@@ -72,8 +72,7 @@ def _keys(row: np.ndarray, item: np.ndarray, n: int) -> np.ndarray:
     return row.astype(np.int64) * np.int64(n) + item.astype(np.int64)
 
 
-def _tail(t: RequestTables, users: np.ndarray, n: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tail(t: RequestTables, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user row, item, position from the end, the last item 1) of each user's last `n`
     history items, oldest first."""
     pos, row = t.history.gather(users)
@@ -99,29 +98,44 @@ class Finisher:
         self.seen = _keys(row, t.seen.cols["item_idx"][pos], self.n_items)  # sorted
 
     def __call__(self, f: Found, n: int, *, drop_seen: bool = True) -> Found:
-        return Found(*kernels.best(f.row, f.item.astype(np.int64, copy=False),
-                                   f.score.astype(np.float64, copy=False), self.eligible,
-                                   self.seen, n, drop_seen))
+        return Found(
+            *kernels.best(
+                f.row,
+                f.item.astype(np.int64, copy=False),
+                f.score.astype(np.float64, copy=False),
+                self.eligible,
+                self.seen,
+                n,
+                drop_seen,
+            )
+        )
 
 
-def _grouped(row: np.ndarray, item: np.ndarray, value: np.ndarray, n_items: int, *,
-             how: str = "sum") -> Found:
+def _grouped(
+    row: np.ndarray, item: np.ndarray, value: np.ndarray, n_items: int, *, how: str = "sum"
+) -> Found:
     """One row per (row, item): the sum (or max) of `value`, added in input order."""
-    uniq, out = kernels.group(_keys(row, item, n_items), value.astype(np.float64, copy=False),
-                              how == "max")
+    uniq, out = kernels.group(
+        _keys(row, item, n_items), value.astype(np.float64, copy=False), how == "max"
+    )
     return Found(uniq // n_items, uniq % n_items, out)
 
 
-def _spread(rows: Rows | None, rec: Recent, value: str) -> tuple[np.ndarray, np.ndarray,
-                                                                  np.ndarray, np.ndarray]:
+def _spread(
+    rows: Rows | None, rec: Recent, value: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(recent row, user row, neighbour, weight x value) of each neighbour of each recent
     item."""
     if rows is None or not len(rec.items):
         e = np.empty(0, np.int64)
         return e, e, e, np.empty(0)
     pos, owner = rows.gather(rec.items)
-    return (owner, rec.row[owner], rows.cols["neighbour"][pos],
-            rec.weights[owner] * rows.cols[value][pos])
+    return (
+        owner,
+        rec.row[owner],
+        rows.cols["neighbour"][pos],
+        rec.weights[owner] * rows.cols[value][pos],
+    )
 
 
 def round9(x: np.ndarray) -> np.ndarray:
@@ -154,13 +168,17 @@ def _trending(t: RequestTables, users: np.ndarray) -> Found:
     pos, row = tops.gather(users)
     cats, share = tops.cols["top_category"][pos], tops.cols["share"][pos]
     pos2, owner = trend.gather(cats)
-    return _grouped(row[owner], trend.cols["item_idx"][pos2],
-                    trend.cols["count"][pos2] * share[owner], len(t.ctx.eligible))
+    return _grouped(
+        row[owner],
+        trend.cols["item_idx"][pos2],
+        trend.cols["count"][pos2] * share[owner],
+        len(t.ctx.eligible),
+    )
 
 
 def _repeat(t: RequestTables, users: np.ndarray) -> Found:
     row, items, from_end = _tail(t, users, t.ctx.cfg.repeat)
-    kept = np.bincount(row, minlength=len(users))      # items kept per user (n or fewer)
+    kept = np.bincount(row, minlength=len(users))  # items kept per user (n or fewer)
     # the latest of the user's kept items scores their count, the oldest 1
     return Found(row, items, (kept[row] - from_end + 1).astype(np.float64))
 
@@ -184,15 +202,21 @@ def _ann(t: RequestTables, users: np.ndarray) -> Found:
     ctx = t.ctx
     ptr, seen = t.seen.indptr, t.seen.cols["item_idx"]
     inside = (users >= 0) & (users < t.seen.n_keys)
-    exclude = [seen[ptr[u]:ptr[u + 1]] if ok else seen[:0]
-               for u, ok in zip(users.tolist(), inside.tolist(), strict=True)]
+    exclude = [
+        seen[ptr[u] : ptr[u + 1]] if ok else seen[:0]
+        for u, ok in zip(users.tolist(), inside.tolist(), strict=True)
+    ]
     scores, items = ctx.index.search(  # type: ignore[union-attr]
-        ctx.user_vectors[users], ctx.cfg.ann,  # type: ignore[index]
-        exclude=exclude, allowed=ctx.eligible)
+        ctx.user_vectors[users],
+        ctx.cfg.ann,  # type: ignore[index]
+        exclude=exclude,
+        allowed=ctx.eligible,
+    )
     row = np.repeat(np.arange(len(users), dtype=np.int64), items.shape[1])
     keep = items.ravel() >= 0
-    return Found(row[keep], items.ravel()[keep].astype(np.int64),
-                 scores.ravel()[keep].astype(np.float64))
+    return Found(
+        row[keep], items.ravel()[keep].astype(np.int64), scores.ravel()[keep].astype(np.float64)
+    )
 
 
 def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
@@ -231,13 +255,17 @@ def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
     parts = list(found.values())
     if parts:
         merged, scored, ranked = kernels.merge(
-            np.concatenate([f.row for f in parts]), np.concatenate([f.item for f in parts]),
+            np.concatenate([f.row for f in parts]),
+            np.concatenate([f.item for f in parts]),
             np.concatenate([f.score for f in parts]),
             np.repeat(np.arange(len(parts), dtype=np.int64), [len(f.row) for f in parts]),
-            len(parts), n_items)
+            len(parts),
+            n_items,
+        )
     else:
         merged, scored, ranked = np.empty(0, np.int64), np.empty((0, 0)), np.empty((0, 0))
     scores = {name: scored[j] for j, name in enumerate(found)}
     ranks = {name: ranked[j] for j, name in enumerate(found)}
-    return Candidates(users, merged // n_items, merged % n_items, scores, ranks, rec,
-                      item_item, nxt)
+    return Candidates(
+        users, merged // n_items, merged % n_items, scores, ranks, rec, item_item, nxt
+    )

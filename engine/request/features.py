@@ -42,8 +42,7 @@ def _recent_matrix(c: Candidates) -> tuple[np.ndarray, np.ndarray]:
     return last, weight
 
 
-def _recent_share(c: Candidates, cats: np.ndarray, keys: np.ndarray, width: int
-                  ) -> np.ndarray:
+def _recent_share(c: Candidates, cats: np.ndarray, keys: np.ndarray, width: int) -> np.ndarray:
     """Share of each user's recent weights whose item falls in the row's category `keys`
     (0 where none does or the category is null); `width` exceeds every category."""
     rec = c.recent
@@ -75,16 +74,21 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
         f[f"{name}_score"] = scored.at(row, items).astype(np.float64)
     if "next" in c.ranks:
         nxt, n_items = c.next_scores, np.int64(len(ctx.eligible))
-        at = kernels.find(nxt.row * n_items + nxt.item,   # sorted: grouped by (row, item)
-                          row * n_items + items)
+        at = kernels.find(
+            nxt.row * n_items + nxt.item,  # sorted: grouped by (row, item)
+            row * n_items + items,
+        )
         f["next_score"] = kernels.take_found(nxt.score, at, 0.0)
     col = t.items
     for name, values in col.items():
         f[name] = values[items].astype(np.float64)
     for name in t.counts:
         f[name] = _zero_nan(f[name])
-    top, leaf, brand = (col["top_category"][items], col["leaf_category"][items],
-                        col["brand_idx"][items])
+    top, leaf, brand = (
+        col["top_category"][items],
+        col["leaf_category"][items],
+        col["brand_idx"][items],
+    )
     affinity = t.affinity.columns(users, top, ["category_affinity", "category_share"])
     f["category_affinity"] = _zero_nan(affinity["category_affinity"])
     f["category_share"] = _zero_nan(affinity["category_share"])
@@ -100,10 +104,10 @@ def feature_columns(t: RequestTables, c: Candidates) -> dict[str, np.ndarray]:
         f[name] = np.where(inside, values[at], np.nan)
     for name in ("user_events", "user_items"):
         f[name] = _zero_nan(f[name])
-    f["recent_top_share"] = _recent_share(c, col["top_category"], top,
-                                          t.key_width["top_category"])
-    f["recent_leaf_share"] = _recent_share(c, col["leaf_category"], leaf,
-                                           t.key_width["leaf_category"])
+    f["recent_top_share"] = _recent_share(c, col["top_category"], top, t.key_width["top_category"])
+    f["recent_leaf_share"] = _recent_share(
+        c, col["leaf_category"], leaf, t.key_width["leaf_category"]
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         f["price_ratio"] = f["price"] / f.pop("user_mean_price")
     for name in [k for k in f if k.startswith("count_")]:

@@ -24,15 +24,14 @@ def _fixed_width(values: pl.Series) -> np.ndarray:
     if arrow.null_count:
         raise ValueError("an id vocabulary holds no nulls")
     offsets_buf, data_buf = arrow.buffers()[1:3]
-    offsets = np.frombuffer(offsets_buf, np.int64)[arrow.offset:arrow.offset + len(arrow) + 1]
-    data = (np.frombuffer(data_buf, np.uint8) if data_buf is not None
-            else np.empty(0, np.uint8))
+    offsets = np.frombuffer(offsets_buf, np.int64)[arrow.offset : arrow.offset + len(arrow) + 1]
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
     lengths = np.diff(offsets)
     width = max(int(lengths.max(initial=0)), 1)
     out = np.zeros((len(arrow), width), np.uint8)
     row = np.repeat(np.arange(len(arrow)), lengths)
     col = np.arange(len(row)) - np.repeat(offsets[:-1] - offsets[0], lengths)
-    out[row, col] = data[offsets[0]:offsets[-1]]
+    out[row, col] = data[offsets[0] : offsets[-1]]
     return out.view(f"S{width}").ravel()
 
 
@@ -40,16 +39,15 @@ def _fixed_width(values: pl.Series) -> np.ndarray:
 class IdIndex:
     """ids <-> indices of one vocabulary (index 0, the OOV row, has no id)."""
 
-    by_index: np.ndarray   # (size,) S: the id of each index; row 0 empty
-    ordered: np.ndarray    # (size - 1,) S: the ids, sorted
-    index: np.ndarray      # (size - 1,) int64: the index of each sorted id
+    by_index: np.ndarray  # (size,) S: the id of each index; row 0 empty
+    ordered: np.ndarray  # (size - 1,) S: the ids, sorted
+    index: np.ndarray  # (size - 1,) int64: the index of each sorted id
 
     @classmethod
     def build(cls, vocab: Vocabulary) -> IdIndex:
         ids = _fixed_width(vocab.values)
         order = np.argsort(ids, kind="stable")
-        return cls(np.r_[np.zeros(1, ids.dtype), ids], ids[order],
-                   (order + 1).astype(np.int64))
+        return cls(np.r_[np.zeros(1, ids.dtype), ids], ids[order], (order + 1).astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.ordered)

@@ -28,31 +28,55 @@ from engine.rerank.ranker import EarlyExit, score_matrix
 from engine.rules import RuledList, RulesConfig, shortlist_size
 
 
-def ruled_list(items: np.ndarray, scores: np.ndarray, facts: ItemFacts, rules: RulesConfig,
-               *, k: int, exclude: Collection[int] = ()) -> RuledList:
+def ruled_list(
+    items: np.ndarray,
+    scores: np.ndarray,
+    facts: ItemFacts,
+    rules: RulesConfig,
+    *,
+    k: int,
+    exclude: Collection[int] = (),
+) -> RuledList:
     """One list under the rules from its best `shortlist_size(k)` rows by score (ties: the
     lower item), as `product_lists` cuts each user's rows."""
-    order = np.lexsort((items, -scores))[:shortlist_size(k)]
-    return apply_list_rules(items[order], scores[order], facts, k=k, rules=rules,
-                            exclude=exclude)
+    order = np.lexsort((items, -scores))[: shortlist_size(k)]
+    return apply_list_rules(items[order], scores[order], facts, k=k, rules=rules, exclude=exclude)
 
 
-def anonymous_list(t: RequestTables, facts: ItemFacts, rules: RulesConfig,
-                   vector: np.ndarray, history: np.ndarray, *, k: int,
-                   exclude: Collection[int] = (), allowed: np.ndarray | None = None
-                   ) -> list[ListedItem]:
+def anonymous_list(
+    t: RequestTables,
+    facts: ItemFacts,
+    rules: RulesConfig,
+    vector: np.ndarray,
+    history: np.ndarray,
+    *,
+    k: int,
+    exclude: Collection[int] = (),
+    allowed: np.ndarray | None = None,
+) -> list[ListedItem]:
     """A list for a user vector the version does not hold (from a history and attributes):
     the two-tower nearest items under the rules, no re-ranker (it has no user row to read)."""
     ctx = t.ctx
     n = min(ctx.index.size, shortlist_size(k) + len(exclude))  # type: ignore[union-attr]
     scores, items = ctx.index.search(  # type: ignore[union-attr]
-        vector, n, exclude=[np.asarray(history, np.int64)],
-        allowed=ctx.eligible if allowed is None else ctx.eligible & allowed)
+        vector,
+        n,
+        exclude=[np.asarray(history, np.int64)],
+        allowed=ctx.eligible if allowed is None else ctx.eligible & allowed,
+    )
     keep = items[0] >= 0
-    ruled = ruled_list(items[0][keep].astype(np.int64), scores[0][keep].astype(np.float64),
-                       facts, rules, k=k, exclude=exclude)
-    return [ListedItem(c.item, n, c.score, "sources: ann; anonymous: two-tower score")
-            for n, c in enumerate(ruled.items, 1)]
+    ruled = ruled_list(
+        items[0][keep].astype(np.int64),
+        scores[0][keep].astype(np.float64),
+        facts,
+        rules,
+        k=k,
+        exclude=exclude,
+    )
+    return [
+        ListedItem(c.item, n, c.score, "sources: ann; anonymous: two-tower score")
+        for n, c in enumerate(ruled.items, 1)
+    ]
 
 
 @dataclass(frozen=True)
@@ -69,22 +93,38 @@ class UserLists:
 
     users: np.ndarray
     listed: list[list[ListedItem]]
-    notes: list[list[str]]         # what the rules did, per listed item
-    sources: list[list[str]]       # the sources that proposed each listed item
+    notes: list[list[str]]  # what the rules did, per listed item
+    sources: list[list[str]]  # the sources that proposed each listed item
 
     def frame(self) -> pl.DataFrame:
         """user_idx, rank, item_idx, score, sources, rules (and why, when explained), as
         `product_lists` (and `with_explanations`) give them."""
-        rows = [(int(self.users[r]), it.rank, it.item, it.score, src, note, it.why)
-                for r, (items, notes, sources) in enumerate(
-                    zip(self.listed, self.notes, self.sources, strict=True))
-                for it, note, src in zip(items, notes, sources, strict=True)]
+        rows = [
+            (int(self.users[r]), it.rank, it.item, it.score, src, note, it.why)
+            for r, (items, notes, sources) in enumerate(
+                zip(self.listed, self.notes, self.sources, strict=True)
+            )
+            for it, note, src in zip(items, notes, sources, strict=True)
+        ]
         cols = list(zip(*rows, strict=True)) if rows else [[]] * 7
-        out = pl.DataFrame({"user_idx": cols[0], "rank": cols[1], "item_idx": cols[2],
-                            "score": cols[3], "sources": cols[4], "rules": cols[5]},
-                           schema={"user_idx": pl.Int64, "rank": pl.Int32, "item_idx": pl.Int64,
-                                   "score": pl.Float64, "sources": pl.String,
-                                   "rules": pl.String})
+        out = pl.DataFrame(
+            {
+                "user_idx": cols[0],
+                "rank": cols[1],
+                "item_idx": cols[2],
+                "score": cols[3],
+                "sources": cols[4],
+                "rules": cols[5],
+            },
+            schema={
+                "user_idx": pl.Int64,
+                "rank": pl.Int32,
+                "item_idx": pl.Int64,
+                "score": pl.Float64,
+                "sources": pl.String,
+                "rules": pl.String,
+            },
+        )
         if rows and rows[0][6] is not None:
             out = out.with_columns(pl.Series("why", cols[6], pl.String))
         return out
@@ -100,19 +140,22 @@ class ScoredRows:
     items: np.ndarray
     x: np.ndarray
     scores: np.ndarray
-    codes: np.ndarray              # which sources proposed the row, one bit per source
-    names: list[str]               # the sources, in bit order
+    codes: np.ndarray  # which sources proposed the row, one bit per source
+    names: list[str]  # the sources, in bit order
 
     @classmethod
     def concat(cls, parts: list[ScoredRows]) -> ScoredRows:
         """Blocks of users scored apart, as one (their users in block order)."""
         offsets = np.cumsum([0, *(len(p.users) for p in parts[:-1])])
-        return cls(np.concatenate([p.users for p in parts]),
-                   np.concatenate([p.row + o for p, o in zip(parts, offsets, strict=True)]),
-                   np.concatenate([p.items for p in parts]),
-                   np.concatenate([p.x for p in parts]),
-                   np.concatenate([p.scores for p in parts]),
-                   np.concatenate([p.codes for p in parts]), parts[0].names)
+        return cls(
+            np.concatenate([p.users for p in parts]),
+            np.concatenate([p.row + o for p, o in zip(parts, offsets, strict=True)]),
+            np.concatenate([p.items for p in parts]),
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.codes for p in parts]),
+            parts[0].names,
+        )
 
     def sources(self, rows: list[int]) -> list[str]:
         """The comma-joined source names of the given rows."""
@@ -148,18 +191,38 @@ def cut_lists(s: ScoredRows, facts: ItemFacts, *, k: int) -> pl.DataFrame:
     rank = kernels.run_places(row) + 1
     top = rank <= k
     row, items, scores, codes, rank = row[top], items[top], scores[top], codes[top], rank[top]
-    notes = np.array([f"{NOT_ELIGIBLE} removed {n}" if n else "" for n in dropped.tolist()],
-                     dtype=object)
-    return pl.DataFrame({"user_idx": s.users[row], "rank": rank, "item_idx": items,
-                         "score": scores, "sources": joined_sources(codes, s.names),
-                         "rules": notes[row].tolist()},
-                        schema={"user_idx": pl.Int64, "rank": pl.Int32, "item_idx": pl.Int64,
-                                "score": pl.Float64, "sources": pl.String, "rules": pl.String})
+    notes = np.array(
+        [f"{NOT_ELIGIBLE} removed {n}" if n else "" for n in dropped.tolist()], dtype=object
+    )
+    return pl.DataFrame(
+        {
+            "user_idx": s.users[row],
+            "rank": rank,
+            "item_idx": items,
+            "score": scores,
+            "sources": joined_sources(codes, s.names),
+            "rules": notes[row].tolist(),
+        },
+        schema={
+            "user_idx": pl.Int64,
+            "rank": pl.Int32,
+            "item_idx": pl.Int64,
+            "score": pl.Float64,
+            "sources": pl.String,
+            "rules": pl.String,
+        },
+    )
 
 
-def score_users(t: RequestTables, ranker: Ranker, names: list[str], users: np.ndarray, *,
-                allowed: np.ndarray | None = None, early_exit: EarlyExit | None = None
-                ) -> ScoredRows:
+def score_users(
+    t: RequestTables,
+    ranker: Ranker,
+    names: list[str],
+    users: np.ndarray,
+    *,
+    allowed: np.ndarray | None = None,
+    early_exit: EarlyExit | None = None,
+) -> ScoredRows:
     """Candidates -> features -> scores of known `users` (`allowed`: a mask over items the
     caller's filters keep, applied after the features, as the frame path does)."""
     users = np.asarray(users, np.int64)
@@ -180,10 +243,18 @@ def score_users(t: RequestTables, ranker: Ranker, names: list[str], users: np.nd
     return ScoredRows(users, row, items, x, scores, codes, list(c.ranks))
 
 
-def rule_users(s: ScoredRows, ranker: Ranker, names: list[str], facts: ItemFacts,
-               rules: RulesConfig, *, k: int,
-               exclude: Mapping[int, Collection[int]] | None = None, explain: bool = False,
-               shap_trees: int = SHAP_TREES) -> UserLists:
+def rule_users(
+    s: ScoredRows,
+    ranker: Ranker,
+    names: list[str],
+    facts: ItemFacts,
+    rules: RulesConfig,
+    *,
+    k: int,
+    exclude: Mapping[int, Collection[int]] | None = None,
+    explain: bool = False,
+    shap_trees: int = SHAP_TREES,
+) -> UserLists:
     """The top `k` of each user of `s` under the rules (`exclude[user]`: item indices never to
     list that user), explained on request."""
     exclude = exclude or {}
@@ -191,8 +262,9 @@ def rule_users(s: ScoredRows, ranker: Ranker, names: list[str], facts: ItemFacts
     listed, notes, chosen = [], [], []
     for r in range(len(s.users)):
         a, b = bounds[r], bounds[r + 1]
-        ruled = ruled_list(s.items[a:b], s.scores[a:b], facts, rules, k=k,
-                           exclude=exclude.get(int(s.users[r]), ()))
+        ruled = ruled_list(
+            s.items[a:b], s.scores[a:b], facts, rules, k=k, exclude=exclude.get(int(s.users[r]), ())
+        )
         listed.append([ListedItem(c_.item, n, c_.score) for n, c_ in enumerate(ruled.items, 1)])
         notes.append(rule_notes(ruled))
         picked = np.array([c_.item for c_ in ruled.items], np.int64)
@@ -200,10 +272,17 @@ def rule_users(s: ScoredRows, ranker: Ranker, names: list[str], facts: ItemFacts
     sources = [s.sources(js) for js in chosen]
     if explain:
         picked = [j for js in chosen for j in js]
-        texts = ([f"order: {ranker.column}"] * len(picked) if isinstance(ranker, SourceOrder)
-                 else matrix_texts(ranker, s.x[picked], names, shap_trees=shap_trees))
+        texts = (
+            [f"order: {ranker.column}"] * len(picked)
+            if isinstance(ranker, SourceOrder)
+            else matrix_texts(ranker, s.x[picked], names, shap_trees=shap_trees)
+        )
         it = iter(texts)
-        listed = [[ListedItem(li.item, li.rank, li.score, why_text(src, next(it), note))
-                   for li, src, note in zip(lst, srcs, nts, strict=True)]
-                  for lst, srcs, nts in zip(listed, sources, notes, strict=True)]
+        listed = [
+            [
+                ListedItem(li.item, li.rank, li.score, why_text(src, next(it), note))
+                for li, src, note in zip(lst, srcs, nts, strict=True)
+            ]
+            for lst, srcs, nts in zip(listed, sources, notes, strict=True)
+        ]
     return UserLists(s.users, listed, notes, sources)

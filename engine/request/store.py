@@ -39,8 +39,7 @@ def _content(sources: list[CandidateSource]) -> ContentSource | None:
     return next((s for s in sources if isinstance(s, ContentSource)), None)
 
 
-def load_content_neighbours(sources: list[CandidateSource], folder: Path
-                            ) -> pl.DataFrame | None:
+def load_content_neighbours(sources: list[CandidateSource], folder: Path) -> pl.DataFrame | None:
     """The content neighbours a version from before the request tables were stored kept
     (handed to its content source too; None where either is missing)."""
     source, path = _content(sources), Path(folder) / CONTENT_FILE
@@ -164,8 +163,10 @@ def load_vectors_mapped(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 TABLES = Path("request") / "tables"
 TABLES_META = "tables.json"
-ITEM_ITEM_SOURCES: dict[str, type[ItemItemSource]] = {EaseSource.name: EaseSource,
-                                                      KnnSource.name: KnnSource}
+ITEM_ITEM_SOURCES: dict[str, type[ItemItemSource]] = {
+    EaseSource.name: EaseSource,
+    KnnSource.name: KnnSource,
+}
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -179,8 +180,13 @@ def save_tables(t: RequestTables, folder: Path) -> int:
     """Write every array of `t` into the version (one .npy each, beside a JSON of their
     layout), so that a served version maps them instead of building them; files written."""
     out = Path(folder) / TABLES
-    meta: dict[str, object] = {"names": t.names, "key_width": t.key_width,
-                               "counts": t.counts, "rows": {}, "lookups": {}}
+    meta: dict[str, object] = {
+        "names": t.names,
+        "key_width": t.key_width,
+        "counts": t.counts,
+        "rows": {},
+        "lookups": {},
+    }
     arrays: dict[str, np.ndarray] = {}
     for f in fields(t):
         value = getattr(t, f.name)
@@ -221,24 +227,34 @@ def load_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
     def arr(name: str) -> np.ndarray:
         return mapped(src / f"{name}.npy")
 
-    rows = {k: None if cols is None else Rows(arr(f"{k}.indptr"),
-                                              {c: arr(f"{k}.{_part(c)}") for c in cols})
-            for k, cols in meta["rows"].items()}
-    lookups = {k: Lookup(arr(f"{k}.pairs"), int(v["width"]),
-                         {c: arr(f"{k}.{_part(c)}") for c in v["cols"]})
-               for k, v in meta["lookups"].items()}
+    rows = {
+        k: None
+        if cols is None
+        else Rows(arr(f"{k}.indptr"), {c: arr(f"{k}.{_part(c)}") for c in cols})
+        for k, cols in meta["rows"].items()
+    }
+    lookups = {
+        k: Lookup(
+            arr(f"{k}.pairs"), int(v["width"]), {c: arr(f"{k}.{_part(c)}") for c in v["cols"]}
+        )
+        for k, v in meta["lookups"].items()
+    }
     names = list(meta["names"])
     return RequestTables(
-        ctx=ctx, names=names,
+        ctx=ctx,
+        names=names,
         item_item={n: ITEM_ITEM_SOURCES[n](ctx) for n in names if n in ITEM_ITEM_SOURCES},
-        **rows, **lookups,
+        **rows,
+        **lookups,
         items={c: arr(f"items.{_part(c)}") for c in meta["items"]},
         user_stats={c: arr(f"user_stats.{_part(c)}") for c in meta["user_stats"]},
         cold_warm=arr("cold_warm") if meta["cold"] else None,
         cold_overall=(arr("cold_overall.items"), arr("cold_overall.share"))
-        if meta["cold"] else None,
+        if meta["cold"]
+        else None,
         key_width={k: int(v) for k, v in meta["key_width"].items()},
-        counts=list(meta["counts"]))
+        counts=list(meta["counts"]),
+    )
 
 
 IDS = Path("request") / "ids"
@@ -261,8 +277,11 @@ def load_ids(fs: FeatureSet, folder: Path) -> dict[str, IdIndex]:
     out = {}
     for name in ID_VOCABS:
         paths = [src / f"{name}.{part}.npy" for part in ("by_index", "ordered", "index")]
-        out[name] = (IdIndex(*(mapped(p) for p in paths)) if all(p.is_file() for p in paths)
-                     else IdIndex.build(getattr(fs.vocabs, name)))
+        out[name] = (
+            IdIndex(*(mapped(p) for p in paths))
+            if all(p.is_file() for p in paths)
+            else IdIndex.build(getattr(fs.vocabs, name))
+        )
     return out
 
 

@@ -36,8 +36,15 @@ class Rows:
     cols: dict[str, np.ndarray]
 
     @classmethod
-    def build(cls, frame: pl.DataFrame, key: str, n_keys: int, columns: list[str],
-              *, order: list[str] | None = None) -> Rows:
+    def build(
+        cls,
+        frame: pl.DataFrame,
+        key: str,
+        n_keys: int,
+        columns: list[str],
+        *,
+        order: list[str] | None = None,
+    ) -> Rows:
         """Rows of `frame` by `key` (rows of one key kept in their order, or sorted by
         `order` within the key)."""
         f = frame.sort([key, *(order or [])], maintain_order=True)
@@ -69,7 +76,7 @@ class Lookup:
     """Per-user (key -> values) rows as one sorted array of (user, key) pairs: the values of
     any (user, key) pairs are one binary search."""
 
-    pairs: np.ndarray              # sorted user * width + key
+    pairs: np.ndarray  # sorted user * width + key
     width: int
     cols: dict[str, np.ndarray]
 
@@ -77,19 +84,22 @@ class Lookup:
     def build(cls, frame: pl.DataFrame, key: str, values: list[str]) -> Lookup:
         clean = frame.filter(pl.col(key).is_not_null())
         width = int(clean[key].max() or 0) + 2 if clean.height else 2
-        clean = clean.with_columns((pl.col("user_idx").cast(pl.Int64) * width
-                                    + pl.col(key).cast(pl.Int64)).alias("_pair")).sort("_pair")
+        clean = clean.with_columns(
+            (pl.col("user_idx").cast(pl.Int64) * width + pl.col(key).cast(pl.Int64)).alias("_pair")
+        ).sort("_pair")
         return cls(clean["_pair"].to_numpy(), width, {c: _array(clean[c]) for c in values})
 
     def values(self, users: np.ndarray, keys: np.ndarray, col: str) -> np.ndarray:
         """`col` of each (users[r], keys[r]), NaN where there is none (or the key is null)."""
         return self.columns(users, keys, [col])[col]
 
-    def columns(self, users: np.ndarray, keys: np.ndarray, cols: list[str]
-                ) -> dict[str, np.ndarray]:
+    def columns(
+        self, users: np.ndarray, keys: np.ndarray, cols: list[str]
+    ) -> dict[str, np.ndarray]:
         """`values` of several columns, the pairs searched once."""
-        at = kernels.find_pairs(self.pairs, self.width, np.asarray(users, np.int64),
-                                np.asarray(keys, np.int64))
+        at = kernels.find_pairs(
+            self.pairs, self.width, np.asarray(users, np.int64), np.asarray(keys, np.int64)
+        )
         return {c: kernels.take_found(self.cols[c], at, np.nan) for c in cols}
 
 
@@ -98,23 +108,23 @@ class RequestTables:
     """Everything the array path of a known user's request reads (see `engine.request`)."""
 
     ctx: CandidateContext
-    names: list[str]               # the version's candidate sources, in their order
-    item_item: dict[str, ItemItemSource]   # the item-to-item sources among them, by name
-    history: Rows                  # by user: history items, oldest first
-    seen: Rows                     # by user: sorted items seen in the feature window
-    covisit: Rows | None           # by item: neighbour, weight
-    transitions: Rows | None       # by item: neighbour, weight
-    content: Rows | None           # by item: neighbour, sim
-    trending: Rows | None          # by category: item, count
-    top_categories: Rows | None    # by user: top_category, share
-    cold_warm: np.ndarray | None   # (n_users,) bool: has a history
-    cold_tokens: Rows | None       # by user: attr_tok
-    cold_per_token: Rows | None    # by token: item, share
+    names: list[str]  # the version's candidate sources, in their order
+    item_item: dict[str, ItemItemSource]  # the item-to-item sources among them, by name
+    history: Rows  # by user: history items, oldest first
+    seen: Rows  # by user: sorted items seen in the feature window
+    covisit: Rows | None  # by item: neighbour, weight
+    transitions: Rows | None  # by item: neighbour, weight
+    content: Rows | None  # by item: neighbour, sim
+    trending: Rows | None  # by category: item, count
+    top_categories: Rows | None  # by user: top_category, share
+    cold_warm: np.ndarray | None  # (n_users,) bool: has a history
+    cold_tokens: Rows | None  # by user: attr_tok
+    cold_per_token: Rows | None  # by token: item, share
     cold_overall: tuple[np.ndarray, np.ndarray] | None  # items, share / 2
-    items: dict[str, np.ndarray]   # dense item columns by item_idx
-    key_width: dict[str, int]      # above every value of the item key columns
-    counts: list[str]              # popularity count columns (null -> 0)
-    user_stats: dict[str, np.ndarray]   # dense by user_idx
+    items: dict[str, np.ndarray]  # dense item columns by item_idx
+    key_width: dict[str, int]  # above every value of the item key columns
+    counts: list[str]  # popularity count columns (null -> 0)
+    user_stats: dict[str, np.ndarray]  # dense by user_idx
     affinity: Lookup
     brands: Lookup
     leaves: Lookup
@@ -122,8 +132,13 @@ class RequestTables:
     pairs: Lookup
 
     @classmethod
-    def build(cls, ctx: CandidateContext, sources: list[CandidateSource], *,
-              content_neighbours: pl.DataFrame | None = None) -> RequestTables:
+    def build(
+        cls,
+        ctx: CandidateContext,
+        sources: list[CandidateSource],
+        *,
+        content_neighbours: pl.DataFrame | None = None,
+    ) -> RequestTables:
         """The tables of `ctx`; `content_neighbours` (item_idx, neighbour, sim), where the
         version stored them, are taken as they are instead of gathered from the source."""
         fs = ctx.fs
@@ -150,51 +165,80 @@ class RequestTables:
             return Lookup.build(t[name].frame, key, values)  # type: ignore[union-attr]
 
         return cls(
-            ctx=ctx, names=[s.name for s in sources],
+            ctx=ctx,
+            names=[s.name for s in sources],
             item_item={s.name: s for s in sources if isinstance(s, ItemItemSource)},
             history=Rows.build(hist, "user_idx", n_users, ["history"]),
             seen=Rows.build(seen, "user_idx", n_users, ["item_idx"], order=["item_idx"]),
             covisit=None if cov is None else _neighbours(cov.table, n_items, "weight"),
-            transitions=(_neighbours(transition_table(ctx), n_items, "weight")
-                         if TransitionSource in by else None),
-            content=None if content is None else Rows.build(
-                content_neighbours if content_neighbours is not None
+            transitions=(
+                _neighbours(transition_table(ctx), n_items, "weight")
+                if TransitionSource in by
+                else None
+            ),
+            content=None
+            if content is None
+            else Rows.build(
+                content_neighbours
+                if content_neighbours is not None
                 else _content(content, hist, ctx.cfg.recent_items),
-                "item_idx", n_items, ["neighbour", "sim"]),
-            trending=None if trend is None else Rows.build(
-                trend.by_category, "top_category",
-                int(fs.items["top_category"].max() or 0) + 1, ["item_idx", "count"]),
-            top_categories=None if trend is None else Rows.build(
-                trend.top.frame, "user_idx", n_users, ["top_category", "share"]),
+                "item_idx",
+                n_items,
+                ["neighbour", "sim"],
+            ),
+            trending=None
+            if trend is None
+            else Rows.build(
+                trend.by_category,
+                "top_category",
+                int(fs.items["top_category"].max() or 0) + 1,
+                ["item_idx", "count"],
+            ),
+            top_categories=None
+            if trend is None
+            else Rows.build(trend.top.frame, "user_idx", n_users, ["top_category", "share"]),
             cold_warm=None if cold is None else cold.warm,
-            cold_tokens=None if cold is None else Rows.build(
-                cold.tokens.frame, "user_idx", n_users, ["attr_tok"]),
-            cold_per_token=None if cold is None else Rows.build(
-                cold.per_token, "attr_tok", fs.vocabs.user_attr.size + 1, ["item_idx", "share"]),
-            cold_overall=None if cold is None else (
-                cold.overall["item_idx"].to_numpy(), cold.overall["share"].to_numpy() * 0.5),
-            items=items, counts=list(t["counts"]),  # type: ignore[call-overload]
-            key_width={c: int(items[c].max(initial=0)) + 2
-                       for c in ("top_category", "leaf_category", "brand_idx")},
+            cold_tokens=None
+            if cold is None
+            else Rows.build(cold.tokens.frame, "user_idx", n_users, ["attr_tok"]),
+            cold_per_token=None
+            if cold is None
+            else Rows.build(
+                cold.per_token, "attr_tok", fs.vocabs.user_attr.size + 1, ["item_idx", "share"]
+            ),
+            cold_overall=None
+            if cold is None
+            else (cold.overall["item_idx"].to_numpy(), cold.overall["share"].to_numpy() * 0.5),
+            items=items,
+            counts=list(t["counts"]),  # type: ignore[call-overload]
+            key_width={
+                c: int(items[c].max(initial=0)) + 2
+                for c in ("top_category", "leaf_category", "brand_idx")
+            },
             user_stats=stats,
             affinity=lookup("affinity", "top_category", ["category_affinity", "category_share"]),
             brands=lookup("brands", "brand_idx", ["brand_share"]),
             leaves=lookup("leaves", "leaf_category", ["leaf_share"]),
             categories=lookup("categories", "top_category", ["days_since_category"]),
-            pairs=lookup("pairs", "item_idx", ["user_item_events", "days_since_user_item"]))
+            pairs=lookup("pairs", "item_idx", ["user_item_events", "days_since_user_item"]),
+        )
 
 
 def _neighbours(table: ByKey, n_items: int, value: str) -> Rows:
     """An item's neighbours in neighbour order: the same rows whatever order a group-by
     gave them in (a version's stored tables are the ones a build gives)."""
-    return Rows.build(table.frame, "item_idx", n_items, ["neighbour", value],
-                      order=["neighbour"])
+    return Rows.build(table.frame, "item_idx", n_items, ["neighbour", value], order=["neighbour"])
 
 
 def _content(source: ContentSource, hist: pl.DataFrame, recent: int) -> pl.DataFrame:
     """The content neighbours of every item that is among some user's last `recent` history
     items: all a known user's request can start from (the nightly stores them with the
     tables; a version from before that kept them in `request/content_neighbours.arrow`)."""
-    seeds = (hist.group_by("user_idx", maintain_order=True).tail(recent)["history"]
-             .unique().cast(pl.Int64).to_numpy())
+    seeds = (
+        hist.group_by("user_idx", maintain_order=True)
+        .tail(recent)["history"]
+        .unique()
+        .cast(pl.Int64)
+        .to_numpy()
+    )
     return source.neighbours(seeds)

@@ -97,8 +97,17 @@ class RankerConfig(Section):
     row, enough over a large model to outlast the scoring (`engine.rerank.explain`)."""
 
     def params(self) -> dict[str, object]:
-        return {"objective": self.objective, "metric": "ndcg", "ndcg_eval_at": [self.ndcg_at],
-                "num_leaves": self.num_leaves, "learning_rate": self.learning_rate,
-                "min_data_in_leaf": self.min_data_in_leaf, "lambda_l2": self.lambda_l2,
-                "feature_fraction": self.feature_fraction, "seed": self.seed,
-                "deterministic": True, "force_col_wise": True, "verbosity": -1}
+        return {
+            "objective": self.objective,
+            "metric": "ndcg",
+            "ndcg_eval_at": [self.ndcg_at],
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "lambda_l2": self.lambda_l2,
+            "feature_fraction": self.feature_fraction,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "verbosity": -1,
+        }

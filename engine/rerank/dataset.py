@@ -16,14 +16,18 @@ from engine.rerank.ranker import RankData, feature_matrix
 QUERY = ["cutoff", "user_idx"]
 
 
-def attach_labels(frame: pl.DataFrame, labels: pl.DataFrame, *,
-                  drop_without_positive: bool = True) -> pl.DataFrame:
+def attach_labels(
+    frame: pl.DataFrame, labels: pl.DataFrame, *, drop_without_positive: bool = True
+) -> pl.DataFrame:
     """`frame` with a `label` column (0 where the user did nothing with the item) and a
     `cutoff` column (0 unless there), sorted by query then item."""
     if "cutoff" not in frame.columns:
         frame = frame.with_columns(pl.lit(0, pl.Int32).alias("cutoff"))
-    out = (frame.join(labels, on=KEYS, how="left").with_columns(pl.col("label").fill_null(0))
-           .sort(*QUERY, "item_idx"))
+    out = (
+        frame.join(labels, on=KEYS, how="left")
+        .with_columns(pl.col("label").fill_null(0))
+        .sort(*QUERY, "item_idx")
+    )
     if drop_without_positive:
         out = out.filter((pl.col("label") > 0).any().over(QUERY))
     return out
@@ -45,8 +49,10 @@ def split_users(frame: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFr
     n = int(len(users) * share)
     n = max(n, 1) if share > 0 and len(users) >= 2 else n
     held = pl.DataFrame({"user_idx": rng.choice(users, n, replace=False)})
-    return (frame.join(held, on="user_idx", how="anti"),
-            frame.join(held, on="user_idx", how="semi"))
+    return (
+        frame.join(held, on="user_idx", how="anti"),
+        frame.join(held, on="user_idx", how="semi"),
+    )
 
 
 def sample_negatives(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
@@ -56,5 +62,6 @@ def sample_negatives(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
         return frame
     order = pl.struct(*QUERY, "item_idx").hash(seed)
     keep = (pl.col("label") > 0) | (
-        order.rank("ordinal").over([*QUERY, (pl.col("label") > 0).alias("_positive")]) <= n)
+        order.rank("ordinal").over([*QUERY, (pl.col("label") > 0).alias("_positive")]) <= n
+    )
     return frame.filter(keep)

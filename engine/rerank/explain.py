@@ -51,13 +51,14 @@ class PathTable:
     the path to leaf j of the range's tree t adds to each feature; `bias` is the sum of the
     trees' expected outputs."""
 
-    table: sp.csr_matrix       # (leaves of all trees, F)
-    leaf_offset: np.ndarray    # (trees,) int64
+    table: sp.csr_matrix  # (leaves of all trees, F)
+    leaf_offset: np.ndarray  # (trees,) int64
     bias: float
 
 
-_tables: weakref.WeakKeyDictionary[lgb.Booster, dict[tuple[int, int], PathTable]] = \
+_tables: weakref.WeakKeyDictionary[lgb.Booster, dict[tuple[int, int], PathTable]] = (
     weakref.WeakKeyDictionary()
+)
 
 
 def _tree_fields(block: str) -> dict[str, str]:
@@ -89,13 +90,18 @@ def path_table(booster: lgb.Booster, start: int, stop: int) -> PathTable:
         right = np.array(f["right_child"].split(), np.int64)
         left, right = np.where(left < 0, ni + ~left, left), np.where(right < 0, ni + ~right, right)
         split = np.array(f["split_feature"].split(), np.int64)
-        count = np.r_[np.array(f["internal_count"].split(), np.float64),
-                      np.array(f["leaf_count"].split(), np.float64)]
+        count = np.r_[
+            np.array(f["internal_count"].split(), np.float64),
+            np.array(f["leaf_count"].split(), np.float64),
+        ]
         expect = np.r_[np.zeros(ni), leaf_value]
         for i in range(ni - 1, -1, -1):  # a child's id is above its parent's: bottom-up
             c = count[left[i]] + count[right[i]]
-            expect[i] = ((expect[left[i]] * count[left[i]] + expect[right[i]] * count[right[i]])
-                         / c if c > 0 else (expect[left[i]] + expect[right[i]]) / 2)
+            expect[i] = (
+                (expect[left[i]] * count[left[i]] + expect[right[i]] * count[right[i]]) / c
+                if c > 0
+                else (expect[left[i]] + expect[right[i]]) / 2
+            )
         parent = np.full(ni + nl, -1, np.int64)
         parent[left], parent[right] = np.arange(ni), np.arange(ni)
         bias += float(expect[0])
@@ -107,35 +113,43 @@ def path_table(booster: lgb.Booster, start: int, stop: int) -> PathTable:
             vals.append(expect[node] - expect[up])
             node, leaf = up[up > 0], leaf[up > 0]
         n_leaves += nl
-    table = sp.csr_matrix((np.concatenate(vals) if vals else np.empty(0),
-                           (np.concatenate(rows) if rows else np.empty(0, np.int64),
-                            np.concatenate(cols) if cols else np.empty(0, np.int64))),
-                          shape=(n_leaves, n_features))  # repeated (leaf, feature) pairs add up
+    table = sp.csr_matrix(
+        (
+            np.concatenate(vals) if vals else np.empty(0),
+            (
+                np.concatenate(rows) if rows else np.empty(0, np.int64),
+                np.concatenate(cols) if cols else np.empty(0, np.int64),
+            ),
+        ),
+        shape=(n_leaves, n_features),
+    )  # repeated (leaf, feature) pairs add up
     out = PathTable(table, np.asarray(offsets, np.int64), bias)
     cached[(start, stop)] = out
     return out
 
 
-def path_contributions(booster: lgb.Booster, x: np.ndarray, start: int, stop: int
-                       ) -> np.ndarray:
+def path_contributions(booster: lgb.Booster, x: np.ndarray, start: int, stop: int) -> np.ndarray:
     """(N, F + 1) path attributions of trees [start, stop) and their bias; each row sums to
     those trees' part of the raw score."""
     pt = path_table(booster, start, stop)
     n_leaves = pt.table.shape[0]
     out = np.zeros((len(x), pt.table.shape[1] + 1))
     for a in range(0, len(x), ROW_BLOCK):
-        leaf = predict_range(booster, x[a:a + ROW_BLOCK], start, stop, pred_leaf=True)
-        leaf = leaf.reshape(len(x[a:a + ROW_BLOCK]), -1).astype(np.int64) + pt.leaf_offset
+        leaf = predict_range(booster, x[a : a + ROW_BLOCK], start, stop, pred_leaf=True)
+        leaf = leaf.reshape(len(x[a : a + ROW_BLOCK]), -1).astype(np.int64) + pt.leaf_offset
         n, trees = leaf.shape
-        onehot = sp.csr_matrix((np.ones(n * trees), leaf.ravel(),
-                                np.arange(0, n * trees + 1, trees)), shape=(n, n_leaves))
-        out[a:a + n, :-1] = (onehot @ pt.table).toarray()
+        onehot = sp.csr_matrix(
+            (np.ones(n * trees), leaf.ravel(), np.arange(0, n * trees + 1, trees)),
+            shape=(n, n_leaves),
+        )
+        out[a : a + n, :-1] = (onehot @ pt.table).toarray()
     out[:, -1] = pt.bias
     return out
 
 
-def contributions(booster: lgb.Booster, x: np.ndarray, *,
-                  shap_trees: int = SHAP_TREES) -> np.ndarray:
+def contributions(
+    booster: lgb.Booster, x: np.ndarray, *, shap_trees: int = SHAP_TREES
+) -> np.ndarray:
     """(N, F + 1) per-feature contributions and the bias; each row sums to the raw score (of
     the trees the lists score with). The first `shap_trees` trees are explained by TreeSHAP,
     the others by their decision paths (see the module's docstring)."""
@@ -143,8 +157,11 @@ def contributions(booster: lgb.Booster, x: np.ndarray, *,
     shap = min(shap_trees, total)
     if len(x) == 0:
         return np.zeros((0, booster.num_feature() + 1))
-    out = (predict_range(booster, x, 0, shap, pred_contrib=True) if shap
-           else np.zeros((len(x), booster.num_feature() + 1)))
+    out = (
+        predict_range(booster, x, 0, shap, pred_contrib=True)
+        if shap
+        else np.zeros((len(x), booster.num_feature() + 1))
+    )
     if shap < total:
         out += path_contributions(booster, x, shap, total)
     return out
@@ -161,22 +178,36 @@ def warm_explanations(booster: lgb.Booster, *, shap_trees: int = SHAP_TREES) -> 
         path_table(booster, shap, total)
 
 
-def contribution_texts(booster: lgb.Booster, frame: pl.DataFrame, names: list[str], *,
-                       top: int = 3, shap_trees: int = SHAP_TREES) -> list[str]:
+def contribution_texts(
+    booster: lgb.Booster,
+    frame: pl.DataFrame,
+    names: list[str],
+    *,
+    top: int = 3,
+    shap_trees: int = SHAP_TREES,
+) -> list[str]:
     """One text per row of `frame`: "two_tower +0.41, count_7d +0.12, price_ratio -0.05"
     (the `top` contributions by size)."""
     if frame.height == 0:
         return []
-    return matrix_texts(booster, feature_matrix(frame, names), names, top=top,
-                        shap_trees=shap_trees)
+    return matrix_texts(
+        booster, feature_matrix(frame, names), names, top=top, shap_trees=shap_trees
+    )
 
 
-def matrix_texts(booster: lgb.Booster, x: np.ndarray, names: list[str], *, top: int = 3,
-                 shap_trees: int = SHAP_TREES) -> list[str]:
+def matrix_texts(
+    booster: lgb.Booster,
+    x: np.ndarray,
+    names: list[str],
+    *,
+    top: int = 3,
+    shap_trees: int = SHAP_TREES,
+) -> list[str]:
     """`contribution_texts` of the rows of a feature matrix."""
     if len(x) == 0:
         return []
     contrib = contributions(booster, x, shap_trees=shap_trees)[:, :-1]
     order = np.argsort(-np.abs(contrib), axis=1)[:, :top]
-    return [", ".join(f"{names[j]} {contrib[r, j]:+.3f}" for j in idx)
-            for r, idx in enumerate(order)]
+    return [
+        ", ".join(f"{names[j]} {contrib[r, j]:+.3f}" for j in idx) for r, idx in enumerate(order)
+    ]

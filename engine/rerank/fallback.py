@@ -64,12 +64,17 @@ def order_ndcgs(frame: pl.DataFrame, ndcg_at: int) -> dict[str, float]:
     """Mean NDCG@`ndcg_at` of each `ORDERS` column present in labelled lists `frame`."""
     if frame.is_empty():
         return {}
-    frame = frame.sort("cutoff", "user_idx") if "cutoff" in frame.columns else frame.sort("user_idx")
+    frame = (
+        frame.sort("cutoff", "user_idx") if "cutoff" in frame.columns else frame.sort("user_idx")
+    )
     keys = ["cutoff", "user_idx"] if "cutoff" in frame.columns else ["user_idx"]
     group = frame.group_by(keys, maintain_order=True).len()["len"].to_numpy()
     y = frame["label"].to_numpy().astype(np.float64)
-    return {c: mean_ndcg(y, SourceOrder(c, "").scores(frame), group, ndcg_at)
-            for c in ORDERS if c in frame.columns}
+    return {
+        c: mean_ndcg(y, SourceOrder(c, "").scores(frame), group, ndcg_at)
+        for c in ORDERS
+        if c in frame.columns
+    }
 
 
 def best_order(ndcgs: dict[str, float]) -> str:

@@ -13,13 +13,13 @@ def ndcg_per_query(y: np.ndarray, scores: np.ndarray, group: np.ndarray, k: int)
     start = 0
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     for q, size in enumerate(group.astype(int)):
-        rel, s = y[start:start + size], scores[start:start + size]
+        rel, s = y[start : start + size], scores[start : start + size]
         start += size
-        gains = 2.0 ** rel - 1.0
+        gains = 2.0**rel - 1.0
         top = gains[np.argsort(-s, kind="stable")[:k]]
         ideal = np.sort(gains)[::-1][:k]
-        best = float((ideal * discount[:len(ideal)]).sum())
-        out[q] = 1.0 if best == 0 else float((top * discount[:len(top)]).sum()) / best
+        best = float((ideal * discount[: len(ideal)]).sum())
+        out[q] = 1.0 if best == 0 else float((top * discount[: len(top)]).sum()) / best
     return out
 
 
@@ -29,8 +29,9 @@ def mean_ndcg(y: np.ndarray, scores: np.ndarray, group: np.ndarray, k: int) -> f
     return float(per.mean()) if len(per) else float("nan")
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, draws: int = 2000, level: float = 0.95,
-                     seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, draws: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean of a - b, lower, upper): a `level` confidence interval of the mean per-query
     difference, resampling queries. Two orders of the same lists share each query's luck, so
     the paired difference is far tighter than two separate intervals."""

@@ -31,30 +31,44 @@ FEATURES_FILE = "features.json"
 class RankData:
     """Rows grouped by query: rows of one query are contiguous, `group` holds the sizes."""
 
-    x: np.ndarray         # (N, F) float
-    y: np.ndarray         # (N,) graded relevance (0 = not relevant)
-    group: np.ndarray     # (Q,) rows per query, sum = N
+    x: np.ndarray  # (N, F) float
+    y: np.ndarray  # (N,) graded relevance (0 = not relevant)
+    group: np.ndarray  # (Q,) rows per query, sum = N
 
     def __post_init__(self) -> None:
         if int(self.group.sum()) != len(self.y) or len(self.x) != len(self.y):
-            raise ValueError(f"query groups cover {int(self.group.sum())} rows, data has "
-                             f"{len(self.y)} labels and {len(self.x)} feature rows")
+            raise ValueError(
+                f"query groups cover {int(self.group.sum())} rows, data has "
+                f"{len(self.y)} labels and {len(self.x)} feature rows"
+            )
 
     def dataset(self, names: list[str], reference: lgb.Dataset | None = None) -> lgb.Dataset:
-        return lgb.Dataset(self.x, label=self.y, group=self.group, feature_name=names,
-                           reference=reference, free_raw_data=False)
+        return lgb.Dataset(
+            self.x,
+            label=self.y,
+            group=self.group,
+            feature_name=names,
+            reference=reference,
+            free_raw_data=False,
+        )
 
 
-def train_ranker(train: RankData, names: list[str], cfg: RankerConfig,
-                 valid: RankData | None = None) -> lgb.Booster:
+def train_ranker(
+    train: RankData, names: list[str], cfg: RankerConfig, valid: RankData | None = None
+) -> lgb.Booster:
     """LambdaRank on `train`, early-stopped on `valid` NDCG@`cfg.ndcg_at` when given."""
     dtrain = train.dataset(names)
     sets, callbacks = [dtrain], []
     if valid is not None:
         sets = [valid.dataset(names, reference=dtrain)]
         callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
-    return lgb.train(cfg.params(), dtrain, num_boost_round=cfg.num_boost_round,
-                     valid_sets=sets, callbacks=callbacks)
+    return lgb.train(
+        cfg.params(),
+        dtrain,
+        num_boost_round=cfg.num_boost_round,
+        valid_sets=sets,
+        callbacks=callbacks,
+    )
 
 
 def feature_matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
@@ -87,20 +101,23 @@ def best_per_group(groups: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray
     return np.sort(order[run_places(np.asarray(g, np.int64)) < n])
 
 
-def score_frame(booster: Ranker, frame: pl.DataFrame, names: list[str],
-                early_exit: EarlyExit | None = None) -> np.ndarray:
+def score_frame(
+    booster: Ranker, frame: pl.DataFrame, names: list[str], early_exit: EarlyExit | None = None
+) -> np.ndarray:
     """(N,) scores of the rows of a feature frame (rows of `user_idx`' candidates): the one
     scoring call of the batch lists, the evaluation and the online path. With `early_exit`,
     the rows cut after its first trees score -inf (ranked below every other row of their
     user); the others get the whole model's score. A `SourceOrder` scores by its column."""
     if isinstance(booster, SourceOrder):
         return booster.scores(frame)
-    return score_matrix(booster, feature_matrix(frame, names), frame["user_idx"].to_numpy(),
-                        early_exit)
+    return score_matrix(
+        booster, feature_matrix(frame, names), frame["user_idx"].to_numpy(), early_exit
+    )
 
 
-def score_matrix(booster: lgb.Booster, x: np.ndarray, users: np.ndarray,
-                 early_exit: EarlyExit | None = None) -> np.ndarray:
+def score_matrix(
+    booster: lgb.Booster, x: np.ndarray, users: np.ndarray, early_exit: EarlyExit | None = None
+) -> np.ndarray:
     """`score_frame` on a feature matrix whose rows belong to `users`."""
     trees = model_trees(booster)
     if early_exit is None or early_exit.trees >= trees:
@@ -110,6 +127,7 @@ def score_matrix(booster: lgb.Booster, x: np.ndarray, users: np.ndarray,
     scores = np.full(len(first), -np.inf)
     scores[kept] = first[kept] + predict_range(booster, x[kept], early_exit.trees, trees)
     return scores
+
 
 def warm_ranges(booster: Ranker, early_exit: EarlyExit | None) -> None:
     """Build the tree ranges `score_frame` reads, so that no request builds one."""
@@ -131,11 +149,15 @@ def save_ranker(booster: Ranker, folder: Path) -> Path:
     with atomic_path(folder / MODEL_FILE) as tmp:
         booster.save_model(str(tmp), num_iteration=booster.best_iteration or None)
     gain = booster.feature_importance("gain", iteration=booster.best_iteration or None)
-    importance = sorted(zip(booster.feature_name(), gain.tolist(), strict=True),
-                        key=lambda p: -p[1])
+    importance = sorted(
+        zip(booster.feature_name(), gain.tolist(), strict=True), key=lambda p: -p[1]
+    )
     with atomic_path(folder / FEATURES_FILE) as tmp:
-        tmp.write_text(json.dumps({"features": booster.feature_name(),
-                                   "importance_gain": dict(importance)}, indent=2))
+        tmp.write_text(
+            json.dumps(
+                {"features": booster.feature_name(), "importance_gain": dict(importance)}, indent=2
+            )
+        )
     return folder
 
 

@@ -40,9 +40,14 @@ def _recent_matrix(recent: pl.DataFrame, users: np.ndarray) -> tuple[np.ndarray,
     return items, weights
 
 
-def recent_similarity(row: np.ndarray, items: np.ndarray, last: np.ndarray, weight: np.ndarray,
-                      vectors: np.ndarray, item_rows: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def recent_similarity(
+    row: np.ndarray,
+    items: np.ndarray,
+    last: np.ndarray,
+    weight: np.ndarray,
+    vectors: np.ndarray,
+    item_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(max, weighted mean) cosine of each row's item to its user's recent items (`last`,
     `weight`: the user's row of `_recent_matrix`, by `row`), NaN for a user with none
     (LightGBM treats NaN as missing). `vectors` rows are unit length.
@@ -74,8 +79,9 @@ def recent_similarity(row: np.ndarray, items: np.ndarray, last: np.ndarray, weig
     return best, mean
 
 
-def vector_features(df: pl.DataFrame, ctx: CandidateContext, recent: pl.DataFrame
-                    ) -> dict[str, np.ndarray]:
+def vector_features(
+    df: pl.DataFrame, ctx: CandidateContext, recent: pl.DataFrame
+) -> dict[str, np.ndarray]:
     """two_tower (user . item), recent_tt_max / recent_tt_mean (two-tower item vectors of the
     last items) and content_sim / recent_content_max (content-only vectors), where the vectors
     exist; `recent` is `ctx.recent` of the frame's users (Int64 keys)."""
@@ -85,8 +91,14 @@ def vector_features(df: pl.DataFrame, ctx: CandidateContext, recent: pl.DataFram
     return vector_columns(ctx, u, i, row, last, weight)
 
 
-def vector_columns(ctx: CandidateContext, users: np.ndarray, items: np.ndarray, row: np.ndarray,
-                   last: np.ndarray, weight: np.ndarray) -> dict[str, np.ndarray]:
+def vector_columns(
+    ctx: CandidateContext,
+    users: np.ndarray,
+    items: np.ndarray,
+    row: np.ndarray,
+    last: np.ndarray,
+    weight: np.ndarray,
+) -> dict[str, np.ndarray]:
     """The vector features of rows (`users[r]`, `items[r]`), `row[r]` the user's row of the
     recent matrix (`last`, `weight`)."""
     out: dict[str, np.ndarray] = {}
@@ -98,8 +110,10 @@ def vector_columns(ctx: CandidateContext, users: np.ndarray, items: np.ndarray, 
             rows = None
             out["two_tower"] = row_dot(users, items, ctx.user_vectors, ctx.item_vectors)
         out["recent_tt_max"], out["recent_tt_mean"] = recent_similarity(
-            row, items, last, weight, ctx.item_vectors, rows)
+            row, items, last, weight, ctx.item_vectors, rows
+        )
     if ctx.content_vectors is not None:
         out["recent_content_max"], out["content_sim"] = recent_similarity(
-            row, items, last, weight, ctx.content_vectors)
+            row, items, last, weight, ctx.content_vectors
+        )
     return out

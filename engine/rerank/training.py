@@ -44,16 +44,28 @@ from pipelines.split import per_user_cutoff
 from pipelines.validate import Tables, validate_tables
 
 
-def labelled_lists(cfg: EngineConfig, trained: TrainedRetrieval, *, window: Window,
-                   label_split: str, cutoff: int = 0, max_users: int | None = None,
-                   fs: FeatureSet | None = None) -> pl.DataFrame:
+def labelled_lists(
+    cfg: EngineConfig,
+    trained: TrainedRetrieval,
+    *,
+    window: Window,
+    label_split: str,
+    cutoff: int = 0,
+    max_users: int | None = None,
+    fs: FeatureSet | None = None,
+) -> pl.DataFrame:
     """Candidates with features as of the end of `window` (`fs`, when the caller has it),
     labelled by `label_split`, for every user active in `label_split` (a random `max_users`
     of them when given); lists without a positive are dropped."""
     fs = fs or build_features(cfg, window=window)
     ctx, _ = retrieval_context(cfg, fs, trained)
-    users = (fs.interactions.filter(pl.col("split") == label_split)["user_idx"].unique()
-             .sort().to_numpy().astype(np.int64))
+    users = (
+        fs.interactions.filter(pl.col("split") == label_split)["user_idx"]
+        .unique()
+        .sort()
+        .to_numpy()
+        .astype(np.int64)
+    )
     if max_users is not None and len(users) > max_users:
         rng = np.random.default_rng(cfg.rerank.seed + cutoff)
         users = np.sort(rng.choice(users, max_users, replace=False))
@@ -61,26 +73,35 @@ def labelled_lists(cfg: EngineConfig, trained: TrainedRetrieval, *, window: Wind
     parts = []  # chunk by chunk: the features reuse what the sources computed for the chunk
     for _, cands in candidate_chunks(default_sources(ctx), users, chunk=cfg.jobs.user_chunk):
         frame = feature_frame(cands, ctx).with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff"))
-        parts.append(sample_negatives(attach_labels(frame, truth),
-                                      cfg.rerank.negatives_per_list, cfg.rerank.seed + cutoff))
+        parts.append(
+            sample_negatives(
+                attach_labels(frame, truth), cfg.rerank.negatives_per_list, cfg.rerank.seed + cutoff
+            )
+        )
     if not parts:  # no user to list: an empty frame with every column
         frame = feature_frame(generate_candidates(default_sources(ctx), users), ctx)
-        parts.append(attach_labels(frame.with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff")),
-                                   truth))
+        parts.append(
+            attach_labels(frame.with_columns(pl.lit(cutoff, pl.Int32).alias("cutoff")), truth)
+        )
     return pl.concat(parts, how="diagonal_relaxed")
 
 
 def shifted(cfg: EngineConfig, valid_start: datetime, label_days: float) -> EngineConfig:
     """`cfg` with its temporal split moved: train before `valid_start`, labels after it."""
-    split = cfg.split.model_copy(update={
-        "strategy": "temporal", "valid_start": valid_start,
-        "test_start": valid_start + timedelta(days=label_days),
-        "valid_days": None, "test_days": None})
+    split = cfg.split.model_copy(
+        update={
+            "strategy": "temporal",
+            "valid_start": valid_start,
+            "test_start": valid_start + timedelta(days=label_days),
+            "valid_days": None,
+            "test_days": None,
+        }
+    )
     return cfg.model_copy(update={"split": split})
 
 
 def list_mode(cfg: EngineConfig, tables: Tables, latest: datetime) -> str:
-    """"temporal" or "per_user" (see `[rerank] lists`): per-user cutoffs when the split is
+    """ "temporal" or "per_user" (see `[rerank] lists`): per-user cutoffs when the split is
     not temporal, or when the temporal cutoffs' label windows hold fewer than half the users
     that per-user cutoffs would give lists to."""
     rc = cfg.rerank
@@ -92,16 +113,23 @@ def list_mode(cfg: EngineConfig, tables: Tables, latest: datetime) -> str:
     temporal = 0
     for n in range(rc.training_cutoffs):
         at = latest - timedelta(days=n * rc.cutoff_step_days)
-        active = inter.filter((pl.col("ts") >= at)
-                              & (pl.col("ts") < at + timedelta(days=rc.label_days)))
+        active = inter.filter(
+            (pl.col("ts") >= at) & (pl.col("ts") < at + timedelta(days=rc.label_days))
+        )
         temporal += min(active["user_id"].n_unique(), rc.users_per_cutoff or 1 << 62)
     returning = int((inter.group_by("user_id").len()["len"] >= 2).sum())
     per_user = min(returning, rc.per_user_lists or 1 << 62)
     return "temporal" if temporal >= per_user / 2 else "per_user"
 
 
-def per_user_lists(cfg: EngineConfig, tables: Tables, *, epochs: int, drop_test: bool,
-                   report: Callable[[str], None] = lambda _: None) -> pl.DataFrame:
+def per_user_lists(
+    cfg: EngineConfig,
+    tables: Tables,
+    *,
+    epochs: int,
+    drop_test: bool,
+    report: Callable[[str], None] = lambda _: None,
+) -> pl.DataFrame:
     """Labelled lists at per-user cutoffs: each user's latest `label_share` of positives
     label (column `cutoff` is 0). The two-tower model, the candidates and every feature see
     only the rows before each user's cutoff and no row of any user's labels; with
@@ -116,8 +144,15 @@ def per_user_lists(cfg: EngineConfig, tables: Tables, *, epochs: int, drop_test:
         cut = partial(per_user_cutoff, share=rc.label_share, drop_test=drop_test, step=step)
         fs = build_features(cfg, window="train", tables=tables, resplit=cut)
         trained = train_retrieval(cfg, epochs=epochs, fs=fs)
-        part = labelled_lists(cfg, trained, window="train", label_split="valid", cutoff=step,
-                              max_users=rc.per_user_lists, fs=fs)
+        part = labelled_lists(
+            cfg,
+            trained,
+            window="train",
+            label_split="valid",
+            cutoff=step,
+            max_users=rc.per_user_lists,
+            fs=fs,
+        )
         parts.append(part)
         lists += part["user_idx"].n_unique()
         if lists >= rc.target_lists or part.is_empty():
@@ -125,9 +160,15 @@ def per_user_lists(cfg: EngineConfig, tables: Tables, *, epochs: int, drop_test:
     return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
 
 
-def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
-                   report: Callable[[str], None] = lambda _: None,
-                   exclude_test: bool = False, tables: Tables | None = None) -> pl.DataFrame:
+def training_lists(
+    cfg: EngineConfig,
+    latest: datetime,
+    *,
+    epochs: int,
+    report: Callable[[str], None] = lambda _: None,
+    exclude_test: bool = False,
+    tables: Tables | None = None,
+) -> pl.DataFrame:
     """Labelled lists of `cfg.rerank.training_cutoffs` cutoffs, the latest at `latest`, the
     others `cutoff_step_days` apart before it; column `cutoff` counts back from 0. Or, where
     `list_mode` says so, lists at per-user cutoffs (`per_user_lists`; `exclude_test` keeps
@@ -143,8 +184,17 @@ def training_lists(cfg: EngineConfig, latest: datetime, *, epochs: int,
         c = shifted(cfg, at, rc.label_days)
         fs = build_features(c, window="train", tables=tables)
         trained = train_retrieval(c, epochs=epochs, fs=fs)
-        parts.append(labelled_lists(c, trained, window="train", label_split="valid", cutoff=n,
-                                    max_users=rc.users_per_cutoff, fs=fs))
+        parts.append(
+            labelled_lists(
+                c,
+                trained,
+                window="train",
+                label_split="valid",
+                cutoff=n,
+                max_users=rc.users_per_cutoff,
+                fs=fs,
+            )
+        )
     return pl.concat(parts, how="diagonal_relaxed").sort("cutoff", "user_idx", "item_idx")
 
 
@@ -161,8 +211,8 @@ class FittedRanker:
     orders: dict[str, float] = field(default_factory=dict)
     lists: int = 0
     fallback: str | None = None
-    tried: dict[int, float] = field(default_factory=dict)   # num_leaves -> held-out NDCG
-    chosen: int | None = None                                # num_leaves kept
+    tried: dict[int, float] = field(default_factory=dict)  # num_leaves -> held-out NDCG
+    chosen: int | None = None  # num_leaves kept
 
     @property
     def num_leaves(self) -> int | None:
@@ -182,8 +232,15 @@ class FittedRanker:
 
 def _order(reason: str, orders: dict[str, float], lists: int) -> FittedRanker:
     col = best_order(orders)
-    return FittedRanker(SourceOrder(col, reason), [col], orders.get(col, 0.0),
-                        orders.get("two_tower"), orders, lists, reason)
+    return FittedRanker(
+        SourceOrder(col, reason),
+        [col],
+        orders.get(col, 0.0),
+        orders.get("two_tower"),
+        orders,
+        lists,
+        reason,
+    )
 
 
 def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
@@ -196,12 +253,16 @@ def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
     n = lists.select("cutoff", "user_idx").n_unique() if not lists.is_empty() else 0
     fit, hold = split_users(lists, rc.holdout_share, seed=rc.seed)
     if n < max(rc.min_lists, 2) or fit.is_empty() or hold.is_empty():
-        return _order(f"{n} training lists (users with a positive among their candidates), "
-                      f"fewer than [rerank] min_lists = {rc.min_lists}",
-                      order_ndcgs(lists, rc.ndcg_at), n)
+        return _order(
+            f"{n} training lists (users with a positive among their candidates), "
+            f"fewer than [rerank] min_lists = {rc.min_lists}",
+            order_ndcgs(lists, rc.ndcg_at),
+            n,
+        )
     if rc.popularity_dropout > 0:
-        hidden = pl.struct("cutoff", "item_idx").hash(rc.seed) % 10_000 \
-            < int(rc.popularity_dropout * 10_000)
+        hidden = pl.struct("cutoff", "item_idx").hash(rc.seed) % 10_000 < int(
+            rc.popularity_dropout * 10_000
+        )
         fit = hide_popularity(fit, hidden)
     valid, train = rank_data(hold, names), rank_data(fit, names)
     fits: dict[int, tuple[lgb.Booster, np.ndarray]] = {}
@@ -209,27 +270,40 @@ def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
     for leaves in dict.fromkeys([rc.num_leaves, *rc.other_leaves]):
         if fits and perf_counter() - start >= rc.choice_seconds:
             break
-        b = train_ranker(train, names, rc.model_copy(update={"num_leaves": leaves}),
-                         valid=valid)
-        fits[leaves] = (b, ndcg_per_query(valid.y, b.predict(
-            valid.x, num_iteration=b.best_iteration or None), valid.group, rc.ndcg_at))
+        b = train_ranker(train, names, rc.model_copy(update={"num_leaves": leaves}), valid=valid)
+        fits[leaves] = (
+            b,
+            ndcg_per_query(
+                valid.y,
+                b.predict(valid.x, num_iteration=b.best_iteration or None),
+                valid.group,
+                rc.ndcg_at,
+            ),
+        )
     tried = {leaves: float(per.mean()) for leaves, (_, per) in fits.items()}
     chosen = choose_leaves(fits, cheaper_within_noise=rc.cheaper_within_noise, seed=rc.seed)
     booster, ndcg = fits[chosen][0], tried[chosen]
     orders = order_ndcgs(hold, rc.ndcg_at)
     best = best_order(orders)
     if orders and ndcg <= orders[best]:
-        return replace(_order(f"the re-ranker's held-out NDCG@{rc.ndcg_at} {ndcg:.4f} is not "
-                              f"above the {best} order's {orders[best]:.4f}", orders, n),
-                       tried=tried)
-    return FittedRanker(booster, names, ndcg, orders.get("two_tower"), orders, n, tried=tried,
-                        chosen=chosen)
+        return replace(
+            _order(
+                f"the re-ranker's held-out NDCG@{rc.ndcg_at} {ndcg:.4f} is not "
+                f"above the {best} order's {orders[best]:.4f}",
+                orders,
+                n,
+            ),
+            tried=tried,
+        )
+    return FittedRanker(
+        booster, names, ndcg, orders.get("two_tower"), orders, n, tried=tried, chosen=chosen
+    )
 
 
 def predict_cost(booster: lgb.Booster) -> float:
     """What a prediction walks per row: the trees kept x the mean depth of their leaves."""
     dump = booster.dump_model(num_iteration=booster.best_iteration or None)["tree_info"]
-    kept = dump[:booster.best_iteration or len(dump)]
+    kept = dump[: booster.best_iteration or len(dump)]
 
     def depths(node: dict, d: int) -> list[int]:
         if "leaf_index" in node or "split_index" not in node:
@@ -239,8 +313,9 @@ def predict_cost(booster: lgb.Booster) -> float:
     return float(sum(np.mean(depths(t["tree_structure"], 0)) for t in kept))
 
 
-def choose_leaves(fits: dict[int, tuple[lgb.Booster, np.ndarray]], *,
-                  cheaper_within_noise: bool, seed: int = 0) -> int:
+def choose_leaves(
+    fits: dict[int, tuple[lgb.Booster, np.ndarray]], *, cheaper_within_noise: bool, seed: int = 0
+) -> int:
     """The leaf count to keep among `fits` (booster, held-out NDCG per list): the best mean,
     or with `cheaper_within_noise` the cheapest to predict whose 95% paired bootstrap
     interval of the per-list difference from the best reaches 0."""

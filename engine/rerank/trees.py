@@ -15,8 +15,9 @@ import weakref
 import lightgbm as lgb
 import numpy as np
 
-_ranges: weakref.WeakKeyDictionary[lgb.Booster, dict[tuple[int, int], lgb.Booster]] = \
+_ranges: weakref.WeakKeyDictionary[lgb.Booster, dict[tuple[int, int], lgb.Booster]] = (
     weakref.WeakKeyDictionary()
+)
 _lock = threading.Lock()
 
 
@@ -33,14 +34,16 @@ def tree_range(booster: lgb.Booster, start: int, stop: int) -> lgb.Booster:
         cached = _ranges.setdefault(booster, {})
         part = cached.get((start, stop))
         if part is None:
-            part = lgb.Booster(model_str=booster.model_to_string(
-                start_iteration=start, num_iteration=stop - start))
+            part = lgb.Booster(
+                model_str=booster.model_to_string(start_iteration=start, num_iteration=stop - start)
+            )
             cached[(start, stop)] = part
     return part
 
 
-def predict_range(booster: lgb.Booster, x: np.ndarray, start: int, stop: int,
-                  **kwargs: object) -> np.ndarray:
+def predict_range(
+    booster: lgb.Booster, x: np.ndarray, start: int, stop: int, **kwargs: object
+) -> np.ndarray:
     """`booster.predict(x, start_iteration=start, num_iteration=stop - start, **kwargs)`,
     safe while other threads predict other ranges of the same booster."""
     return tree_range(booster, start, stop).predict(x, **kwargs)

@@ -6,6 +6,13 @@ from pipelines.features.popularity import item_popularity, user_category_affinit
 from pipelines.features.users import user_attribute_tokens
 
 __all__ = [
-    "category_prefixes", "item_content", "item_popularity", "positives", "price_edges",
-    "text_tokens", "user_attribute_tokens", "user_category_affinity", "user_history",
+    "category_prefixes",
+    "item_content",
+    "item_popularity",
+    "positives",
+    "price_edges",
+    "text_tokens",
+    "user_attribute_tokens",
+    "user_category_affinity",
+    "user_history",
 ]

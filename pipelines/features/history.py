@@ -25,6 +25,8 @@ def user_history(pos: pl.LazyFrame, *, length: int) -> pl.LazyFrame:
     return (
         last.sort("user_idx", "ts", "item_idx")
         .group_by("user_idx", maintain_order=True)
-        .agg(pl.col("item_idx").tail(length).alias("history"),
-             pl.col("ts").tail(length).alias("history_ts"))
+        .agg(
+            pl.col("item_idx").tail(length).alias("history"),
+            pl.col("ts").tail(length).alias("history_ts"),
+        )
     )

@@ -15,7 +15,9 @@ def attribute_strings(attrs: Sequence[str]) -> pl.Expr:
     return pl.concat_list(parts).list.drop_nulls()
 
 
-def user_attribute_tokens(users: pl.LazyFrame, *, user, token, attrs: Sequence[str]) -> pl.LazyFrame:
+def user_attribute_tokens(
+    users: pl.LazyFrame, *, user, token, attrs: Sequence[str]
+) -> pl.LazyFrame:
     """One row per user: user_idx, attr_tok (encoded attribute tokens), signup_ts."""
     return users.select(
         user.encode(pl.col("user_id")).alias("user_idx"),

@@ -42,8 +42,12 @@ class Events:
 
     @staticmethod
     def concat(parts: list[Events]) -> Events:
-        return Events(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                        ("user", "item", "t", "event", "value", "propensity")))
+        return Events(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("user", "item", "t", "event", "value", "propensity")
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,13 @@ class Timeline:
     """When each user and item exists, and the span's length in seconds."""
 
     span: float
-    user_from: np.ndarray   # (U,) seconds: max(0, signup)
-    item_from: np.ndarray   # (I,) seconds: created (may be < 0)
-    activity: np.ndarray    # (U,) relative activity, sums to 1
+    user_from: np.ndarray  # (U,) seconds: max(0, signup)
+    item_from: np.ndarray  # (I,) seconds: created (may be < 0)
+    activity: np.ndarray  # (U,) relative activity, sums to 1
     burst_first: np.ndarray | None = None  # (U,) bursty: the user's first row in burst_start
     burst_count: np.ndarray | None = None  # (U,) bursty: the user's number of bursts (1..)
     burst_start: np.ndarray | None = None  # (B,) bursty: seconds, grouped by user
-    burst_len: np.ndarray | None = None    # (B,) bursty: seconds; a burst ends by span - 4 h
+    burst_len: np.ndarray | None = None  # (B,) bursty: seconds; a burst ends by span - 4 h
 
 
 def taste(world: World, users: np.ndarray, t: np.ndarray, span: float) -> np.ndarray:
@@ -80,8 +84,15 @@ def when(users: np.ndarray, tl: Timeline, rng: np.random.Generator, margin: floa
     return tl.burst_start[b] + rng.random(len(users)) * tl.burst_len[b]
 
 
-def follow_chains(user: np.ndarray, item: np.ndarray, t: np.ndarray, successor: np.ndarray,
-                  item_from: np.ndarray, follow: float, rng: np.random.Generator) -> np.ndarray:
+def follow_chains(
+    user: np.ndarray,
+    item: np.ndarray,
+    t: np.ndarray,
+    successor: np.ndarray,
+    item_from: np.ndarray,
+    follow: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Items of views after the chain step: in each user's time order, a view becomes the
     successor of the user's previous view with probability `follow` (when that item has a
     successor that exists by then). Returns the new item column."""
@@ -95,8 +106,8 @@ def follow_chains(user: np.ndarray, item: np.ndarray, t: np.ndarray, successor: 
     go = rng.random(n) < follow
     by_pos = np.argsort(pos, kind="stable")
     cuts = np.searchsorted(pos[by_pos], np.arange(pos.max() + 2))
-    for p in range(1, int(pos.max()) + 1):     # position p depends on the result at p - 1
-        cur = by_pos[cuts[p]:cuts[p + 1]]
+    for p in range(1, int(pos.max()) + 1):  # position p depends on the result at p - 1
+        cur = by_pos[cuts[p] : cuts[p + 1]]
         cur = cur[go[cur]]
         nxt = successor[it[cur - 1]]
         ok = nxt >= 0
@@ -107,8 +118,14 @@ def follow_chains(user: np.ndarray, item: np.ndarray, t: np.ndarray, successor: 
     return out
 
 
-def sample_sessions(world: World, tl: Timeline, prices: np.ndarray, n_views: int,
-                    rng: np.random.Generator, chains: Chains | None = None) -> Events:
+def sample_sessions(
+    world: World,
+    tl: Timeline,
+    prices: np.ndarray,
+    n_views: int,
+    rng: np.random.Generator,
+    chains: Chains | None = None,
+) -> Events:
     """Browsing sessions: views, then add-to-cart and purchase rows for some of them. With
     `chains`, views follow the item chains (`follow_chains`) before the funnel is drawn."""
     products = np.flatnonzero(~world.item_is_ad)
@@ -149,34 +166,63 @@ def sample_sessions(world: World, tl: Timeline, prices: np.ndarray, n_views: int
     user, item, t = user[ok], item[ok], t[ok]
     if chains is not None:
         item = follow_chains(user, item, t, chains.successor, tl.item_from, chains.follow, rng)
-    views = Events(user, item, t, np.full(len(user), VIEW, np.int8), np.full(len(user), np.nan),
-                   np.full(len(user), np.nan))
+    views = Events(
+        user,
+        item,
+        t,
+        np.full(len(user), VIEW, np.int8),
+        np.full(len(user), np.nan),
+        np.full(len(user), np.nan),
+    )
 
-    personal = np.einsum("nd,nd->n", taste(world, user, t, tl.span), world.item_vecs[item]) / world.tau
+    personal = (
+        np.einsum("nd,nd->n", taste(world, user, t, tl.span), world.item_vecs[item]) / world.tau
+    )
     p_cart = _sigmoid(0.7 * personal + 0.3 * world.item_bias[item] - 5.0)
     cart = rng.random(len(user)) < p_cart
     buy = cart & (rng.random(len(user)) < 0.4)
-    carts = Events(user[cart], item[cart], t[cart] + 30.0, np.full(cart.sum(), CART, np.int8),
-                   np.full(cart.sum(), np.nan), np.full(cart.sum(), np.nan))
-    buys = Events(user[buy], item[buy], t[buy] + 120.0, np.full(buy.sum(), PURCHASE, np.int8),
-                  prices[item[buy]], np.full(buy.sum(), np.nan))
+    carts = Events(
+        user[cart],
+        item[cart],
+        t[cart] + 30.0,
+        np.full(cart.sum(), CART, np.int8),
+        np.full(cart.sum(), np.nan),
+        np.full(cart.sum(), np.nan),
+    )
+    buys = Events(
+        user[buy],
+        item[buy],
+        t[buy] + 120.0,
+        np.full(buy.sum(), PURCHASE, np.int8),
+        prices[item[buy]],
+        np.full(buy.sum(), np.nan),
+    )
     return Events.concat([views, carts, buys])
 
 
 def sample_impressions(world: World, tl: Timeline, n: int, rng: np.random.Generator) -> Events:
     """Product impressions shown by a popularity policy, and the clicks they got."""
     products = np.flatnonzero(~world.item_is_ad)
-    alias = GroupedAlias.build(np.zeros(len(products), np.int64),
-                               np.exp(world.item_bias[products]), 1)
+    alias = GroupedAlias.build(
+        np.zeros(len(products), np.int64), np.exp(world.item_bias[products]), 1
+    )
     user = rng.choice(len(tl.activity), n, p=tl.activity)
     t = when(user, tl, rng, margin=60.0)
     item = products[alias.sample(np.zeros(n, np.int64), 1, rng)[:, 0]]
     ok = tl.item_from[item] <= t
     user, item, t = user[ok], item[ok], t[ok]
-    personal = np.einsum("nd,nd->n", taste(world, user, t, tl.span), world.item_vecs[item]) / world.tau
+    personal = (
+        np.einsum("nd,nd->n", taste(world, user, t, tl.span), world.item_vecs[item]) / world.tau
+    )
     click = rng.random(len(user)) < _sigmoid(personal + 0.3 * world.item_bias[item] - 3.5)
     nan = np.full(len(user), np.nan)
     shown = Events(user, item, t, np.full(len(user), IMPRESSION, np.int8), nan, nan)
-    clicked = Events(user[click], item[click], t[click] + 5.0,
-                     np.full(click.sum(), CLICK, np.int8), nan[click], nan[click])
+    clicked = Events(
+        user[click],
+        item[click],
+        t[click] + 5.0,
+        np.full(click.sum(), CLICK, np.int8),
+        nan[click],
+        nan[click],
+    )
     return Events.concat([shown, clicked])

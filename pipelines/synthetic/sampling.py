@@ -15,11 +15,11 @@ class GroupedAlias:
     is O(1) per draw and fully vectorised.
     """
 
-    order: np.ndarray   # (I,) item ids sorted by group
-    start: np.ndarray   # (G,)
-    size: np.ndarray    # (G,)
-    prob: np.ndarray    # (I,) acceptance probability of slot j
-    alias: np.ndarray   # (I,) slot index used when slot j is rejected
+    order: np.ndarray  # (I,) item ids sorted by group
+    start: np.ndarray  # (G,)
+    size: np.ndarray  # (G,)
+    prob: np.ndarray  # (I,) acceptance probability of slot j
+    alias: np.ndarray  # (I,) slot index used when slot j is rejected
 
     @classmethod
     def build(cls, groups: np.ndarray, weights: np.ndarray, n_groups: int) -> GroupedAlias:
@@ -33,7 +33,7 @@ class GroupedAlias:
             s, n = start[g], size[g]
             if n == 0:
                 continue
-            p = w_sorted[s:s + n] * n / w_sorted[s:s + n].sum()
+            p = w_sorted[s : s + n] * n / w_sorted[s : s + n].sum()
             small = list(np.flatnonzero(p < 1.0))
             large = list(np.flatnonzero(p >= 1.0))
             while small and large:

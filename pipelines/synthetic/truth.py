@@ -30,15 +30,15 @@ class GroundTruth:
 
     user_ids: pl.Series
     item_ids: pl.Series
-    user_factor: np.ndarray   # (U, d)
-    user_drift: np.ndarray    # (U, d)
-    item_factor: np.ndarray   # (I, d)
-    item_bias: np.ndarray     # (I,)
+    user_factor: np.ndarray  # (U, d)
+    user_drift: np.ndarray  # (U, d)
+    item_factor: np.ndarray  # (I, d)
+    item_bias: np.ndarray  # (I,)
     tau: float
     start: datetime
     end: datetime
-    successor: np.ndarray | None = None   # (I,) row of each item's chain successor, -1: none
-    chain_follow: float = 0.0             # probability that the next view is the successor
+    successor: np.ndarray | None = None  # (I,) row of each item's chain successor, -1: none
+    chain_follow: float = 0.0  # probability that the next view is the successor
 
     @classmethod
     def load(cls, folder: Path) -> GroundTruth:
@@ -47,15 +47,21 @@ class GroundTruth:
         u = pl.read_parquet(folder / "users.parquet")
         i = pl.read_parquet(folder / "items.parquet")
         item_ids = i["item_id"].cast(pl.String)
-        successor = (cls.rows_of(i["next_item_id"], item_ids) if "next_item_id" in i.columns
-                     else None)
+        successor = (
+            cls.rows_of(i["next_item_id"], item_ids) if "next_item_id" in i.columns else None
+        )
         return cls(
-            user_ids=u["user_id"].cast(pl.String), item_ids=i["item_id"].cast(pl.String),
-            user_factor=u["factor"].to_numpy(), user_drift=u["drift"].to_numpy(),
-            item_factor=i["factor"].to_numpy(), item_bias=i["bias"].to_numpy(),
-            tau=float(meta["tau"]), start=datetime.fromisoformat(meta["start"]),
+            user_ids=u["user_id"].cast(pl.String),
+            item_ids=i["item_id"].cast(pl.String),
+            user_factor=u["factor"].to_numpy(),
+            user_drift=u["drift"].to_numpy(),
+            item_factor=i["factor"].to_numpy(),
+            item_bias=i["bias"].to_numpy(),
+            tau=float(meta["tau"]),
+            start=datetime.fromisoformat(meta["start"]),
             end=datetime.fromisoformat(meta["end"]),
-            successor=successor, chain_follow=float(meta.get("chain_follow", 0.0)),
+            successor=successor,
+            chain_follow=float(meta.get("chain_follow", 0.0)),
         )
 
     @property
@@ -63,8 +69,13 @@ class GroundTruth:
         """Whether the next pick depends on the history (a bursty set with chains)."""
         return self.successor is not None and self.chain_follow > 0
 
-    def pair_utility(self, user_ids: pl.Series, item_ids: pl.Series, at: datetime,
-                     last_item_ids: pl.Series | None = None) -> np.ndarray:
+    def pair_utility(
+        self,
+        user_ids: pl.Series,
+        item_ids: pl.Series,
+        at: datetime,
+        last_item_ids: pl.Series | None = None,
+    ) -> np.ndarray:
         """(N,) true utility of each (user id, item id) pair at time `at` (NaN where either id
         is not in the ground truth). With `last_item_ids` (each pair's user's last view before
         `at`, null for none), a pair whose item is the chain successor of that view gets the
@@ -76,7 +87,7 @@ class GroundTruth:
         nxt = self._next_of(self.rows_of(last_item_ids, self.item_ids))
         hit = np.flatnonzero((u >= 0) & (i >= 0) & (nxt >= 0) & (nxt == i))
         for a in range(0, len(hit), 4096):
-            rows = hit[a:a + 4096]
+            rows = hit[a : a + 4096]
             out[rows] = self._chain_term(out[rows], self.utility(u[rows], at))
         return out
 
@@ -85,8 +96,9 @@ class GroundTruth:
         ok = (u >= 0) & (i >= 0)
         taste = self.user_factor[u[ok]] + f * self.user_drift[u[ok]]
         out = np.full(len(u), np.nan)
-        out[ok] = np.einsum("nd,nd->n", taste, self.item_factor[i[ok]]) / self.tau \
-            + self.item_bias[i[ok]]
+        out[ok] = (
+            np.einsum("nd,nd->n", taste, self.item_factor[i[ok]]) / self.tau + self.item_bias[i[ok]]
+        )
         return out
 
     def click_rate(self, user_ids: pl.Series, item_ids: pl.Series, at: datetime) -> np.ndarray:
@@ -104,15 +116,19 @@ class GroundTruth:
     def rows_of(ids: pl.Series, known: pl.Series) -> np.ndarray:
         """(N,) row of each id in `known` (the ground truth's user or item ids), -1 if absent."""
         table = pl.DataFrame({"id": known, "row": np.arange(len(known))})
-        return (pl.DataFrame({"id": ids.cast(pl.String)})
-                .join(table, on="id", how="left", maintain_order="left")["row"]
-                .fill_null(-1).to_numpy())
+        return (
+            pl.DataFrame({"id": ids.cast(pl.String)})
+            .join(table, on="id", how="left", maintain_order="left")["row"]
+            .fill_null(-1)
+            .to_numpy()
+        )
 
     def _f(self, at: datetime) -> float:
         return (at - self.start).total_seconds() / (self.end - self.start).total_seconds()
 
-    def utility(self, user_rows: np.ndarray, at: datetime,
-                last_items: np.ndarray | None = None) -> np.ndarray:
+    def utility(
+        self, user_rows: np.ndarray, at: datetime, last_items: np.ndarray | None = None
+    ) -> np.ndarray:
         """True utility of every item for the given user rows at time `at`: shape (n, I).
 
         `last_items` (n,): the item row of each user's last view before `at` (-1: none; see
@@ -131,8 +147,11 @@ class GroundTruth:
         """(U,) item row of each ground-truth user's last view before `at` (-1: none), from an
         interactions table in the data contract (user_id, item_id, ts, event): the history
         `utility` takes, e.g. `utility(rows, at, last_items=gt.last_items(inter, at)[rows])`."""
-        last = (interactions.filter((pl.col("event") == "view") & (pl.col("ts") < at))
-                .group_by("user_id").agg(pl.col("item_id").sort_by("ts").last()))
+        last = (
+            interactions.filter((pl.col("event") == "view") & (pl.col("ts") < at))
+            .group_by("user_id")
+            .agg(pl.col("item_id").sort_by("ts").last())
+        )
         out = np.full(len(self.user_ids), -1, np.int64)
         u = self.rows_of(last["user_id"], self.user_ids)
         i = self.rows_of(last["item_id"], self.item_ids)

@@ -14,15 +14,70 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TOPS = ("electronics", "home", "fashion", "beauty", "sports", "toys", "grocery", "books",
-        "garden", "auto")
+TOPS = (
+    "electronics",
+    "home",
+    "fashion",
+    "beauty",
+    "sports",
+    "toys",
+    "grocery",
+    "books",
+    "garden",
+    "auto",
+)
 MIDS = ("basics", "premium", "outdoor", "kids", "tools", "accessories", "classic", "smart")
 ADJECTIVES = (
-    "red", "blue", "black", "white", "green", "steel", "wooden", "cotton", "leather", "organic",
-    "compact", "large", "mini", "pro", "ultra", "classic", "modern", "vintage", "smart", "wireless",
-    "portable", "eco", "deluxe", "light", "heavy", "soft", "rugged", "slim", "fast", "quiet",
-    "bright", "warm", "cool", "fresh", "sweet", "spicy", "bold", "gentle", "premium", "budget",
-    "family", "travel", "sport", "studio", "home", "garden", "kids", "urban", "retro", "luxury",
+    "red",
+    "blue",
+    "black",
+    "white",
+    "green",
+    "steel",
+    "wooden",
+    "cotton",
+    "leather",
+    "organic",
+    "compact",
+    "large",
+    "mini",
+    "pro",
+    "ultra",
+    "classic",
+    "modern",
+    "vintage",
+    "smart",
+    "wireless",
+    "portable",
+    "eco",
+    "deluxe",
+    "light",
+    "heavy",
+    "soft",
+    "rugged",
+    "slim",
+    "fast",
+    "quiet",
+    "bright",
+    "warm",
+    "cool",
+    "fresh",
+    "sweet",
+    "spicy",
+    "bold",
+    "gentle",
+    "premium",
+    "budget",
+    "family",
+    "travel",
+    "sport",
+    "studio",
+    "home",
+    "garden",
+    "kids",
+    "urban",
+    "retro",
+    "luxury",
 )
 BRAND_SYLLABLES = ("ka", "lo", "mi", "ra", "zen", "tor", "vex", "qui", "sol", "nor", "bel", "dax")
 AGE_BUCKETS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
@@ -36,18 +91,18 @@ class World:
 
     dim: int
     tau: float
-    leaf_vecs: np.ndarray          # (L, d)
-    leaf_top: np.ndarray           # (L,) top-category index of each leaf
-    leaf_names: list[str]          # "top>mid>leaf"
-    item_leaf: np.ndarray          # (I,)
-    item_brand: np.ndarray         # (I,)
-    item_vecs: np.ndarray          # (I, d) q_i
-    item_bias: np.ndarray          # (I,) b_i
-    item_is_ad: np.ndarray         # (I,) bool
+    leaf_vecs: np.ndarray  # (L, d)
+    leaf_top: np.ndarray  # (L,) top-category index of each leaf
+    leaf_names: list[str]  # "top>mid>leaf"
+    item_leaf: np.ndarray  # (I,)
+    item_brand: np.ndarray  # (I,)
+    item_vecs: np.ndarray  # (I, d) q_i
+    item_bias: np.ndarray  # (I,) b_i
+    item_is_ad: np.ndarray  # (I,) bool
     brand_names: list[str]
-    user_vecs: np.ndarray          # (U, d) p_u
-    user_drift: np.ndarray         # (U, d) d_u
-    user_top: np.ndarray           # (U,) favourite top category
+    user_vecs: np.ndarray  # (U, d) p_u
+    user_drift: np.ndarray  # (U, d) d_u
+    user_top: np.ndarray  # (U,) favourite top category
     user_attrs: dict[str, np.ndarray]  # attribute name -> (U,) value index
 
 
@@ -58,8 +113,9 @@ def _brand_names(n: int, rng: np.random.Generator) -> list[str]:
     return [f"{name}{i}" for i, name in enumerate(names)]  # suffix keeps them unique
 
 
-def build_world(n_users: int, n_items: int, *, ad_share: float, dim: int, tau: float,
-                rng: np.random.Generator) -> World:
+def build_world(
+    n_users: int, n_items: int, *, ad_share: float, dim: int, tau: float, rng: np.random.Generator
+) -> World:
     """Draw the latent model for `n_users` users and `n_items` items (a share of them ads)."""
     n_top, n_mid, n_leaf = len(TOPS), 4, 4
     top_vecs = rng.normal(0, 1.0, (n_top, dim))
@@ -97,12 +153,16 @@ def build_world(n_users: int, n_items: int, *, ad_share: float, dim: int, tau: f
     item_is_ad = rng.random(n_items) < ad_share
 
     # Users: attributes shape the favourite top category and the taste vector.
-    attrs = {"age_bucket": rng.choice(len(AGE_BUCKETS), n_users, p=[.12, .28, .24, .17, .12, .07]),
-             "gender": rng.choice(len(GENDERS), n_users, p=[.48, .47, .05]),
-             "country": rng.choice(len(COUNTRIES), n_users)}
-    attr_vecs = {"age_bucket": rng.normal(0, 0.6, (len(AGE_BUCKETS), dim)),
-                 "gender": rng.normal(0, 0.6, (len(GENDERS), dim)),
-                 "country": rng.normal(0, 0.3, (len(COUNTRIES), dim))}
+    attrs = {
+        "age_bucket": rng.choice(len(AGE_BUCKETS), n_users, p=[0.12, 0.28, 0.24, 0.17, 0.12, 0.07]),
+        "gender": rng.choice(len(GENDERS), n_users, p=[0.48, 0.47, 0.05]),
+        "country": rng.choice(len(COUNTRIES), n_users),
+    }
+    attr_vecs = {
+        "age_bucket": rng.normal(0, 0.6, (len(AGE_BUCKETS), dim)),
+        "gender": rng.normal(0, 0.6, (len(GENDERS), dim)),
+        "country": rng.normal(0, 0.3, (len(COUNTRIES), dim)),
+    }
     base = sum(attr_vecs[k][v] for k, v in attrs.items())
     top_logits = base @ top_vecs.T / np.sqrt(dim) + rng.gumbel(size=(n_users, n_top))
     user_top = top_logits.argmax(1)
@@ -110,12 +170,21 @@ def build_world(n_users: int, n_items: int, *, ad_share: float, dim: int, tau: f
     user_vecs /= np.sqrt(dim) ** 0.5
     user_drift = rng.normal(0, 0.45, (n_users, dim)) / np.sqrt(dim) ** 0.5
     return World(
-        dim=dim, tau=tau, leaf_vecs=leaf_vecs / np.sqrt(dim) ** 0.5, leaf_top=leaf_top,
-        leaf_names=leaf_names, item_leaf=item_leaf, item_brand=item_brand,
-        item_vecs=item_vecs.astype(np.float32), item_bias=item_bias.astype(np.float32),
-        item_is_ad=item_is_ad, brand_names=_brand_names(n_brands, rng),
-        user_vecs=user_vecs.astype(np.float32), user_drift=user_drift.astype(np.float32),
-        user_top=user_top, user_attrs=attrs,
+        dim=dim,
+        tau=tau,
+        leaf_vecs=leaf_vecs / np.sqrt(dim) ** 0.5,
+        leaf_top=leaf_top,
+        leaf_names=leaf_names,
+        item_leaf=item_leaf,
+        item_brand=item_brand,
+        item_vecs=item_vecs.astype(np.float32),
+        item_bias=item_bias.astype(np.float32),
+        item_is_ad=item_is_ad,
+        brand_names=_brand_names(n_brands, rng),
+        user_vecs=user_vecs.astype(np.float32),
+        user_drift=user_drift.astype(np.float32),
+        user_top=user_top,
+        user_attrs=attrs,
     )
 
 
@@ -140,14 +209,15 @@ class Chains:
     phone, its case, its charger; volume 1, 2, 3 of a series). After a view of an item, the
     user's next pick is its successor with probability `follow` (see `events.follow_chains`)."""
 
-    chain: np.ndarray      # (I,) chain id, -1 for items in no chain (ads, loners)
-    position: np.ndarray   # (I,) 0-based place in the chain, -1 outside chains
+    chain: np.ndarray  # (I,) chain id, -1 for items in no chain (ads, loners)
+    position: np.ndarray  # (I,) 0-based place in the chain, -1 outside chains
     successor: np.ndarray  # (I,) next item of the chain, -1 for the last one and outside chains
     follow: float
 
 
-def build_chains(world: World, *, share: float, max_len: int, follow: float,
-                 rng: np.random.Generator) -> Chains:
+def build_chains(
+    world: World, *, share: float, max_len: int, follow: float, rng: np.random.Generator
+) -> Chains:
     """Cut a `share` of the products of each top category, in random order, into chains of 2 to
     `max_len` items (members may sit in different leaves of that top category: complements)."""
     n = len(world.item_vecs)
@@ -161,12 +231,12 @@ def build_chains(world: World, *, share: float, max_len: int, follow: float,
         ends = np.cumsum(sizes)
         ends = ends[ends < len(members)]
         bounds = np.concatenate([[0], ends, [len(members)]])
-        if bounds[-1] - bounds[-2] < 2:   # a leftover single item stays out of chains
+        if bounds[-1] - bounds[-2] < 2:  # a leftover single item stays out of chains
             members, bounds = members[:-1], bounds[:-1]
         if len(members) < 2:
             continue
         k = np.arange(len(members))
-        local = np.searchsorted(bounds, k, side="right") - 1      # chain of each member
+        local = np.searchsorted(bounds, k, side="right") - 1  # chain of each member
         chain[members] = next_id + local
         position[members] = k - bounds[local]
         same = local[1:] == local[:-1]
