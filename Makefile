@@ -15,7 +15,7 @@ TORCH_VERSION    := 2.13.0
 FBGEMM_VERSION   := 1.8.0
 TORCHREC_VERSION := 1.8.0
 
-.PHONY: setup setup-gpu demo test test-slow bench bench-quick clean
+.PHONY: setup setup-gpu demo lint test test-slow bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,12 @@ setup-gpu:
 
 demo: setup
 	$(BIN)/recengine demo
+
+# ruff (lint + format check) over the tree, mypy over the library packages (pyproject.toml's [tool.mypy]).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -347,8 +347,8 @@ def main() -> None:
             f"(tuning set: {figs['recall']:.4f})",
             flush=True,
         )
-        med, p99 = single(lambda q: index.search(q, k), ones, r)
-        bq = batched(lambda b: index.search(b, k), batches, r)
+        med, p99 = single(lambda q, ix=index: ix.search(q, k), ones, r)
+        bq = batched(lambda b, ix=index: ix.search(b, k), batches, r)
         print(
             f"  batch 1   : {summary(med, '.3f')} ms median, p99 {summary(p99, '.3f')} ms -> "
             f"{1e3 / statistics.median(med):,.0f} q/s"

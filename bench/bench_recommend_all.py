@@ -83,7 +83,7 @@ def retrieval(
     items = np.arange(m.shape[1], dtype=np.int64)
     cfg = IndexConfig(k=k, recall_target=args.recall_target, eval_queries=500, use_gpu=False)
     t0 = time.perf_counter()
-    index, figs = build_index(
+    index, _figs = build_index(
         itf, items, cfg, queries=uf[np.random.default_rng(1).choice(len(uf), 2000, replace=False)]
     )
     params = ", ".join(f"{a}={b}" for a, b in index.params.items())

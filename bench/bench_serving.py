@@ -173,7 +173,7 @@ def predictors(report: Report, booster: object, xs: list[np.ndarray], repeats: i
         print("onnxruntime / onnxmltools not installed: not compared", flush=True)
     n = range(len(xs))
     for name, fn in ways.items():
-        p50, p99 = latencies(lambda i, fn=fn: fn(xs[i]), list(n), repeats)
+        p50, _p99 = latencies(lambda i, fn=fn: fn(xs[i]), list(n), repeats)
         diff = max(float(np.nanmax(np.abs(fn(xs[i]) - want[i]))) for i in n)
         report.add(f"predictor: {name} p50", p50, "ms", note=f"max |score - LightGBM| {diff:.2e}")
 

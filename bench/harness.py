@@ -111,7 +111,7 @@ def limits(repeats: int, threads: int | None = None) -> dict[str, list[float]]:
     (1 GiB split over `threads` threads): the ceilings other figures are shares of."""
     threads = threads or os.cpu_count() or 1
     a = np.random.default_rng(0).standard_normal((4096, 4096), dtype=np.float32)
-    gemm = [2 * 4096**3 / s / 1e9 for s in timed(lambda: a @ a, repeats)]
+    gemm = [2 * 4096**3 / s / 1e9 for s in timed(lambda m=a: m @ m, repeats)]
     del a
     x = np.ones(1 << 28, np.float32)
     y = np.zeros_like(x)  # touched, so the timed copy does not page-fault

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -144,7 +144,7 @@ def generate(
     )
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     movielens = "movielens"
 
 

@@ -138,7 +138,8 @@ def _read_100k(src: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     raw = _fields(src / "u.item", "|", ["item_id", "title", "release", "video", "url", *flags])
     genres = raw.select(
         pl.concat_list(
-            pl.when(pl.col(f) == "1").then(pl.lit(g)) for f, g in zip(flags, GENRES_100K)
+            pl.when(pl.col(f) == "1").then(pl.lit(g))
+            for f, g in zip(flags, GENRES_100K, strict=False)
         ).list.drop_nulls()
     ).to_series()
     items = _items(raw["item_id"], raw["title"], genres)
@@ -149,7 +150,7 @@ def _read_100k(src: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     bucket = pl.lit(
         AGE_LABELS[-1]
     )  # a when-chain: `cut` is deprecated, `bin_intervals` experimental
-    for upper, label in reversed(list(zip(AGE_BREAKS, AGE_LABELS))):
+    for upper, label in reversed(list(zip(AGE_BREAKS, AGE_LABELS, strict=False))):
         bucket = pl.when(pl.col("age") < upper).then(pl.lit(label)).otherwise(bucket)
     users = users.select("user_id", bucket.alias("age_bucket"), "gender", "occupation")
     return inter, items, users

@@ -42,9 +42,12 @@ def version(root: Path, name: str) -> Path:
 
 
 def test_a_second_run_on_the_same_root_is_refused(tmp_path: Path) -> None:
-    with run_lock(tmp_path), pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
-        with run_lock(tmp_path):
-            pass
+    with (
+        run_lock(tmp_path),
+        pytest.raises(RunLockedError, match=f"pid {os.getpid()}"),
+        run_lock(tmp_path),
+    ):
+        pass
     with run_lock(tmp_path):  # free again once released
         pass
 

@@ -5,6 +5,7 @@ prints the deltas of two reports."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_metrics_json_holds_every_method_and_the_verdict(report: Path) -> None:
     # a longer list never finds fewer items, and the candidate set bounds the final list
     final = doc["methods"]["final"]["metrics"]
     ks = doc["protocol"]["ks"]
-    assert all(final[f"recall@{a}"] <= final[f"recall@{b}"] for a, b in zip(ks, ks[1:]))
+    assert all(final[f"recall@{a}"] <= final[f"recall@{b}"] for a, b in itertools.pairwise(ks))
     assert final[f"recall@{ks[-1]}"] <= doc["candidates"]["recall"] + 1e-12
     if doc["ads"] is not None:
         assert doc["ads"]["click_model"]["impressions"] > 0

@@ -52,7 +52,7 @@ def runs(small_data: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_new_items_and_users_join_without_a_retrain(runs) -> None:
-    cfg, root, first, second, new_items, new_users = runs
+    _cfg, root, first, second, new_items, new_users = runs
     assert second.published and current_version(root) == second.version
     manifest = verify(second.version)
     assert manifest["incremental_from"] == first.version.name
@@ -82,7 +82,7 @@ def test_unchanged_inputs_publish_nothing_after_an_incremental_run(runs) -> None
 
 
 def test_old_models_retrain_in_full(runs) -> None:
-    cfg, root, _, second, _, _ = runs
+    cfg, root, _, _second, _, _ = runs
     stale = cfg.model_copy(
         update={"jobs": cfg.jobs.model_copy(update={"full_retrain_days": 1e-9, "k": 4})}
     )

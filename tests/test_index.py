@@ -71,7 +71,7 @@ def test_each_kind_meets_its_measured_recall(
     built: tuple[ItemIndex, dict], corpus: tuple[np.ndarray, np.ndarray]
 ) -> None:
     idx, figures = built
-    x, ids = corpus
+    x, _ids = corpus
     floor = {"flat": 1.0, "ivf_flat": 0.95, "hnsw": 0.95, "ivf_pq": 0.6}[idx.kind]
     assert figures["recall"] >= floor, figures
     q = near(x, 100, seed=9)
@@ -99,7 +99,7 @@ def test_filters_are_never_violated(built: tuple[ItemIndex, dict], data: st.Data
     exclude = [
         rng.choice(np.arange(1, n + 1), rng.integers(0, 300), replace=False) for _ in range(n_q)
     ]
-    scores, items = idx.search(q, k, exclude=exclude, allowed=allowed)
+    _scores, items = idx.search(q, k, exclude=exclude, allowed=allowed)
     assert items.shape == (n_q, k)
     for row, excl in zip(items, exclude, strict=True):
         got = row[row >= 0]

@@ -215,7 +215,7 @@ def test_empty_folder_raises(tmp_path: Path) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     src = _ml_1m(tmp_path)
     (src / "movies.dat").unlink()
-    with pytest.raises(DataError, match="movies.dat") as info:
+    with pytest.raises(DataError, match=r"movies\.dat") as info:
         import_movielens(src, tmp_path / "out")
     assert info.value.file.endswith("movies.dat")
     assert not (tmp_path / "out").exists()

@@ -109,7 +109,7 @@ def test_ads_only_displace_less_valuable_organic_items(scores, revenues, k, rate
     assert len(mixed) <= k and kinds.count("ad") <= max_ads
     shown = [c for kind, c in mixed if kind == "product"]
     assert shown == products[: len(shown)], "organic order is kept"
-    revenue = dict((c.item, r) for c, r in ads)
+    revenue = {c.item: r for c, r in ads}
     dropped = products[len(shown) : k]
     for kind, c in mixed:
         if kind == "ad" and dropped:

@@ -68,7 +68,7 @@ def test_holdout_takes_each_users_latest_share() -> None:
     from pipelines.split import user_holdout
 
     df = pl.DataFrame(
-        {"user_id": ["a"] * 10 + ["b"] * 3 + ["c"], "ts": list(range(10)) + [30, 10, 20] + [5]}
+        {"user_id": ["a"] * 10 + ["b"] * 3 + ["c"], "ts": [*list(range(10)), 30, 10, 20, 5]}
     )
     got = user_holdout(df.lazy(), 0.2).collect().sort("user_id", "ts")
     by_user = {
@@ -98,7 +98,7 @@ def test_per_user_cutoff_steps_back_before_the_later_labels() -> None:
     from pipelines.split import SPLIT, per_user_cutoff
 
     df = pl.DataFrame(
-        {"user_id": ["a"] * 10 + ["b"] * 2, "ts": list(range(10)) + [0, 1], SPLIT: ["train"] * 12}
+        {"user_id": ["a"] * 10 + ["b"] * 2, "ts": [*list(range(10)), 0, 1], SPLIT: ["train"] * 12}
     )
     got = per_user_cutoff(df.lazy(), 0.2, drop_test=False, step=1).collect()
     a = got.filter(pl.col("user_id") == "a").sort("ts")

@@ -15,6 +15,7 @@ score per (user, item) row of a candidate frame.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,7 +254,7 @@ class ItemItem:
         block = max(1, DENSE_PER_BLOCK // max(self.n_items, 1))
         order = np.argsort(pos, kind="stable")
         bounds = np.searchsorted(pos[order], np.arange(0, len(uniq) + block, block))
-        for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=False)):
+        for b, (lo, hi) in enumerate(itertools.pairwise(bounds)):
             if lo == hi:
                 continue
             rows = order[lo:hi]

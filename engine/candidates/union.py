@@ -102,7 +102,7 @@ def generate_candidates(
 ) -> pl.DataFrame:
     """The merged candidate set of every user in `users`; `report(n)` after each chunk."""
     out = []
-    for parts, merged in candidate_chunks(sources, users, chunk=chunk):
+    for _parts, merged in candidate_chunks(sources, users, chunk=chunk):
         out.append(merged)
         report(int(merged["user_idx"].n_unique()) if merged.height else 0)
     return pl.concat(out) if out else merge({s.name: _empty() for s in sources})

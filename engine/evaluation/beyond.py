@@ -42,7 +42,7 @@ def popularity_percentile(counts: np.ndarray, eligible: np.ndarray) -> np.ndarra
     ranks = np.empty(len(c))
     ranks[order] = np.arange(len(c), dtype=np.float64)
     # mean rank within ties
-    uniq, inv = np.unique(c, return_inverse=True)
+    _uniq, inv = np.unique(c, return_inverse=True)
     mean_rank = np.bincount(inv, weights=ranks) / np.bincount(inv)
     out[idx] = mean_rank[inv] / max(len(c) - 1, 1)
     return out

@@ -18,11 +18,13 @@ class EvaluationConfig(Section):
     window (full corpus, seen items excluded); baselines are fitted on the same interactions.
     """
 
-    ks: list[int] = [10, 50, 100]
+    ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
     """Cut-offs of every ranking metric."""
     beyond_k: int = Field(default=10, ge=1)
     """List length for coverage, novelty, diversity and popularity bias."""
-    baselines: list[Baseline] = ["popularity", "item_knn", "ease", "als"]
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: ["popularity", "item_knn", "ease", "als"]
+    )
     tune_baselines: bool = True
     """Choose each baseline's parameters on the validation window (grids in baselines.GRIDS);
     False uses the values below."""
@@ -47,7 +49,7 @@ class EvaluationConfig(Section):
     als_regularization: float = Field(default=10.0, ge=0)
     als_iterations: int = Field(default=15, ge=1)
     als_alpha: float = Field(default=5.0, ge=0)
-    activity_bins: list[int] = [1, 5, 20, 50]
+    activity_bins: list[int] = Field(default_factory=lambda: [1, 5, 20, 50])
     """Lower edges of the user activity segments (positives in the fit window); 0 = new."""
     min_users: int = Field(default=500, ge=1)
     """Fewer evaluated users than this and the report says the figures cannot decide between

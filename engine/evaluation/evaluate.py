@@ -311,9 +311,7 @@ def evaluate(
         for name in tops
         if name != "final" and STAGE_OF.get(name) != "oracle"
     }
-    verdict = verdict_of(
-        methods, significance, key, users=len(truth.users), min_users=ec.min_users
-    )
+    verdict = verdict_of(methods, significance, key, users=len(truth.users), min_users=ec.min_users)
 
     hits_c = gains_of(made.candidates, truth) > 0
     candidates = {

@@ -49,7 +49,7 @@ def price_edges(prices: pl.Series, n_buckets: int) -> list[float]:
     if len(p) == 0:
         return []
     qs = np.quantile(p, np.linspace(0, 1, n_buckets + 1)[1:-1])
-    return sorted(set(float(q) for q in qs))
+    return sorted({float(q) for q in qs})
 
 
 def price_bucket(price: pl.Expr, edges: Sequence[float]) -> pl.Expr:
