@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from engine.candidates import CandidateContext, default_sources
+from engine.config import RulesConfig
 from engine.request.lists import (
     ListedItem,
     ScoredRows,
@@ -36,7 +37,6 @@ from engine.rerank.config import RankerConfig
 from engine.rerank.fallback import Ranker
 from engine.rerank.lists import ItemFacts, score_order_only
 from engine.rerank.ranker import early_exit_for
-from engine.rules import RulesConfig
 
 BLOCK_USERS = 250
 """Users scored together as one block of arrays; a larger call is cut into blocks scored on a

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.ads.auction import AuctionConfig
+from engine.ads.config import AdsConfig, AuctionConfig
 from engine.ads.lists import Inventory, Shortlist, ad_lists
 from engine.ads.log import ad_features, ad_impressions
-from engine.ads.pctr import Pctr, PctrConfig, train_pctr
+from engine.ads.pctr import Pctr, train_pctr
 from pipelines.config import PipelineConfig
 from pipelines.dataset import FeatureSet
 from pipelines.validate import validate_tables
@@ -26,7 +26,7 @@ def log(small_config: PipelineConfig) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def model(log: pl.DataFrame, small_features: FeatureSet) -> Pctr:
-    return train_pctr(ad_features(log, log.head(0), small_features), PctrConfig(min_data_in_leaf=5))
+    return train_pctr(ad_features(log, log.head(0), small_features), AdsConfig(min_data_in_leaf=5))
 
 
 def when(fs: FeatureSet) -> datetime:

@@ -11,8 +11,9 @@ import numpy as np
 import polars as pl
 
 from engine.ads.calibration import Calibrator, expected_calibration_error
+from engine.ads.config import AdsConfig
 from engine.ads.log import FEATURES, ad_features, ad_impressions
-from engine.ads.pctr import Pctr, PctrConfig, pctr_report, train_pctr
+from engine.ads.pctr import Pctr, pctr_report, train_pctr
 from pipelines.config import PipelineConfig
 from pipelines.dataset import FeatureSet
 from pipelines.validate import validate_tables
@@ -59,7 +60,7 @@ def test_pctr_trains_and_round_trips(
     assert log.height > 200 and log["clicked"].any()
     frame = ad_features(log, log.head(0), small_features)  # no past: rates fall back to priors
     assert set(FEATURES) <= set(frame.columns) and frame.height == log.height
-    model = train_pctr(frame, PctrConfig(min_data_in_leaf=5))
+    model = train_pctr(frame, AdsConfig(min_data_in_leaf=5))
     report = pctr_report(model, frame)
     assert 0.0 <= report["ece_calibrated"] <= 1.0 and 0.0 <= report["auc"] <= 1.0
     model.save(tmp_path)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from engine.ads.auction import AuctionConfig, rank_ads
+from engine.ads.auction import rank_ads
+from engine.ads.config import AuctionConfig
 
 ADS = np.array([101, 102, 103, 104])
 BID = np.array([1.0, 0.5, 2.0, 0.01])

@@ -12,11 +12,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from engine.config import RulesConfig
 from engine.rerank.config import RankerConfig
 from engine.rerank.explain import contribution_texts, contributions, path_table
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import RankData, train_ranker
-from engine.rules import RulesConfig
 
 NAMES = ["a", "b", "c", "d"]
 

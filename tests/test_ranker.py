@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 from sklearn.datasets import load_svmlight_file
 
+from engine.rerank.config import RankerConfig
 from engine.rerank.ndcg import mean_ndcg
-from engine.rerank.ranker import RankData, RankerConfig, load_ranker, save_ranker, train_ranker
+from engine.rerank.ranker import RankData, load_ranker, save_ranker, train_ranker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lightgbm-lambdarank"
 needs_example = pytest.mark.skipif(

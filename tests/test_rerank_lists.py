@@ -9,6 +9,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.config import RulesConfig
 from engine.rerank.config import RankerConfig
 from engine.rerank.lists import (
     ItemFacts,
@@ -18,7 +19,7 @@ from engine.rerank.lists import (
     with_explanations,
 )
 from engine.rerank.ranker import RankData, train_ranker
-from engine.rules import Candidate, RuledList, RulesConfig
+from engine.rules import Candidate, RuledList
 
 N_ITEMS = 40
 

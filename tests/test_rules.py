@@ -10,7 +10,8 @@ import hypothesis.strategies as st
 import numpy as np
 from hypothesis import given, settings
 
-from engine.rules import Candidate, RulesConfig, apply_rules, mix_ads
+from engine.config import RulesConfig
+from engine.rules import Candidate, apply_rules, mix_ads
 
 candidates = st.lists(
     st.builds(

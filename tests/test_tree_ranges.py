@@ -10,7 +10,8 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from engine.rerank.ranker import EarlyExit, RankData, RankerConfig, score_frame, train_ranker
+from engine.rerank.config import RankerConfig
+from engine.rerank.ranker import EarlyExit, RankData, score_frame, train_ranker
 from engine.rerank.trees import predict_range
 
 

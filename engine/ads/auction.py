@@ -15,26 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
-from pipelines.config import Section
-
-
-class AuctionConfig(Section):
-    """The `[auction]` section."""
-
-    ads_per_user: int = Field(default=3, ge=1)
-    reserve_ecpm: float = Field(default=0.5, ge=0)
-    """Lowest eCPM (expected revenue per thousand impressions, pCTR x bid x 1000) an ad needs."""
-    frequency_cap: int = Field(default=3, ge=1)
-    """An ad already shown this many times to a user today is not shown to them again."""
-    pacing: bool = True
-    candidates: int = Field(default=120, ge=0)
-    """Ads scored by the pCTR model per user: the best by bid x past click rate overall and
-    in the user's top categories (`engine.ads.lists.Shortlist`); 0 scores every ad in
-    flight (users x ads rows)."""
-    chunk: int = Field(default=1000, ge=1)
-    seed: int = 0
+from engine.ads.config import AuctionConfig
 
 
 def rank_ads(

@@ -16,7 +16,8 @@ from datetime import datetime, time
 import numpy as np
 import polars as pl
 
-from engine.ads.auction import AuctionConfig, rank_ads
+from engine.ads.auction import rank_ads
+from engine.ads.config import AuctionConfig
 from engine.ads.log import AdStats, ad_features
 from engine.ads.pctr import Pctr
 from engine.index.eligibility import eligible_items

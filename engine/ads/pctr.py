@@ -13,7 +13,7 @@ import polars as pl
 from sklearn.metrics import log_loss, roc_auc_score
 
 from engine.ads.calibration import Calibrator, expected_calibration_error
-from engine.ads.config import PctrConfig
+from engine.ads.config import AdsConfig
 from engine.ads.log import FEATURES
 from pipelines.errors import DataError
 from pipelines.io import atomic_path
@@ -56,7 +56,7 @@ def _x(frame: pl.DataFrame) -> np.ndarray:
     return frame.select([pl.col(c).cast(pl.Float64) for c in FEATURES]).to_numpy()
 
 
-def train_pctr(frame: pl.DataFrame, cfg: PctrConfig) -> Pctr:
+def train_pctr(frame: pl.DataFrame, cfg: AdsConfig) -> Pctr:
     """Fit on most users' impressions (early stopping on a slice of them), calibrate on the
     rest: the calibration sees rows the trees never did."""
     users = frame["user_id"].unique().sort()

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from engine import kernels
+from engine.config import RulesConfig
 from engine.request.candidates import candidates
 from engine.request.features import feature_matrix
 from engine.request.tables import RequestTables
@@ -25,7 +26,7 @@ from engine.rerank.lists import (
     why_text,
 )
 from engine.rerank.ranker import EarlyExit, score_matrix
-from engine.rules import RuledList, RulesConfig, shortlist_size
+from engine.rules import RuledList, shortlist_size
 
 
 def ruled_list(

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from engine.config import RulesConfig
 from engine.rerank.explain import SHAP_TREES, contribution_texts
 from engine.rerank.fallback import Ranker, SourceOrder
-from engine.rules import Candidate, RuledList, RulesConfig, apply_rules, shortlist_size
+from engine.rules import Candidate, RuledList, apply_rules, shortlist_size
 from pipelines.dataset import FeatureSet
 
 
