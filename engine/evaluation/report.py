@@ -35,7 +35,8 @@ SECTIONS = {
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+caption{text-align:left;font-weight:600;padding:.25em 0}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;overflow-wrap:anywhere}
 th:first-child,td:first-child{text-align:left}
 tr.ours td{font-weight:600;background:#eef6ff} .bad{color:#b00020} .good{color:#0a7d32}
 pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:.8em} img{max-width:100%}
@@ -65,7 +66,12 @@ def _fmt(v: object, digits: int = 4) -> str:
     return html.escape(str(v))
 
 
-def _table(header: list[str], rows: list[list[object]], ours: set[int] | None = None) -> str:
+def _table(
+    header: list[str],
+    rows: list[list[object]],
+    ours: set[int] | None = None,
+    caption: str | None = None,
+) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         f"<tr{' class=ours' if ours and i in ours else ''}>"
@@ -75,7 +81,8 @@ def _table(header: list[str], rows: list[list[object]], ours: set[int] | None = 
         + "</tr>"
         for i, r in enumerate(rows)
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<tr>{head}</tr>{body}</table>"
 
 
 def _methods(doc: dict) -> list[tuple[str, dict]]:
@@ -95,7 +102,7 @@ def summary(doc: dict) -> str:
     if v.get("decided") is False:
         lines.append(
             f"<p class=bad>No verdict: {html.escape(str(v['reason']))}. recengine's "
-            f"final list scores {metric} {v['final']:.4f}; the table below shows every "
+            f"final list scores {metric} {v['final']:.4f}; the tables below show every "
             "method, but their differences here are within chance.</p>"
         )
     elif "best_baseline" in v:
@@ -141,20 +148,25 @@ def summary(doc: dict) -> str:
 
 
 def metrics_table(doc: dict) -> str:
+    """One table per cut-off K: every cut-off's columns side by side would run past the page
+    (six metrics times each K)."""
     ks = doc["protocol"]["ks"]
-    cols = [f"{m}@{k}" for k in ks for m in doc["metric_names"]]
     k0 = f"ndcg@{ks[0]}"
     has_oracle = any("oracle_share" in m for _, m in _methods(doc))
-    header = ["method", "stage", *cols] + ([f"{k0} / oracle"] if has_oracle else [])
-    rows, ours = [], set()
-    for i, (name, m) in enumerate(_methods(doc)):
-        if name == "final":
-            ours.add(i)
-        row = [m["label"], m["stage"], *(m["metrics"][c] for c in cols)]
-        if has_oracle:
-            row.append(m.get("oracle_share", {}).get(k0))
-        rows.append(row)
-    return _table(header, rows, ours)
+    ours = {i for i, (name, _) in enumerate(_methods(doc)) if name == "final"}
+    tables = []
+    for k in ks:
+        cols = [f"{m}@{k}" for m in doc["metric_names"]]
+        share = has_oracle and k == ks[0]
+        header = ["method", "stage", *cols] + ([f"{k0} / oracle"] if share else [])
+        rows = []
+        for _, m in _methods(doc):
+            row = [m["label"], m["stage"], *(m["metrics"][c] for c in cols)]
+            if share:
+                row.append(m.get("oracle_share", {}).get(k0))
+            rows.append(row)
+        tables.append(_table(header, rows, ours, caption=f"Lists cut at K = {k}"))
+    return "".join(tables)
 
 
 def significance(doc: dict) -> str:
