@@ -123,10 +123,18 @@ def generate(
         "seed": seed,
         "activity": activity,
     }
+    base = GeneratorSpec()
     settings = (
         load_spec(spec, **given)
         if spec
-        else GeneratorSpec(**{k: v for k, v in given.items() if v is not None})
+        else GeneratorSpec(
+            users=base.users if users is None else users,
+            items=base.items if items is None else items,
+            interactions=base.interactions if interactions is None else interactions,
+            days=base.days if days is None else days,
+            seed=base.seed if seed is None else seed,
+            activity=base.activity if activity is None else activity,
+        )
     )
     with steps("generate", GENERATE_STEPS, console) as report:
         paths = run(settings, out, report=report)

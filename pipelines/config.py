@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -86,9 +86,25 @@ class SplitConfig(Section):
             raise ValueError(
                 "temporal split needs either valid_start and test_start, or valid_days and test_days"
             )
-        if absolute and self.valid_start >= self.test_start:  # type: ignore[operator]
+        if (
+            self.valid_start is not None
+            and self.test_start is not None
+            and self.valid_start >= self.test_start
+        ):
             raise ValueError("valid_start must be before test_start")
         return self
+
+
+def default_event_weights() -> dict[EventName, float]:
+    """The default weight of each event (impressions are not positives)."""
+    return {
+        "impression": 0.0,
+        "view": 1.0,
+        "click": 1.0,
+        "add_to_cart": 2.0,
+        "purchase": 4.0,
+        "rating": 1.0,
+    }
 
 
 class FeaturesConfig(Section):
@@ -103,16 +119,7 @@ class FeaturesConfig(Section):
     min_token_count: int = Field(default=2, ge=1)
     popularity_windows_days: tuple[float, ...] = (1.0, 7.0, 30.0)
     affinity_half_life_days: float = Field(default=30.0, gt=0)
-    event_weights: dict[EventName, float] = Field(
-        default_factory=lambda: {
-            "impression": 0.0,
-            "view": 1.0,
-            "click": 1.0,
-            "add_to_cart": 2.0,
-            "purchase": 4.0,
-            "rating": 1.0,
-        }
-    )
+    event_weights: dict[EventName, float] = Field(default_factory=default_event_weights)
     """Weight of each event; weight 0 means the event is not a positive (impressions)."""
 
 
@@ -138,7 +145,7 @@ class PipelineConfig(Section):
     batches: BatchesConfig = BatchesConfig()
     artifacts: ArtifactsConfig = ArtifactsConfig()
 
-    def with_base_dir(self, base: Path) -> PipelineConfig:
+    def with_base_dir(self, base: Path) -> Self:
         """Resolve the relative paths against `base` (the config file's folder)."""
 
         def res(p: Path | None) -> Path | None:
@@ -163,7 +170,11 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def load_config(path: Path | str, schema: type[C] = PipelineConfig) -> C:  # type: ignore[assignment]
+@overload
+def load_config(path: Path | str) -> PipelineConfig: ...
+@overload
+def load_config(path: Path | str, schema: type[C]) -> C: ...
+def load_config(path: Path | str, schema: type[PipelineConfig] = PipelineConfig) -> PipelineConfig:
     """Read and validate a TOML config; relative paths resolve against its folder.
 
     Raises:
@@ -185,7 +196,7 @@ def load_config(path: Path | str, schema: type[C] = PipelineConfig) -> C:  # typ
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"  {_where(err['loc'])}: {msg}")
         raise ConfigError(path, "invalid config:\n" + "\n".join(problems)) from None
-    return cfg.with_base_dir(path.parent.resolve())  # type: ignore[return-value]
+    return cfg.with_base_dir(path.parent.resolve())
 
 
 def _toml_value(v: object) -> str:

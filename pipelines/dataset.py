@@ -33,6 +33,7 @@ from pipelines.features import (
 from pipelines.features.users import attribute_strings
 from pipelines.io import atomic_path, write_parquet
 from pipelines.progress import Report, silent
+from pipelines.scalars import datetime_or
 from pipelines.split import SPLIT, resolve_cutoffs, split_interactions
 from pipelines.validate import Tables, validate_tables
 
@@ -185,6 +186,8 @@ def build_features(
     vocabs = vocabs or Vocabularies.fit(tables, cfg)
     report("encode and split")
     last_ts = tables.interactions["ts"].max()
+    if not isinstance(last_ts, datetime):
+        raise DataError(cfg.data.interactions, "no interaction has a timestamp")
     pos = (
         tables.interactions.lazy()
         .pipe(positives, fc.event_weights)
@@ -202,6 +205,9 @@ def build_features(
         .sort("ts", "user_idx", "item_idx")
         .collect(engine="streaming")
     )
+    valid_start: datetime | None
+    test_start: datetime | None
+    as_of: datetime | None
     if cfg.split.strategy == "temporal" and resplit is None:
         cut = resolve_cutoffs(cfg.split, last_ts)
         valid_start, test_start = cut.valid_start, cut.test_start
@@ -211,7 +217,8 @@ def build_features(
         as_of = None
     seen = pos.lazy().filter(_window_filter(window))
     if as_of is None:  # just after the window's last row: statistics count rows with ts < as_of
-        as_of = (pos.filter(_window_filter(window))["ts"].max() or last_ts) + timedelta(seconds=1)
+        last_in_window = pos.filter(_window_filter(window))["ts"].max()
+        as_of = datetime_or(last_in_window, last_ts) + timedelta(seconds=1)
 
     report("item content and user attributes")
     items = item_content(
@@ -268,7 +275,9 @@ def require_windows(fs: FeatureSet, path: Path, windows: tuple[str, ...]) -> Non
         else ""
     )
     span = fs.interactions["ts"]
-    period = f"{span.min():%Y-%m-%d} to {span.max():%Y-%m-%d}" if span.len() else "no positives"
+    period = (
+        f"{span.dt.min():%Y-%m-%d} to {span.dt.max():%Y-%m-%d}" if span.len() else "no positives"
+    )
     advice = (
         "give more days of data or shorten [split] valid_days / test_days"
         if fs.valid_start

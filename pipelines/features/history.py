@@ -6,8 +6,10 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from pipelines.config import EventName
 
-def positives(lf: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
+
+def positives(lf: pl.LazyFrame, weights: Mapping[EventName, float]) -> pl.LazyFrame:
     """Keep the events that signal interest (weight > 0) and attach their weight."""
     w = {k: float(v) for k, v in weights.items() if v > 0}
     return lf.filter(pl.col("event").is_in(list(w))).with_columns(

@@ -51,6 +51,16 @@ class Events:
 
 
 @dataclass(frozen=True)
+class Bursts:
+    """The bursts of a bursty timeline: each user's runs of activity."""
+
+    first: np.ndarray  # (U,) the user's first row in `start`
+    count: np.ndarray  # (U,) the user's number of bursts (1..)
+    start: np.ndarray  # (B,) seconds, grouped by user
+    length: np.ndarray  # (B,) seconds; a burst ends by span - 4 h
+
+
+@dataclass(frozen=True)
 class Timeline:
     """When each user and item exists, and the span's length in seconds."""
 
@@ -58,10 +68,7 @@ class Timeline:
     user_from: np.ndarray  # (U,) seconds: max(0, signup)
     item_from: np.ndarray  # (I,) seconds: created (may be < 0)
     activity: np.ndarray  # (U,) relative activity, sums to 1
-    burst_first: np.ndarray | None = None  # (U,) bursty: the user's first row in burst_start
-    burst_count: np.ndarray | None = None  # (U,) bursty: the user's number of bursts (1..)
-    burst_start: np.ndarray | None = None  # (B,) bursty: seconds, grouped by user
-    burst_len: np.ndarray | None = None  # (B,) bursty: seconds; a burst ends by span - 4 h
+    bursts: Bursts | None = None  # bursty activity: when each user is active
 
 
 def taste(world: World, users: np.ndarray, t: np.ndarray, span: float) -> np.ndarray:
@@ -77,11 +84,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def when(users: np.ndarray, tl: Timeline, rng: np.random.Generator, margin: float) -> np.ndarray:
     """A random time for an event of each user (at least `margin` seconds before the end):
     uniform over the user's tenure, or, with bursts, uniform inside one of the user's bursts."""
-    if tl.burst_start is None:
+    bursts = tl.bursts
+    if bursts is None:
         lo = tl.user_from[users]
         return lo + rng.random(len(users)) * np.maximum(tl.span - margin - lo, 0.0)
-    b = tl.burst_first[users] + (rng.random(len(users)) * tl.burst_count[users]).astype(np.int64)
-    return tl.burst_start[b] + rng.random(len(users)) * tl.burst_len[b]
+    b = bursts.first[users] + (rng.random(len(users)) * bursts.count[users]).astype(np.int64)
+    return bursts.start[b] + rng.random(len(users)) * bursts.length[b]
 
 
 def follow_chains(

@@ -18,6 +18,7 @@ from pipelines.progress import Report, silent
 from pipelines.synthetic.ads import DAY, Campaigns, draw_campaigns, sample_ad_log
 from pipelines.synthetic.events import (
     EVENT_NAMES,
+    Bursts,
     Events,
     Timeline,
     sample_impressions,
@@ -149,7 +150,8 @@ class GeneratedPaths:
 
 def _timeline(
     spec: GeneratorSpec, world: World, camp: Campaigns, rng: np.random.Generator
-) -> Timeline:
+) -> tuple[Timeline, np.ndarray]:
+    """The timeline and each user's signup (seconds from the span's start)."""
     span = spec.days * DAY
     n_u, n_i = len(world.user_vecs), len(world.item_vecs)
     late_u = rng.random(n_u) < spec.late_user_share
@@ -194,10 +196,7 @@ def _bursty_timeline(
         user_from=user_from,
         item_from=item_from,
         activity=activity / activity.sum(),
-        burst_first=first,
-        burst_count=count,
-        burst_start=start,
-        burst_len=length,
+        bursts=Bursts(first=first, count=count, start=start, length=length),
     )
 
 
