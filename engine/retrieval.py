@@ -11,10 +11,10 @@ from embeddings.encode import all_vectors
 from embeddings.model import TwoTower
 from embeddings.retrieval_eval import held_out
 from embeddings.train import TrainResult, train_two_tower
-from engine.candidates import CandidateContext
+from engine.candidates import ModelContext
 from engine.config import EngineConfig
 from engine.index import build_index
-from pipelines.dataset import FeatureSet, build_features
+from pipelines.dataset import FeatureSet, Window, build_features
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class TrainedRetrieval:
 def train_retrieval(
     cfg: EngineConfig,
     *,
-    window: str = "train",
+    window: Window = "train",
     epochs: int | None = None,
     fs: FeatureSet | None = None,
 ) -> TrainedRetrieval:
@@ -40,7 +40,7 @@ def train_retrieval(
     if window != "train" and epochs is None:
         raise ValueError(f"training on the {window!r} window needs a fixed epoch count")
     if fs is None:  # `fs`, when given, is the feature set of `window` (built by the caller)
-        fs = build_features(cfg, window=window)  # type: ignore[arg-type]
+        fs = build_features(cfg, window=window)
     splits = {"train": ("train",), "valid": ("train", "valid"), "all": ("train", "valid", "test")}[
         window
     ]
@@ -55,7 +55,7 @@ def train_retrieval(
 
 def retrieval_context(
     cfg: EngineConfig, fs: FeatureSet, trained: TrainedRetrieval
-) -> tuple[CandidateContext, dict[str, float]]:
+) -> tuple[ModelContext, dict[str, float]]:
     """Vectors of every user and item as of `fs` (items and users the model never trained on
     by content), the product index tuned on the user vectors, and the candidate context."""
     v = all_vectors(
@@ -68,7 +68,7 @@ def retrieval_context(
     iv, cv, uv = v.items, v.content, v.users
     products = fs.items.filter(pl.col("kind") == "product")["item_idx"].to_numpy()
     index, figures = build_index(iv[products], products, cfg.index, queries=uv[1:])
-    ctx = CandidateContext.build(
+    ctx = ModelContext.of(
         fs, cfg.candidates, user_vectors=uv, index=index, content_vectors=cv, item_vectors=iv
     )
     return ctx, figures

@@ -22,7 +22,7 @@ from typing import TypeVar
 import numpy as np
 import polars as pl
 
-from engine.candidates import CandidateContext, default_sources
+from engine.candidates import ModelContext, default_sources
 from engine.config import RulesConfig
 from engine.request.lists import (
     ListedItem,
@@ -63,7 +63,7 @@ class ListScorer:
     @classmethod
     def build(
         cls,
-        ctx: CandidateContext,
+        ctx: ModelContext,
         ranker: Ranker,
         rules: RulesConfig,
         rerank: RankerConfig,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.export import ITEMS, USERS, load_vectors
-from engine.candidates import CandidateContext, CandidatesConfig
+from engine.candidates import CandidatesConfig, ModelContext
 from engine.index import ItemIndex
 from pipelines.dataset import FeatureSet
 
@@ -42,17 +42,17 @@ def version_context(
     *,
     use_gpu: bool = True,
     checked: bool = False,
-) -> CandidateContext:
+) -> ModelContext:
     """The candidate context of the version in `folder`: its vectors and its item index
     (`checked`: every file was just verified against the manifest)."""
     iv, cv, uv = dense_vectors(folder)
     index = ItemIndex.load(Path(folder) / "index", use_gpu=use_gpu, checked=checked)
-    return CandidateContext.build(
+    return ModelContext.of(
         fs, cfg, user_vectors=uv, index=index, content_vectors=cv, item_vectors=iv
     )
 
 
-def full_context(folder: Path, cfg: CandidatesConfig) -> CandidateContext:
+def full_context(folder: Path, cfg: CandidatesConfig) -> ModelContext:
     """The version's candidate context over its whole feature set, with the item-to-item
     models it stored: what the frame path reads (the training reference). A served version
     reads only its items (`serving.state`), so comparisons against the frames start here."""

@@ -12,7 +12,7 @@ import polars as pl
 
 from embeddings.checkpoint import load_state_dict
 from embeddings.user_encoder import UserEncoder
-from engine.candidates import CandidateContext, default_sources
+from engine.candidates import ModelContext, default_sources
 from engine.config import EngineConfig
 from engine.jobs.artifacts import CURRENT, MANIFEST, current_version, verify
 from engine.request import ListedItem, RequestTables
@@ -53,7 +53,7 @@ def resolve(path: Path) -> Path:
     return live
 
 
-def _built_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
+def _built_tables(ctx: ModelContext, folder: Path) -> RequestTables:
     """The request tables of a version from before they were stored: built from its
     candidate sources over the whole feature set."""
     rerank_tables(ctx)
@@ -77,7 +77,7 @@ class VersionState:
     folder: Path
     cfg: EngineConfig
     fs: FeatureSet
-    ctx: CandidateContext
+    ctx: ModelContext
     booster: Ranker  # the LightGBM model, or the signal order published instead
     names: list[str]
     facts: ItemFacts
@@ -161,7 +161,7 @@ class VersionState:
             allowed=allowed,
         )
 
-    def _products(
+    def _listed(
         self,
         user_id: str | None,
         k: int,
@@ -170,14 +170,13 @@ class VersionState:
         features: dict[str, str],
         explain: bool,
         allowed: np.ndarray | None,
-    ) -> list[dict[str, object]]:
+    ) -> list[ListedItem]:
         u = self.users.get(user_id) if user_id is not None else None
         if u is not None and history is None:
-            listed = self.scorer.user_list(
-                u, k=k, exclude=exclude, allowed=allowed, explain=explain
-            )
-        else:
-            listed = self._anonymous_list(history or [], features, k, exclude, allowed)
+            return self.scorer.user_list(u, k=k, exclude=exclude, allowed=allowed, explain=explain)
+        return self._anonymous_list(history or [], features, k, exclude, allowed)
+
+    def _product_rows(self, listed: list[ListedItem], explain: bool) -> list[dict[str, object]]:
         return [
             {
                 "item_id": self.items.id_of(r.item),
@@ -216,15 +215,17 @@ class VersionState:
         allowed = filter_mask(self.fs, filters) if filters else None
         if kind == "ad":
             return self._ad_rows(self._ads(user_id, k, set(exclude)))
-        out = self._products(user_id, k, excluded, history, user_features, explain, allowed)
+        listed = self._listed(user_id, k, excluded, history, user_features, explain, allowed)
+        out = self._product_rows(listed, explain)
         if kind == "product":
             return out
-        ads = self._ad_rows(self._ads(user_id, self.cfg.rules.max_ads_in_list, set(exclude)))
+        ad_frame = self._ads(user_id, self.cfg.rules.max_ads_in_list, set(exclude))
+        ads = self._ad_rows(ad_frame)
         mixed = allocate_slots(
-            [Candidate(i, float(p["score"])) for i, p in enumerate(out)],
+            [Candidate(i, float(r.score)) for i, r in enumerate(listed)],
             [
-                (Candidate(len(out) + j, float(a["ecpm"]) / 1000.0), float(a["ecpm"]) / 1000.0)
-                for j, a in enumerate(ads)
+                (Candidate(len(out) + j, float(e) / 1000.0), float(e) / 1000.0)
+                for j, e in enumerate(ad_frame["ecpm"].to_list())
             ],
             k,
             exchange_rate=self.cfg.rules.ad_exchange_rate,
@@ -316,9 +317,9 @@ class VersionState:
 
     def similar_items(self, item_id: str, k: int) -> list[dict[str, object]]:
         i = self.items.get(item_id)
-        if i is None or self.ctx.item_vectors is None:
+        if i is None:
             return []
-        scores, items = self.ctx.index.search(  # type: ignore[union-attr]
+        scores, items = self.ctx.index.search(
             self.ctx.item_vectors[i : i + 1], k, exclude=[np.array([i])], allowed=self.ctx.eligible
         )
         return [

@@ -19,6 +19,7 @@ from engine.candidates import (
     generate_candidates,
     merge,
 )
+from engine.candidates.context import Once
 from engine.candidates.covisit import covisitation
 from engine.index import IndexConfig, build_index
 from pipelines.dataset import FeatureSet
@@ -172,3 +173,44 @@ def test_candidate_recall_counts_hits_per_user() -> None:
     truth = pl.DataFrame({"user_idx": [1, 1, 2, 2], "item_idx": [5, 9, 8, 10]})
     got = candidate_recall(cands, truth, sources=["a", "b"])
     assert got == {"a": pytest.approx(0.25), "b": pytest.approx(0.25), "union": pytest.approx(0.5)}
+
+
+def test_concurrent_first_calls_build_each_table_once(small_features: FeatureSet) -> None:
+    """Tables derived from the feature set are built on first use (the batch path's contexts),
+    under a lock: threads asking a fresh context at once get one build, the same object."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.candidates.sequence import transition_table
+    from engine.rerank.features import rerank_tables
+
+    threads = 16
+    cell: Once[list[int]] = Once()
+    builds: list[int] = []
+    start = threading.Barrier(threads)
+
+    def slow_build() -> list[int]:
+        builds.append(1)
+        time.sleep(0.05)  # every other thread arrives while the first still builds
+        return [len(builds)]
+
+    def first_call(_: int) -> list[int]:
+        start.wait()
+        return cell.get(slow_build)
+
+    with ThreadPoolExecutor(threads) as pool:
+        got = list(pool.map(first_call, range(threads)))
+    assert len(builds) == 1 and all(g is got[0] for g in got)
+
+    fresh = CandidateContext.build(small_features, CFG)
+    for table in (rerank_tables, transition_table):
+        start = threading.Barrier(threads)
+
+        def ask(_: int, table=table, start=start) -> object:
+            start.wait()
+            return table(fresh)
+
+        with ThreadPoolExecutor(threads) as pool:
+            tables = list(pool.map(ask, range(threads)))
+        assert all(t is tables[0] for t in tables), table.__name__

@@ -434,7 +434,7 @@ def test_stored_item_item_models_are_what_a_fit_gives(
     st = rec._state
     fresh = CandidateContext.build(full.fs, st.cfg.candidates)
     for name, model in (("knn", knn_model), ("ease", ease_model)):
-        stored = st.ctx.cache[name]
+        stored = st.ctx.cache.item_item(name).built
         assert isinstance(stored, ItemItem)
         fitted = model(fresh)
         if name == "knn":
@@ -454,3 +454,51 @@ def test_a_served_version_maps_its_items_and_reads_no_other_frame(
     for name in ("interactions", "history", "popularity", "affinity", "users"):
         frame, whole = getattr(st.fs, name), getattr(full.fs, name)
         assert frame.height == 0 < whole.height and frame.schema == whole.schema, name
+
+
+def served_caches(rec: Recommender) -> dict[str, object]:
+    """What a served version holds that is built on first use: the context's derived tables
+    and lookups, and the booster's tree ranges and explanation tables."""
+    from dataclasses import fields
+
+    import lightgbm as lgb
+
+    from engine.candidates.context import DerivedTables
+    from engine.rerank import explain, trees
+
+    st = rec._state
+    ctx = st.ctx
+    out: dict[str, object] = {
+        f"ctx.cache.{f.name}": getattr(ctx.cache, f.name).built is not None
+        for f in fields(DerivedTables)
+    }
+    out |= {f"ctx.{p}": p in vars(ctx) for p in ("eligible_items", "_history", "_seen")}
+    if isinstance(st.booster, lgb.Booster):
+        out["tree ranges"] = set(trees._ranges.get(st.booster, {}))
+        out["path tables"] = set(explain._tables.get(st.booster, {}))
+    return out
+
+
+def test_a_served_version_builds_what_requests_read_when_it_loads(
+    published: tuple[EngineConfig, Path],
+) -> None:
+    """A loaded version is immutable: every table and tree range a request reads is built by
+    `VersionState.load`, so requests of every kind, concurrent first ones included, read
+    and never fill one in."""
+    cfg, root = published
+    rec = Recommender.load(root)  # a fresh version, not one earlier tests warmed
+    loaded = served_caches(rec)
+    assert loaded["ctx.cache.knn"] and loaded["ctx.cache.user_items"]
+    users = batch_lists(root)["user_id"].unique().sort().head(3).to_list()
+    items = batch_lists(root)["item_id"].unique().sort().head(3).to_list()
+    for u in users:
+        for kind in ("product", "ad", "mixed"):
+            rec.recommend(u, k=cfg.jobs.k, kind=kind)
+        rec.recommend(u, k=5, explain=True)
+        rec.recommend(u, k=5, exclude=items, filters={"max_price": 1e9, "brand": ["none"]})
+    rec.recommend(history=items, user_features={"country": "de"}, k=5)
+    rec.recommend("no-such-user", k=5)
+    rec.recommend_batch([*users, "stranger"], k=5)
+    rec.recommend_batch([*users, "stranger"], k=5, kind="ad")
+    rec.similar_items(items[0], 4)
+    assert served_caches(rec) == loaded

@@ -1,7 +1,7 @@
 """Candidate generation: a union of sources, each tagged with its score and rank."""
 
 from engine.candidates.config import CandidatesConfig
-from engine.candidates.context import CandidateContext
+from engine.candidates.context import CandidateContext, ModelContext
 from engine.candidates.recall import candidate_recall
 from engine.candidates.union import (
     CandidateSource,
@@ -15,6 +15,7 @@ __all__ = [
     "CandidateContext",
     "CandidateSource",
     "CandidatesConfig",
+    "ModelContext",
     "candidate_chunks",
     "candidate_recall",
     "default_sources",

@@ -20,32 +20,22 @@ from engine.kernels import best
 
 def user_items_of(ctx: CandidateContext) -> sp.csr_matrix:
     """The context's binary user x item matrix (the feature window's positives), built once."""
-    return ctx.once("user_items", lambda: user_items(ctx.fs))  # type: ignore[return-value]
+    return ctx.cache.user_items.get(lambda: user_items(ctx.fs))
 
 
 def ease_model(ctx: CandidateContext) -> ItemItem:
     """The context's EASE model, fitted once."""
     c = ctx.cfg
-    return ctx.once(
-        "ease",
-        lambda: ItemItem.ease(
-            user_items_of(ctx),
-            lam=c.ease_lambda,  # type: ignore[return-value]
-            max_items=c.ease_max_items,
-        ),
+    return ctx.cache.ease.get(
+        lambda: ItemItem.ease(user_items_of(ctx), lam=c.ease_lambda, max_items=c.ease_max_items)
     )
 
 
 def knn_model(ctx: CandidateContext) -> ItemItem:
     """The context's item-kNN model, fitted once."""
     c = ctx.cfg
-    return ctx.once(
-        "knn",
-        lambda: ItemItem.knn(
-            user_items_of(ctx),
-            neighbours=c.knn_neighbours,  # type: ignore[return-value]
-            shrink=c.knn_shrink,
-        ),
+    return ctx.cache.knn.get(
+        lambda: ItemItem.knn(user_items_of(ctx), neighbours=c.knn_neighbours, shrink=c.knn_shrink)
     )
 
 
@@ -89,10 +79,10 @@ class ItemItemSource:
                 torch.from_numpy(seen.col.astype(np.int64)),
             ] = True
         # rounded: threaded BLAS may differ in the last bits, and ties must rank the same
-        vals, top = torch.topk(
+        best_vals, best_items = torch.topk(
             torch.round(s.masked_fill(bad, -torch.inf), decimals=6), self.per_user, dim=1
         )
-        vals, top = vals.numpy(), top.numpy()
+        vals, top = best_vals.numpy(), best_items.numpy()
         ok = np.isfinite(vals)
         row = np.broadcast_to(np.arange(len(users))[:, None], vals.shape)
         return (

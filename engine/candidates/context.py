@@ -7,15 +7,69 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from engine.candidates.config import CandidatesConfig
+from engine.candidates.itemitem import ItemItem
 from engine.index import ItemIndex
 from engine.index.eligibility import eligible_items
 from engine.lookup import ByKey
 from pipelines.dataset import FeatureSet
+
+if TYPE_CHECKING:
+    from engine.rerank.features import RerankTables
+
+T = TypeVar("T")
+
+
+class Once(Generic[T]):
+    """One table derived from the feature set: built by the first `get` and the same object
+    after. Built under a lock, so concurrent first calls build it once; a served version
+    builds every table it reads when it loads (`CandidateContext.warm`)."""
+
+    __slots__ = ("_lock", "_value")
+
+    def __init__(self) -> None:
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self, build: Callable[[], T]) -> T:
+        """The table, `build()` the first time."""
+        got = self._value
+        if got is None:
+            with self._lock:
+                got = self._value
+                if got is None:
+                    got = self._value = build()
+        return got
+
+    @property
+    def built(self) -> T | None:
+        """The table if it was built, else None (never builds it)."""
+        return self._value
+
+
+@dataclass(frozen=True, eq=False)
+class DerivedTables:
+    """Statistics over the whole feature set that an online request must not recompute,
+    each built once per context (see `Once`)."""
+
+    user_items: Once[sp.csr_matrix] = field(default_factory=Once)
+    """The binary user x item matrix of the feature window's positives."""
+    ease: Once[ItemItem] = field(default_factory=Once)
+    knn: Once[ItemItem] = field(default_factory=Once)
+    transitions: Once[ByKey] = field(default_factory=Once)
+    """The item-to-next-item transitions, by item."""
+    rerank: Once[RerankTables] = field(default_factory=Once)
+    """The re-ranker's feature lookup tables."""
+
+    def item_item(self, name: str) -> Once[ItemItem]:
+        """The item-to-item model called `name` ("ease" or "knn")."""
+        return {"ease": self.ease, "knn": self.knn}[name]
 
 
 @dataclass(frozen=True)
@@ -30,28 +84,31 @@ class CandidateContext:
     index: ItemIndex | None = None  # over the item vectors
     content_vectors: np.ndarray | None = None  # (n_items, D) content-only item vectors
     item_vectors: np.ndarray | None = None  # (n_items, D) two-tower item vectors
-    cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
-    """Tables derived from `fs` once and reused by every request (see `once`)."""
-    _building: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    cache: DerivedTables = field(default_factory=DerivedTables, repr=False, compare=False)
+    """Tables derived from `fs` once and reused by every request."""
 
     @classmethod
-    def build(cls, fs: FeatureSet, cfg: CandidatesConfig, **models: object) -> CandidateContext:
-        eligible = eligible_items(fs.items, fs.vocabs.item.size, at=fs.as_of, kind="product")
-        seen = fs.window_interactions().select("user_idx", "item_idx").unique()
-        return cls(fs=fs, cfg=cfg, eligible=eligible, seen=seen, **models)  # type: ignore[arg-type]
-
-    def once(self, name: str, build: Callable[[], object]) -> object:
-        """`build()` the first time `name` is asked for, the stored value after: statistics
-        over the whole feature set that an online request must not recompute. Built under a
-        lock (re-entrant: one table may be built from another), so concurrent first calls
-        build it once; a served version builds them all when it loads."""
-        got = self.cache.get(name)
-        if got is None:
-            with self._building:
-                got = self.cache.get(name)
-                if got is None:
-                    got = self.cache[name] = build()
-        return got
+    def build(
+        cls,
+        fs: FeatureSet,
+        cfg: CandidatesConfig,
+        *,
+        user_vectors: np.ndarray | None = None,
+        index: ItemIndex | None = None,
+        content_vectors: np.ndarray | None = None,
+        item_vectors: np.ndarray | None = None,
+    ) -> CandidateContext:
+        eligible, seen = _eligible_and_seen(fs)
+        return CandidateContext(
+            fs=fs,
+            cfg=cfg,
+            eligible=eligible,
+            seen=seen,
+            user_vectors=user_vectors,
+            index=index,
+            content_vectors=content_vectors,
+            item_vectors=item_vectors,
+        )
 
     def warm(self) -> None:
         """Build the lookups the per-request methods read (a served version does at load)."""
@@ -113,4 +170,46 @@ class CandidateContext:
                 pl.col("score").cast(pl.Float64),
                 pl.col("rank").cast(pl.Int32),
             )
+        )
+
+
+def _eligible_and_seen(fs: FeatureSet) -> tuple[np.ndarray, pl.DataFrame]:
+    """The products available as of `fs` (a mask by item_idx) and each user's seen items."""
+    eligible = eligible_items(fs.items, fs.vocabs.item.size, at=fs.as_of, kind="product")
+    seen = fs.window_interactions().select("user_idx", "item_idx").unique()
+    return eligible, seen
+
+
+@dataclass(frozen=True)
+class ModelContext(CandidateContext):
+    """The candidate context of a trained two-tower model: its vectors and item index are
+    always present (what a published version and the evaluation's refit give)."""
+
+    # field(): no default (a bare annotation would inherit the base class's None)
+    user_vectors: np.ndarray = field()
+    index: ItemIndex = field()
+    content_vectors: np.ndarray = field()
+    item_vectors: np.ndarray = field()
+
+    @classmethod
+    def of(
+        cls,
+        fs: FeatureSet,
+        cfg: CandidatesConfig,
+        *,
+        user_vectors: np.ndarray,
+        index: ItemIndex,
+        content_vectors: np.ndarray,
+        item_vectors: np.ndarray,
+    ) -> ModelContext:
+        eligible, seen = _eligible_and_seen(fs)
+        return cls(
+            fs=fs,
+            cfg=cfg,
+            eligible=eligible,
+            seen=seen,
+            user_vectors=user_vectors,
+            index=index,
+            content_vectors=content_vectors,
+            item_vectors=item_vectors,
         )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipelines.scalars import float_or
+
 
 def candidate_recall(
     candidates: pl.DataFrame, truth: pl.DataFrame, *, sources: list[str]
@@ -25,5 +27,5 @@ def candidate_recall(
         per_user = (
             hits.group_by("user_idx").agg(found.sum().alias("hit")).join(sizes, on="user_idx")
         )
-        out[name] = float((per_user["hit"] / per_user["n_truth"]).mean() or 0.0)
+        out[name] = float_or((per_user["hit"] / per_user["n_truth"]).mean(), 0.0)
     return out

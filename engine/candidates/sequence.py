@@ -48,9 +48,8 @@ def transitions(pos: pl.LazyFrame, *, span: int, neighbours: int) -> pl.LazyFram
 def transition_table(ctx: CandidateContext) -> ByKey:
     """The context's transitions, by item, built once."""
     c = ctx.cfg
-    return ctx.once(
-        "transitions",
-        lambda: ByKey(  # type: ignore[return-value]
+    return ctx.cache.transitions.get(
+        lambda: ByKey(
             transitions(
                 ctx.fs.window_interactions().lazy(), span=c.transition_span, neighbours=c.neighbours
             ).collect(),

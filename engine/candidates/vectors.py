@@ -26,6 +26,8 @@ class AnnSource:
         if ctx.user_vectors is None or ctx.index is None:
             raise ValueError("the ann source needs user vectors and an item index")
         self.ctx = ctx
+        self.user_vectors: np.ndarray = ctx.user_vectors
+        self.index: ItemIndex = ctx.index
         seen = ctx.seen.group_by("user_idx").agg("item_idx")
         self.seen = dict(
             zip(
@@ -38,9 +40,9 @@ class AnnSource:
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
         ctx = self.ctx
         empty = np.empty(0, np.int64)
-        scores, items = ctx.index.search(  # type: ignore[union-attr]
-            ctx.user_vectors[users],
-            ctx.cfg.ann,  # type: ignore[index]
+        scores, items = self.index.search(
+            self.user_vectors[users],
+            ctx.cfg.ann,
             exclude=[self.seen.get(int(u), empty) for u in users],
             allowed=ctx.eligible,
         )
@@ -64,6 +66,7 @@ class ContentSource:
         if ctx.content_vectors is None:
             raise ValueError("the content source needs content-only item vectors")
         self.ctx = ctx
+        self.vectors: np.ndarray = ctx.content_vectors
         self.items = np.flatnonzero(ctx.eligible)
         self._neighbours: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._index: ItemIndex | None = None
@@ -74,7 +77,7 @@ class ContentSource:
         exact with numpy up to `EXACT_MAX` items, else an index from the factory (IVF at a
         million items; a numpy scan there spends minutes in argpartition)."""
         if self._cand is None:  # gathered once: a copy of every eligible item's vector
-            self._cand = self.ctx.content_vectors[self.items]  # type: ignore[index]
+            self._cand = self.vectors[self.items]
         cand = self._cand
         if len(self.items) > EXACT_MAX:
             if self._index is None:
@@ -92,11 +95,11 @@ class ContentSource:
 
     def _table(self, seeds: np.ndarray) -> pl.DataFrame:
         """item_idx, neighbour, weight for the seed items (computed once per item)."""
-        vecs = self.ctx.content_vectors
+        vecs = self.vectors
         todo = np.array([s for s in seeds if s not in self._neighbours], np.int64)
         k = min(self.ctx.cfg.neighbours + 1, len(self.items))
         if len(todo):
-            rows, sims = self._search(vecs[todo], k)  # type: ignore[index]
+            rows, sims = self._search(vecs[todo], k)
             for s, r, w in zip(todo, rows, sims, strict=True):
                 keep = r >= 0
                 self._neighbours[int(s)] = (self.items[r[keep]], w[keep])
@@ -129,7 +132,9 @@ class ContentSource:
         t = table.sort("item_idx", maintain_order=True)
         items, nb = t["item_idx"].to_numpy(), t["neighbour"].to_numpy()
         sim = t["sim"].to_numpy()
-        starts = np.flatnonzero(np.r_[True, items[1:] != items[:-1]]) if len(items) else []
+        starts: np.ndarray | list[int] = (
+            np.flatnonzero(np.r_[True, items[1:] != items[:-1]]) if len(items) else []
+        )
         for a, b in zip(starts, [*starts[1:], len(items)], strict=True):
             self._neighbours[int(items[a])] = (nb[a:b], sim[a:b])
 

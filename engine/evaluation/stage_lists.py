@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from engine.candidates import CandidateContext
+from engine.candidates import ModelContext
 from engine.config import EngineConfig
 from engine.evaluation.baselines import top_items
 from engine.evaluation.holdout import Holdout
@@ -19,6 +19,7 @@ from engine.rerank.training import FittedRanker
 from engine.scoring import ListScorer
 from pipelines.dataset import FeatureSet
 from pipelines.progress import Report
+from pipelines.scalars import int_or
 from pipelines.synthetic import GroundTruth
 
 
@@ -33,7 +34,7 @@ class StageLists:
 
 
 def recengine_lists(
-    ctx: CandidateContext,
+    ctx: ModelContext,
     ranker: FittedRanker,
     h: Holdout,
     cfg: EngineConfig,
@@ -63,7 +64,7 @@ def recengine_lists(
         )
     kept = pl.concat(cands)
     ordered = ranked(kept)
-    width = max(int(ordered["rank"].max() or 0), 1)
+    width = max(int_or(ordered["rank"].max(), 0), 1)
     return StageLists(
         to_matrix(ordered, users, width),
         kept,
@@ -92,7 +93,7 @@ def to_matrix(lists: pl.DataFrame, users: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def two_tower_lists(ctx: CandidateContext, h: Holdout, kmax: int) -> np.ndarray:
+def two_tower_lists(ctx: ModelContext, h: Holdout, kmax: int) -> np.ndarray:
     """The two-tower model's full-corpus order through the served index."""
     users = h.truth.users
     out = np.full((len(users), kmax), -1, np.int64)
@@ -100,7 +101,7 @@ def two_tower_lists(ctx: CandidateContext, h: Holdout, kmax: int) -> np.ndarray:
         ctx.index,
         ctx.user_vectors[users],
         kmax,
-        allowed=h.eligible,  # type: ignore[arg-type,index]
+        allowed=h.eligible,
         exclude=lambda r: [h.seen[int(x)].indices for x in users[r]],
     ):
         out[rows] = items

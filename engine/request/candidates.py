@@ -206,9 +206,9 @@ def _ann(t: RequestTables, users: np.ndarray) -> Found:
         seen[ptr[u] : ptr[u + 1]] if ok else seen[:0]
         for u, ok in zip(users.tolist(), inside.tolist(), strict=True)
     ]
-    scores, items = ctx.index.search(  # type: ignore[union-attr]
+    scores, items = ctx.index.search(
         ctx.user_vectors[users],
-        ctx.cfg.ann,  # type: ignore[index]
+        ctx.cfg.ann,
         exclude=exclude,
         allowed=ctx.eligible,
     )
@@ -231,9 +231,9 @@ def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
     for name in t.names:
         if name in t.item_item:
             s = t.item_item[name]
-            row, items, scores, scored = s.top(users)
-            item_item[name] = scored
-            found[name] = finish(Found(row, items, scores), s.per_user)
+            row, items, item_scores, block = s.top(users)
+            item_item[name] = block
+            found[name] = finish(Found(row, items, item_scores), s.per_user)
         elif name == AnnSource.name:
             found[name] = finish(_ann(t, users), cfg.ann)
         elif name == CovisitSource.name:

@@ -5,7 +5,7 @@ frame path gives."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +58,8 @@ def anonymous_list(
     """A list for a user vector the version does not hold (from a history and attributes):
     the two-tower nearest items under the rules, no re-ranker (it has no user row to read)."""
     ctx = t.ctx
-    n = min(ctx.index.size, shortlist_size(k) + len(exclude))  # type: ignore[union-attr]
-    scores, items = ctx.index.search(  # type: ignore[union-attr]
+    n = min(ctx.index.size, shortlist_size(k) + len(exclude))
+    scores, items = ctx.index.search(
         vector,
         n,
         exclude=[np.asarray(history, np.int64)],
@@ -107,7 +107,7 @@ class UserLists:
             )
             for it, note, src in zip(items, notes, sources, strict=True)
         ]
-        cols = list(zip(*rows, strict=True)) if rows else [[]] * 7
+        cols: list[Sequence[object]] = list(zip(*rows, strict=True)) if rows else [[]] * 7
         out = pl.DataFrame(
             {
                 "user_idx": cols[0],
@@ -272,11 +272,11 @@ def rule_users(
         chosen.append((a + np.searchsorted(s.items[a:b], picked)).tolist())  # items sorted
     sources = [s.sources(js) for js in chosen]
     if explain:
-        picked = [j for js in chosen for j in js]
+        every = [j for js in chosen for j in js]
         texts = (
-            [f"order: {ranker.column}"] * len(picked)
+            [f"order: {ranker.column}"] * len(every)
             if isinstance(ranker, SourceOrder)
-            else matrix_texts(ranker, s.x[picked], names, shap_trees=shap_trees)
+            else matrix_texts(ranker, s.x[every], names, shap_trees=shap_trees)
         )
         it = iter(texts)
         listed = [

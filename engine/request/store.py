@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.ipc as pa_ipc
 import scipy.sparse as sp
 
-from engine.candidates import CandidateContext, CandidateSource
+from engine.candidates import CandidateContext, CandidateSource, ModelContext
 from engine.candidates.collaborative import (
     EaseSource,
     ItemItemSource,
@@ -30,6 +31,7 @@ from engine.candidates.vectors import ContentSource
 from engine.request.ids import IdIndex
 from engine.request.tables import Lookup, RequestTables, Rows
 from pipelines.dataset import FeatureSet
+from pipelines.errors import DataError
 from pipelines.io import atomic_path
 
 CONTENT_FILE = Path("request") / "content_neighbours.arrow"
@@ -97,8 +99,8 @@ def save_item_item(ctx: CandidateContext, folder: Path) -> list[str]:
     out = Path(folder) / "request"
     written = []
     for name in ITEM_ITEM:
-        model = ctx.cache.get(name)
-        if not isinstance(model, ItemItem):
+        model = ctx.cache.item_item(name).built
+        if model is None:
             continue
         w = model.weights
         if sp.issparse(w):
@@ -120,7 +122,7 @@ def load_item_item(ctx: CandidateContext, folder: Path) -> list[str]:
     src = Path(folder) / "request"
     history = _load_csr(src, USER_ITEMS)
     if history is not None:
-        ctx.once(USER_ITEMS, lambda: history)
+        ctx.cache.user_items.get(lambda: history)
     loaded = []
     for name in ITEM_ITEM:
         keep = None
@@ -132,9 +134,16 @@ def load_item_item(ctx: CandidateContext, folder: Path) -> list[str]:
             weights = _load_csr(src, name)
         if weights is None:
             continue
-        ctx.once(name, lambda w=weights, k=keep: ItemItem(user_items_of(ctx), w, k))
+        ctx.cache.item_item(name).get(_stored_model(ctx, weights, keep))
         loaded.append(name)
     return loaded
+
+
+def _stored_model(
+    ctx: CandidateContext, weights: np.ndarray | sp.csr_matrix, keep: np.ndarray | None
+) -> Callable[[], ItemItem]:
+    """The item-to-item model of stored `weights` over the context's user x item matrix."""
+    return lambda: ItemItem(user_items_of(ctx), weights, keep)
 
 
 VECTORS = ("items", "content", "users")
@@ -180,23 +189,25 @@ def save_tables(t: RequestTables, folder: Path) -> int:
     """Write every array of `t` into the version (one .npy each, beside a JSON of their
     layout), so that a served version maps them instead of building them; files written."""
     out = Path(folder) / TABLES
+    rows: dict[str, list[str] | None] = {}
+    lookups: dict[str, dict[str, object]] = {}
     meta: dict[str, object] = {
         "names": t.names,
         "key_width": t.key_width,
         "counts": t.counts,
-        "rows": {},
-        "lookups": {},
+        "rows": rows,
+        "lookups": lookups,
     }
     arrays: dict[str, np.ndarray] = {}
     for f in fields(t):
         value = getattr(t, f.name)
         if isinstance(value, Rows) or (value is None and f.type.startswith("Rows")):
-            meta["rows"][f.name] = None if value is None else list(value.cols)  # type: ignore[index]
+            rows[f.name] = None if value is None else list(value.cols)
             if value is not None:
                 arrays[f"{f.name}.indptr"] = value.indptr
                 arrays |= {f"{f.name}.{_part(c)}": a for c, a in value.cols.items()}
         elif isinstance(value, Lookup):
-            meta["lookups"][f.name] = {"width": value.width, "cols": list(value.cols)}  # type: ignore[index]
+            lookups[f.name] = {"width": value.width, "cols": list(value.cols)}
             arrays[f"{f.name}.pairs"] = value.pairs
             arrays |= {f"{f.name}.{_part(c)}": a for c, a in value.cols.items()}
     meta["items"], meta["user_stats"] = list(t.items), list(t.user_stats)
@@ -219,7 +230,7 @@ def has_tables(folder: Path) -> bool:
     return (Path(folder) / TABLES / TABLES_META).is_file()
 
 
-def load_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
+def load_tables(ctx: ModelContext, folder: Path) -> RequestTables:
     """The request tables the version stored, memory-mapped, over `ctx`."""
     src = Path(folder) / TABLES
     meta = json.loads((src / TABLES_META).read_text())
@@ -227,13 +238,20 @@ def load_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
     def arr(name: str) -> np.ndarray:
         return mapped(src / f"{name}.npy")
 
-    rows = {
+    rows: dict[str, Rows | None] = {
         k: None
         if cols is None
         else Rows(arr(f"{k}.indptr"), {c: arr(f"{k}.{_part(c)}") for c in cols})
         for k, cols in meta["rows"].items()
     }
-    lookups = {
+
+    def present(name: str) -> Rows:
+        got = rows[name]
+        if got is None:
+            raise DataError(src / TABLES_META, f"the {name} rows are missing")
+        return got
+
+    lookups: dict[str, Lookup] = {
         k: Lookup(
             arr(f"{k}.pairs"), int(v["width"]), {c: arr(f"{k}.{_part(c)}") for c in v["cols"]}
         )
@@ -244,8 +262,20 @@ def load_tables(ctx: CandidateContext, folder: Path) -> RequestTables:
         ctx=ctx,
         names=names,
         item_item={n: ITEM_ITEM_SOURCES[n](ctx) for n in names if n in ITEM_ITEM_SOURCES},
-        **rows,
-        **lookups,
+        history=present("history"),
+        seen=present("seen"),
+        covisit=rows["covisit"],
+        transitions=rows["transitions"],
+        content=rows["content"],
+        trending=rows["trending"],
+        top_categories=rows["top_categories"],
+        cold_tokens=rows["cold_tokens"],
+        cold_per_token=rows["cold_per_token"],
+        affinity=lookups["affinity"],
+        brands=lookups["brands"],
+        leaves=lookups["leaves"],
+        categories=lookups["categories"],
+        pairs=lookups["pairs"],
         items={c: arr(f"items.{_part(c)}") for c in meta["items"]},
         user_stats={c: arr(f"user_stats.{_part(c)}") for c in meta["user_stats"]},
         cold_warm=arr("cold_warm") if meta["cold"] else None,
@@ -303,4 +333,6 @@ def load_served_features(folder: Path) -> FeatureSet:
     if not path.is_file():
         return FeatureSet.load(folder, only=("items",))
     items = pl.from_arrow(pa_ipc.open_file(pa.memory_map(str(path))).read_all())
-    return replace(FeatureSet.load(folder, only=()), items=items)  # type: ignore[arg-type]
+    if not isinstance(items, pl.DataFrame):  # an Arrow table reads as a frame
+        raise DataError(path, "not an item table")
+    return replace(FeatureSet.load(folder, only=()), items=items)

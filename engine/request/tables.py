@@ -9,12 +9,13 @@ slices and gathers, so its cost is the rows it reads and not a query plan's fixe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
 
 from engine import kernels
-from engine.candidates import CandidateContext, CandidateSource
+from engine.candidates import CandidateSource, ModelContext
 from engine.candidates.collaborative import ItemItemSource
 from engine.candidates.covisit import CovisitSource
 from engine.candidates.popular import ColdUserSource, TrendingSource
@@ -22,6 +23,7 @@ from engine.candidates.sequence import TransitionSource, transition_table
 from engine.candidates.vectors import ContentSource
 from engine.lookup import ByKey
 from engine.rerank.features import rerank_tables
+from pipelines.scalars import int_or
 
 MISSING_KEY = -1
 """A null category, brand or leaf: matches no row (as a null key joins nothing)."""
@@ -83,7 +85,7 @@ class Lookup:
     @classmethod
     def build(cls, frame: pl.DataFrame, key: str, values: list[str]) -> Lookup:
         clean = frame.filter(pl.col(key).is_not_null())
-        width = int(clean[key].max() or 0) + 2 if clean.height else 2
+        width = int_or(clean[key].max(), 0) + 2 if clean.height else 2
         clean = clean.with_columns(
             (pl.col("user_idx").cast(pl.Int64) * width + pl.col(key).cast(pl.Int64)).alias("_pair")
         ).sort("_pair")
@@ -107,7 +109,7 @@ class Lookup:
 class RequestTables:
     """Everything the array path of a known user's request reads (see `engine.request`)."""
 
-    ctx: CandidateContext
+    ctx: ModelContext
     names: list[str]  # the version's candidate sources, in their order
     item_item: dict[str, ItemItemSource]  # the item-to-item sources among them, by name
     history: Rows  # by user: history items, oldest first
@@ -134,7 +136,7 @@ class RequestTables:
     @classmethod
     def build(
         cls,
-        ctx: CandidateContext,
+        ctx: ModelContext,
         sources: list[CandidateSource],
         *,
         content_neighbours: pl.DataFrame | None = None,
@@ -143,16 +145,15 @@ class RequestTables:
         version stored them, are taken as they are instead of gathered from the source."""
         fs = ctx.fs
         n_users, n_items = fs.vocabs.user.size, fs.vocabs.item.size
-        by = {type(s): s for s in sources}
         hist = fs.history.select("user_idx", pl.col("history")).explode("history").drop_nulls()
         seen = ctx.seen.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-        cov = by.get(CovisitSource)
-        trend = by.get(TrendingSource)
-        cold = by.get(ColdUserSource)
-        content = by.get(ContentSource)
+        cov = _source(sources, CovisitSource)
+        trend = _source(sources, TrendingSource)
+        cold = _source(sources, ColdUserSource)
+        content = _source(sources, ContentSource)
         t = rerank_tables(ctx)
-        items = {c: _array(t["items"][c]) for c in t["items"].columns}  # type: ignore[index]
-        users = t["users"].frame  # type: ignore[union-attr]
+        items = {c: _array(t.items[c]) for c in t.items.columns}
+        users = t.users.frame
         stats = {}
         for c in users.columns:
             if c == "user_idx":
@@ -161,8 +162,8 @@ class RequestTables:
             col[users["user_idx"].to_numpy()] = _array(users[c])
             stats[c] = col
 
-        def lookup(name: str, key: str, values: list[str]) -> Lookup:
-            return Lookup.build(t[name].frame, key, values)  # type: ignore[union-attr]
+        def lookup(table: ByKey, key: str, values: list[str]) -> Lookup:
+            return Lookup.build(table.frame, key, values)
 
         return cls(
             ctx=ctx,
@@ -173,7 +174,7 @@ class RequestTables:
             covisit=None if cov is None else _neighbours(cov.table, n_items, "weight"),
             transitions=(
                 _neighbours(transition_table(ctx), n_items, "weight")
-                if TransitionSource in by
+                if _source(sources, TransitionSource) is not None
                 else None
             ),
             content=None
@@ -191,7 +192,7 @@ class RequestTables:
             else Rows.build(
                 trend.by_category,
                 "top_category",
-                int(fs.items["top_category"].max() or 0) + 1,
+                int_or(fs.items["top_category"].max(), 0) + 1,
                 ["item_idx", "count"],
             ),
             top_categories=None
@@ -210,18 +211,26 @@ class RequestTables:
             if cold is None
             else (cold.overall["item_idx"].to_numpy(), cold.overall["share"].to_numpy() * 0.5),
             items=items,
-            counts=list(t["counts"]),  # type: ignore[call-overload]
+            counts=list(t.counts),
             key_width={
                 c: int(items[c].max(initial=0)) + 2
                 for c in ("top_category", "leaf_category", "brand_idx")
             },
             user_stats=stats,
-            affinity=lookup("affinity", "top_category", ["category_affinity", "category_share"]),
-            brands=lookup("brands", "brand_idx", ["brand_share"]),
-            leaves=lookup("leaves", "leaf_category", ["leaf_share"]),
-            categories=lookup("categories", "top_category", ["days_since_category"]),
-            pairs=lookup("pairs", "item_idx", ["user_item_events", "days_since_user_item"]),
+            affinity=lookup(t.affinity, "top_category", ["category_affinity", "category_share"]),
+            brands=lookup(t.brands, "brand_idx", ["brand_share"]),
+            leaves=lookup(t.leaves, "leaf_category", ["leaf_share"]),
+            categories=lookup(t.categories, "top_category", ["days_since_category"]),
+            pairs=lookup(t.pairs, "item_idx", ["user_item_events", "days_since_user_item"]),
         )
+
+
+S = TypeVar("S")
+
+
+def _source(sources: list[CandidateSource], kind: type[S]) -> S | None:
+    """The source of class `kind` among `sources` (None if there is none)."""
+    return next((s for s in reversed(sources) if isinstance(s, kind)), None)
 
 
 def _neighbours(table: ByKey, n_items: int, value: str) -> Rows:

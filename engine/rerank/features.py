@@ -12,6 +12,8 @@ popularity.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -118,8 +120,22 @@ def _leaf_stats(fs: FeatureSet) -> pl.DataFrame:
     )
 
 
-def _tables(ctx: CandidateContext) -> dict[str, object]:
-    """Everything `feature_frame` looks up, built once per context (see `tables`)."""
+@dataclass(frozen=True)
+class RerankTables:
+    """Everything `feature_frame` looks up, built once per context (`rerank_tables`)."""
+
+    items: pl.DataFrame  # item features dense by item_idx (`dense_by_item`)
+    counts: list[str]  # the popularity count columns (null -> 0)
+    affinity: ByKey  # by user: top_category, category_affinity, category_share
+    users: ByKey  # by user: activity, mean price, days since the last event
+    brands: ByKey  # by user: brand_idx, brand_share
+    leaves: ByKey  # by user: leaf_category, leaf_share
+    categories: ByKey  # by user: top_category, days_since_category
+    pairs: ByKey  # by user: item_idx, the user's past events with the item
+
+
+def _tables(ctx: CandidateContext) -> RerankTables:
+    """Everything `feature_frame` looks up (see `RerankTables`)."""
     fs = ctx.fs
     pop = fs.popularity.with_columns(pl.col("item_idx").cast(pl.Int64))
     items = (
@@ -142,22 +158,26 @@ def _tables(ctx: CandidateContext) -> dict[str, object]:
         pl.col("share").alias("category_share"),
     )
     stats = _user_stats(ctx)
-    return {
-        "items": dense_by_item(items, fs.vocabs.item.size),
-        "counts": [c for c in pop.columns if c.startswith("count_") or c == "weight_all"],
-        "affinity": ByKey(aff),
-        **{k: ByKey(v) for k, v in stats.items()},
-    }
+    return RerankTables(
+        items=dense_by_item(items, fs.vocabs.item.size),
+        counts=[c for c in pop.columns if c.startswith("count_") or c == "weight_all"],
+        affinity=ByKey(aff),
+        users=ByKey(stats["users"]),
+        brands=ByKey(stats["brands"]),
+        leaves=ByKey(stats["leaves"]),
+        categories=ByKey(stats["categories"]),
+        pairs=ByKey(stats["pairs"]),
+    )
 
 
-def rerank_tables(ctx: CandidateContext) -> dict[str, object]:
+def rerank_tables(ctx: CandidateContext) -> RerankTables:
     """The context's feature lookup tables, built once."""
-    return ctx.once("rerank_tables", lambda: _tables(ctx))  # type: ignore[return-value]
+    return ctx.cache.rerank.get(lambda: _tables(ctx))
 
 
 def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     """`cands` (merged candidates) with every re-ranker feature column added."""
-    t: dict = rerank_tables(ctx)
+    t = rerank_tables(ctx)
     df = cands.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
     users = df["user_idx"].unique().to_numpy()
     recent = ctx.recent(users).with_columns(
@@ -165,22 +185,22 @@ def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     )
     df = df.with_columns(**{k: pl.Series(v) for k, v in vector_features(df, ctx, recent).items()})
     df = item_item_features(df, ctx)
-    intent = _recent_intent(recent, t["items"])
-    df = df.hstack(gather_items(t["items"], df["item_idx"].to_numpy()))
+    intent = _recent_intent(recent, t.items)
+    df = df.hstack(gather_items(t.items, df["item_idx"].to_numpy()))
     return (
-        df.join(t["affinity"].rows(users), on=["user_idx", "top_category"], how="left")
-        .join(t["brands"].rows(users), on=["user_idx", "brand_idx"], how="left")
-        .join(t["leaves"].rows(users), on=["user_idx", "leaf_category"], how="left")
-        .join(t["categories"].rows(users), on=["user_idx", "top_category"], how="left")
-        .join(t["pairs"].rows(users), on=KEYS, how="left")
-        .join(t["users"].rows(users), on="user_idx", how="left")
+        df.join(t.affinity.rows(users), on=["user_idx", "top_category"], how="left")
+        .join(t.brands.rows(users), on=["user_idx", "brand_idx"], how="left")
+        .join(t.leaves.rows(users), on=["user_idx", "leaf_category"], how="left")
+        .join(t.categories.rows(users), on=["user_idx", "top_category"], how="left")
+        .join(t.pairs.rows(users), on=KEYS, how="left")
+        .join(t.users.rows(users), on="user_idx", how="left")
         .join(intent["top"], on=["user_idx", "top_category"], how="left")
         .join(intent["leaf"], on=["user_idx", "leaf_category"], how="left")
         .with_columns(
             *[
                 pl.col(c).fill_null(0)
                 for c in [
-                    *t["counts"],
+                    *t.counts,
                     "category_affinity",
                     "category_share",
                     "brand_share",

@@ -13,6 +13,7 @@ import polars as pl
 
 from engine import kernels
 from engine.candidates.context import CandidateContext
+from pipelines.scalars import int_or
 
 CHUNK = 1 << 16
 
@@ -29,7 +30,7 @@ def row_dot(users: np.ndarray, items: np.ndarray, uv: np.ndarray, iv: np.ndarray
 def _recent_matrix(recent: pl.DataFrame, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(len(users), R) item indices and weights of the last R items of each of `users`
     (sorted, unique; -1 / 0 padded)."""
-    width = int(recent.group_by("user_idx").len()["len"].max() or 1) if recent.height else 1
+    width = int_or(recent.group_by("user_idx").len()["len"].max(), 1) if recent.height else 1
     items = np.full((len(users), width), -1, np.int64)
     weights = np.zeros((len(users), width), np.float32)
     if recent.height:
