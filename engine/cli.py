@@ -443,8 +443,7 @@ def _evaluate(cfg: EngineConfig, out: Path) -> None:
         "evaluate", 12 + cfg.rerank.training_cutoffs + 3 * len(cfg.evaluation.baselines), console
     ) as report:
         doc = evaluate(cfg, report=report)
-    doc["config"] = cfg.model_dump(mode="json")
-    page = write_report(out, doc)
+    page = write_report(out, {**doc, "config": cfg.model_dump(mode="json")})
     k = doc["verdict"]["metric"]
     rows = [(f"{m['label']} {k}", f"{m['metrics'][k]:.4f}") for m in doc["methods"].values()]
     rows.append(("candidate recall", f"{doc['candidates']['recall']:.4f}"))

@@ -87,7 +87,7 @@ def policy_figures(
     for day, part in test_log.with_columns(pl.col("ts").dt.date().alias("_day")).group_by(
         "_day", maintain_order=True
     ):
-        when = datetime.combine(day[0], time())  # type: ignore[arg-type]
+        when = datetime.combine(day[0], time())
         inv = Inventory.at(fs, when)
         if len(inv.item_idx) == 0:
             continue
@@ -129,8 +129,10 @@ def policy_figures(
         "max_weight": float(w.max()),
     }
     if gt is not None:
-        at = req["ts"]
-        mid = at.min() + (at.max() - at.min()) / 2  # type: ignore[operator]
+        first, last = req["ts"].min(), req["ts"].max()
+        if not (isinstance(first, datetime) and isinstance(last, datetime)):
+            raise ValueError("the logged requests carry no timestamps")
+        mid = first + (last - first) / 2
         true_ctr = gt.click_rate(req["user_id"].cast(pl.String), req["chosen"], mid)
         out["true_click_rate"] = float(np.nanmean(true_ctr))
         out["true_revenue"] = float(np.nanmean(true_ctr * req["chosen_bid"].to_numpy()))
@@ -142,7 +144,7 @@ def _oracle_revenue(req: pl.DataFrame, fs: FeatureSet, gt: GroundTruth, at: date
     """Expected revenue per request of showing the ad of highest true CTR x bid."""
     best = []
     for day, part in req.group_by("day", maintain_order=True):
-        inv = Inventory.at(fs, day[0])  # type: ignore[arg-type]
+        inv = Inventory.at(fs, day[0])
         users = part["user_id"].cast(pl.String)
         n, m = len(users), len(inv.item_id)
         ctr = gt.click_rate(

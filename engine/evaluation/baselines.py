@@ -101,7 +101,7 @@ tuning is off)."""
 
 
 def default_params(name: str, cfg: EvaluationConfig) -> dict[str, float | None]:
-    return {
+    defaults: dict[str, dict[str, float | None]] = {
         "popularity": {"days": cfg.popularity_days},
         "item_knn": {"neighbours": float(cfg.knn_neighbours)},
         "ease": {"lam": cfg.ease_lambda},
@@ -110,7 +110,16 @@ def default_params(name: str, cfg: EvaluationConfig) -> dict[str, float | None]:
             "regularization": cfg.als_regularization,
             "alpha": cfg.als_alpha,
         },
-    }[name]
+    }
+    return defaults[name]
+
+
+def _given(params: dict[str, float | None], name: str) -> float:
+    """The value of parameter `name`, which this baseline needs."""
+    value = params[name]
+    if value is None:
+        raise ValueError(f"the baseline parameter {name} needs a value")
+    return value
 
 
 def make_baseline(
@@ -125,18 +134,18 @@ def make_baseline(
     if name == "popularity":
         return popularity(x, recent(params["days"]))
     if name == "item_knn":
-        return item_knn(x, int(params["neighbours"]))  # type: ignore[arg-type]
+        return item_knn(x, int(_given(params, "neighbours")))
     if name == "ease":
-        return ease(x, float(params["lam"]), cfg.ease_max_items)  # type: ignore[arg-type]
+        return ease(x, float(_given(params, "lam")), cfg.ease_max_items)
     if name == "als":
         return als(
             x,
-            int(params["factors"]),
-            float(params["regularization"]),  # type: ignore[arg-type]
+            int(_given(params, "factors")),
+            float(_given(params, "regularization")),
             cfg.als_iterations,
-            float(params["alpha"]),
+            float(_given(params, "alpha")),
             cfg.seed,
-        )  # type: ignore[arg-type]
+        )
     raise ValueError(f"unknown baseline {name!r}")
 
 

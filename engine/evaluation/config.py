@@ -11,6 +11,10 @@ from pipelines.config import Section
 Baseline = Literal["popularity", "item_knn", "ease", "als"]
 
 
+def every_baseline() -> list[Baseline]:
+    return ["popularity", "item_knn", "ease", "als"]
+
+
 class EvaluationConfig(Section):
     """Which cut-offs, baselines and segments the evaluation report shows.
 
@@ -22,9 +26,7 @@ class EvaluationConfig(Section):
     """Cut-offs of every ranking metric."""
     beyond_k: int = Field(default=10, ge=1)
     """List length for coverage, novelty, diversity and popularity bias."""
-    baselines: list[Baseline] = Field(
-        default_factory=lambda: ["popularity", "item_knn", "ease", "als"]
-    )
+    baselines: list[Baseline] = Field(default_factory=every_baseline)
     tune_baselines: bool = True
     """Choose each baseline's parameters on the validation window (grids in baselines.GRIDS);
     False uses the values below."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -31,6 +31,15 @@ from engine.evaluation.ads import ads_evaluation
 from engine.evaluation.baselines import GRIDS, default_params, make_baseline, top_items
 from engine.evaluation.beyond import beyond_accuracy
 from engine.evaluation.config import EvaluationConfig
+from engine.evaluation.document import (
+    BaselineChoice,
+    CandidateFigures,
+    Evaluation,
+    MethodFigures,
+    Paired,
+    Significance,
+    Verdict,
+)
 from engine.evaluation.holdout import Holdout, holdout, segments
 from engine.evaluation.metrics import RANKING, gains_of, means, ranking_metrics
 from engine.evaluation.stage_lists import Oracle, recengine_lists, two_tower_lists
@@ -93,9 +102,7 @@ class Timer:
         self.seconds[name] = round(time.perf_counter() - t, 2)
 
 
-def tune_baselines(
-    cfg: EngineConfig, fs: FeatureSet, report: Report
-) -> dict[str, dict[str, object]]:
+def tune_baselines(cfg: EngineConfig, fs: FeatureSet, report: Report) -> dict[str, BaselineChoice]:
     """Each baseline's parameters, chosen by NDCG@k on the validation window with models fitted
     on the train window (`fs`; a sample of `tune_users` users), and the score of every
     setting."""
@@ -107,7 +114,7 @@ def tune_baselines(
     if len(rows) > ec.tune_users:
         rows = np.sort(np.random.default_rng(ec.seed).choice(rows, ec.tune_users, replace=False))
     truth = h.truth.subset(rows)
-    out: dict[str, dict[str, object]] = {}
+    out: dict[str, BaselineChoice] = {}
     for name in ec.baselines:
         grid = GRIDS[name] if ec.tune_baselines else [default_params(name, ec)]
         tried = []
@@ -130,7 +137,7 @@ def tune_baselines(
     return out
 
 
-def paired(a: np.ndarray, b: np.ndarray, draws: int, seed: int) -> dict[str, float]:
+def paired(a: np.ndarray, b: np.ndarray, draws: int, seed: int) -> Paired:
     """Mean per-user difference a - b, its bootstrap interval and a paired t-test p-value."""
     mean, lo, hi = paired_bootstrap(a, b, draws=draws, seed=seed)
     diff = a - b
@@ -143,7 +150,7 @@ def method_figures(
     per_user: dict[str, dict[str, np.ndarray]],
     h: Holdout,
     ec: EvaluationConfig,
-) -> dict[str, dict]:
+) -> dict[str, MethodFigures]:
     """Each method's mean metrics, curves, beyond-accuracy figures, segments, cold-item recall
     and (with an oracle) share of the oracle's value. `per_user` holds every metric at every
     cut-off of `ec.ks` and CURVE_KS."""
@@ -153,13 +160,13 @@ def method_figures(
     cold_rows = np.searchsorted(truth.users, cold_truth.users)
     category = _category(h.fs)
 
-    def seg(name: str, rows: np.ndarray) -> dict[str, object]:
-        out: dict[str, object] = {"users": len(rows)}
+    def seg(name: str, rows: np.ndarray) -> dict[str, int | float | None]:
+        out: dict[str, int | float | None] = {"users": len(rows)}
         for metric in (f"ndcg@{k0}", f"recall@{k0}"):
             out[metric] = float(per_user[name][metric][rows].mean()) if len(rows) else None
         return out
 
-    methods: dict[str, dict] = {}
+    methods: dict[str, MethodFigures] = {}
     for name, top in tops.items():
         curve = per_user[name]
         cold = ranking_metrics(top[cold_rows], cold_truth, ec.ks) if len(cold_rows) else {}
@@ -193,18 +200,18 @@ def method_figures(
 
 
 def verdict_of(
-    methods: dict[str, dict],
-    significance: dict[str, dict[str, float]],
+    methods: Mapping[str, MethodFigures],
+    significance: Mapping[str, Paired],
     key: str,
     *,
     users: int | None = None,
     min_users: int = 0,
-) -> dict[str, object]:
+) -> Verdict:
     """The final list against the best baseline on `key`, plainly; shares of the oracle.
     With fewer than `min_users` evaluated users it names no winner (`decided` False)."""
     baselines = [n for n in methods if STAGE_OF.get(n) == "baseline"]
     final_v = methods["final"]["metrics"][key]
-    verdict: dict[str, object] = {"metric": key, "final": final_v}
+    verdict: Verdict = {"metric": key, "final": final_v}
     if users is not None and users < min_users:
         verdict |= {
             "decided": False,
@@ -237,7 +244,7 @@ def evaluate(
     report: Report = silent,
     ranker: FittedRanker | None = None,
     lists: int = 0,
-) -> dict[str, object]:
+) -> Evaluation:
     """Every figure of the evaluation report (see the module doc), JSON-ready. `ranker`
     (fitted on `lists` training lists that never saw the test rows: the nightly's, when its
     lists were cut per user without them) is scored as it is instead of being refitted."""
@@ -290,7 +297,7 @@ def evaluate(
     for name, choice in tuned.items():
         report(f"evaluation: baseline {name}")
         with timer(f"baseline {name}"):
-            scorer = make_baseline(name, h.fit, h.recent, choice["params"], ec)  # type: ignore[arg-type]
+            scorer = make_baseline(name, h.fit, h.recent, choice["params"], ec)
             tops[name] = top_items(scorer, truth.users, h.seen, h.eligible, kmax)
     oracle = Oracle.of(cfg, fs)
     if oracle is not None:
@@ -303,7 +310,7 @@ def evaluate(
     per_user = {n: ranking_metrics(t, truth, all_ks) for n, t in tops.items()}
     methods = method_figures(tops, per_user, h, ec)
     key = f"ndcg@{k0}"
-    significance = {
+    significance: dict[str, Significance] = {
         name: {
             "metric": key,
             **paired(per_user["final"][key], per_user[name][key], ec.bootstrap_draws, ec.seed),
@@ -314,7 +321,7 @@ def evaluate(
     verdict = verdict_of(methods, significance, key, users=len(truth.users), min_users=ec.min_users)
 
     hits_c = gains_of(made.candidates, truth) > 0
-    candidates = {
+    candidates: CandidateFigures = {
         "recall": float((hits_c.sum(1) / truth.n_relevant).mean()),
         "mean_size": float((made.candidates >= 0).sum(1).mean()),
         "items_found": int(hits_c.sum()),

@@ -120,4 +120,5 @@ STAGES = [
 
 def base_figures(base: Path) -> dict[str, Figures]:
     """What the base version's stages measured (its manifest's metrics)."""
-    return read_manifest(base).get("metrics", {})  # type: ignore[return-value]
+    metrics = read_manifest(base).get("metrics")
+    return metrics if isinstance(metrics, dict) else {}

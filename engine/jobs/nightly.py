@@ -135,10 +135,11 @@ def check_gate(figures: dict[str, Figures], live: Path | None, tolerance: float)
     """The gated figures that fell by more than `tolerance` against the live version."""
     if live is None:
         return []
-    old = read_manifest(live).get("gate") or {}
+    gate = read_manifest(live).get("gate")
+    old = gate if isinstance(gate, dict) else {}
     worse = []
     for stage, name in GATED.items():
-        new_v, old_v = figures.get(stage, {}).get(name), old.get(f"{stage}.{name}")  # type: ignore[union-attr]
+        new_v, old_v = figures.get(stage, {}).get(name), old.get(f"{stage}.{name}")
         if (
             isinstance(new_v, (int, float))
             and isinstance(old_v, (int, float))

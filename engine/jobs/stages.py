@@ -52,6 +52,22 @@ log = logging.getLogger(__name__)
 Figures = dict[str, float | int | str | None]
 
 
+def _given(figures: Figures, name: str) -> float | int | str:
+    """The figure `name` of a stage's record, which must hold one."""
+    value = figures[name]
+    if value is None:
+        raise ValueError(f"the stage recorded no {name}")
+    return value
+
+
+def _float_or_none(value: float | int | str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _str_or_none(value: float | int | str | None) -> str | None:
+    return None if value is None else str(value)
+
+
 @dataclass
 class Run:
     """One run of the job: its config, its folder, what finished stages measured."""
@@ -155,7 +171,7 @@ def rerank(run: Run) -> Figures:
     lists = training_lists(
         cfg,
         latest,
-        epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
+        epochs=int(_given(run.figures["train"], "epochs")),
         exclude_test=reusable,
         tables=tables,
     )
@@ -237,7 +253,8 @@ def recs(run: Run) -> Figures:
     save_ids(fs, run.dir)
     save_items(fs, run.dir)
     run.report("ad lists")
-    ads_frame, spent = pl.DataFrame(schema=AD_SCHEMA), {}
+    ads_frame = pl.DataFrame(schema=AD_SCHEMA)
+    spent: dict[int, float] = {}
     if (run.dir / "ads").is_dir():
         # the log is read from the inputs again: an incremental run reuses the ads model,
         # but today's impressions (frequency caps, past click rates) must be the new ones
@@ -295,25 +312,25 @@ def evaluation(run: Run) -> Figures:
             ranker = FittedRanker(
                 booster,
                 booster.feature_name(),
-                float(rr["holdout_ndcg"]),  # type: ignore[arg-type]
-                rr.get("holdout_two_tower_ndcg"),  # type: ignore[arg-type]
-                lists=int(rr.get("lists") or 0),  # type: ignore[arg-type]
-                fallback=rr.get("fallback"),
-            )  # type: ignore[arg-type]
+                float(_given(rr, "holdout_ndcg")),
+                _float_or_none(rr.get("holdout_two_tower_ndcg")),
+                lists=int(rr.get("lists") or 0),
+                fallback=_str_or_none(rr.get("fallback")),
+            )
         doc |= evaluate(
             cfg,
-            epochs=int(run.figures["train"]["epochs"]),  # type: ignore[arg-type]
+            epochs=int(_given(run.figures["train"], "epochs")),
             report=run.report,
             ranker=ranker,
             lists=int(rr.get("lists") or 0),
         )
     write_report(run.dir / "report", doc)
-    verdict = doc.get("verdict") or {}
+    verdict = doc.get("verdict")
     return {
         "stages": len(run.figures),
         **{
             f"final_{k}": v
-            for k, v in verdict.items()  # type: ignore[union-attr]
+            for k, v in (verdict.items() if isinstance(verdict, dict) else ())
             if k in ("final", "best_baseline", "best_baseline_value", "oracle_share")
         },
     }
