@@ -119,8 +119,11 @@ def shard(
 def unwrap(dmp: DistributedModelParallel) -> TwoTower:
     """The sharded `TwoTower` inside DMP (and DDP), for calls other than `forward`."""
     inner: nn.Module = dmp.module
-    while hasattr(inner, "module") and not isinstance(inner, TwoTower):
-        inner = inner.module  # type: ignore[assignment]
+    while not isinstance(inner, TwoTower):
+        wrapped = getattr(inner, "module", None)
+        if not isinstance(wrapped, nn.Module):
+            break
+        inner = wrapped
     assert isinstance(inner, TwoTower)
     return inner
 
@@ -129,8 +132,8 @@ def tables_per_rank(plan: ShardingPlan) -> dict[int, list[str]]:
     """Which tables (or row shards of them) each rank holds, from the plan."""
     out: dict[int, list[str]] = {}
     for module_plan in plan.plan.values():
-        for table, ps in module_plan.items():  # type: ignore[union-attr]
-            for shard_meta in ps.sharding_spec.shards:  # type: ignore[union-attr]
+        for table, ps in module_plan.items():
+            for shard_meta in ps.sharding_spec.shards:
                 rank = shard_meta.placement.rank()
                 out.setdefault(rank, []).append(table)
     return out

@@ -213,10 +213,12 @@ def train_two_tower(
                 bad += 1
                 if bad >= tc.patience:
                     break
-        best_epoch = max(
-            range(len(history)),
-            key=lambda e: history[e].recall if history[e].recall is not None else e,
-        )
+
+        def recall_or_epoch(e: int) -> float:
+            measured = history[e].recall
+            return measured if measured is not None else e
+
+        best_epoch = max(range(len(history)), key=recall_or_epoch)
         result = TrainResult(
             state_dict=best_state if world.is_main else {},
             sizes=sizes,

@@ -35,7 +35,7 @@ class UserEncoder:
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> UserEncoder:
-        found = {}
+        found: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in sd.items():
             m = _MLP.fullmatch(key)
             if m:

@@ -66,12 +66,12 @@ def apply_rules(
             seen_items.add(c.item)
             pool.append(c)
     pool.sort(key=lambda c: (-c.score, c.item))
-    use_mmr = cfg.mmr_lambda < 1.0 and vectors is not None
+    mmr_vectors = vectors if cfg.mmr_lambda < 1.0 else None  # None: no MMR
     chosen: list[Candidate] = []
     brands: Counter[int] = Counter()
     cats: Counter[int] = Counter()
     while pool and len(chosen) < k:
-        pick = _best(pool, chosen, cfg.mmr_lambda, vectors) if use_mmr else 0
+        pick = _best(pool, chosen, cfg.mmr_lambda, mmr_vectors) if mmr_vectors is not None else 0
         c = pool.pop(pick)
         if cfg.max_per_brand and c.brand is not None and brands[c.brand] >= cfg.max_per_brand:
             dropped[c.item] = f"brand cap ({cfg.max_per_brand} per list)"

@@ -7,7 +7,7 @@ value the catalogue does not know matches nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import polars as pl
@@ -27,8 +27,10 @@ def filter_mask(fs: FeatureSet, filters: Mapping[str, object]) -> np.ndarray:
         c = fs.vocabs.category.encode_series(pl.Series([str(filters["category"])]))[0]
         ok = ok & pl.col("category_tok").list.contains(c) & pl.lit(c > 0)
     if "brand" in filters:
-        names = filters["brand"]
-        names = [names] if isinstance(names, str) else list(names)  # type: ignore[arg-type]
+        given = filters["brand"]
+        if not isinstance(given, str | Iterable):
+            raise TypeError(f"filter brand must be a name or a list of names, got {given!r}")
+        names = [given] if isinstance(given, str) else list(given)
         brands = fs.vocabs.brand.encode_series(pl.Series([str(n) for n in names])).to_list()
         ok = ok & pl.col("brand_idx").is_in([b for b in brands if b > 0])
     for key, op in (("min_price", "ge"), ("max_price", "le")):

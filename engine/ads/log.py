@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from pipelines.dataset import FeatureSet
+from pipelines.scalars import float_or
 from pipelines.validate import Tables
 
 CLICK_WITHIN = timedelta(hours=1)
@@ -77,7 +78,7 @@ class AdStats:
 
     @classmethod
     def of(cls, past: pl.DataFrame, fs: FeatureSet) -> AdStats:
-        rate = float(past["clicked"].mean()) if past.height else 0.0  # type: ignore[arg-type]
+        rate = float_or(past["clicked"].mean(), 0.0) if past.height else 0.0
         prior = PRIOR_IMPRESSIONS
 
         def smoothed(by: str, name: str) -> pl.DataFrame:

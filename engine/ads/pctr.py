@@ -15,6 +15,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from engine.ads.calibration import Calibrator, expected_calibration_error
 from engine.ads.config import AdsConfig
 from engine.ads.log import FEATURES
+from engine.rerank.trees import dense
 from pipelines.errors import DataError
 from pipelines.io import atomic_path
 
@@ -30,7 +31,9 @@ class Pctr:
     calibrator: Calibrator
 
     def raw(self, frame: pl.DataFrame) -> np.ndarray:
-        return self.booster.predict(_x(frame), num_iteration=self.booster.best_iteration or None)
+        return dense(
+            self.booster.predict(_x(frame), num_iteration=self.booster.best_iteration or None)
+        )
 
     def __call__(self, frame: pl.DataFrame) -> np.ndarray:
         """Calibrated click probabilities of the rows of `frame` (FEATURES columns)."""
@@ -93,7 +96,7 @@ def train_pctr(frame: pl.DataFrame, cfg: AdsConfig) -> Pctr:
         valid_sets=[dstop],
         callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
     )
-    raw = booster.predict(_x(calib), num_iteration=booster.best_iteration)
+    raw = dense(booster.predict(_x(calib), num_iteration=booster.best_iteration))
     return Pctr(booster, Calibrator.fit(raw, calib["clicked"].to_numpy().astype(float)))
 
 

@@ -211,6 +211,8 @@ class ItemItem:
         ~0.01 ms per thousand weights; the gather ~0.03 ms plus ~0.028 ms per thousand: the
         two meet near 10,000 weights at a million items and 1,600 at 3,000 items."""
         h, w = self.history, self.weights
+        if isinstance(w, np.ndarray):
+            raise TypeError("a dense model's scores are not sparse")
         lo, hi = int(h.indptr[user]), int(h.indptr[user + 1])
         items = h.indices[lo:hi].astype(np.int64)
         start = w.indptr[items].astype(np.int64)
@@ -251,15 +253,15 @@ class ItemItem:
                 return block.at(at, items).copy()
         out = np.full(len(users), np.nan, np.float32)
         uniq, pos = np.unique(users, return_inverse=True)
-        block = max(1, DENSE_PER_BLOCK // max(self.n_items, 1))
+        per_block = max(1, DENSE_PER_BLOCK // max(self.n_items, 1))
         order = np.argsort(pos, kind="stable")
-        bounds = np.searchsorted(pos[order], np.arange(0, len(uniq) + block, block))
+        bounds = np.searchsorted(pos[order], np.arange(0, len(uniq) + per_block, per_block))
         for b, (lo, hi) in enumerate(itertools.pairwise(bounds)):
             if lo == hi:
                 continue
             rows = order[lo:hi]
-            scored = self.score_rows(uniq[b * block : (b + 1) * block])
-            out[rows] = scored.at(pos[rows] - b * block, items[rows])
+            scored = self.score_rows(uniq[b * per_block : (b + 1) * per_block])
+            out[rows] = scored.at(pos[rows] - b * per_block, items[rows])
         return out
 
 

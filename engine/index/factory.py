@@ -41,28 +41,29 @@ def _make(kind: str, vectors: np.ndarray, cfg: IndexConfig) -> tuple[faiss.Index
     if kind == "flat":
         return faiss.IndexFlatIP(d), {}
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, ip)
-        index.hnsw.efConstruction = cfg.ef_construction
-        return index, {
+        hnsw = faiss.IndexHNSWFlat(d, cfg.hnsw_m, ip)
+        hnsw.hnsw.efConstruction = cfg.ef_construction
+        return hnsw, {
             "m": cfg.hnsw_m,
             "ef_construction": cfg.ef_construction,
             "ef_search": cfg.ef_search or 64,
         }
     nlist = _nlist(n, cfg)
     quantizer = faiss.IndexFlatIP(d)
+    index: faiss.IndexIVF
+    params: dict[str, int | float] = {"nlist": nlist, "nprobe": cfg.nprobe or 8}
     if kind == "ivf_flat":
         index = faiss.IndexIVFFlat(quantizer, d, nlist, ip)
     elif kind == "ivf_pq":
         m = cfg.pq_m or max(1, d // 2)
         if d % m:
             raise ValueError(f"index.pq_m = {m} must divide the vector dimension {d}")
-        index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, ip)
+        pq = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, ip)
+        params["pq_m"] = pq.pq.M
+        index = pq
     else:
         raise ValueError(f"unknown index kind {kind!r}")
     index.cp.seed = cfg.seed
-    params: dict = {"nlist": nlist, "nprobe": cfg.nprobe or 8}
-    if kind == "ivf_pq":
-        params["pq_m"] = index.pq.M
     return index, params
 
 

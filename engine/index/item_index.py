@@ -52,7 +52,8 @@ def _touch(index: faiss.Index) -> None:
     except RuntimeError:  # not an IVF index: flat codes are read whole by the first search
         return
     if ivf.ntotal:
-        probe = faiss.SearchParametersIVF(nprobe=ivf.nlist)
+        probe = faiss.SearchParametersIVF()
+        probe.nprobe = ivf.nlist
         index.search(np.zeros((1, index.d), np.float32), 1, params=probe)
 
 
@@ -127,21 +128,28 @@ class ItemIndex:
     ) -> faiss.SearchParameters:
         """Search parameters whose selector admits the rows of `bits` (and, for one query,
         none of the rows `blocked`: a hash set beside the bitmap)."""
-        bitmap = faiss.IDSelectorBitmap(bits)
+        bitmap = faiss.IDSelectorBitmap(bits)  # type: ignore[call-arg,arg-type]  # faiss's stub lacks its wrapper's one-array form (n taken from the array)
         parts: list[faiss.IDSelector] = [bitmap]
-        sel = bitmap
+        sel: faiss.IDSelector = bitmap
         if blocked is not None:
             batch = faiss.IDSelectorBatch(np.ascontiguousarray(blocked, np.int64))
             inverse = faiss.IDSelectorNot(batch)
             sel = faiss.IDSelectorAnd(bitmap, inverse)
             parts += [batch, inverse, sel]
+        params: faiss.SearchParameters
         if "nprobe" in self.params:
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(self.params["nprobe"]))
+            ivf = faiss.SearchParametersIVF()
+            ivf.nprobe = int(self.params["nprobe"])
+            params = ivf
         elif "ef_search" in self.params:
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=int(self.params["ef_search"]))
+            hnsw = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # faiss's stub omits SearchParametersHNSW
+            hnsw.efSearch = int(self.params["ef_search"])
+            params = hnsw
         else:
-            params = faiss.SearchParameters(sel=sel)
-        params.referenced_objects = parts  # the C++ objects hold raw pointers to each other
+            params = faiss.SearchParameters()
+        params.sel = sel
+        # the C++ objects hold raw pointers to each other: keep them alive with the parameters
+        params.referenced_objects = parts  # type: ignore[attr-defined]  # set by faiss's Python wrapper, not in its stub
         return params
 
     def _raw(
@@ -218,20 +226,20 @@ class ItemIndex:
             out_i[:, : rows.shape[1]] = np.where(found, self.item_idx[np.maximum(rows, 0)], -1)
             return out_s, out_i
         depth = k + extra
-        post_mask = rows_ok is not None and not use_selector
-        if post_mask:
-            share = max(float(rows_ok.mean()), 1e-3)  # type: ignore[union-attr]
+        post_mask = None if use_selector else rows_ok  # the rows to keep, masked after FAISS
+        if post_mask is not None:
+            share = max(float(post_mask.mean()), 1e-3)
             depth = int(np.ceil(depth / share * 1.2)) + 16
         out_s = np.full((q, k), -np.inf, np.float32)
         out_i = np.full((q, k), -1, np.int64)
         todo = np.arange(q)
         while len(todo):
             scores, rows = self._raw(
-                queries[todo], depth, rows_ok if post_mask else None, bits if use_selector else None
+                queries[todo], depth, post_mask, bits if use_selector else None
             )
             keep = rows >= 0
-            if post_mask:
-                keep &= rows_ok[np.maximum(rows, 0)]  # type: ignore[index]
+            if post_mask is not None:
+                keep &= post_mask[np.maximum(rows, 0)]
             if extra:
                 lengths = np.array([len(blocked[t]) for t in todo])
                 flat = (

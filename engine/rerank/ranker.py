@@ -8,6 +8,7 @@ parameters (tests check this on LightGBM's own lambdarank example).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def train_ranker(
 ) -> lgb.Booster:
     """LambdaRank on `train`, early-stopped on `valid` NDCG@`cfg.ndcg_at` when given."""
     dtrain = train.dataset(names)
-    sets, callbacks = [dtrain], []
+    sets = [dtrain]
+    callbacks: list[Callable[[lgb.callback.CallbackEnv], None]] = []
     if valid is not None:
         sets = [valid.dataset(names, reference=dtrain)]
         callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]

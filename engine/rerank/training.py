@@ -38,6 +38,7 @@ from engine.rerank.fallback import Ranker, SourceOrder, best_order, order_ndcgs
 from engine.rerank.features import feature_frame, feature_names, hide_popularity, labels
 from engine.rerank.ndcg import ndcg_per_query, paired_bootstrap
 from engine.rerank.ranker import train_ranker
+from engine.rerank.trees import dense
 from engine.retrieval import TrainedRetrieval, retrieval_context, train_retrieval
 from pipelines.dataset import FeatureSet, Window, build_features
 from pipelines.split import per_user_cutoff
@@ -275,7 +276,7 @@ def fit_ranker(lists: pl.DataFrame, cfg: EngineConfig) -> FittedRanker:
             b,
             ndcg_per_query(
                 valid.y,
-                b.predict(valid.x, num_iteration=b.best_iteration or None),
+                dense(b.predict(valid.x, num_iteration=b.best_iteration or None)),
                 valid.group,
                 rc.ndcg_at,
             ),

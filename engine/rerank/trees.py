@@ -41,9 +41,24 @@ def tree_range(booster: lgb.Booster, start: int, stop: int) -> lgb.Booster:
     return part
 
 
+def dense(prediction: object) -> np.ndarray:
+    """A LightGBM prediction of dense rows: an array (LightGBM gives its sparse forms only
+    for sparse input)."""
+    if not isinstance(prediction, np.ndarray):
+        raise TypeError(f"expected an array of predictions, got {type(prediction).__name__}")
+    return prediction
+
+
 def predict_range(
-    booster: lgb.Booster, x: np.ndarray, start: int, stop: int, **kwargs: object
+    booster: lgb.Booster,
+    x: np.ndarray,
+    start: int,
+    stop: int,
+    *,
+    pred_leaf: bool = False,
+    pred_contrib: bool = False,
 ) -> np.ndarray:
-    """`booster.predict(x, start_iteration=start, num_iteration=stop - start, **kwargs)`,
-    safe while other threads predict other ranges of the same booster."""
-    return tree_range(booster, start, stop).predict(x, **kwargs)
+    """`booster.predict(x, start_iteration=start, num_iteration=stop - start, ...)`, safe
+    while other threads predict other ranges of the same booster."""
+    part = tree_range(booster, start, stop)
+    return dense(part.predict(x, pred_leaf=pred_leaf, pred_contrib=pred_contrib))
