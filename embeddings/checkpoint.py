@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from embeddings.config import TwoTowerConfig
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import atomic_path
 
 if TYPE_CHECKING:  # the model imports TorchRec, which a served version never needs
@@ -40,17 +40,17 @@ def load_state_dict(folder: Path, *, mmap: bool = False) -> dict[str, torch.Tens
     embedding tables load at once, and processes serving one version share them)."""
     path = Path(folder) / WEIGHTS
     if not path.is_file():
-        raise DataError(path, "model weights not found (train the model first)")
+        raise ArtifactError(path, "model weights not found (train the model first)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated or foreign files: torch raises many types
-        raise DataError(path, f"cannot be read as a weights-only state dict: {exc}") from None
+        raise ArtifactError(path, f"cannot be read as a weights-only state dict: {exc}") from None
 
 
 def load_meta(folder: Path) -> tuple[TableSizes, TwoTowerConfig]:
     path = Path(folder) / META
     if not path.is_file():
-        raise DataError(path, "model description not found (train the model first)")
+        raise ArtifactError(path, "model description not found (train the model first)")
     meta = json.loads(path.read_text())
     from embeddings.model import TableSizes
 

@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from pipelines.dataset import FeatureSet
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import write_parquet
 
 if TYPE_CHECKING:  # the model imports TorchRec, which reading vectors back never needs
@@ -96,11 +96,11 @@ def load_vectors(path: Path) -> Vectors:
     """Read an exported `items.parquet` or `users.parquet` back."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "vector file not found (export the model first)")
+        raise ArtifactError(path, "vector file not found (export the model first)")
     df = pl.read_parquet(path)
     id_col = next((c for c in ("item_id", "user_id") if c in df.columns), None)
     if id_col is None or "vector" not in df.columns:
-        raise DataError(path, "not a recengine vector file (item_id or user_id, vector)")
+        raise ArtifactError(path, "not a recengine vector file (item_id or user_id, vector)")
     content = (
         df["content_vector"].to_numpy().astype(np.float32)
         if "content_vector" in df.columns

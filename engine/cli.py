@@ -1,5 +1,6 @@
 """The `recengine` command line. Each command parses arguments and calls one library function;
-errors the user can fix are printed without a traceback and exit with status 1."""
+errors the user can fix are printed without a traceback and exit with one status per kind of
+failure (`EXIT_CODES`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ from embeddings.config import EmbeddingsConfig
 from engine.config import EngineConfig
 from engine.progress import steps, training_bar
 from pipelines.config import PipelineConfig, load_config
-from pipelines.errors import ConfigError, RecengineError
+from pipelines.errors import (
+    ArtifactError,
+    ConfigError,
+    DataError,
+    QualityGateError,
+    RecengineError,
+    RunLockedError,
+    WriteError,
+)
 
 # TorchRec's planner and DDP explain themselves at length on every run; their warnings are
 # about GPU topologies and deprecations, not about the user's data or config.
@@ -57,15 +66,35 @@ REFUSALS = {
     errno.EEXIST,
 }
 """The system's refusals to write (permissions, a full disk, a file where a folder is
-needed): reported like bad input."""
+needed): reported like a `WriteError`."""
+EXIT_CODES: dict[type[RecengineError], tuple[int, str]] = {
+    DataError: (3, "data"),
+    ConfigError: (4, "config"),
+    ArtifactError: (5, "artifact"),
+    WriteError: (6, "write"),
+    QualityGateError: (7, "gate"),
+    RunLockedError: (8, "locked"),
+}
+"""Exit status and the word printed before the message (`error (data): ...`), by kind of
+failure (README, "Exit codes"). 1 and 2 stay Typer's: 2 a usage error, 1 an abort or a
+`RecengineError` of no kind listed here."""
 P = ParamSpec("P")
 R = TypeVar("R")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The TOML config file.")]
 
 
+def exit_code(exc: RecengineError | OSError) -> tuple[int, str]:
+    """The exit status and the kind of an error `user_errors` reports (a system refusal is a
+    failure to write)."""
+    if isinstance(exc, OSError):
+        return EXIT_CODES[WriteError]
+    kind = next((k for k in type(exc).__mro__ if k in EXIT_CODES), None)
+    return EXIT_CODES[kind] if kind is not None else (1, "error")
+
+
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn the library's errors and the system's refusals (permissions, a full disk) into a
-    red message and exit status 1 (no traceback)."""
+    red message and the exit status of their kind (no traceback)."""
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -74,8 +103,11 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except (RecengineError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno not in REFUSALS:
                 raise  # not the system refusing: a bug, with its traceback
-            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            code, what = exit_code(exc)
+            errors.print(
+                f"[bold red]error ({what}):[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(code) from None
 
     return run
 
@@ -502,7 +534,7 @@ def evaluate(
         _compare(*compare, match)
         return
     if config is None:
-        raise ConfigError("evaluate", "give --config (evaluate) or --compare A B")
+        raise typer.BadParameter("give --config FILE, or --compare A B", param_hint="--config")
     cfg = load_config(config, Config)
     _evaluate(cfg, out or Path(cfg.artifacts.root) / "report")
 

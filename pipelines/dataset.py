@@ -18,7 +18,7 @@ import polars as pl
 
 from pipelines.config import PipelineConfig
 from pipelines.encode import Vocabulary
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError, DataError
 from pipelines.features import (
     category_prefixes,
     item_content,
@@ -129,7 +129,7 @@ class FeatureSet:
         folder = Path(folder)
         meta_path = folder / "features" / "meta.json"
         if not meta_path.is_file():
-            raise DataError(meta_path, "feature set not found (run the features stage first)")
+            raise ArtifactError(meta_path, "feature set not found (run the features stage first)")
         meta = json.loads(meta_path.read_text())
         frames = {
             n: pl.read_parquet(folder / "features" / f"{n}.parquet")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import write_parquet
 
 OOV = 0
@@ -98,9 +98,11 @@ class Vocabulary:
     def load(cls, folder: Path, name: str) -> Vocabulary:
         path = Path(folder) / f"{name}.parquet"
         if not path.is_file():
-            raise DataError(path, "vocabulary file not found")
+            raise ArtifactError(path, "vocabulary file not found")
         df = pl.read_parquet(path)
         expected = pl.int_range(1, df.height + 1, dtype=INDEX, eager=True)
         if df.columns != ["index", "value"] or not df["index"].equals(expected, check_names=False):
-            raise DataError(path, "not a recengine vocabulary (columns index, value; index 1..n)")
+            raise ArtifactError(
+                path, "not a recengine vocabulary (columns index, value; index 1..n)"
+            )
         return cls(name, df["value"])

@@ -1,7 +1,16 @@
-"""The library's own error types.
+"""The library's own error types, one per kind of failure.
 
-Every failure a user can cause (bad data, bad config) is raised as a `RecengineError`, so the CLI
-can print it without a traceback and callers can catch one type.
+Every failure a user can cause is raised as a `RecengineError`, so the CLI can print it without a
+traceback and callers can catch one type; its subclass says which kind it is (the CLI exits with
+one status per kind):
+
+- `DataError`: an input table breaks the data contract.
+- `ConfigError`: a config or settings file cannot be read or does not match its schema.
+- `ArtifactError`: an artifact the library wrote is missing or refused (no published version, a
+  checksum or manifest that does not match, a file that is not what it should be).
+- `WriteError`: an output could not be written.
+- `QualityGateError`: a new version was not published because its figures are worse.
+- `RunLockedError`: another run holds the artifacts root.
 """
 
 from __future__ import annotations
@@ -56,6 +65,17 @@ class DataError(RecengineError):
         super().__init__(text)
 
 
+class ArtifactError(RecengineError):
+    """An artifact the library wrote that is missing or refused: no published version, a
+    manifest or checksum that does not match the files, a model, index or vocabulary file that
+    is absent or not what it should be. Not the user's input tables (`DataError`): the fix is to
+    rebuild or republish, not to edit the data."""
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
 class WriteError(RecengineError):
     """An output that could not be written: disk full, no permission, a read-only folder.
     Raised from `pipelines.io.atomic_path`, so nothing half-written is left under the name."""
@@ -65,3 +85,11 @@ class WriteError(RecengineError):
         text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         hint = "" if isinstance(cause, OSError) else "; is the disk full or the folder read-only?"
         super().__init__(f"{self.path}: cannot write ({text}){hint}")
+
+
+class QualityGateError(RecengineError):
+    """The new version's validation figures are worse than the live version's."""
+
+
+class RunLockedError(RecengineError):
+    """Another run holds the artifacts root."""

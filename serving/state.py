@@ -35,7 +35,7 @@ from engine.rules import Candidate, allocate_slots
 from engine.scoring import ListScorer
 from engine.version import version_context
 from pipelines.dataset import FeatureSet
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from serving.filters import filter_mask
 
 Kind = Literal["product", "ad", "mixed"]
@@ -49,7 +49,7 @@ def resolve(path: Path) -> Path:
         return path.resolve()
     live = current_version(path)
     if live is None:
-        raise DataError(path / CURRENT, "no published version here (run recengine nightly)")
+        raise ArtifactError(path / CURRENT, "no published version here (run recengine nightly)")
     return live
 
 

@@ -21,13 +21,13 @@ from engine.jobs.artifacts import (
     STAGING,
     TRASH,
     VERSIONS,
-    RunLockedError,
     clear_staging,
     prune,
     run_lock,
     switch_current,
     write_manifest,
 )
+from pipelines.errors import RunLockedError
 from tests.test_nightly import small_job
 
 runner = CliRunner()
@@ -104,12 +104,12 @@ def test_the_cli_refuses_a_locked_root_a_file_root_and_a_denied_write(
     root = tmp_path / "artifacts"
     with run_lock(root):
         held = runner.invoke(app, ["nightly", "--config", str(config), "--artifacts", str(root)])
-    assert held.exit_code == 1 and "another recengine run" in held.output
+    assert held.exit_code == 8 and "another recengine run" in held.output
     assert f"pid {os.getpid()}" in held.output and "Traceback" not in held.output
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("x")
     result = runner.invoke(app, ["nightly", "--config", str(config), "--artifacts", str(a_file)])
-    assert result.exit_code == 1 and "is a file, not a folder" in result.output
+    assert result.exit_code == 5 and "is a file, not a folder" in result.output
     denied = tmp_path / "denied"
     real_mkdir = Path.mkdir
 
@@ -120,6 +120,6 @@ def test_the_cli_refuses_a_locked_root_a_file_root_and_a_denied_write(
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
     result = runner.invoke(app, ["nightly", "--config", str(config), "--artifacts", str(denied)])
-    assert result.exit_code == 1 and "Permission denied" in result.output
+    assert result.exit_code == 6 and "Permission denied" in result.output
     assert str(denied) in result.output and "Traceback" not in result.output
     assert not (root / "current").exists()

@@ -109,7 +109,7 @@ def test_import_of_a_folder_without_movielens_files_fails_cleanly(tmp_path: Path
     result = runner.invoke(
         app, ["import", "movielens", str(tmp_path), "--out", str(tmp_path / "o")]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "no MovieLens files found" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "o").exists()

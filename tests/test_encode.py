@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelines.encode import OOV, Vocabulary
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 
 
 def test_indices_are_contiguous_from_one_and_unknown_is_oov() -> None:
@@ -61,9 +61,9 @@ def test_list_columns_encode_elementwise() -> None:
 
 def test_a_file_that_is_not_a_vocabulary_is_refused(tmp_path: Path) -> None:
     pl.DataFrame({"index": [2, 3], "value": ["a", "b"]}).write_parquet(tmp_path / "item.parquet")
-    with pytest.raises(DataError, match="not a recengine vocabulary"):
+    with pytest.raises(ArtifactError, match="not a recengine vocabulary"):
         Vocabulary.load(tmp_path, "item")
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(ArtifactError, match="not found"):
         Vocabulary.load(tmp_path, "user")
 
 

@@ -112,7 +112,7 @@ def test_compare_prints_the_deltas(report: Path, tmp_path: Path) -> None:
 
 def test_compare_names_a_missing_report(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", "--compare", str(tmp_path), str(tmp_path)])
-    assert result.exit_code == 1 and "no evaluation metrics.json" in result.output
+    assert result.exit_code == 5 and "no evaluation metrics.json" in result.output
 
 
 def test_ads_section_shows_calibration_and_the_policy_estimates(report: Path) -> None:

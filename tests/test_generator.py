@@ -336,4 +336,4 @@ def test_generate_command_takes_the_activity(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "ground_truth" / "meta.json").read_text())
     assert meta["spec"]["activity"] == "bursty" and meta["chain_follow"] == 0.5
     bad = runner.invoke(app, ["generate", "--out", str(tmp_path / "x"), "--activity", "daily"])
-    assert bad.exit_code == 1 and "activity" in bad.output
+    assert bad.exit_code == 4 and "activity" in bad.output

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from engine.index import IndexConfig, ItemIndex, build_index, choose_kind, exact_top_k, search_all
 from engine.index.faiss_device import gpu_count
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 
 KINDS = ["flat", "ivf_flat", "hnsw", "ivf_pq"]
 
@@ -125,7 +125,7 @@ def test_save_load_round_trip_and_checksum(tmp_path: Path, built: tuple[ItemInde
     data = bytearray((tmp_path / "items.faiss").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (tmp_path / "items.faiss").write_bytes(bytes(data))
-    with pytest.raises(DataError, match="checksum"):
+    with pytest.raises(ArtifactError, match="checksum"):
         ItemIndex.load(tmp_path)
 
 

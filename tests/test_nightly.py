@@ -19,9 +19,10 @@ import pytest
 
 from engine.config import EngineConfig
 from engine.jobs.artifacts import VERSIONS, current_version, read_manifest, verify
-from engine.jobs.nightly import QualityGateError, run_nightly
+from engine.jobs.nightly import run_nightly
 from engine.jobs.stages import STAGES
 from pipelines.config import load_config
+from pipelines.errors import QualityGateError
 from tests.conftest import tally
 
 SMALL_SECTIONS = """

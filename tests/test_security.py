@@ -15,7 +15,7 @@ import torch
 
 from embeddings.checkpoint import WEIGHTS, load_state_dict
 from engine.jobs.artifacts import CURRENT, VERSIONS, current_version, verify, write_manifest
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from serving import Recommender
 from tests.conftest import tally
 
@@ -167,7 +167,7 @@ def test_a_weights_file_with_a_pickled_object_is_refused_unrun(
     pwned = tmp_path / "pwned"
     monkeypatch.setenv("RECENGINE_PWNED", str(pwned))
     torch.save({"w": torch.zeros(2), "x": _Payload()}, tmp_path / WEIGHTS)
-    with pytest.raises(DataError, match="weights-only") as info:
+    with pytest.raises(ArtifactError, match="weights-only") as info:
         load_state_dict(tmp_path)
     assert str(tmp_path / WEIGHTS) in str(info.value)
     assert not pwned.exists()
@@ -186,20 +186,20 @@ def test_a_file_that_does_not_match_the_manifest_is_refused(tmp_path: Path) -> N
     folder = _version(tmp_path)
     verify(folder)
     (folder / "model" / "weights.bin").write_bytes(b"\x01" + b"\x00" * 63)
-    with pytest.raises(DataError, match="checksum does not match") as info:
+    with pytest.raises(ArtifactError, match="checksum does not match") as info:
         verify(folder)
     assert str(folder / "model" / "weights.bin") in str(info.value)
-    with pytest.raises(DataError, match="checksum does not match"):
+    with pytest.raises(ArtifactError, match="checksum does not match"):
         Recommender.load(folder)  # the online API checks before it loads anything
     (folder / "model" / "weights.bin").unlink()
-    with pytest.raises(DataError, match="missing"):
+    with pytest.raises(ArtifactError, match="missing"):
         verify(folder)
 
 
 def test_a_file_the_manifest_does_not_list_is_refused(tmp_path: Path) -> None:
     folder = _version(tmp_path)
     (folder / "model" / "extra.txt").write_text("slipped in after publishing")
-    with pytest.raises(DataError, match="not listed in the manifest") as info:
+    with pytest.raises(ArtifactError, match="not listed in the manifest") as info:
         verify(folder)
     assert str(folder / "model" / "extra.txt") in str(info.value)
 
@@ -211,7 +211,7 @@ def test_a_manifest_cannot_point_outside_its_version(tmp_path: Path, rel: str) -
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"][rel] = "0" * 64
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="outside the version"):
+    with pytest.raises(ArtifactError, match="outside the version"):
         verify(folder)
 
 
@@ -220,7 +220,7 @@ def test_current_cannot_point_outside_the_versions_folder(tmp_path: Path) -> Non
     _version(root)
     elsewhere = _version(tmp_path / "elsewhere", "v9")
     (root / CURRENT).symlink_to(elsewhere)
-    with pytest.raises(DataError, match="outside"):
+    with pytest.raises(ArtifactError, match="outside"):
         current_version(root)
-    with pytest.raises(DataError, match="outside"):
+    with pytest.raises(ArtifactError, match="outside"):
         Recommender.load(root)

@@ -763,23 +763,23 @@ CONFIG = (
 )
 
 
-def test_cli_validate_bad_input_exits_1_naming_the_file(tmp_path: Path) -> None:
+def test_cli_validate_bad_input_exits_3_naming_the_file(tmp_path: Path) -> None:
     write_tables(tmp_path, interactions=inter(event=["view", "like", "view", "view"])())
     (tmp_path / "config.toml").write_text(CONFIG)
     before = listing(tmp_path)
     result = runner.invoke(app, ["validate", "--config", str(tmp_path / "config.toml")])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 3, result.output
     assert str(tmp_path / "interactions.parquet") in result.output
     assert "column 'event'" in result.output and "like" in result.output
     assert "Traceback" not in result.output
     assert listing(tmp_path) == before
 
 
-def test_cli_validate_missing_table_exits_1(tmp_path: Path) -> None:
+def test_cli_validate_missing_table_exits_3(tmp_path: Path) -> None:
     write_tables(tmp_path, users=None)
     (tmp_path / "config.toml").write_text(CONFIG)
     result = runner.invoke(app, ["validate", "--config", str(tmp_path / "config.toml")])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert str(tmp_path / "users.parquet") in result.output and "file not found" in result.output
     assert "Traceback" not in result.output
 
@@ -806,14 +806,14 @@ def test_cli_config_errors_name_the_key(tmp_path: Path, extra: str, where: str) 
     write_tables(tmp_path)
     (tmp_path / "config.toml").write_text(CONFIG + extra)
     result = runner.invoke(app, ["validate", "--config", str(tmp_path / "config.toml")])
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert where in result.output
     assert str(tmp_path / "config.toml") in result.output
     assert "Traceback" not in result.output
 
 
 def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Path) -> None:
-    """The whole corpus through `recengine nightly`: exit 1, the file and column named, no
+    """The whole corpus through `recengine nightly`: exit 3, the file and column named, no
     traceback, no version and no `current`."""
     for n, bad in enumerate(BAD):
         folder = tmp_path / str(n)
@@ -823,7 +823,7 @@ def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Pa
             "[data]\n" + "".join(f'{name} = "{getattr(data, name).name}"\n' for name in NAMES)
         )
         result = runner.invoke(app, ["nightly", "--config", str(config)])
-        assert result.exit_code == 1, (bad.id, result.output)
+        assert result.exit_code == 3, (bad.id, result.output)
         file = getattr(data, bad.file or bad.table.split("_")[0])
         assert str(file) in result.output, bad.id
         if bad.column:
@@ -835,14 +835,14 @@ def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("text", "shows"),
+    ("text", "shows", "code"),
     [
-        (CONFIG + "[jobs]\nk = 10\nschedule = 'nightly'\n", "jobs.schedule: unknown key"),
-        (CONFIG + "[rerank]\nnum_boost_round = 'many'\n", "rerank.num_boost_round"),
-        (CONFIG + "[jobs]\nretention = 0\n", "jobs.retention"),
-        (CONFIG.replace("items.parquet", "no/such/items.parquet"), "file not found"),
-        (CONFIG + "[data\n", "not valid TOML"),
-        (None, "config file not found"),
+        (CONFIG + "[jobs]\nk = 10\nschedule = 'nightly'\n", "jobs.schedule: unknown key", 4),
+        (CONFIG + "[rerank]\nnum_boost_round = 'many'\n", "rerank.num_boost_round", 4),
+        (CONFIG + "[jobs]\nretention = 0\n", "jobs.retention", 4),
+        (CONFIG.replace("items.parquet", "no/such/items.parquet"), "file not found", 3),
+        (CONFIG + "[data\n", "not valid TOML", 4),
+        (None, "config file not found", 4),
     ],
     ids=[
         "unknown key",
@@ -853,13 +853,15 @@ def test_cli_nightly_stops_on_every_bad_input_and_publishes_nothing(tmp_path: Pa
         "missing config",
     ],
 )
-def test_cli_nightly_names_config_errors(tmp_path: Path, text: str | None, shows: str) -> None:
+def test_cli_nightly_names_config_errors(
+    tmp_path: Path, text: str | None, shows: str, code: int
+) -> None:
     write_tables(tmp_path)
     config = tmp_path / "config.toml"
     if text is not None:
         config.write_text(text)
     result = runner.invoke(app, ["nightly", "--config", str(config)])
-    assert result.exit_code == 1 and shows in result.output, result.output
+    assert result.exit_code == code and shows in result.output, result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "artifacts").exists()
     tally("bad inputs: nightly runs refused")

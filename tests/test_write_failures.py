@@ -96,7 +96,7 @@ def test_a_full_disk_leaves_current_untouched(
     root = copy_root(live_root, tmp_path / "artifacts")
     before = snapshot(root)
     failed = nightly(config, root, file_size_limit=limit)
-    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert failed.returncode == 6, failed.stderr[-2000:]  # WriteError
     assert f"{root}/staging/" in failed.stderr and "cannot write" in failed.stderr
     assert "File too large" in failed.stderr or "disk full" in failed.stderr
     assert "Traceback" not in failed.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import atomic_path
 
 FLOOR = 1e-3
@@ -47,10 +47,10 @@ class Calibrator:
     def load(cls, path: Path) -> Calibrator:
         path = Path(path)
         if not path.is_file():
-            raise DataError(path, "calibration file not found")
+            raise ArtifactError(path, "calibration file not found")
         data = json.loads(path.read_text())
         if data.get("kind") != "isotonic" or len(data["x"]) != len(data["y"]):
-            raise DataError(path, "not an isotonic calibration (kind, x, y of equal length)")
+            raise ArtifactError(path, "not an isotonic calibration (kind, x, y of equal length)")
         return cls(np.asarray(data["x"], float), np.asarray(data["y"], float))
 
 

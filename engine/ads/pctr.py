@@ -16,7 +16,7 @@ from engine.ads.calibration import Calibrator, expected_calibration_error
 from engine.ads.config import AdsConfig
 from engine.ads.log import FEATURES
 from engine.rerank.trees import dense
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import atomic_path
 
 MODEL_FILE = "pctr.txt"
@@ -49,7 +49,7 @@ class Pctr:
     def load(cls, folder: Path) -> Pctr:
         path = Path(folder) / MODEL_FILE
         if not path.is_file():
-            raise DataError(path, "pCTR model not found (train it first)")
+            raise ArtifactError(path, "pCTR model not found (train it first)")
         return cls(
             lgb.Booster(model_file=str(path)), Calibrator.load(Path(folder) / CALIBRATION_FILE)
         )

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 
 DEFAULT_MATCH = r"^(methods\.[^.]+\.(metrics|beyond)|candidates|verdict|ads)\."
 """The figures printed unless asked otherwise: every method's metrics and beyond-accuracy
@@ -24,7 +24,7 @@ def metrics_file(path: Path) -> Path:
     ):
         if p.is_file():
             return p
-    raise DataError(path, "no evaluation metrics.json here (nor in report/ or current/report/)")
+    raise ArtifactError(path, "no evaluation metrics.json here (nor in report/ or current/report/)")
 
 
 def flatten(doc: object, prefix: str = "") -> dict[str, float]:

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from engine.index.faiss_device import to_cpu, to_search_device
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import atomic_path, sha256_file, write_parquet
 
 INDEX_FILE = "items.faiss"
@@ -293,10 +293,10 @@ class ItemIndex:
         folder = Path(folder)
         for name in (INDEX_FILE, META_FILE, ROWS_FILE):
             if not (folder / name).is_file():
-                raise DataError(folder / name, "index file missing")
+                raise ArtifactError(folder / name, "index file missing")
         meta = json.loads((folder / META_FILE).read_text())
         if not checked and sha256_file(folder / INDEX_FILE) != meta["sha256"]:
-            raise DataError(
+            raise ArtifactError(
                 folder / INDEX_FILE,
                 "checksum does not match index.json: the "
                 "file was changed or damaged; rebuild the index",

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines.errors import DataError, RecengineError
+from pipelines.errors import ArtifactError, RunLockedError
 from pipelines.io import atomic_path, sha256_file
 
 VERSIONS = "versions"
@@ -28,10 +28,6 @@ STAGING = "staging"
 TRASH = "trash"
 LOCK = ".lock"
 MANIFEST = "manifest.json"
-
-
-class RunLockedError(RecengineError):
-    """Another run holds the artifacts root."""
 
 
 def version_files(folder: Path) -> list[str]:
@@ -61,18 +57,18 @@ def write_manifest(folder: Path, info: dict[str, object]) -> dict[str, object]:
 def read_manifest(folder: Path) -> dict[str, object]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise DataError(path, "manifest not found: not a published recengine version")
+        raise ArtifactError(path, "manifest not found: not a published recengine version")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DataError(path, f"manifest is not valid JSON: {exc}") from None
+        raise ArtifactError(path, f"manifest is not valid JSON: {exc}") from None
 
 
 def _inside(folder: Path, rel: str) -> Path:
     """`folder / rel`, refused when `rel` would lead out of `folder` (an absolute path, `..`)."""
     path = (folder / rel).resolve()
     if not path.is_relative_to(folder.resolve()):
-        raise DataError(folder / MANIFEST, f"lists {rel!r}, a path outside the version")
+        raise ArtifactError(folder / MANIFEST, f"lists {rel!r}, a path outside the version")
     return path
 
 
@@ -84,12 +80,12 @@ def verify(folder: Path) -> dict[str, object]:
     manifest = read_manifest(folder)
     files = manifest.get("files")
     if not isinstance(files, dict):
-        raise DataError(folder / MANIFEST, "manifest lists no files")
+        raise ArtifactError(folder / MANIFEST, "manifest lists no files")
     paths = {}
     for rel in files:
         paths[rel] = _inside(folder, rel)
         if not paths[rel].is_file():
-            raise DataError(folder / rel, "listed in the manifest but missing")
+            raise ArtifactError(folder / rel, "listed in the manifest but missing")
     # hashlib and file reads release the GIL: the files are hashed on every core at once,
     # largest first, which halves a 1.5 GB version's check on 2 cores
     order = sorted(paths, key=lambda rel: -paths[rel].stat().st_size)
@@ -97,12 +93,12 @@ def verify(folder: Path) -> dict[str, object]:
         sums = dict(zip(order, pool.map(lambda rel: sha256_file(paths[rel]), order), strict=True))
     for rel, want in files.items():
         if sums[rel] != want:
-            raise DataError(
+            raise ArtifactError(
                 folder / rel, "checksum does not match the manifest (changed or corrupt)"
             )
     extra = [rel for rel in version_files(folder) if rel not in files]
     if extra:
-        raise DataError(
+        raise ArtifactError(
             folder / extra[0],
             f"not listed in the manifest ({len(extra)} such file(s); added after publishing?)",
         )
@@ -117,7 +113,7 @@ def current_version(root: Path) -> Path | None:
         return None
     target = link.resolve()
     if not target.is_relative_to((Path(root) / VERSIONS).resolve()):
-        raise DataError(link, f"points at {target}, outside {Path(root) / VERSIONS}")
+        raise ArtifactError(link, f"points at {target}, outside {Path(root) / VERSIONS}")
     return target if target.is_dir() else None
 
 
@@ -134,7 +130,7 @@ def publish(root: Path, staging: Path, version: str) -> Path:
     final = root / VERSIONS / version
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
-        raise DataError(final, "version already exists")
+        raise ArtifactError(final, "version already exists")
     os.replace(staging, final)
     switch_current(root, final)
     return final
@@ -193,7 +189,7 @@ def run_lock(root: Path) -> Iterator[None]:
     process dies, however it dies, so a killed run never leaves it behind."""
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise DataError(root, "the artifacts root is a file, not a folder")
+        raise ArtifactError(root, "the artifacts root is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
     with open(root / LOCK, "a+") as fh:
         try:

@@ -35,7 +35,7 @@ from engine.jobs.artifacts import (
 from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
 from engine.jobs.incremental import base_figures
 from engine.jobs.stages import STAGES, Figures, Run
-from pipelines.errors import RecengineError
+from pipelines.errors import QualityGateError
 from pipelines.io import atomic_path, require_file, sha256_file
 from pipelines.progress import Report, silent
 
@@ -51,10 +51,6 @@ LIBRARIES = (
     "numpy",
     "scikit-learn",
 )
-
-
-class QualityGateError(RecengineError):
-    """The new version's validation figures are worse than the live version's."""
 
 
 @dataclass(frozen=True)

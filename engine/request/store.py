@@ -31,7 +31,7 @@ from engine.candidates.vectors import ContentSource
 from engine.request.ids import IdIndex
 from engine.request.tables import Lookup, RequestTables, Rows
 from pipelines.dataset import FeatureSet
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import atomic_path
 
 CONTENT_FILE = Path("request") / "content_neighbours.arrow"
@@ -248,7 +248,7 @@ def load_tables(ctx: ModelContext, folder: Path) -> RequestTables:
     def present(name: str) -> Rows:
         got = rows[name]
         if got is None:
-            raise DataError(src / TABLES_META, f"the {name} rows are missing")
+            raise ArtifactError(src / TABLES_META, f"the {name} rows are missing")
         return got
 
     lookups: dict[str, Lookup] = {
@@ -334,5 +334,5 @@ def load_served_features(folder: Path) -> FeatureSet:
         return FeatureSet.load(folder, only=("items",))
     items = pl.from_arrow(pa_ipc.open_file(pa.memory_map(str(path))).read_all())
     if not isinstance(items, pl.DataFrame):  # an Arrow table reads as a frame
-        raise DataError(path, "not an item table")
+        raise ArtifactError(path, "not an item table")
     return replace(FeatureSet.load(folder, only=()), items=items)

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from engine.rerank.ndcg import mean_ndcg
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import atomic_path
 
 ORDER_FILE = "order.json"
@@ -52,7 +52,7 @@ class SourceOrder:
             doc = json.loads(path.read_text())
             return cls(str(doc["order"]), str(doc["reason"]))
         except (ValueError, KeyError, TypeError) as err:
-            raise DataError(path, f"not a list order: {err}") from err
+            raise ArtifactError(path, f"not a list order: {err}") from err
 
 
 Ranker = lgb.Booster | SourceOrder

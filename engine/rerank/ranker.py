@@ -21,7 +21,7 @@ from engine.rerank.config import RankerConfig
 from engine.rerank.fallback import ORDER_FILE, Ranker, SourceOrder
 from engine.rerank.trees import model_trees, predict_range, tree_range
 from engine.rules import shortlist_size
-from pipelines.errors import DataError
+from pipelines.errors import ArtifactError
 from pipelines.io import atomic_path
 
 MODEL_FILE = "model.txt"
@@ -169,5 +169,5 @@ def load_ranker(folder: Path) -> Ranker:
         return SourceOrder.load(folder)
     path = Path(folder) / MODEL_FILE
     if not path.is_file():
-        raise DataError(path, "re-ranker model not found (train it first)")
+        raise ArtifactError(path, "re-ranker model not found (train it first)")
     return lgb.Booster(model_file=str(path))
