@@ -1,1 +1,2 @@
-"""The LightGBM LambdaRank re-ranker: candidate features, graded labels, query groups."""
+"""The LightGBM learning-to-rank re-ranker (XE-NDCG or LambdaRank): candidate features, graded
+labels, query groups."""

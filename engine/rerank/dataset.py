@@ -1,4 +1,4 @@
-"""From labelled candidate frames to LambdaRank query groups.
+"""From labelled candidate frames to the ranker's query groups.
 
 A query is one user's candidate list as of one cutoff (`cutoff`, `user_idx`); its rows are
 contiguous and sorted. Lists with no positive teach a ranker nothing and are dropped; users are

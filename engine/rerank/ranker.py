@@ -1,4 +1,4 @@
-"""The LightGBM LambdaRank wrapper: query groups in, a text model out (no pickle).
+"""The LightGBM learning-to-rank wrapper: query groups in, a text model out (no pickle).
 
 `train_ranker` is plain `lightgbm.train` with the objective, the query groups and early
 stopping on validation NDCG@k filled in, so that it gives what LightGBM gives with the same
@@ -57,7 +57,9 @@ class RankData:
 def train_ranker(
     train: RankData, names: list[str], cfg: RankerConfig, valid: RankData | None = None
 ) -> lgb.Booster:
-    """LambdaRank on `train`, early-stopped on `valid` NDCG@`cfg.ndcg_at` when given."""
+    """A LightGBM ranker on `train` with the listwise objective `cfg.objective` (XE-NDCG,
+    `rank_xendcg`, by default; `lambdarank` when configured), early-stopped on `valid`
+    NDCG@`cfg.ndcg_at` when given (without `valid`, all `cfg.num_boost_round` trees)."""
     dtrain = train.dataset(names)
     sets = [dtrain]
     callbacks: list[Callable[[lgb.callback.CallbackEnv], None]] = []
