@@ -41,6 +41,11 @@ def draw_campaigns(world: World, n_days: int, rng: np.random.Generator) -> Campa
     campaign = rng.integers(0, n_campaigns, len(ads))
     c_start = rng.integers(-14, max(1, n_days - 7), n_campaigns)
     c_len = rng.integers(7, 61, n_campaigns)
+    if not (c_start + c_len >= n_days).any():
+        # a shop has some campaign running when its data ends: the nightly job lists the ads
+        # in flight at that moment, and the last days are the evaluation's test window
+        last = int(np.argmax(c_start + c_len))
+        c_len[last] = n_days + 7 - c_start[last]
     c_bid = np.exp(rng.normal(np.log(0.4), 0.6, n_campaigns))
     c_budget = np.round(np.exp(rng.normal(np.log(40.0), 0.8, n_campaigns)), 2)
     bid = np.round(c_bid[campaign] * np.exp(rng.normal(0, 0.15, len(ads))), 2) + 0.01
