@@ -1,14 +1,23 @@
-"""Shared fixtures: a small generated data set with its config, built once per session; and
-the reliability tally (bad inputs tried, kills survived, reloads made, errors seen) that the
+"""Shared fixtures and helpers: a small generated data set with its config, a nightly job over
+it with small models, one version published from it and one evaluation report, each built
+once per session (tests that change a published root work on a copy: `copy_root`); and the
+reliability tally (bad inputs tried, kills survived, reloads made, errors seen) that the
 tests add to and the session prints at its end (RELIABILITY.md records it)."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from engine.cli import app
+from engine.config import EngineConfig
+from engine.jobs.nightly import run_nightly
 from pipelines.config import PipelineConfig, load_config
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.synthetic import GeneratorSpec, generate
@@ -32,6 +41,99 @@ def small_config(small_data: Path) -> PipelineConfig:
 @pytest.fixture(scope="session")
 def small_features(small_config: PipelineConfig) -> FeatureSet:
     return build_features(small_config)
+
+
+SMALL_SECTIONS = """
+[model]
+dim = 16
+embedding_dim = 16
+hidden = [32]
+
+[train]
+epochs = 2
+batch_size = 256
+eval_users = 200
+
+[candidates]
+ann = 30
+covisit = 20
+content = 10
+trending = 10
+repeat = 5
+cold_user = 10
+
+[rerank]
+training_cutoffs = 2
+min_lists = 50
+min_data_in_leaf = 5
+num_boost_round = 40
+early_stopping_rounds = 10
+
+[ads]
+min_data_in_leaf = 5
+
+[jobs]
+k = 5
+retention = 2
+user_chunk = 150
+"""
+
+
+def small_job(small_data: Path, folder: Path) -> Path:
+    """A config file over the small generated set, with small models, in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("interactions.parquet", "items.parquet", "users.parquet"):
+        shutil.copy(small_data / name, folder / name)
+    text = (small_data / "config.toml").read_text().replace('ground_truth = "ground_truth"\n', "")
+    path = folder / "config.toml"
+    path.write_text(text + SMALL_SECTIONS)
+    return path
+
+
+def nightly_cmd(config: Path, root: Path) -> list[str]:
+    """The nightly job as a separate process (for kills and timeouts)."""
+    cmd = [sys.executable, "-m", "engine.cli", "nightly"]
+    return [*cmd, "--config", str(config), "--artifacts", str(root)]
+
+
+def copy_root(root: Path, to: Path) -> Path:
+    """A copy of an artifacts root (its `current` link is relative, so it holds)."""
+    shutil.copytree(root, to, symlinks=True)
+    return to
+
+
+@pytest.fixture(scope="session")
+def published(
+    small_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[EngineConfig, Path]:
+    """(config, artifacts root) of one nightly run on the small job. Read only: a test that
+    runs the job again, reloads or damages it works on `copy_root` of it."""
+    folder = tmp_path_factory.mktemp("published")
+    cfg = load_config(small_job(small_data, folder / "data"), EngineConfig)
+    run_nightly(cfg, folder / "artifacts")
+    return cfg, folder / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def published_config(published: tuple[EngineConfig, Path]) -> Path:
+    """The config file `published` ran with."""
+    return published[1].parent / "data" / "config.toml"
+
+
+@pytest.fixture(scope="session")
+def evaluation_report(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of `recengine evaluate` on the small set (index.html, metrics.json)."""
+    folder = tmp_path_factory.mktemp("evaluate")
+    config = folder / "config.toml"
+    text = (small_data / "config.toml").read_text()
+    # the small set's tables and ground truth stay where they are; only the config moves
+    text = re.sub(r'= "(\w+\.parquet|ground_truth)"', lambda m: f'= "{small_data / m[1]}"', text)
+    config.write_text(text + SMALL_SECTIONS)
+    out = folder / "report"
+    result = CliRunner().invoke(app, ["evaluate", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "final - best baseline" in result.output
+    return out
 
 
 TALLY: Counter[str] = Counter()

@@ -96,9 +96,24 @@ def test_no_campaign_outspends_its_budget(
     lists, spent = ad_lists(
         users, small_features, model, log.filter(pl.col("ts") < at), cfg, when=at, inventory=budgets
     )
-    one_ad = float(inv.bid.max())  # a click probability is at most 1
-    assert all(spent[c] <= tight[c] + one_ad for c in spent)
-    assert lists["user_idx"].n_unique() < len(users)  # the budgets did stop some ads
+    camp = dict(zip(inv.item_idx.tolist(), inv.campaign.tolist(), strict=True))
+    cost = (
+        lists.select(
+            pl.col("item_idx").replace_strict(camp).alias("campaign"),
+            (pl.col("pctr") * pl.col("bid")).alias("cost"),
+        )
+        .group_by("campaign")
+        .agg(pl.col("cost").sum().alias("listed"), pl.col("cost").max().alias("one_ad"))
+    )
+    assert cost.height > 0
+    for c, listed, one_ad in cost.iter_rows():
+        # the spend is the listed ads' expected cost, and it passes the budget by less than
+        # the last ad's: a campaign stops as soon as it has spent its budget
+        assert spent[c] == pytest.approx(listed, rel=1e-9)
+        assert spent[c] < tight[c] + one_ad, (c, spent[c], tight[c], one_ad)
+    assert all(spent[c] == 0.0 for c in set(spent) - set(cost["campaign"].to_list()))
+    assert any(spent[c] >= tight[c] for c in spent)  # some budgets were reached...
+    assert lists["user_idx"].n_unique() < len(users)  # ...and stopped some users' ads
 
 
 def test_auction_scores_only_each_users_shortlist(

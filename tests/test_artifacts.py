@@ -28,7 +28,7 @@ from engine.jobs.artifacts import (
     write_manifest,
 )
 from pipelines.errors import RunLockedError
-from tests.test_nightly import small_job
+from tests.conftest import small_job
 
 runner = CliRunner()
 

@@ -10,30 +10,19 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.evaluation.report import SECTIONS, render
-from tests.test_nightly import SMALL_SECTIONS
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def report(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("evaluate")
-    config = folder / "config.toml"
-    text = (small_data / "config.toml").read_text()
-    # the small set's tables and ground truth stay where they are; only the config moves
-    text = re.sub(r'= "(\w+\.parquet|ground_truth)"', lambda m: f'= "{small_data / m[1]}"', text)
-    config.write_text(text + SMALL_SECTIONS)
-    out = folder / "report"
-    result = runner.invoke(app, ["evaluate", "--config", str(config), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "final - best baseline" in result.output
-    return out
+@pytest.fixture
+def report(evaluation_report: Path) -> Path:
+    """The session's report on the small set (conftest.py): read only."""
+    return evaluation_report
 
 
 def test_page_has_every_section_and_only_embedded_images(report: Path) -> None:
@@ -42,8 +31,8 @@ def test_page_has_every_section_and_only_embedded_images(report: Path) -> None:
         assert f'<section id="{sid}">' in page, sid
     images = re.findall(r'<img[^>]*src="([^"]+)"', page)
     doc = json.loads((report / "metrics.json").read_text())
-    # curves, stages, segments, beyond, evaluation timings (+ the reliability diagram)
-    assert len(images) == 5 + (doc["ads"] is not None)
+    assert doc["ads"] is not None  # the small set logs ad impressions and clicks
+    assert len(images) == 6  # curves, stages, segments, beyond, timings, reliability
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -84,9 +73,14 @@ def test_metrics_json_holds_every_method_and_the_verdict(report: Path) -> None:
     ks = doc["protocol"]["ks"]
     assert all(final[f"recall@{a}"] <= final[f"recall@{b}"] for a, b in itertools.pairwise(ks))
     assert final[f"recall@{ks[-1]}"] <= doc["candidates"]["recall"] + 1e-12
-    if doc["ads"] is not None:
-        assert doc["ads"]["click_model"]["impressions"] > 0
-        assert np.isfinite(doc["ads"]["click_model"]["auc"])
+    clicks, policy = doc["ads"]["click_model"], doc["ads"]["policy"]
+    assert clicks["impressions"] == policy["requests"] > 0  # the test window's impressions
+    assert clicks["click_rate"] == pytest.approx(policy["logged_click_rate"])
+    assert 0.0 <= clicks["auc"] <= 1.0 and clicks["ece"] <= clicks["ece_raw"]
+    # importance weights: only matched requests count, and they are worth at most their number
+    assert 0 < policy["matched"] <= policy["requests"]
+    assert 0 < policy["effective_sample_size"] <= policy["matched"] + 1e-9
+    assert policy["true_revenue"] <= policy["oracle_revenue"] + 1e-12  # the oracle's is best
 
 
 def test_compare_prints_the_deltas(report: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from engine.config import EngineConfig
 from engine.jobs.artifacts import current_version, read_manifest, verify
 from engine.jobs.nightly import run_nightly
 from pipelines.config import load_config
-from tests.test_nightly import small_job
+from tests.conftest import small_job
 
 
 def without_newest(folder: Path, share: float = 0.1) -> tuple[set[str], set[str]]:

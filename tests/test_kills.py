@@ -19,8 +19,7 @@ import pytest
 
 from engine.jobs.artifacts import VERSIONS, current_version, verify
 from engine.jobs.stages import STAGES
-from tests.conftest import tally
-from tests.test_nightly import _nightly_cmd, small_job
+from tests.conftest import nightly_cmd, small_job, tally
 
 
 def store(root: Path) -> tuple[Path | None, dict[str, str]]:
@@ -50,7 +49,7 @@ def run_killed_in(config: Path, root: Path, stage: str | None, after_s: float) -
     seconds later; the stage it was in, or None when it finished first."""
     since = time.time()
     proc = subprocess.Popen(
-        _nightly_cmd(config, root),
+        nightly_cmd(config, root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -85,7 +84,7 @@ def kill_rounds(
     base = small_job(small_data, folder / "data")
     text = base.read_text().replace("\nretention = 2\n", "\nretention = 100\n")
     root = folder / "artifacts"
-    subprocess.run(_nightly_cmd(base, root), check=True, capture_output=True, timeout=600)
+    subprocess.run(nightly_cmd(base, root), check=True, capture_output=True, timeout=600)
     seconds = verify(current_version(root))["seconds"]  # type: ignore[arg-type]
     hit: Counter[str] = Counter()
     r = 0

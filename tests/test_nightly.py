@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,68 +20,19 @@ from engine.config import EngineConfig
 from engine.jobs.artifacts import VERSIONS, current_version, read_manifest, verify
 from engine.jobs.nightly import run_nightly
 from engine.jobs.stages import STAGES
-from pipelines.config import load_config
 from pipelines.errors import QualityGateError
-from tests.conftest import tally
-
-SMALL_SECTIONS = """
-[model]
-dim = 16
-embedding_dim = 16
-hidden = [32]
-
-[train]
-epochs = 2
-batch_size = 256
-eval_users = 200
-
-[candidates]
-ann = 30
-covisit = 20
-content = 10
-trending = 10
-repeat = 5
-cold_user = 10
-
-[rerank]
-training_cutoffs = 2
-min_lists = 50
-min_data_in_leaf = 5
-num_boost_round = 40
-early_stopping_rounds = 10
-
-[ads]
-min_data_in_leaf = 5
-
-[jobs]
-k = 5
-retention = 2
-user_chunk = 150
-"""
+from tests.conftest import copy_root, nightly_cmd, small_job, tally
 
 
-def small_job(small_data: Path, folder: Path) -> Path:
-    """A config file over the small generated set, with small models, in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("interactions.parquet", "items.parquet", "users.parquet"):
-        shutil.copy(small_data / name, folder / name)
-    text = (small_data / "config.toml").read_text().replace('ground_truth = "ground_truth"\n', "")
-    path = folder / "config.toml"
-    path.write_text(text + SMALL_SECTIONS)
-    return path
+@pytest.fixture
+def job(published: tuple[EngineConfig, Path], tmp_path: Path) -> tuple[EngineConfig, Path]:
+    """The session's published root, copied: these tests run the job on it again."""
+    cfg, root = published
+    return cfg, copy_root(root, tmp_path / "artifacts")
 
 
-@pytest.fixture(scope="module")
-def job(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[EngineConfig, Path]:
-    folder = tmp_path_factory.mktemp("nightly")
-    cfg = load_config(small_job(small_data, folder / "data"), EngineConfig)
-    root = folder / "artifacts"
-    run_nightly(cfg, root)
-    return cfg, root
-
-
-def test_publishes_a_complete_verified_version(job: tuple[EngineConfig, Path]) -> None:
-    cfg, root = job
+def test_publishes_a_complete_verified_version(published: tuple[EngineConfig, Path]) -> None:
+    cfg, root = published
     live = current_version(root)
     assert live is not None and live.parent.name == VERSIONS
     manifest = verify(live)
@@ -104,6 +54,9 @@ def test_publishes_a_complete_verified_version(job: tuple[EngineConfig, Path]) -
     assert products["why"].str.starts_with("sources: ").all()
     ads = pl.read_parquet(live / "recs" / "kind=ad" / "*.parquet")
     assert ads.columns == ["user_id", "rank", "item_id", "pctr", "bid", "ecpm"]
+    assert ads.height > 0 and set(ads["item_id"].to_list()) <= set(
+        items.filter(pl.col("kind") == "ad")["item_id"].to_list()
+    )
     metrics = json.loads((live / "report" / "metrics.json").read_text())
     assert {"train", "rerank", "ads", "recs"} <= set(metrics["nightly"])
     assert "final" in metrics["methods"] and "oracle" not in metrics["methods"]  # no truth here
@@ -141,19 +94,6 @@ def test_gate_holds_current_unless_forced(job: tuple[EngineConfig, Path]) -> Non
     names = sorted(p.name for p in (root / VERSIONS).iterdir())
     assert len(names) == 2 and third.version.name in names and live.name not in names
     assert not list((root / "staging").iterdir())  # no run's leftovers stay behind
-
-
-def _nightly_cmd(config: Path, root: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "engine.cli",
-        "nightly",
-        "--config",
-        str(config),
-        "--artifacts",
-        str(root),
-    ]
 
 
 # Runs the CLI with one stage made to stop mid-way: right after the stage's first file lands
@@ -198,7 +138,7 @@ def kill_during(stage: str, config: Path, root: Path, *, timeout: float = 300) -
     """Run the job until it stops inside `stage`, SIGKILL it; `current` must then be absent
     or a complete version."""
     marker = root.parent / "marker"
-    cmd = [sys.executable, "-c", DRIVER, stage, str(marker), *_nightly_cmd(config, root)[3:]]
+    cmd = [sys.executable, "-c", DRIVER, stage, str(marker), *nightly_cmd(config, root)[3:]]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -227,7 +167,7 @@ def test_a_kill_in_the_middle_of_each_stage_resumes(
     kill_during(stage, config, root)
     if stage != "publish":
         assert not list(root.glob(f"staging/*/stages/{stage}.json")), "recorded, not killed"
-    done = subprocess.run(_nightly_cmd(config, root), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(nightly_cmd(config, root), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     live = current_version(root)
     assert live is not None

@@ -14,7 +14,7 @@ from engine.cli import app
 from engine.config import EngineConfig
 from engine.jobs.artifacts import current_version, verify
 from pipelines.config import load_config
-from tests.test_nightly import small_job
+from tests.conftest import small_job
 
 runner = CliRunner()
 

@@ -12,9 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# the report is built once for this module, the same way as in test_evaluation_report.py
-from tests.test_evaluation_report import report  # noqa: F401
-
 WIDTH, HEIGHT = 1400, 900
 CHROMIUM_ARGS = [
     "--no-sandbox",  # Chromium refuses to start as root without it
@@ -59,7 +56,7 @@ def chromium() -> str:
 
 def test_report_fits_a_1400px_window(
     chromium: str,  # first: a missing browser is found before the report is built
-    report: Path,  # noqa: F811
+    evaluation_report: Path,
     tmp_path: Path,
 ) -> None:
     try:
@@ -78,7 +75,7 @@ def test_report_fits_a_1400px_window(
         )
         try:
             page = browser.new_page()
-            page.goto((report / "index.html").as_uri(), wait_until="load")
+            page.goto((evaluation_report / "index.html").as_uri(), wait_until="load")
             found = page.evaluate(MEASURE)
             page.screenshot(path=str(shot))
         finally:

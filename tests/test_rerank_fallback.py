@@ -132,7 +132,7 @@ def test_nightly_publishes_the_order_says_why_and_serves_it(
     from engine.jobs.nightly import run_nightly
     from pipelines.config import load_config
     from serving import Recommender
-    from tests.test_nightly import small_job
+    from tests.conftest import small_job
 
     path = small_job(small_data, tmp_path / "data")
     path.write_text(

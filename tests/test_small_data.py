@@ -19,8 +19,7 @@ from engine.jobs.artifacts import verify
 from engine.jobs.nightly import run_nightly
 from pipelines.config import load_config
 from pipelines.errors import DataError
-from tests.conftest import tally
-from tests.test_nightly import SMALL_SECTIONS
+from tests.conftest import SMALL_SECTIONS, tally
 
 SUBSETS = {"users": st.integers(1, 400), "days": st.floats(0.5, 60), "ads": st.booleans()}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,24 +24,16 @@ from engine.jobs.artifacts import CURRENT, VERSIONS, current_version, verify
 from engine.jobs.nightly import run_nightly
 from pipelines.config import load_config
 from pipelines.errors import WriteError
-from tests.conftest import tally
-from tests.test_nightly import small_job
+from tests.conftest import copy_root, tally
 
 
 @pytest.fixture(scope="module")
-def published(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(config of a changed run, artifacts root with one live version built before it)."""
-    folder = tmp_path_factory.mktemp("write-failures")
-    config = small_job(small_data, folder / "data")
-    run_nightly(load_config(config, EngineConfig), folder / "artifacts")
-    changed = config.with_name("changed.toml")
-    changed.write_text(config.read_text().replace("\nk = 5\n", "\nk = 4\n"))
-    return changed, folder / "artifacts"
-
-
-def copy_root(root: Path, to: Path) -> Path:
-    shutil.copytree(root, to, symlinks=True)
-    return to
+def changed(published: tuple[EngineConfig, Path], published_config: Path) -> tuple[Path, Path]:
+    """(config of a changed run, the session's root with one live version built before it:
+    each test copies it)."""
+    config = published_config.with_name("changed.toml")
+    config.write_text(published_config.read_text().replace("\nk = 5\n", "\nk = 4\n"))
+    return config, published[1]
 
 
 def snapshot(root: Path) -> tuple[Path | None, dict[str, dict]]:
@@ -90,9 +81,9 @@ LIMITS = [
 
 @pytest.mark.parametrize(("limit", "stage"), LIMITS)
 def test_a_full_disk_leaves_current_untouched(
-    published: tuple[Path, Path], tmp_path: Path, limit: int, stage: str
+    changed: tuple[Path, Path], tmp_path: Path, limit: int, stage: str
 ) -> None:
-    config, live_root = published
+    config, live_root = changed
     root = copy_root(live_root, tmp_path / "artifacts")
     before = snapshot(root)
     failed = nightly(config, root, file_size_limit=limit)
@@ -123,9 +114,9 @@ def refuse(monkeypatch: pytest.MonkeyPatch, where: Callable[[Path], bool]) -> No
 
 
 def test_permission_errors_leave_current_untouched(
-    published: tuple[Path, Path], tmp_path: Path
+    changed: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    config, live_root = published
+    config, live_root = changed
     root = copy_root(live_root, tmp_path / "artifacts")
     cfg = load_config(config, EngineConfig)
     before = snapshot(root)
