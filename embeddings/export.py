@@ -75,7 +75,7 @@ def export_vectors(
         batch_size=batch_size,
         device=device,
     )
-    item_idx = fs.items["item_idx"].to_numpy()
+    item_idx = fs.stored("items")["item_idx"].to_numpy()  # the file keeps its Int32 item_idx
     items = Vectors(
         fs.items["item_id"],
         item_idx,

@@ -8,13 +8,15 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from pipelines.encode import INDEX_DTYPE
+
 
 class ByKey:
     """A frame's rows grouped by an integer `key` column (`user_idx` unless told), found for
-    any set of keys by binary search; the key column becomes Int64."""
+    any set of keys by binary search."""
 
     def __init__(self, frame: pl.DataFrame, key: str = "user_idx") -> None:
-        self.frame = frame.with_columns(pl.col(key).cast(pl.Int64)).sort(key)
+        self.frame = frame.sort(key)
         self.keys = self.frame[key].to_numpy()
 
     def rows(self, keys: np.ndarray) -> pl.DataFrame:
@@ -30,9 +32,9 @@ class ByKey:
 def dense_by_item(frame: pl.DataFrame, n_items: int) -> pl.DataFrame:
     """`frame` (keyed by item_idx) as one row per index 0..n_items-1 (nulls where absent),
     without the key: row i describes item i."""
-    full = pl.DataFrame({"item_idx": np.arange(n_items, dtype=np.int64)})
+    full = pl.DataFrame({"item_idx": pl.int_range(n_items, dtype=INDEX_DTYPE, eager=True)})
     return full.join(
-        frame.with_columns(pl.col("item_idx").cast(pl.Int64)),
+        frame,
         on="item_idx",
         how="left",
         maintain_order="left",

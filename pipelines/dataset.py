@@ -17,7 +17,7 @@ from typing import Literal
 import polars as pl
 
 from pipelines.config import PipelineConfig
-from pipelines.encode import Vocabulary
+from pipelines.encode import INDEX_DTYPE, STORED_INDEX, Vocabulary
 from pipelines.errors import ArtifactError, DataError
 from pipelines.features import (
     category_prefixes,
@@ -102,6 +102,15 @@ class FeatureSet:
 
     FRAMES = ("interactions", "items", "users", "history", "popularity", "affinity")
 
+    def __post_init__(self) -> None:
+        for name in self.FRAMES:
+            object.__setattr__(self, name, _indices_as(getattr(self, name), INDEX_DTYPE))
+
+    def stored(self, name: str) -> pl.DataFrame:
+        """Frame `name` as files hold it: its indices in the vocabularies' `STORED_INDEX`."""
+        frame: pl.DataFrame = getattr(self, name)
+        return _indices_as(frame, STORED_INDEX)
+
     def window_interactions(self) -> pl.DataFrame:
         """The positives histories and statistics were built from (those of `window`)."""
         return self.interactions.filter(_window_filter(self.window))
@@ -110,7 +119,7 @@ class FeatureSet:
         folder = Path(folder)
         self.vocabs.save(folder / "vocab")
         for name in self.FRAMES:
-            write_parquet(getattr(self, name), folder / "features" / f"{name}.parquet")
+            write_parquet(self.stored(name), folder / "features" / f"{name}.parquet")
         meta = {
             "as_of": self.as_of.isoformat(),
             "window": self.window,
@@ -149,6 +158,20 @@ class FeatureSet:
             valid_start=ts(meta["valid_start"]),
             test_start=ts(meta["test_start"]),
         )
+
+
+INDEX_COLUMNS = ("user_idx", "item_idx", "history")
+"""The columns of a feature set's frames that hold user or item indices (`history`: a list)."""
+
+
+def _indices_as(frame: pl.DataFrame, dtype: type[pl.DataType]) -> pl.DataFrame:
+    """`frame` with its `INDEX_COLUMNS` in `dtype` (as is where they already are)."""
+    casts = [
+        pl.col(c).cast(pl.List(dtype) if c == "history" else dtype)
+        for c in INDEX_COLUMNS
+        if c in frame.columns and frame.schema[c] not in (dtype, pl.List(dtype))
+    ]
+    return frame.with_columns(casts) if casts else frame
 
 
 def _window_filter(window: Window) -> pl.Expr:

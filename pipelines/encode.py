@@ -16,7 +16,14 @@ from pipelines.errors import ArtifactError
 from pipelines.io import write_parquet
 
 OOV = 0
-INDEX = pl.Int32
+STORED_INDEX = pl.Int32
+"""The dtype of indices as a vocabulary encodes them and as files store them (vocabularies,
+feature tables, the served item table, the exported item vectors)."""
+INDEX_DTYPE = pl.Int64
+"""The dtype of user and item indices in memory: every `user_idx` and `item_idx` column (and a
+history's item list) of a `FeatureSet`, set once where it is built or loaded
+(`FeatureSet.__post_init__`), and so of every frame the engine derives from one. An index that
+arrives in another dtype (a vocabulary's encoding, a source's numpy array) is cast to this."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,9 +73,9 @@ class Vocabulary:
 
     def encode(self, expr: pl.Expr) -> pl.Expr:
         """Expression mapping values to indices (unknown or null -> OOV)."""
-        idx = pl.int_range(1, len(self.values) + 1, dtype=INDEX, eager=True)
+        idx = pl.int_range(1, len(self.values) + 1, dtype=STORED_INDEX, eager=True)
         return expr.cast(pl.String).replace_strict(
-            self.values, idx, default=OOV, return_dtype=INDEX
+            self.values, idx, default=OOV, return_dtype=STORED_INDEX
         )
 
     def encode_list(self, expr: pl.Expr) -> pl.Expr:
@@ -86,7 +93,7 @@ class Vocabulary:
     def to_frame(self) -> pl.DataFrame:
         return pl.DataFrame(
             {
-                "index": pl.int_range(1, len(self.values) + 1, dtype=INDEX, eager=True),
+                "index": pl.int_range(1, len(self.values) + 1, dtype=STORED_INDEX, eager=True),
                 "value": self.values,
             }
         )
@@ -100,7 +107,7 @@ class Vocabulary:
         if not path.is_file():
             raise ArtifactError(path, "vocabulary file not found")
         df = pl.read_parquet(path)
-        expected = pl.int_range(1, df.height + 1, dtype=INDEX, eager=True)
+        expected = pl.int_range(1, df.height + 1, dtype=STORED_INDEX, eager=True)
         if df.columns != ["index", "value"] or not df["index"].equals(expected, check_names=False):
             raise ArtifactError(
                 path, "not a recengine vocabulary (columns index, value; index 1..n)"

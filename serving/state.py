@@ -35,6 +35,7 @@ from engine.rules import Candidate, allocate_slots
 from engine.scoring import ListScorer
 from engine.version import version_context
 from pipelines.dataset import FeatureSet
+from pipelines.encode import INDEX_DTYPE
 from pipelines.errors import ArtifactError
 from serving.filters import filter_mask
 
@@ -111,7 +112,7 @@ class VersionState:
         ids = load_ids(fs, folder)
         facts = ItemFacts.build(fs, ctx.eligible, ctx.item_vectors)
         ads = pl.read_parquet(folder / "recs" / "kind=ad" / "*.parquet")
-        by_user = fs.vocabs.user.encode_series(ads["user_id"]).cast(pl.Int64).alias("_user")
+        by_user = fs.vocabs.user.encode_series(ads["user_id"]).cast(INDEX_DTYPE).alias("_user")
         ads = ads.with_columns(by_user).sort("_user", "rank")
         ad_rows = np.searchsorted(ads["_user"].to_numpy(), np.arange(fs.vocabs.user.size + 1))
         default_ads = (

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from pipelines.dataset import FeatureSet
+from pipelines.encode import INDEX_DTYPE
 from pipelines.scalars import float_or
 from pipelines.validate import Tables
 
@@ -106,8 +107,8 @@ def ad_features(
     """`log` with the pCTR features; `past` is the labelled log before `fs.as_of` (`stats`:
     its `AdStats`, when the caller holds them already)."""
     st = stats or AdStats.of(past, fs)
-    item_idx = fs.vocabs.item.encode(pl.col("item_id"))
-    user_idx = fs.vocabs.user.encode(pl.col("user_id"))
+    item_idx = fs.vocabs.item.encode(pl.col("item_id")).cast(INDEX_DTYPE)
+    user_idx = fs.vocabs.user.encode(pl.col("user_id")).cast(INDEX_DTYPE)
     return (
         log.with_columns(item_idx.alias("item_idx"), user_idx.alias("user_idx"))
         .join(st.items, on="item_id", how="left")

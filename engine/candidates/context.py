@@ -19,6 +19,7 @@ from engine.index import ItemIndex
 from engine.index.eligibility import eligible_items
 from engine.lookup import ByKey
 from pipelines.dataset import FeatureSet
+from pipelines.encode import INDEX_DTYPE
 
 if TYPE_CHECKING:
     from engine.rerank.features import RerankTables
@@ -149,14 +150,15 @@ class CandidateContext:
 
     def finish(self, df: pl.DataFrame, n: int, *, drop_seen: bool = True) -> pl.DataFrame:
         """Keep eligible items the user has not seen, the best `n` per user, ranked from 1."""
-        df = df.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+        # the sources' frames come from numpy, scipy and polars of several widths
+        df = df.with_columns(pl.col("user_idx", "item_idx").cast(INDEX_DTYPE))
         items = df["item_idx"].to_numpy()
         ok = (items >= 0) & (items < len(self.eligible))
         ok[ok] = self.eligible[items[ok]]
         df = df.filter(pl.Series(ok))
         if drop_seen and df.height:
             seen = self._seen.rows(df["user_idx"].unique().to_numpy()).select(
-                "user_idx", pl.col("item_idx").cast(pl.Int64)
+                "user_idx", "item_idx"
             )
             df = df.join(seen, on=["user_idx", "item_idx"], how="anti")
         return (
@@ -165,8 +167,8 @@ class CandidateContext:
             .head(n)
             .with_columns(pl.int_range(1, pl.len() + 1).over("user_idx").alias("rank"))
             .select(
-                pl.col("user_idx").cast(pl.Int64),
-                pl.col("item_idx").cast(pl.Int64),
+                "user_idx",
+                "item_idx",
                 pl.col("score").cast(pl.Float64),
                 pl.col("rank").cast(pl.Int32),
             )

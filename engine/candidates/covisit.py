@@ -59,7 +59,7 @@ class CovisitSource:
         )
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
-        recent = self.ctx.recent(users).with_columns(pl.col("item_idx").cast(pl.Int64))
+        recent = self.ctx.recent(users)
         table = self.table.rows(recent["item_idx"].to_numpy())
         scored = (
             recent.join(table, on="item_idx")

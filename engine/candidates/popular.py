@@ -40,9 +40,7 @@ class TrendingSource:
             counts.sort(["top_category", "count", "item_idx"], descending=[False, True, False])
             .group_by("top_category", maintain_order=True)
             .head(cfg.trending * 3)
-            .select(
-                "top_category", pl.col("item_idx").cast(pl.Int64), pl.col("count").cast(pl.Float64)
-            )
+            .select("top_category", "item_idx", pl.col("count").cast(pl.Float64))
         )
         self.top = ByKey(
             fs.affinity.sort(["user_idx", "share", "top_category"], descending=[False, True, False])
@@ -94,14 +92,9 @@ class ColdUserSource:
         self.ctx = ctx
         fs = ctx.fs
         pos = fs.window_interactions().select("user_idx", "item_idx")
-        tokens = (
-            fs.users.select(pl.col("user_idx").cast(pl.Int64), "attr_tok")
-            .explode("attr_tok")
-            .drop_nulls()
-        )
+        tokens = fs.users.select("user_idx", "attr_tok").explode("attr_tok").drop_nulls()
         per_token = (
-            pos.with_columns(pl.col("user_idx").cast(pl.Int64))
-            .join(tokens, on="user_idx")
+            pos.join(tokens, on="user_idx")
             .group_by("attr_tok", "item_idx")
             .agg(pl.len().alias("n"))
             .with_columns((pl.col("n") / pl.col("n").sum().over("attr_tok")).alias("share"))
@@ -111,14 +104,14 @@ class ColdUserSource:
             per_token.sort(["attr_tok", "share", "item_idx"], descending=[False, True, False])
             .group_by("attr_tok", maintain_order=True)
             .head(keep)
-            .select("attr_tok", pl.col("item_idx").cast(pl.Int64), "share")
+            .select("attr_tok", "item_idx", "share")
         )
         overall = pos.group_by("item_idx").agg(pl.len().alias("n"))
         self.overall = (
             overall.with_columns((pl.col("n") / pl.col("n").sum()).alias("share"))
             .sort(["share", "item_idx"], descending=[True, False])
             .head(keep)
-            .select(pl.col("item_idx").cast(pl.Int64), "share")
+            .select("item_idx", "share")
         )
         self.tokens = ByKey(tokens)
         warm = fs.history.filter(pl.col("history").list.len() > 0)["user_idx"].to_numpy()

@@ -14,9 +14,7 @@ def candidate_recall(
 ) -> dict[str, float]:
     """Mean over users in `truth` (user_idx, item_idx) of |candidates ∩ truth| / |truth|, for
     each source (rows whose `<source>_rank` is set) and for the union."""
-    truth = truth.select(
-        pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64)
-    ).unique()
+    truth = truth.select("user_idx", "item_idx").unique()
     sizes = truth.group_by("user_idx").agg(pl.len().alias("n_truth"))
     hits = truth.join(candidates, on=["user_idx", "item_idx"], how="left")
     out: dict[str, float] = {}

@@ -16,7 +16,7 @@ from engine.lookup import ByKey
 def transitions(pos: pl.LazyFrame, *, span: int, neighbours: int) -> pl.LazyFrame:
     """item_idx, neighbour, weight: each item's `neighbours` likeliest next items."""
     seq = (
-        pos.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64), "ts")
+        pos.select("user_idx", "item_idx", "ts")
         .sort("user_idx", "ts", maintain_order=True)
         .filter(pl.col("item_idx") != pl.col("item_idx").shift(1).over("user_idx").fill_null(-1))
     )
@@ -60,9 +60,7 @@ def transition_table(ctx: CandidateContext) -> ByKey:
 
 def transition_scores(ctx: CandidateContext, users: np.ndarray) -> pl.DataFrame:
     """user_idx, item_idx, score: every item one step from the users' last items."""
-    recent = ctx.recent(users).with_columns(
-        pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64)
-    )
+    recent = ctx.recent(users)
     table = transition_table(ctx).rows(recent["item_idx"].to_numpy())
     return (
         recent.join(table, on="item_idx")

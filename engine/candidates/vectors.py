@@ -139,7 +139,7 @@ class ContentSource:
             self._neighbours[int(items[a])] = (nb[a:b], sim[a:b])
 
     def __call__(self, users: np.ndarray) -> pl.DataFrame:
-        recent = self.ctx.recent(users).with_columns(pl.col("item_idx").cast(pl.Int64))
+        recent = self.ctx.recent(users)
         table = self._table(recent["item_idx"].unique().to_numpy())
         scored = (
             recent.join(table, on="item_idx")

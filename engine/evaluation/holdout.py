@@ -45,7 +45,7 @@ def holdout(ctx: CandidateContext, split: str = "test") -> Holdout:
     those positives (eligible products they had not seen)."""
     fs = ctx.fs
     n_users, n_items = fs.vocabs.user.size, fs.vocabs.item.size
-    seen = ctx.seen.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+    seen = ctx.seen.select("user_idx", "item_idx")
     seen_m = Interactions.build(
         seen["user_idx"].to_numpy(), seen["item_idx"].to_numpy(), n_users, n_items
     ).matrix

@@ -323,7 +323,7 @@ the Parquet copy would give every process its own ~200 MB at a million items."""
 
 def save_items(fs: FeatureSet, folder: Path) -> None:
     with atomic_path(Path(folder) / ITEMS_FILE) as tmp:
-        fs.items.write_ipc(tmp, compression="uncompressed")
+        fs.stored("items").write_ipc(tmp, compression="uncompressed")
 
 
 def load_served_features(folder: Path) -> FeatureSet:

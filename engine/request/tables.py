@@ -50,7 +50,7 @@ class Rows:
         """Rows of `frame` by `key` (rows of one key kept in their order, or sorted by
         `order` within the key)."""
         f = frame.sort([key, *(order or [])], maintain_order=True)
-        keys = f[key].cast(pl.Int64).to_numpy()
+        keys = f[key].to_numpy()
         indptr = np.searchsorted(keys, np.arange(n_keys + 1), "left").astype(np.int64)
         return cls(indptr, {c: _array(f[c]) for c in columns})
 
@@ -87,7 +87,7 @@ class Lookup:
         clean = frame.filter(pl.col(key).is_not_null())
         width = int_or(clean[key].max(), 0) + 2 if clean.height else 2
         clean = clean.with_columns(
-            (pl.col("user_idx").cast(pl.Int64) * width + pl.col(key).cast(pl.Int64)).alias("_pair")
+            (pl.col("user_idx") * width + pl.col(key).cast(pl.Int64)).alias("_pair")
         ).sort("_pair")
         return cls(clean["_pair"].to_numpy(), width, {c: _array(clean[c]) for c in values})
 
@@ -146,7 +146,7 @@ class RequestTables:
         fs = ctx.fs
         n_users, n_items = fs.vocabs.user.size, fs.vocabs.item.size
         hist = fs.history.select("user_idx", pl.col("history")).explode("history").drop_nulls()
-        seen = ctx.seen.select(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+        seen = ctx.seen.select("user_idx", "item_idx")
         cov = _source(sources, CovisitSource)
         trend = _source(sources, TrendingSource)
         cold = _source(sources, ColdUserSource)
@@ -244,10 +244,6 @@ def _content(source: ContentSource, hist: pl.DataFrame, recent: int) -> pl.DataF
     items: all a known user's request can start from (the nightly stores them with the
     tables; a version from before that kept them in `request/content_neighbours.arrow`)."""
     seeds = (
-        hist.group_by("user_idx", maintain_order=True)
-        .tail(recent)["history"]
-        .unique()
-        .cast(pl.Int64)
-        .to_numpy()
+        hist.group_by("user_idx", maintain_order=True).tail(recent)["history"].unique().to_numpy()
     )
     return source.neighbours(seeds)

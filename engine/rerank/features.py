@@ -46,13 +46,9 @@ def _user_stats(ctx: CandidateContext) -> dict[str, pl.DataFrame]:
     """Per user activity and price; per (user, brand) and (user, leaf) share; per (user,
     category) recency; per (user, item) past events (people come back to things)."""
     fs = ctx.fs
-    pos = (
-        fs.window_interactions()
-        .join(
-            fs.items.select("item_idx", "brand_idx", "top_category", "leaf_category", "price"),
-            on="item_idx",
-        )
-        .with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+    pos = fs.window_interactions().join(
+        fs.items.select("item_idx", "brand_idx", "top_category", "leaf_category", "price"),
+        on="item_idx",
     )
     users = pos.group_by("user_idx").agg(
         pl.len().alias("user_events"),
@@ -104,9 +100,9 @@ def _leaf_stats(fs: FeatureSet) -> pl.DataFrame:
     says."""
     items = (
         fs.items.filter(pl.col("kind") == "product")
-        .select(pl.col("item_idx").cast(pl.Int64), "leaf_category")
+        .select("item_idx", "leaf_category")
         .join(
-            fs.popularity.select(pl.col("item_idx").cast(pl.Int64), "count_all"),
+            fs.popularity.select("item_idx", "count_all"),
             on="item_idx",
             how="left",
         )
@@ -137,10 +133,10 @@ class RerankTables:
 def _tables(ctx: CandidateContext) -> RerankTables:
     """Everything `feature_frame` looks up (see `RerankTables`)."""
     fs = ctx.fs
-    pop = fs.popularity.with_columns(pl.col("item_idx").cast(pl.Int64))
+    pop = fs.popularity
     items = (
         fs.items.select(
-            pl.col("item_idx").cast(pl.Int64),
+            "item_idx",
             "top_category",
             "leaf_category",
             "brand_idx",
@@ -152,7 +148,7 @@ def _tables(ctx: CandidateContext) -> RerankTables:
         .join(_leaf_stats(fs), on="item_idx", how="left")
     )
     aff = fs.affinity.select(
-        pl.col("user_idx").cast(pl.Int64),
+        "user_idx",
         "top_category",
         pl.col("affinity").alias("category_affinity"),
         pl.col("share").alias("category_share"),
@@ -178,12 +174,11 @@ def rerank_tables(ctx: CandidateContext) -> RerankTables:
 def feature_frame(cands: pl.DataFrame, ctx: CandidateContext) -> pl.DataFrame:
     """`cands` (merged candidates) with every re-ranker feature column added."""
     t = rerank_tables(ctx)
-    df = cands.with_columns(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
-    users = df["user_idx"].unique().to_numpy()
-    recent = ctx.recent(users).with_columns(
-        pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64)
+    users = cands["user_idx"].unique().to_numpy()
+    recent = ctx.recent(users)
+    df = cands.with_columns(
+        **{k: pl.Series(v) for k, v in vector_features(cands, ctx, recent).items()}
     )
-    df = df.with_columns(**{k: pl.Series(v) for k, v in vector_features(df, ctx, recent).items()})
     df = item_item_features(df, ctx)
     intent = _recent_intent(recent, t.items)
     df = df.hstack(gather_items(t.items, df["item_idx"].to_numpy()))
@@ -293,6 +288,6 @@ def labels(ctx: CandidateContext, split: str) -> pl.DataFrame:
         .with_columns(
             pl.col("event").replace_strict(GRADES, default=0, return_dtype=pl.Int32).alias("label")
         )
-        .group_by(pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64))
+        .group_by("user_idx", "item_idx")
         .agg(pl.col("label").max())
     )
