@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 from harness import Report, timed
 
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.explain import contributions, model_trees, path_table
 from engine.rerank.lists import with_explanations
 from engine.rerank.ranker import best_per_group, feature_matrix, score_frame
@@ -71,7 +71,7 @@ def synthetic_model(args: argparse.Namespace) -> tuple[lgb.Booster, pl.DataFrame
     s = synthetic_score(x, np.random.default_rng(1)).reshape(queries, per)
     rank = np.argsort(np.argsort(-s, axis=1), axis=1)
     y = np.select([rank < 3, rank < 10, rank < 30], [3.0, 2.0, 1.0], 0.0).ravel()
-    cfg = RankerConfig(
+    cfg = RerankConfig(
         objective=args.objective, num_leaves=args.leaves, min_data_in_leaf=20, learning_rate=0.05
     )
     t = time.perf_counter()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from embeddings.config import TwoTowerConfig
+from embeddings.config import ModelConfig
 from pipelines.errors import ArtifactError
 from pipelines.io import atomic_path
 
@@ -22,7 +22,7 @@ META = "model.json"
 
 
 def save_checkpoint(
-    folder: Path, state_dict: dict[str, torch.Tensor], sizes: TableSizes, cfg: TwoTowerConfig
+    folder: Path, state_dict: dict[str, torch.Tensor], sizes: TableSizes, cfg: ModelConfig
 ) -> Path:
     """Write `model.pt` and `model.json` into `folder`, each atomically."""
     folder = Path(folder)
@@ -47,14 +47,14 @@ def load_state_dict(folder: Path, *, mmap: bool = False) -> dict[str, torch.Tens
         raise ArtifactError(path, f"cannot be read as a weights-only state dict: {exc}") from None
 
 
-def load_meta(folder: Path) -> tuple[TableSizes, TwoTowerConfig]:
+def load_meta(folder: Path) -> tuple[TableSizes, ModelConfig]:
     path = Path(folder) / META
     if not path.is_file():
         raise ArtifactError(path, "model description not found (train the model first)")
     meta = json.loads(path.read_text())
     from embeddings.model import TableSizes
 
-    return TableSizes(**meta["sizes"]), TwoTowerConfig.model_validate(meta["model"])
+    return TableSizes(**meta["sizes"]), ModelConfig.model_validate(meta["model"])
 
 
 def load_checkpoint(folder: Path, device: torch.device | None = None) -> TwoTower:

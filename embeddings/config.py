@@ -13,7 +13,7 @@ from pydantic import Field
 from pipelines.config import PipelineConfig, Section
 
 
-class TwoTowerConfig(Section):
+class ModelConfig(Section):
     """Shape of the two towers."""
 
     dim: int = Field(default=64, ge=4, le=1024)
@@ -59,5 +59,5 @@ class TrainConfig(Section):
 class EmbeddingsConfig(PipelineConfig):
     """Pipeline config plus the two-tower `[model]` and `[train]` sections."""
 
-    model: TwoTowerConfig = TwoTowerConfig()
+    model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

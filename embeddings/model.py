@@ -13,7 +13,7 @@ path alone to place the user or item.
 
 Example:
     >>> sizes = TableSizes(user=10, item=20, user_attr=5, category=6, brand=4, token=30, price=11)
-    >>> model = TwoTower(sizes, TwoTowerConfig(dim=8, embedding_dim=8, hidden=(16,)))
+    >>> model = TwoTower(sizes, ModelConfig(dim=8, embedding_dim=8, hidden=(16,)))
     >>> model.encode_items(item_kjt).shape    # (B, 8), rows of norm 1
 """
 
@@ -28,7 +28,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from embeddings.config import TwoTowerConfig
+from embeddings.config import ModelConfig
 from pipelines.batches import ITEM_KEYS, POPULARITY_BUCKETS, USER_KEYS
 from pipelines.dataset import Vocabularies
 
@@ -123,7 +123,7 @@ class TwoTower(nn.Module):
     """
 
     def __init__(
-        self, sizes: TableSizes, cfg: TwoTowerConfig, device: torch.device | None = None
+        self, sizes: TableSizes, cfg: ModelConfig, device: torch.device | None = None
     ) -> None:
         super().__init__()
         self.sizes = sizes

@@ -11,7 +11,7 @@ from engine.candidates.config import CandidatesConfig
 from engine.evaluation.config import EvaluationConfig
 from engine.index.config import IndexConfig
 from engine.jobs.config import JobsConfig
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from pipelines.config import Section
 
 
@@ -39,7 +39,7 @@ class EngineConfig(EmbeddingsConfig):
 
     index: IndexConfig = IndexConfig()
     candidates: CandidatesConfig = CandidatesConfig()
-    rerank: RankerConfig = RankerConfig()
+    rerank: RerankConfig = RerankConfig()
     rules: RulesConfig = RulesConfig()
     ads: AdsConfig = AdsConfig()
     auction: AuctionConfig = AuctionConfig()

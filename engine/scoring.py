@@ -33,7 +33,7 @@ from engine.request.lists import (
     score_users,
 )
 from engine.request.tables import RequestTables
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.fallback import Ranker
 from engine.rerank.lists import ItemFacts, score_order_only
 from engine.rerank.ranker import early_exit_for
@@ -58,7 +58,7 @@ class ListScorer:
     names: list[str]
     facts: ItemFacts
     rules: RulesConfig
-    rerank: RankerConfig
+    rerank: RerankConfig
 
     @classmethod
     def build(
@@ -66,7 +66,7 @@ class ListScorer:
         ctx: ModelContext,
         ranker: Ranker,
         rules: RulesConfig,
-        rerank: RankerConfig,
+        rerank: RerankConfig,
         *,
         names: list[str] | None = None,
     ) -> ListScorer:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from embeddings.checkpoint import load_checkpoint, load_state_dict, save_checkpoint
-from embeddings.config import EmbeddingsConfig, TrainConfig, TwoTowerConfig
+from embeddings.config import EmbeddingsConfig, ModelConfig, TrainConfig
 from embeddings.encode import item_vectors, user_vectors
 from embeddings.export import export_vectors, load_vectors
 from embeddings.id_dropout import drop_ids, mask_ids
@@ -33,7 +33,7 @@ from pipelines.config import PipelineConfig, load_config
 from pipelines.dataset import FeatureSet, build_features
 from pipelines.synthetic import GeneratorSpec, generate
 
-SMALL_MODEL = TwoTowerConfig(dim=16, embedding_dim=16, hidden=(32,), id_dropout=0.25)
+SMALL_MODEL = ModelConfig(dim=16, embedding_dim=16, hidden=(32,), id_dropout=0.25)
 
 
 def small_cfg(base: PipelineConfig, **train: object) -> EmbeddingsConfig:

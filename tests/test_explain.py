@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from engine.config import RulesConfig
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.explain import contribution_texts, contributions, path_table
 from engine.rerank.lists import ItemFacts, product_lists, with_explanations
 from engine.rerank.ranker import RankData, train_ranker
@@ -35,7 +35,7 @@ def booster() -> lgb.Booster:
     return train_ranker(
         ranking_data(),
         NAMES,
-        RankerConfig(num_boost_round=40, num_leaves=15, min_data_in_leaf=10, learning_rate=0.1),
+        RerankConfig(num_boost_round=40, num_leaves=15, min_data_in_leaf=10, learning_rate=0.1),
     )
 
 
@@ -77,7 +77,7 @@ def test_path_attribution_is_treeshap_on_single_splits() -> None:
     stumps = train_ranker(
         data,
         NAMES,
-        RankerConfig(num_boost_round=30, num_leaves=2, min_data_in_leaf=10, learning_rate=0.2),
+        RerankConfig(num_boost_round=30, num_leaves=2, min_data_in_leaf=10, learning_rate=0.2),
     )
     np.testing.assert_allclose(
         contributions(stumps, data.x, shap_trees=0),

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from sklearn.datasets import load_svmlight_file
 
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.ndcg import mean_ndcg
 from engine.rerank.ranker import RankData, load_ranker, save_ranker, train_ranker
 
@@ -36,7 +36,7 @@ def load(name: str) -> RankData:
     return RankData(x.toarray(), y, np.loadtxt(EXAMPLE / f"{name}.query", dtype=np.int64))
 
 
-CFG = RankerConfig(
+CFG = RerankConfig(
     objective="lambdarank",
     num_boost_round=50,
     early_stopping_rounds=10,
@@ -82,7 +82,7 @@ def test_text_model_round_trip(tmp_path: Path) -> None:
     x = rng.normal(size=(600, 4))
     y = (x[:, 0] + 0.3 * rng.normal(size=600) > 0.8).astype(float) * 2
     data = RankData(x, y, np.full(30, 20))
-    booster = train_ranker(data, ["a", "b", "c", "d"], RankerConfig(num_boost_round=20))
+    booster = train_ranker(data, ["a", "b", "c", "d"], RerankConfig(num_boost_round=20))
     save_ranker(booster, tmp_path)
     back = load_ranker(tmp_path)
     np.testing.assert_allclose(back.predict(x), booster.predict(x))
@@ -104,7 +104,7 @@ def test_explanations_name_the_largest_contributions() -> None:
     booster = train_ranker(
         RankData(x, y, np.full(20, 20)),
         ["a", "b", "c"],
-        RankerConfig(num_boost_round=15, min_data_in_leaf=20),
+        RerankConfig(num_boost_round=15, min_data_in_leaf=20),
     )
     contrib = contributions(booster, x)
     np.testing.assert_allclose(contrib.sum(axis=1), booster.predict(x), rtol=1e-6, atol=1e-9)
@@ -124,7 +124,7 @@ def _users_ranker(
     booster = train_ranker(
         RankData(x, y, np.full(n_users, per_user)),
         ["a", "b", "c"],
-        RankerConfig(num_boost_round=40, min_data_in_leaf=10, learning_rate=0.1),
+        RerankConfig(num_boost_round=40, min_data_in_leaf=10, learning_rate=0.1),
     )
     booster = load_ranker(save_ranker(booster, folder))
     users = np.repeat(np.arange(1, n_users + 1), per_user)
@@ -179,9 +179,9 @@ def test_early_exit_off_or_past_the_model_scores_every_row(tmp_path: Path) -> No
         score_frame(booster, frame, names, EarlyExit(trees=booster.current_iteration(), keep=1)),
         full,
     )
-    assert early_exit_for(RankerConfig(early_exit_trees=0), k=20) is None
-    assert early_exit_for(RankerConfig(), k=20) == EarlyExit(30, 100)  # on by default
+    assert early_exit_for(RerankConfig(early_exit_trees=0), k=20) is None
+    assert early_exit_for(RerankConfig(), k=20) == EarlyExit(30, 100)  # on by default
     # never fewer rows than the rules see for a list of k (5 x k, at least 50)
-    on = RankerConfig(early_exit_trees=50, early_exit_keep=80)
+    on = RerankConfig(early_exit_trees=50, early_exit_keep=80)
     assert early_exit_for(on, k=10) == EarlyExit(50, 80)
     assert early_exit_for(on, k=20) == EarlyExit(50, 100)

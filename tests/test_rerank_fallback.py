@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from engine.config import EngineConfig
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.fallback import SourceOrder, best_order, order_ndcgs
 from engine.rerank.lists import with_explanations
 from engine.rerank.ranker import load_ranker, save_ranker, score_frame
@@ -46,7 +46,7 @@ def lists_frame(users: int, seed: int = 0) -> pl.DataFrame:
 def config(small_config: PipelineConfig, **rerank: object) -> EngineConfig:
     return EngineConfig(
         **small_config.model_dump(exclude={"rerank"}),
-        rerank=RankerConfig(
+        rerank=RerankConfig(
             **({"min_data_in_leaf": 5, "num_boost_round": 20, "early_stopping_rounds": 5} | rerank)
         ),
     )

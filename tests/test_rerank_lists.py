@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import RulesConfig
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.lists import (
     ItemFacts,
     apply_list_rules,
@@ -131,7 +131,7 @@ def test_explanations_name_sources_features_and_rules() -> None:
     booster = train_ranker(
         RankData(frame.select("a", "b").to_numpy(), y, group),
         ["a", "b"],
-        RankerConfig(num_boost_round=20, min_data_in_leaf=5),
+        RerankConfig(num_boost_round=20, min_data_in_leaf=5),
     )
     scores = booster.predict(frame.select("a", "b").to_numpy())
     lists = product_lists(frame, scores, facts(2), k=3, rules=RulesConfig(max_per_brand=1))

@@ -12,10 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from embeddings.config import TrainConfig, TwoTowerConfig
+from embeddings.config import ModelConfig, TrainConfig
 from engine.candidates import CandidatesConfig
 from engine.config import EngineConfig
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.dataset import rank_data
 from engine.rerank.ranker import load_ranker, save_ranker
 from engine.rerank.training import fit_ranker, shifted, training_lists
@@ -29,12 +29,12 @@ STEP = 7.0
 def cfg(small_config: PipelineConfig) -> EngineConfig:
     return EngineConfig(
         **small_config.model_dump(exclude={"model", "train"}),
-        model=TwoTowerConfig(dim=16, embedding_dim=16, hidden=(32,)),
+        model=ModelConfig(dim=16, embedding_dim=16, hidden=(32,)),
         train=TrainConfig(epochs=1, batch_size=256, seed=5),
         candidates=CandidatesConfig(
             ann=30, covisit=20, content=10, trending=10, repeat=5, cold_user=10
         ),
-        rerank=RankerConfig(
+        rerank=RerankConfig(
             training_cutoffs=2,
             cutoff_step_days=STEP,
             label_days=7.0,

@@ -10,7 +10,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.ranker import EarlyExit, RankData, score_frame, train_ranker
 from engine.rerank.trees import predict_range
 
@@ -20,7 +20,7 @@ def _booster() -> tuple[lgb.Booster, np.ndarray]:
     x = rng.normal(size=(4000, 5))
     x[rng.random(x.shape) < 0.1] = np.nan
     y = np.clip(np.round(np.nan_to_num(x[:, 0] + 0.5 * x[:, 1]) + rng.normal(size=4000)), 0, 3)
-    cfg = RankerConfig(num_boost_round=80)
+    cfg = RerankConfig(num_boost_round=80)
     return train_ranker(RankData(x, y, np.full(100, 40)), list("abcde"), cfg), x
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from pipelines.config import Section
 
 
-class RankerConfig(Section):
+class RerankConfig(Section):
     """Learning-to-rank settings: the `[rerank]` section.
 
     The objective is one of LightGBM's listwise ranking objectives. XE-NDCG (`rank_xendcg`,

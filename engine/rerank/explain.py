@@ -36,11 +36,11 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.ranker import feature_matrix
 from engine.rerank.trees import model_trees, predict_range, tree_range
 
-SHAP_TREES: int = RankerConfig.model_fields["explain_shap_trees"].default
+SHAP_TREES: int = RerankConfig.model_fields["explain_shap_trees"].default
 ROW_BLOCK = 4096
 """Rows explained at a time by the path attribution (bounds the leaf matrices' memory)."""
 

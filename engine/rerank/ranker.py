@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from engine.kernels import run_places
-from engine.rerank.config import RankerConfig
+from engine.rerank.config import RerankConfig
 from engine.rerank.fallback import ORDER_FILE, Ranker, SourceOrder
 from engine.rerank.trees import model_trees, predict_range, tree_range
 from engine.rules import shortlist_size
@@ -55,7 +55,7 @@ class RankData:
 
 
 def train_ranker(
-    train: RankData, names: list[str], cfg: RankerConfig, valid: RankData | None = None
+    train: RankData, names: list[str], cfg: RerankConfig, valid: RankData | None = None
 ) -> lgb.Booster:
     """A LightGBM ranker on `train` with the listwise objective `cfg.objective` (XE-NDCG,
     `rank_xendcg`, by default; `lambdarank` when configured), early-stopped on `valid`
@@ -90,7 +90,7 @@ class EarlyExit:
     keep: int
 
 
-def early_exit_for(cfg: RankerConfig, k: int) -> EarlyExit | None:
+def early_exit_for(cfg: RerankConfig, k: int) -> EarlyExit | None:
     """`[rerank]`'s early exit for lists of `k` (None when it is off): never fewer rows kept
     than the rules see for such a list."""
     if not cfg.early_exit_trees:
