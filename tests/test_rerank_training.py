@@ -106,6 +106,7 @@ def test_ranker_fits_and_round_trips(
     fitted = fit_ranker(lists, cfg)
     assert fitted.fallback is None and isinstance(fitted.ranker, lgb.Booster)
     assert fitted.holdout_ndcg > max(fitted.orders.values())  # beats every signal alone
+    assert fitted.holdout_ndcg > fitted.orders["two_tower"] + 0.02  # the retrieval order too
     assert "two_tower" in fitted.names and "cutoff" not in fitted.names
     back = load_ranker(save_ranker(fitted.ranker, tmp_path))
     x = rank_data(lists, fitted.names).x
