@@ -24,6 +24,7 @@ import polars as pl
 
 from engine.candidates import ModelContext, default_sources
 from engine.config import RulesConfig
+from engine.request.candidates import LiveItems
 from engine.request.lists import (
     ListedItem,
     ScoredRows,
@@ -96,16 +97,30 @@ class ListScorer:
         with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
             return list(pool.map(fn, blocks))
 
-    def scored(self, users: np.ndarray, *, k: int, allowed: np.ndarray | None = None) -> ScoredRows:
+    def scored(
+        self,
+        users: np.ndarray,
+        *,
+        k: int,
+        allowed: np.ndarray | None = None,
+        live: LiveItems | None = None,
+    ) -> ScoredRows:
         """`users`' candidates, features and re-ranker scores (the early exit cut for lists
-        of `k`); rows whose item `allowed` (a mask by item index) rules out left out. The
-        same rows and features as the frame path (tests hold them equal)."""
+        of `k`); rows whose item `allowed` (a mask by item index) rules out left out; `live`
+        adds the items of events since the version to their histories. The same rows and
+        features as the frame path (tests hold them equal)."""
         users = np.asarray(users, np.int64)
         early_exit = early_exit_for(self.rerank, k)
         parts = self._blocks(
             users,
             lambda block: score_users(
-                self.tables, self.ranker, self.names, block, allowed=allowed, early_exit=early_exit
+                self.tables,
+                self.ranker,
+                self.names,
+                block,
+                allowed=allowed,
+                early_exit=early_exit,
+                live=live,
             ),
         )
         return parts[0] if len(parts) == 1 else ScoredRows.concat(parts)
@@ -139,9 +154,16 @@ class ListScorer:
         exclude: Collection[int] = (),
         allowed: np.ndarray | None = None,
         explain: bool = False,
+        live: np.ndarray | None = None,
     ) -> list[ListedItem]:
-        """One known user's top `k` (an online request): the same stages as `lists`."""
-        scored = self.scored(np.array([user], np.int64), k=k, allowed=allowed)
+        """One known user's top `k` (an online request): the same stages as `lists`; `live`
+        holds the items of the user's events since the version, oldest first."""
+        scored = self.scored(
+            np.array([user], np.int64),
+            k=k,
+            allowed=allowed,
+            live=None if live is None or not len(live) else {int(user): live},
+        )
         return self.rule(scored, k=k, exclude={int(user): exclude}, explain=explain).listed[0]
 
     def lists(

@@ -10,6 +10,7 @@ Rows are keyed by `row`, the position of their user in the `users` given, and by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,18 +73,56 @@ def _keys(row: np.ndarray, item: np.ndarray, n: int) -> np.ndarray:
     return row.astype(np.int64) * np.int64(n) + item.astype(np.int64)
 
 
-def _tail(t: RequestTables, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user row, item, position from the end, the last item 1) of each user's last `n`
-    history items, oldest first."""
-    pos, row = t.history.gather(users)
-    end = t.history.indptr[np.maximum(users, 0)[row] + 1] if len(row) else pos
-    from_end = end - pos
-    keep = from_end <= n
-    return row[keep], t.history.cols["history"][pos[keep]], from_end[keep]
+LiveItems = Mapping[int, np.ndarray]
+"""By user index: items of the user's events since the version was built, oldest first."""
 
 
-def recent(t: RequestTables, users: np.ndarray) -> Recent:
-    row, items, from_end = _tail(t, users, t.ctx.cfg.recent_items)
+@dataclass(frozen=True)
+class UserRows:
+    """A block's histories (oldest first) and seen items by row (the position of the user in
+    the block): the version's rows, with the items of the users' events since (`live`)
+    appended to the history and added to the seen items."""
+
+    hist_row: np.ndarray
+    hist_item: np.ndarray
+    from_end: np.ndarray  # the item's position from the end of its history, the last 1
+    seen: np.ndarray  # sorted keys row * n_items + item
+    extra: dict[int, np.ndarray]  # by row: the live items (for the ANN's exclusions)
+
+    @classmethod
+    def of(cls, t: RequestTables, users: np.ndarray, live: LiveItems | None = None) -> UserRows:
+        n_items = len(t.ctx.eligible)
+        pos, row = t.history.gather(users)
+        items = t.history.cols["history"][pos]
+        end = t.history.indptr[np.maximum(users, 0)[row] + 1] if len(row) else pos
+        from_end = end - pos
+        spos, srow = t.seen.gather(users)
+        seen = _keys(srow, t.seen.cols["item_idx"][spos], n_items)
+        extra = {
+            r: np.asarray(live[u], np.int64)
+            for r, u in enumerate(users.tolist())
+            if live and u in live and len(live[u])
+        }
+        if extra:
+            add_row = np.concatenate([np.full(len(v), r, np.int64) for r, v in extra.items()])
+            add_item = np.concatenate(list(extra.values()))
+            order = np.argsort(np.r_[row, add_row], kind="stable")  # a user's live items last
+            row, items = np.r_[row, add_row][order], np.r_[items, add_item][order]
+            counts = np.bincount(row, minlength=len(users))
+            place = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+            from_end = counts[row] - place
+            seen = np.unique(np.r_[seen, _keys(add_row, add_item, n_items)])
+        return cls(row, items, from_end, seen, extra)
+
+    def tail(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user row, item, position from the end, the last item 1) of each user's last `n`
+        history items, oldest first."""
+        keep = self.from_end <= n
+        return self.hist_row[keep], self.hist_item[keep], self.from_end[keep]
+
+
+def recent(t: RequestTables, rows: UserRows) -> Recent:
+    row, items, from_end = rows.tail(t.ctx.cfg.recent_items)
     return Recent(row, items, 1.0 / from_end.astype(np.float64))
 
 
@@ -91,11 +130,10 @@ class Finisher:
     """`CandidateContext.finish` over arrays: eligible items the user has not seen, the best
     `n` per user by score (ties: the lower item), ranked from 1."""
 
-    def __init__(self, t: RequestTables, users: np.ndarray) -> None:
+    def __init__(self, t: RequestTables, rows: UserRows) -> None:
         self.eligible = t.ctx.eligible
         self.n_items = len(self.eligible)
-        pos, row = t.seen.gather(users)
-        self.seen = _keys(row, t.seen.cols["item_idx"][pos], self.n_items)  # sorted
+        self.seen = rows.seen
 
     def __call__(self, f: Found, n: int, *, drop_seen: bool = True) -> Found:
         return Found(
@@ -176,8 +214,8 @@ def _trending(t: RequestTables, users: np.ndarray) -> Found:
     )
 
 
-def _repeat(t: RequestTables, users: np.ndarray) -> Found:
-    row, items, from_end = _tail(t, users, t.ctx.cfg.repeat)
+def _repeat(t: RequestTables, rows: UserRows, users: np.ndarray) -> Found:
+    row, items, from_end = rows.tail(t.ctx.cfg.repeat)
     kept = np.bincount(row, minlength=len(users))  # items kept per user (n or fewer)
     # the latest of the user's kept items scores their count, the oldest 1
     return Found(row, items, (kept[row] - from_end + 1).astype(np.float64))
@@ -198,7 +236,7 @@ def _cold_user(t: RequestTables, users: np.ndarray) -> Found:
     return _grouped(rows, items, shares, len(t.ctx.eligible))
 
 
-def _ann(t: RequestTables, users: np.ndarray) -> Found:
+def _ann(t: RequestTables, rows: UserRows, users: np.ndarray) -> Found:
     ctx = t.ctx
     ptr, seen = t.seen.indptr, t.seen.cols["item_idx"]
     inside = (users >= 0) & (users < t.seen.n_keys)
@@ -206,6 +244,8 @@ def _ann(t: RequestTables, users: np.ndarray) -> Found:
         seen[ptr[u] : ptr[u + 1]] if ok else seen[:0]
         for u, ok in zip(users.tolist(), inside.tolist(), strict=True)
     ]
+    for r, items in rows.extra.items():
+        exclude[r] = np.union1d(exclude[r], items)
     scores, items = ctx.index.search(
         ctx.user_vectors[users],
         ctx.cfg.ann,
@@ -219,12 +259,14 @@ def _ann(t: RequestTables, users: np.ndarray) -> Found:
     )
 
 
-def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
-    """Every source of the version for `users` (known users, any order), merged by item."""
+def candidates(t: RequestTables, users: np.ndarray, live: LiveItems | None = None) -> Candidates:
+    """Every source of the version for `users` (known users, any order), merged by item;
+    `live` adds the items of events since the version to their histories and seen items."""
     users = np.asarray(users, np.int64)
     cfg = t.ctx.cfg
-    rec = recent(t, users)
-    finish = Finisher(t, users)
+    rows = UserRows.of(t, users, live)
+    rec = recent(t, rows)
+    finish = Finisher(t, rows)
     found: dict[str, Found] = {}
     item_item: dict[str, ScoreRows] = {}
     nxt = Found.empty()
@@ -235,7 +277,7 @@ def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
             item_item[name] = block
             found[name] = finish(Found(row, items, item_scores), s.per_user)
         elif name == AnnSource.name:
-            found[name] = finish(_ann(t, users), cfg.ann)
+            found[name] = finish(_ann(t, rows, users), cfg.ann)
         elif name == CovisitSource.name:
             found[name] = finish(_covisit(t, rec), cfg.covisit)
         elif name == ContentSource.name:
@@ -243,7 +285,7 @@ def candidates(t: RequestTables, users: np.ndarray) -> Candidates:
         elif name == TrendingSource.name:
             found[name] = finish(_trending(t, users), cfg.trending)
         elif name == RepeatSource.name:
-            found[name] = finish(_repeat(t, users), cfg.repeat, drop_seen=False)
+            found[name] = finish(_repeat(t, rows, users), cfg.repeat, drop_seen=False)
         elif name == ColdUserSource.name:
             found[name] = finish(_cold_user(t, users), cfg.cold_user)
         elif name == TransitionSource.name:

@@ -13,7 +13,7 @@ import polars as pl
 
 from engine import kernels
 from engine.config import RulesConfig
-from engine.request.candidates import candidates
+from engine.request.candidates import LiveItems, candidates
 from engine.request.features import feature_matrix
 from engine.request.tables import RequestTables
 from engine.rerank.explain import SHAP_TREES, matrix_texts
@@ -223,11 +223,13 @@ def score_users(
     *,
     allowed: np.ndarray | None = None,
     early_exit: EarlyExit | None = None,
+    live: LiveItems | None = None,
 ) -> ScoredRows:
     """Candidates -> features -> scores of known `users` (`allowed`: a mask over items the
-    caller's filters keep, applied after the features, as the frame path does)."""
+    caller's filters keep, applied after the features, as the frame path does; `live`: the
+    items of users' events since the version, by user index)."""
     users = np.asarray(users, np.int64)
-    c = candidates(t, users)
+    c = candidates(t, users, live)
     x = feature_matrix(t, c, names)
     row, items = c.row, c.items
     codes = np.zeros(len(items), np.int64)
