@@ -36,6 +36,10 @@ class DataConfig(Section):
     users: Path
     ground_truth: Path | None = None
     """Folder of the generator's hidden model (only for generated data): enables oracle metrics."""
+    events: Path | None = None
+    """The service's event log (`recengine serve`, `POST /events`), whose events join the
+    interactions; default: `<artifacts root>/events/log.sqlite` when it exists. The nightly
+    reads a frozen copy and lets go of the events only after publishing them."""
 
 
 class ColumnsConfig(Section):
@@ -157,6 +161,7 @@ class PipelineConfig(Section):
                 "items": res(self.data.items),
                 "users": res(self.data.users),
                 "ground_truth": res(self.data.ground_truth),
+                "events": res(self.data.events),
             }
         )
         artifacts = self.artifacts.model_copy(update={"root": res(self.artifacts.root)})

@@ -7,6 +7,7 @@ column and a few offending rows (with their 0-based row number). Validation only
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,10 @@ import polars as pl
 
 from pipelines.config import EVENTS, ColumnsConfig, DataConfig
 from pipelines.errors import DataError
+from pipelines.event_log import read_events
 from pipelines.io import read_table
+
+log = logging.getLogger(__name__)
 
 TS = pl.Datetime("us")
 ROW = "row"
@@ -311,4 +315,28 @@ def validate_tables(data: DataConfig, cols: ColumnsConfig) -> Tables:
                 column=col,
                 rows=unknown,
             )
+    if data.events is not None:
+        interactions, users = _with_events(data.events, interactions, items, users)
     return Tables(interactions=interactions, items=items, users=users)
+
+
+def _with_events(
+    path: Path, interactions: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The interactions with the event log's events after them, and a users row (no
+    attributes) for each user only the events know: a session the service saw. Events on
+    items the catalogue no longer lists are left out (they stay in the log's consumed parts)."""
+    events = read_events(path).drop("event_id")
+    kept = events.join(items.select("item_id"), on="item_id", how="semi")
+    if kept.height < events.height:
+        log.warning(
+            "%s: %d event(s) on items missing from the items table left out",
+            path,
+            events.height - kept.height,
+        )
+    new_users = (
+        kept.select("user_id").unique(maintain_order=True).join(users, on="user_id", how="anti")
+    )
+    users = pl.concat([users, new_users], how="diagonal_relaxed")
+    interactions = pl.concat([interactions, kept], how="diagonal_relaxed")
+    return interactions, users

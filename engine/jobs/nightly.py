@@ -36,8 +36,10 @@ from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
 from engine.jobs.incremental import base_figures
 from engine.jobs.stages import STAGES, Figures, Run
 from pipelines.errors import QualityGateError
+from pipelines.event_log import consume, freeze, log_path
 from pipelines.io import atomic_path, require_file, sha256_file
 from pipelines.progress import Report, silent
+from pipelines.scalars import int_or
 
 GATED = {"train": "valid_recall", "rerank": "holdout_ndcg"}
 """The validation figures a new version must not lose against the live one."""
@@ -68,7 +70,10 @@ INPUTS = ("interactions", "items", "users")
 
 
 def input_checksums(cfg: EngineConfig) -> dict[str, str]:
-    return {name: sha256_file(getattr(cfg.data, name)) for name in INPUTS}
+    out = {name: sha256_file(getattr(cfg.data, name)) for name in INPUTS}
+    if cfg.data.events is not None and cfg.data.events.is_file():
+        out["events"] = sha256_file(cfg.data.events)
+    return out
 
 
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -173,10 +178,24 @@ def run_nightly(
     root = Path(root or cfg.artifacts.root).resolve()
     for name in INPUTS:  # a missing input is named before anything is written
         require_file(getattr(cfg.data, name))
+    log = cfg.data.events or log_path(root)
     with run_lock(root):
-        return _run(
-            cfg, root, run_identity(cfg), force=force, incremental=incremental, report=report
+        frozen = freeze(log)  # the events so far: this run's fixed input beside the tables
+        if frozen is not None:
+            data = cfg.data.model_copy(update={"events": frozen.path})
+            cfg = cfg.model_copy(update={"data": data})
+        result = _run(
+            cfg,
+            root,
+            run_identity(cfg),
+            force=force,
+            incremental=incremental,
+            report=report,
+            events_through=frozen.through if frozen is not None else 0,
         )
+        if result.version is not None:  # published (now or before): the log lets go of them
+            consume(log, int_or(read_manifest(result.version).get("events_through"), 0))
+        return result
 
 
 def _run(
@@ -187,6 +206,7 @@ def _run(
     force: bool,
     incremental: bool,
     report: Report,
+    events_through: int = 0,
 ) -> NightlyResult:
     live = current_version(root)
     base = incremental_base(live, cfg) if incremental else None
@@ -257,6 +277,7 @@ def _run(
             "forced": bool(worse),
             "trained_at": trained_at,
             "incremental_from": base.name if base is not None else None,
+            "events_through": events_through,
         },
     )
     final = publish(root, staging, version)
