@@ -26,59 +26,30 @@ from typing import Literal
 
 import polars as pl
 
+from engine.jobs.artifacts import MANIFEST
+from pipelines.config import EVENTS
+from pipelines.event_log import Event, EventLog
+from serving.live import LiveHistory
 from serving.state import Kind, VersionState, resolve
 
 KINDS = ("product", "ad", "mixed")
 
 
-class Recommender:
-    """Thread-safe: every call reads one immutable version state; `reload()` swaps it.
+class Answers:
+    """The request methods, over one version state: `Recommender` answers each call from the
+    version live at the time, `Pinned` every call from the one it holds."""
 
-    The states of the last `keep` versions stay loaded, so pointing `current` back at the
-    previous version (a rollback) swaps it in at once. Memory holds `keep` versions between
-    reloads and peaks at max(keep, 2) during one (the oldest kept state is let go before a new
-    one loads; any reload holds the old state and the new one while calls in flight finish),
-    so the default keep=2 costs no more at the peak than keep=1."""
-
-    def __init__(self, root: Path, state: VersionState, *, keep: int = 2) -> None:
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep!r}")
-        self._root = root
-        self._state = state
-        self._keep = keep
-        self._loaded: OrderedDict[Path, VersionState] = OrderedDict({state.folder: state})
-        self._lock = threading.Lock()
-
-    @classmethod
-    def load(cls, path: str | Path, *, keep: int = 2) -> Recommender:
-        """An artifacts root (its `current` version) or one version's folder; every file is
-        checked against the manifest first."""
-        root = Path(path)
-        _freeze_libraries()
-        return cls(root, VersionState.load(resolve(root)), keep=keep)
+    def _pinned(self) -> tuple[VersionState, LiveHistory | None]:
+        raise NotImplementedError
 
     @property
     def version(self) -> str:
-        return self._state.folder.name
+        return self._pinned()[0].folder.name
 
-    def reload(self) -> bool:
-        """Swap in the version `current` now points at, if it changed (loaded and verified
-        unless it is one of the `keep` kept); calls in flight finish on the state they
-        started with. True when the version changed."""
-        with self._lock:
-            folder = resolve(self._root)
-            if folder == self._state.folder:
-                return False
-            state = self._loaded.pop(folder, None)
-            if state is None:
-                while len(self._loaded) >= self._keep and len(self._loaded) > 1:
-                    self._loaded.popitem(last=False)  # never the live state
-                state = VersionState.load(folder)
-            self._loaded[folder] = state
-            while len(self._loaded) > self._keep:
-                self._loaded.popitem(last=False)
-            self._state = state  # one reference swap: atomic for readers
-            return True
+    @property
+    def events_through(self) -> int:
+        """The event log's events up to this id are in the version's data."""
+        return self._pinned()[0].events_through
 
     def recommend(
         self,
@@ -97,13 +68,20 @@ class Recommender:
         `filters` keep products by `category` (name or path prefix), `brand`, `min_price`,
         `max_price` (see `serving.filters`). Returns dicts with item_id, rank, score (and pctr,
         bid, ecpm for ads; kind in a mixed list; why when `explain`). Fewer than `k` when fewer
-        items qualify, never padding.
+        items qualify, never padding. With an event log (`Recommender.load(..., events=True)`)
+        the user's events since the version join their history first.
         """
         _check(k=k, kind=kind)
         if user_id is None and history is None:
             raise ValueError("recommend needs a user_id or a history")
-        return self._state.recommend(
-            None if user_id is None else str(user_id),
+        state, live = self._pinned()
+        uid = None if user_id is None else str(user_id)
+        recent = None
+        if live is not None and uid is not None:
+            live.catch_up()
+            recent = live.items(uid, after=state.events_through)
+        return state.recommend(
+            uid,
             k=k,
             kind=kind,
             exclude=[str(e) for e in exclude],
@@ -111,6 +89,7 @@ class Recommender:
             user_features=user_features or {},
             explain=explain,
             filters=dict(filters) if filters else None,
+            live=recent,
         )
 
     def recommend_batch(
@@ -120,16 +99,126 @@ class Recommender:
         k: int = 10,
         kind: Literal["product", "ad"] = "product",
     ) -> pl.DataFrame:
-        """user_id, rank, item_id, score (+ pctr, bid, ecpm for ads) for every user."""
+        """user_id, rank, item_id, score (+ pctr, bid, ecpm for ads) for every user: the
+        version's lists, as the nightly published them (events since do not enter)."""
         _check(k=k, kind=kind)
         if kind == "mixed":
             raise ValueError("recommend_batch takes kind 'product' or 'ad'")
-        return self._state.recommend_batch([str(u) for u in user_ids], k=k, kind=kind)
+        state, _ = self._pinned()
+        return state.recommend_batch([str(u) for u in user_ids], k=k, kind=kind)
 
     def similar_items(self, item_id: str | int, k: int = 10) -> list[dict[str, object]]:
         """Items nearest to `item_id` by two-tower item vector (empty for an unknown id)."""
         _check(k=k, kind="product")
-        return self._state.similar_items(str(item_id), k)
+        state, _ = self._pinned()
+        return state.similar_items(str(item_id), k)
+
+
+class Pinned(Answers):
+    """One version's answers: several calls (and the version they report) that a reload in
+    between cannot split across two versions."""
+
+    def __init__(self, state: VersionState, live: LiveHistory | None) -> None:
+        self._state, self._live = state, live
+
+    def _pinned(self) -> tuple[VersionState, LiveHistory | None]:
+        return self._state, self._live
+
+
+class Recommender(Answers):
+    """Thread-safe: every call reads one immutable version state; `reload()` swaps it.
+
+    The states of the last `keep` versions stay loaded, so pointing `current` back at the
+    previous version (a rollback) swaps it in at once. Memory holds `keep` versions between
+    reloads and peaks at max(keep, 2) during one (the oldest kept state is let go before a new
+    one loads; any reload holds the old state and the new one while calls in flight finish),
+    so the default keep=2 costs no more at the peak than keep=1."""
+
+    def __init__(
+        self,
+        root: Path,
+        state: VersionState,
+        *,
+        keep: int = 2,
+        live: LiveHistory | None = None,
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep!r}")
+        self._root = root
+        self._state = state
+        self._keep = keep
+        self._loaded: OrderedDict[Path, VersionState] = OrderedDict({state.folder: state})
+        self._lock = threading.Lock()
+        self._live = live
+        if live is not None:
+            live.rebase(state.events_through, state.positive_events)
+
+    @classmethod
+    def load(cls, path: str | Path, *, keep: int = 2, events: bool = False) -> Recommender:
+        """An artifacts root (its `current` version) or one version's folder; every file is
+        checked against the manifest first. `events` opens the root's event log: `record`
+        appends to it, and each user's events since the version shape their next list."""
+        root = Path(path)
+        _freeze_libraries()
+        state = VersionState.load(resolve(root))
+        live = None
+        if events:
+            if (root / MANIFEST).is_file():
+                raise ValueError(f"{root} is one version's folder: events need an artifacts root")
+            live = LiveHistory(EventLog.of_root(root), keep=state.cfg.features.history_length)
+        return cls(root, state, keep=keep, live=live)
+
+    def _pinned(self) -> tuple[VersionState, LiveHistory | None]:
+        return self._state, self._live
+
+    def pinned(self) -> Pinned:
+        """The version live now, held for several calls."""
+        return Pinned(self._state, self._live)
+
+    def reload(self) -> bool:
+        """Swap in the version `current` now points at, if it changed (loaded and verified
+        unless it is one of the `keep` kept); calls in flight finish on the state they
+        started with. True when the version changed."""
+        with self._lock:
+            folder = resolve(self._root)
+            if folder == self._state.folder:
+                return False
+            state = self._loaded.pop(folder, None)
+            if state is None:
+                while len(self._loaded) >= self._keep and len(self._loaded) > 1:
+                    self._loaded.popitem(last=False)  # never the live state
+                state = VersionState.load(folder)
+            self._loaded[folder] = state
+            while len(self._loaded) > self._keep:
+                self._loaded.popitem(last=False)
+            self._state = state  # one reference swap: atomic for readers
+            if self._live is not None:
+                self._live.rebase(state.events_through, state.positive_events)
+            return True
+
+    def record(self, events: Sequence[Event]) -> list[int]:
+        """Append `events` to the event log, durable (fsynced) when this returns; their ids.
+        Every item must be one the live version knows, every event a contract name."""
+        if self._live is None:
+            raise ValueError("no event log: load with Recommender.load(root, events=True)")
+        state = self._state
+        for n, e in enumerate(events):
+            if e.event not in EVENTS:
+                raise ValueError(
+                    f"events[{n}].event: unknown event {e.event!r} (allowed: {', '.join(EVENTS)})"
+                )
+            if e.item_id not in state.items:
+                raise ValueError(f"events[{n}].item_id: unknown item {e.item_id!r}")
+            if not e.user_id:
+                raise ValueError(f"events[{n}].user_id: empty")
+        ids = self._live.log.append(events)
+        self._live.catch_up()
+        return ids
+
+    @property
+    def live_users(self) -> int:
+        """Users with events since the loaded version (0 without an event log)."""
+        return 0 if self._live is None else self._live.users
 
 
 _frozen = threading.Event()

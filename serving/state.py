@@ -37,6 +37,7 @@ from engine.version import version_context
 from pipelines.dataset import FeatureSet
 from pipelines.encode import INDEX_DTYPE
 from pipelines.errors import ArtifactError
+from pipelines.scalars import int_or
 from serving.filters import filter_mask
 
 Kind = Literal["product", "ad", "mixed"]
@@ -90,6 +91,12 @@ class VersionState:
     ad_rows: np.ndarray  # (n_users + 1,) user u's ads: rows ad_rows[u]:ad_rows[u+1]
     default_ads: pl.DataFrame  # ads by mean eCPM, for users without a list
     scorer: ListScorer  # users -> lists: every product list this version gives
+    events_through: int  # the event log's events up to this id are in the version's data
+
+    @property
+    def positive_events(self) -> list[str]:
+        """The events a history counts (weight above 0)."""
+        return [e for e, w in self.cfg.features.event_weights.items() if w > 0]
 
     @property
     def tables(self) -> RequestTables:
@@ -115,9 +122,9 @@ class VersionState:
         by_user = fs.vocabs.user.encode_series(ads["user_id"]).cast(INDEX_DTYPE).alias("_user")
         ads = ads.with_columns(by_user).sort("_user", "rank")
         ad_rows = np.searchsorted(ads["_user"].to_numpy(), np.arange(fs.vocabs.user.size + 1))
-        default_ads = (
+        default_ads = (  # rounded: a parallel mean's last bits follow the summing order
             ads.group_by("item_id")
-            .agg(pl.col(c).mean() for c in AD_COLUMNS)
+            .agg(pl.col(c).mean().round(12) for c in AD_COLUMNS)
             .sort(["ecpm", "item_id"], descending=[True, False])
         )
         scorer = ListScorer(tables, booster, booster.feature_name(), facts, cfg.rules, cfg.rerank)
@@ -138,6 +145,7 @@ class VersionState:
             ad_rows=ad_rows,
             default_ads=default_ads,
             scorer=scorer,
+            events_through=int_or(manifest.get("events_through"), 0),
         )
 
     # ------------------------------------------------------------------ products
@@ -171,11 +179,19 @@ class VersionState:
         features: dict[str, str],
         explain: bool,
         allowed: np.ndarray | None,
+        live: list[str],
     ) -> list[ListedItem]:
         u = self.users.get(user_id) if user_id is not None else None
         if u is not None and history is None:
-            return self.scorer.user_list(u, k=k, exclude=exclude, allowed=allowed, explain=explain)
-        return self._anonymous_list(history or [], features, k, exclude, allowed)
+            return self.scorer.user_list(
+                u,
+                k=k,
+                exclude=exclude,
+                allowed=allowed,
+                explain=explain,
+                live=np.asarray(self.items.known(live), np.int64) if live else None,
+            )
+        return self._anonymous_list([*(history or []), *live], features, k, exclude, allowed)
 
     def _product_rows(self, listed: list[ListedItem], explain: bool) -> list[dict[str, object]]:
         return [
@@ -211,12 +227,17 @@ class VersionState:
         user_features: dict[str, str],
         explain: bool,
         filters: dict[str, object] | None = None,
+        live: list[str] | None = None,
     ) -> list[dict[str, object]]:
+        """`live`: the items of the user's events since the version, oldest first (they join
+        the history the candidates, the recent-intent features and the seen items read)."""
         excluded = set(self.items.known(exclude))
         allowed = filter_mask(self.fs, filters) if filters else None
         if kind == "ad":
             return self._ad_rows(self._ads(user_id, k, set(exclude)))
-        listed = self._listed(user_id, k, excluded, history, user_features, explain, allowed)
+        listed = self._listed(
+            user_id, k, excluded, history, user_features, explain, allowed, live or []
+        )
         out = self._product_rows(listed, explain)
         if kind == "product":
             return out
