@@ -34,7 +34,8 @@ setup-gpu:
 	$(PIP) install -q --no-deps "torchrec==$(TORCHREC_VERSION)"
 	$(PIP) install -q --no-deps -e .
 	$(PIP) install -q tensordict "torchmetrics==1.0.3" pyre-extensions tqdm polars==2.1.0 pyarrow \
-		numpy==2.4.6 lightgbm==4.7.0 scikit-learn==1.9.1 pydantic typer rich pytest hypothesis
+		numpy==2.4.6 lightgbm==4.7.0 scikit-learn==1.9.1 pydantic typer rich pytest hypothesis \
+		"fastapi==0.165.0" "uvicorn[standard]==0.55.0" "prometheus-client==0.26.0" "httpx==0.29.0"
 	$(PIP) uninstall -y -q faiss-cpu fbgemm-gpu-cpu || true
 	$(PIP) install -q faiss-gpu-cu12
 

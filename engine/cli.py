@@ -34,6 +34,7 @@ from pipelines.errors import (
     RunLockedError,
     WriteError,
 )
+from pipelines.io import require_file
 
 # TorchRec's planner and DDP explain themselves at length on every run; their warnings are
 # about GPU topologies and deprecations, not about the user's data or config.
@@ -545,6 +546,56 @@ def demo(config: ConfigOpt = SAMPLE_CONFIG) -> None:
     """Run the nightly job on the sample data shipped in data_samples/."""
     console.print(f"[bold]recengine demo[/] on {config}")
     _nightly(load_config(config, Config), None, force=False)
+
+
+@app.command()
+@user_errors
+def serve(
+    artifacts: Annotated[Path, typer.Option(help="Artifacts root (its `current` version).")],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service beyond this host.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding a bearer token required on /events and /admin/*."),
+    ] = None,
+    reload_interval: Annotated[
+        float, typer.Option(min=0.05, help="Seconds between looks at `current`.")
+    ] = 1.0,
+) -> None:
+    """Serve lists, similar items and real-time events over HTTP (FastAPI on uvicorn)."""
+    import tempfile
+
+    import uvicorn
+
+    from serving.http import ENV, Settings
+
+    token = None
+    if token_file is not None:
+        token = require_file(token_file).read_text().strip()
+        if not token:
+            raise ConfigError(token_file, "the token file is empty")
+    settings = Settings(artifacts.resolve(), token=token, reload_interval=reload_interval)
+    os.environ[ENV] = settings.to_env()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recengine-metrics-")
+    console.print(
+        f"[bold]recengine serve[/] {settings.artifacts} on http://{host}:{port} "
+        f"({workers} worker{'s' if workers > 1 else ''}"
+        f"{', token required on /events and /admin' if token else ''})",
+        highlight=False,
+    )
+    uvicorn.run(
+        "serving.http:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

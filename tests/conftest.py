@@ -6,12 +6,18 @@ tests add to and the session prints at its end (RELIABILITY.md records it)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -134,6 +140,57 @@ def evaluation_report(small_data: Path, tmp_path_factory: pytest.TempPathFactory
     assert result.exit_code == 0, result.output
     assert "final - best baseline" in result.output
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`recengine serve` in a subprocess on a free loopback port, ready when started."""
+
+    def __init__(self, root: Path, *, token_file: Path | None = None, workers: int = 1) -> None:
+        self.root, self.port = root, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "engine.cli", "serve", "--artifacts", str(root)]
+        cmd += ["--port", str(self.port), "--workers", str(workers), "--reload-interval", "0.2"]
+        if token_file is not None:
+            cmd += ["--token-file", str(token_file)]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 90.0, *, status: int = 200) -> None:
+        """Until /readyz answers `status` (503: up, with no version loaded)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == status:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"no /readyz {status} from {self.url} within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL the server and every worker it started."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 TALLY: Counter[str] = Counter()
