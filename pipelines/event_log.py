@@ -227,7 +227,7 @@ def freeze(log: Path) -> Frozen | None:
     if log.is_file():
         with closing(EventLog(log)) as events:
             through = max(through, events.last_id())
-    frame = all_events(log, through=through)
+    frame = all_events(log, through=through).rechunk()  # the same events, the same bytes
     if not frame.height:
         return None
     for old in folder.glob("frozen-*.parquet"):
