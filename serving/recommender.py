@@ -152,6 +152,7 @@ class Recommender(Answers):
         self._live = live
         if live is not None:
             live.rebase(state.events_through, state.positive_events)
+            live.catch_up()  # the backlog since the version is read here, not by a request
 
     @classmethod
     def load(cls, path: str | Path, *, keep: int = 2, events: bool = False) -> Recommender:

@@ -405,3 +405,33 @@ def test_events_go_to_the_log_in_the_artifacts_root(root: Path) -> None:
         assert log.last_id() >= 3
     finally:
         log.close()
+
+
+def test_every_worker_sees_every_event(root: Path, tmp_path: Path) -> None:
+    """Two worker processes: an event acknowledged by either shapes the very next request,
+    whichever worker takes it (each request reads the shared log first)."""
+    work = copy_root(root, tmp_path / "artifacts")
+    srv = Server(work, workers=2)
+    try:
+        srv.wait_ready()
+        rec = Recommender.load(work)
+        stranger = [r["item_id"] for r in rec.recommend("nobody", k=10)]
+        ts = _last_ts(work).isoformat()
+        for n in range(20):
+            session = f"two-workers-{n}"
+            with httpx.Client(base_url=srv.url) as one:  # a new connection each time
+                event = {"user_id": session, "item_id": stranger[n % 3], "event": "view", "ts": ts}
+                assert one.post("/events", json=event).status_code == 200
+            with httpx.Client(base_url=srv.url) as other:
+                got = other.get("/recommend", params={"user_id": session, "k": 10}).json()
+            assert stranger[n % 3] not in [r["item_id"] for r in got["items"]]
+        text = httpx.get(f"{srv.url}/metrics").text
+        pids = {
+            line.split('pid="')[1].split('"')[0]
+            for line in text.splitlines()
+            if line.startswith("recengine_version_loaded{")
+        }
+        assert len(pids) == 2  # both workers loaded a version and report into one scrape
+        assert "recengine_events_total 20.0" in text
+    finally:
+        srv.stop()
