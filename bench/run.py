@@ -58,6 +58,7 @@ class Sizes:
     nightly_out: Path
     online: Path  # benchmark 4: the artifacts root served
     online_calls: int = 300
+    http_seconds: int = 30  # the HTTP load test's duration
     builds_online: bool = True  # the quick run serves its nightly step's artifact
     repeats: int = 3
     real_quality: tuple[str, ...] = ("--datasets", "grocery,toys,sports")  # real data sets
@@ -106,6 +107,7 @@ QUICK = Sizes(
     nightly_out=Path("artifacts/bench-nightly-quick"),
     online=Path("artifacts/bench-nightly-quick/10000/artifacts"),
     online_calls=100,
+    http_seconds=10,
     builds_online=False,
     real_quality=("--quick",),
 )
@@ -278,6 +280,22 @@ def plan(s: Sizes) -> list[tuple[str, list[Command]]]:
             ],
         ),
         ("load", [[PY, str(BENCH / "bench_load.py"), "--artifacts", str(s.online)]]),
+        (
+            "http",
+            [
+                *([online_artifact(s.online)] if s.builds_online else []),
+                [
+                    PY,
+                    str(BENCH / "bench_http.py"),
+                    "--artifacts",
+                    str(s.online),
+                    "--config",  # a second version is built with it where none is stored
+                    str(s.online.parent / "data" / "bench.toml"),
+                    "--seconds",
+                    str(s.http_seconds),
+                ],
+            ],
+        ),
         ("real_quality", [[PY, str(BENCH / "bench_real_quality.py"), *s.real_quality]]),
     ]
 
