@@ -564,20 +564,28 @@ def serve(
     reload_interval: Annotated[
         float, typer.Option(min=0.05, help="Seconds between looks at `current`.")
     ] = 1.0,
+    threads: Annotated[int, typer.Option(min=1, help="Requests one worker computes at once.")] = 1,
 ) -> None:
     """Serve lists, similar items and real-time events over HTTP (FastAPI on uvicorn)."""
     import tempfile
 
     import uvicorn
 
-    from serving.http import ENV, Settings
+    from serving.http import ENV, Settings, unset_library_threads
 
+    unset = unset_library_threads()
+    if unset:
+        os.environ.update(unset)
+        if workers == 1:  # this process loaded the libraries already: start afresh with them set
+            os.execv(sys.executable, [sys.executable, "-m", "engine.cli", *sys.argv[1:]])
     token = None
     if token_file is not None:
         token = require_file(token_file).read_text().strip()
         if not token:
             raise ConfigError(token_file, "the token file is empty")
-    settings = Settings(artifacts.resolve(), token=token, reload_interval=reload_interval)
+    settings = Settings(
+        artifacts.resolve(), token=token, reload_interval=reload_interval, threads=threads
+    )
     os.environ[ENV] = settings.to_env()
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recengine-metrics-")
