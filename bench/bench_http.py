@@ -654,7 +654,7 @@ def main() -> None:
     report.add(f"HTTP POST /events p50 (fsync'd) at {args.events_rate:g}/s", pct(ev, 50), "ms")
     report.add("HTTP POST /events p99 (fsync'd)", pct(ev, 99), "ms")
     report.add(
-        "achieved rate (200 answers / load seconds)",
+        "achieved rate (answers with status 200 / load seconds)",
         achieved,
         "req/s",
         ratio=("of the asked rate", achieved / args.rate),
