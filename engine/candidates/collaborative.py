@@ -6,7 +6,7 @@ knows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import polars as pl
@@ -58,18 +58,27 @@ class ItemItemSource:
         """Items this source proposes per user."""
         return min(type(self).size(self.ctx), self.item_model.n_items)
 
-    def top(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, ScoreRows]:
+    def top(
+        self, users: np.ndarray, extra: Mapping[int, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ScoreRows]:
         """(row into `users`, item, score) of each user's best `per_user` items with evidence
-        (eligible, unseen, score above 0), and the users' scores (`ScoreRows`)."""
+        (eligible, unseen, score above 0), and the users' scores (`ScoreRows`). `extra[r]`:
+        items added to row `r`'s history (a user's events since the version)."""
         users = np.asarray(users, np.int64)
         if self.item_model.is_sparse:
-            return self._top_sparse(users)
-        dense = self.item_model.scores(users)
+            return self._top_sparse(users, extra)
+        dense = self.item_model.scores(users, extra)
         s = torch.from_numpy(dense)
         bad = ~(s > 0)  # NaN, 0, negative: no evidence
         bad[:, torch.from_numpy(~self.ctx.eligible)] = True
         h = self.item_model.history
-        if len(users) == 1:  # one request: its row of the CSR, without a sparse slice
+        if extra:
+            seen = self.item_model.rows(users, extra).tocoo()
+            bad[
+                torch.from_numpy(seen.row.astype(np.int64)),
+                torch.from_numpy(seen.col.astype(np.int64)),
+            ] = True
+        elif len(users) == 1:  # one request: its row of the CSR, without a sparse slice
             cols = h.indices[h.indptr[users[0]] : h.indptr[users[0] + 1]].astype(np.int64)
             bad[0, torch.from_numpy(cols)] = True
         else:
@@ -93,15 +102,20 @@ class ItemItemSource:
         )
 
     def _top_sparse(
-        self, users: np.ndarray
+        self, users: np.ndarray, extra: Mapping[int, np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ScoreRows]:
         """`top` from a sparse model's CSR scores: only the items with evidence are ever
         held, never a (users x catalogue) block; ties go to the lower item."""
-        s = self.item_model.sparse_scores(users)
+        s = self.item_model.sparse_scores(users, extra)
         row = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(s.indptr))
         n = np.int64(len(self.ctx.eligible))
         hist = self.item_model.history
-        if len(users) == 1:  # one request: its row of the CSR, without a sparse slice
+        if extra:
+            h = self.item_model.rows(users, extra)
+            seen = np.repeat(
+                np.arange(len(users), dtype=np.int64), np.diff(h.indptr)
+            ) * n + h.indices.astype(np.int64)
+        elif len(users) == 1:  # one request: its row of the CSR, without a sparse slice
             seen = np.sort(
                 hist.indices[hist.indptr[users[0]] : hist.indptr[users[0] + 1]].astype(np.int64)
             )

@@ -16,6 +16,7 @@ score per (user, item) row of a candidate frame.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,9 +147,28 @@ class ItemItem:
     def n_items(self) -> int:
         return int(self.history.shape[1])
 
-    def scores(self, users: np.ndarray) -> np.ndarray:
-        """(len(users), n_items) float32; NaN on items the model does not cover."""
+    def rows(self, users: np.ndarray, extra: Mapping[int, np.ndarray] | None) -> sp.csr_matrix:
+        """`users`' rows of the binary history, with the items `extra[r]` added to row `r`
+        (a user's events since the version)."""
+        rows = self.history[np.asarray(users, np.int64)]
+        if not extra:
+            return rows
+        coo = rows.tocoo()
+        r = np.concatenate([coo.row, *(np.full(len(v), k) for k, v in extra.items())])
+        c = np.concatenate([coo.col, *extra.values()])
+        out = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=rows.shape)
+        out.data[:] = 1.0  # binary: an item seen again counts once
+        out.sort_indices()
+        return out
+
+    def scores(
+        self, users: np.ndarray, extra: Mapping[int, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """(len(users), n_items) float32; NaN on items the model does not cover. `extra`
+        adds items to the users' rows (by row) for this call only: nothing is kept."""
         users = np.asarray(users, np.int64)
+        if extra:
+            return self._dense_of(self.rows(users, extra))
         if (
             len(users) == 1
             and isinstance(self.weights, np.ndarray)
@@ -158,25 +178,33 @@ class ItemItem:
             out = self._one_dense(int(users[0]))
             self.last["entry"] = (users, ScoreRows(dense=out))
             return out
-        rows = self.history[users]
-        if self.keep is None:
-            out = np.asarray((rows @ self.weights).todense(), np.float32)
-        elif len(self.keep) == self.n_items:  # every item: no scatter (6x the product)
-            out = np.asarray(rows @ self.weights, np.float32)
-        else:
-            out = np.full((rows.shape[0], self.n_items), np.nan, np.float32)
-            out[:, self.keep] = rows[:, self.keep] @ self.weights
+        out = self._dense_of(self.history[users])
         self.last["entry"] = (users, ScoreRows(dense=out))  # one assignment: a reader in
         return out  # another thread sees the old pair or the new one, never a mix
+
+    def _dense_of(self, rows: sp.csr_matrix) -> np.ndarray:
+        if self.keep is None:
+            return np.asarray((rows @ self.weights).todense(), np.float32)
+        if len(self.keep) == self.n_items:  # every item: no scatter (6x the product)
+            return np.asarray(rows @ self.weights, np.float32)
+        out = np.full((rows.shape[0], self.n_items), np.nan, np.float32)
+        out[:, self.keep] = rows[:, self.keep] @ self.weights
+        return out
 
     @property
     def is_sparse(self) -> bool:
         return sp.issparse(self.weights)
 
-    def sparse_scores(self, users: np.ndarray) -> sp.csr_matrix:
+    def sparse_scores(
+        self, users: np.ndarray, extra: Mapping[int, np.ndarray] | None = None
+    ) -> sp.csr_matrix:
         """A sparse model's scores of `users` as CSR (see `ScoreRows`), kept for `pair_scores`
-        of the same users."""
+        of the same users (not when `extra` adds items to their rows for this call)."""
         users = np.asarray(users, np.int64)
+        if extra:
+            out = sp.csr_matrix(self.rows(users, extra) @ self.weights, dtype=np.float32)
+            out.sort_indices()
+            return out
         if len(users) == 1:
             out = self._one_sparse(int(users[0]))
         else:

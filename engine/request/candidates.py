@@ -273,7 +273,7 @@ def candidates(t: RequestTables, users: np.ndarray, live: LiveItems | None = Non
     for name in t.names:
         if name in t.item_item:
             s = t.item_item[name]
-            row, items, item_scores, block = s.top(users)
+            row, items, item_scores, block = s.top(users, rows.extra)
             item_item[name] = block
             found[name] = finish(Found(row, items, item_scores), s.per_user)
         elif name == AnnSource.name:
