@@ -12,6 +12,7 @@ import polars as pl
 from engine.candidates.config import CandidatesConfig
 from engine.candidates.context import CandidateContext
 from engine.lookup import ByKey
+from pipelines.sums import exact_sum
 
 DAY_US = 86_400 * 1_000_000
 
@@ -35,7 +36,7 @@ def covisitation(pos: pl.LazyFrame, *, at: datetime, cfg: CandidatesConfig) -> p
             & ((pl.col("ts") - pl.col("ts_b")).dt.total_microseconds().abs() <= window_us)
         )
         .group_by("item_idx", pl.col("item_idx_b").alias("neighbour"))
-        .agg((0.5 ** (age_days / cfg.covisit_half_life_days)).sum().alias("weight"))
+        .agg(exact_sum(0.5 ** (age_days / cfg.covisit_half_life_days)).alias("weight"))
     )
     return (
         pairs.sort(["item_idx", "weight", "neighbour"], descending=[False, True, False])
@@ -64,6 +65,6 @@ class CovisitSource:
         scored = (
             recent.join(table, on="item_idx")
             .group_by("user_idx", pl.col("neighbour").alias("item_idx"))
-            .agg((pl.col("weight") * pl.col("weight_right")).sum().alias("score"))
+            .agg(exact_sum(pl.col("weight") * pl.col("weight_right")).alias("score"))
         )
         return self.ctx.finish(scored, self.ctx.cfg.covisit)

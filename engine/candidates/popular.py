@@ -11,6 +11,7 @@ import polars as pl
 
 from engine.candidates.context import CandidateContext
 from engine.lookup import ByKey
+from pipelines.sums import exact_sum
 
 
 def _users(users: np.ndarray) -> pl.DataFrame:
@@ -54,7 +55,7 @@ class TrendingSource:
             self.top.rows(users)
             .join(self.by_category, on="top_category")
             .group_by("user_idx", "item_idx")
-            .agg((pl.col("count") * pl.col("share")).sum().alias("score"))
+            .agg(exact_sum(pl.col("count") * pl.col("share")).alias("score"))
         )
         return self.ctx.finish(scored, self.ctx.cfg.trending)
 
@@ -132,6 +133,6 @@ class ColdUserSource:
         scored = (
             pl.concat([by_attr, base.select("user_idx", "item_idx", "share")])
             .group_by("user_idx", "item_idx")
-            .agg(pl.col("share").sum().alias("score"))
+            .agg(exact_sum(pl.col("share")).alias("score"))
         )
         return self.ctx.finish(scored, self.ctx.cfg.cold_user)

@@ -11,6 +11,7 @@ import polars as pl
 
 from engine.candidates.context import CandidateContext
 from engine.lookup import ByKey
+from pipelines.sums import exact_sum
 
 
 def transitions(pos: pl.LazyFrame, *, span: int, neighbours: int) -> pl.LazyFrame:
@@ -35,7 +36,7 @@ def transitions(pos: pl.LazyFrame, *, span: int, neighbours: int) -> pl.LazyFram
             pl.col("neighbour").is_not_null() & (pl.col("neighbour") != pl.col("item_idx"))
         )
         .group_by("item_idx", "neighbour")
-        .agg(pl.col("weight").sum())
+        .agg(exact_sum(pl.col("weight")).alias("weight"))
     )
     return (
         counts.with_columns(pl.col("weight") / pl.col("weight").sum().over("item_idx"))

@@ -24,6 +24,7 @@ from engine.lookup import ByKey, dense_by_item, gather_items
 from engine.rerank.similarity import vector_features
 from pipelines.dataset import FeatureSet
 from pipelines.features.popularity import DAY_US
+from pipelines.sums import exact_sum
 
 KEYS = ["user_idx", "item_idx"]
 
@@ -84,7 +85,7 @@ def _recent_intent(recent: pl.DataFrame, items: pl.DataFrame) -> dict[str, pl.Da
         col = f"{level}_category"
         out[level] = (
             joined.group_by("user_idx", col)
-            .agg(pl.col("weight").sum().alias("w"))
+            .agg(exact_sum(pl.col("weight")).alias("w"))
             .with_columns(
                 (pl.col("w") / pl.col("w").sum().over("user_idx")).alias(f"recent_{level}_share")
             )

@@ -7,6 +7,8 @@ from datetime import datetime
 
 import polars as pl
 
+from pipelines.sums import exact_sum
+
 DAY_US = 86_400 * 1_000_000
 
 
@@ -51,7 +53,7 @@ def user_category_affinity(
         pos.filter(pl.col("ts") < at)
         .join(item_category.select("item_idx", category), on="item_idx")
         .group_by("user_idx", category)
-        .agg(decay.sum().alias("affinity"))
+        .agg(exact_sum(decay).alias("affinity"))
     )
     return per.with_columns(
         (pl.col("affinity") / pl.col("affinity").sum().over("user_idx")).alias("share")
