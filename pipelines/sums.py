@@ -17,6 +17,9 @@ SCALE = 2.0**32
 
 
 def exact_sum(expr: pl.Expr) -> pl.Expr:
-    """`expr.sum()` over values rounded to multiples of 2^-32, added as integers (groups'
-    totals must stay below 2^31)."""
-    return (expr * SCALE).round().cast(pl.Int64).sum().cast(pl.Float64) / SCALE
+    """`expr.sum()` over values rounded to multiples of 2^-32, added as integers (a value or
+    total past 2^31 is an error). A group holding NaN or an infinity sums as floats do (NaN
+    or the infinity, whatever the order); nulls add nothing, as in `sum`."""
+    finite = pl.when(expr.is_finite()).then(expr)
+    total = (finite * SCALE).round().cast(pl.Int64).sum().cast(pl.Float64) / SCALE
+    return pl.when(expr.is_finite().not_().any()).then(expr.sum()).otherwise(total)
