@@ -39,8 +39,11 @@ class Answers:
     """The request methods, over one version state: `Recommender` answers each call from the
     version live at the time, `Pinned` every call from the one it holds."""
 
+    _state: VersionState  # read once per call: a reload swaps it between calls, never within
+    _live: LiveHistory | None
+
     def _pinned(self) -> tuple[VersionState, LiveHistory | None]:
-        raise NotImplementedError
+        return self._state, self._live
 
     @property
     def version(self) -> str:
@@ -121,9 +124,6 @@ class Pinned(Answers):
     def __init__(self, state: VersionState, live: LiveHistory | None) -> None:
         self._state, self._live = state, live
 
-    def _pinned(self) -> tuple[VersionState, LiveHistory | None]:
-        return self._state, self._live
-
 
 class Recommender(Answers):
     """Thread-safe: every call reads one immutable version state; `reload()` swaps it.
@@ -168,9 +168,6 @@ class Recommender(Answers):
                 raise ValueError(f"{root} is one version's folder: events need an artifacts root")
             live = LiveHistory(EventLog.of_root(root), keep=state.cfg.features.history_length)
         return cls(root, state, keep=keep, live=live)
-
-    def _pinned(self) -> tuple[VersionState, LiveHistory | None]:
-        return self._state, self._live
 
     def pinned(self) -> Pinned:
         """The version live now, held for several calls."""
