@@ -151,11 +151,15 @@ class Service:
     def stop(self) -> None:
         self._stop.set()
 
-    def pinned(self) -> Pinned:
-        """The version answering this request (503 before one is published)."""
+    def ready(self) -> Recommender:
+        """The recommender (503 before a version is published)."""
         if self.rec is None:
             raise HTTPException(503, "no version loaded yet (run recengine nightly)")
-        return self.rec.pinned()
+        return self.rec
+
+    def pinned(self) -> Pinned:
+        """The version answering this request."""
+        return self.ready().pinned()
 
 
 class _TooLarge(HTTPException):
@@ -350,11 +354,10 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> dict[str, object]:
         """Append one event or many to the log: on disk before this answers, and in the
         user's next list."""
-        service.pinned()
+        rec = service.ready()
         given = body if isinstance(body, list) else [body]
         now = datetime.now(UTC).replace(tzinfo=None)
-        assert service.rec is not None
-        ids = service.rec.record(
+        ids = rec.record(
             [Event(e.user_id, e.item_id, e.event, e.ts or now, e.value) for e in given]
         )
         metrics.EVENTS.inc(len(ids))
@@ -374,12 +377,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/version", response_model=VersionResponse, tags=["operations"])
     async def version() -> dict[str, object]:
-        view = service.pinned()
-        assert service.rec is not None
+        rec = service.ready()
+        view = rec.pinned()
         return {
             "version": view.version,
             "events_through": view.events_through,
-            "live_users": service.rec.live_users,
+            "live_users": rec.live_users,
             "reloads": service.reloads,
         }
 
