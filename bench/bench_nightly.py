@@ -7,12 +7,20 @@ root; the job runs in a fresh process with `--extra` appended to the generated c
 settings of a nightly build at this scale: see bench/nightly.toml). Stage windows come from
 the job's own stage reports; RSS is sampled every 0.2 s.
 
+`--nproc 1,2` runs the job once per count on the same data and code, each alone on the
+machine: one process as above, then N ranks under torchrun (`recengine nightly --nproc N`),
+whose RSS is sampled per rank every 0.5 s (with each rank's own high-water mark) and whose
+stage windows come from the stage start times the run recorded; the speed-up is the
+one-process time over the N-rank time.
+
     python bench/bench_nightly.py --users 250000,500000,1000000 --items 200000
+    python bench/bench_nightly.py --users 250000,1000000 --nproc 1,2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -57,6 +65,82 @@ def nightly(config: Path, root: Path) -> dict[str, object]:
     }
 
 
+def rank_pids(root_pid: int) -> dict[int, int]:
+    """rank -> pid of torchrun's workers under `root_pid` (by the RANK in their environment)."""
+    parent = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                parent[int(proc.name)] = int(
+                    (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except OSError:
+                continue
+    out = {}
+    for pid in parent:
+        up = pid
+        while up in parent and up != root_pid:
+            up = parent[up]
+        if up != root_pid or pid == root_pid:
+            continue
+        try:
+            env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        rank = [kv[5:] for kv in env if kv.startswith(b"RANK=")]
+        if rank:
+            out[int(rank[0])] = pid
+    return out
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def nightly_ranks(config: Path, root: Path, nproc: int) -> dict[str, object]:
+    """Run the job as `nproc` ranks (`recengine nightly --nproc`): stage seconds, each rank's
+    peak RSS, and each rank's peak within each stage's window."""
+    cmd = [str(Path(sys.executable).with_name("recengine")), "nightly", "--config", str(config)]
+    cmd += ["--artifacts", str(root), "--force", "--nproc", str(nproc)]
+    samples: list[tuple[float, int, int]] = []  # (epoch seconds, rank, RSS bytes)
+    high: dict[int, int] = {}
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while proc.poll() is None:
+        for rank, pid in rank_pids(proc.pid).items():
+            try:
+                samples.append((time.time(), rank, _status_kib(pid, "VmRSS") << 10))
+                high[rank] = max(high.get(rank, 0), _status_kib(pid, "VmHWM") << 10)
+            except OSError:
+                continue
+        time.sleep(0.5)
+    total = time.time() - t0
+    err = proc.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
+    if proc.returncode != 0:
+        raise SystemExit(f"the {nproc}-rank job failed:\n{err[-4000:]}")
+    version = (root / "current").resolve()
+    manifest = json.loads((version / "manifest.json").read_text())
+    starts = sorted((p.stat().st_mtime, p.stem) for p in (version / "stages").glob("*.started"))
+    ends = [t for t, _ in starts[1:]] + [t0 + total]
+    peaks = {
+        name: {
+            r: max((b for t, rr, b in samples if rr == r and start <= t <= end), default=0)
+            for r in high
+        }
+        for (start, name), end in zip(starts, ends, strict=True)
+    }
+    return {
+        "status": "published",
+        "seconds": manifest["seconds"],
+        "total": total,
+        "high": high,
+        "peaks": peaks,
+    }
+
+
 def dataset(out: Path, users: int, items: int, per_user: int, seed: int) -> Path:
     """The generated set for `users` (made once, kept for reruns)."""
     data = out / "data"
@@ -92,6 +176,7 @@ def main() -> None:
     ap.add_argument("--extra", type=Path, default=Path(__file__).with_name("nightly.toml"))
     ap.add_argument("--out", type=Path, default=Path("artifacts/bench-nightly"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nproc", default="1", help="rank counts to run the job with, e.g. 1,2")
     args = ap.parse_args()
     report = Report("nightly", args)
     for users in (int(u) for u in args.users.split(",")):
@@ -106,28 +191,44 @@ def main() -> None:
             f"interactions: nightly job",
             flush=True,
         )
-        out, peak = in_child(nightly, config, root)
-        if out["status"] != "published":
-            raise SystemExit(f"{users:,} users: the job did not publish ({out['status']})")
-        tag = f"{users // 1000}k users"
-        report.add(
-            f"{tag}: whole job",
-            out["total"] / 60,
-            "min",
-            goal="<= 60 min",
-            met=out["total"] <= 3600,
-        )
-        report.add(f"{tag}: peak RSS", peak / 2**30, "GiB")
-        for name, secs in out["seconds"].items():
+        totals: dict[int, float] = {}
+        for nproc in (int(n) for n in args.nproc.split(",")):
+            shutil.rmtree(root, ignore_errors=True)
+            tag = f"{users // 1000}k users" + (f", {nproc} ranks" if nproc > 1 else "")
+            if nproc == 1:
+                out, peak = in_child(nightly, config, root)
+                if out["status"] != "published":
+                    raise SystemExit(f"{users:,} users: the job did not publish ({out['status']})")
+                stage_peak = {n: f"peak RSS {b / 2**30:.1f} GiB" for n, b in out["peaks"].items()}
+                report.add(f"{tag}: peak RSS", peak / 2**30, "GiB")
+            else:
+                out = nightly_ranks(config, root, nproc)
+                stage_peak = {
+                    n: "peak RSS by rank "
+                    + ", ".join(f"{b / 2**30:.1f}" for _, b in sorted(by.items()))
+                    + " GiB"
+                    for n, by in out["peaks"].items()
+                }
+                for rank, b in sorted(out["high"].items()):
+                    report.add(f"{tag}: rank {rank} peak RSS", b / 2**30, "GiB")
+            totals[nproc] = out["total"]
             report.add(
-                f"{tag}: {name}",
-                secs,
-                "s",
-                note=f"peak RSS {out['peaks'].get(name, 0) / 2**30:.1f} GiB",
+                f"{tag}: whole job",
+                out["total"] / 60,
+                "min",
+                ratio=("1 process", totals[1] / out["total"])
+                if 1 in totals and nproc > 1
+                else None,
+                goal="<= 60 min",
+                met=out["total"] <= 3600,
             )
-        if lists := out["seconds"].get("recs"):
-            report.add(f"{tag}: recs stage (product and ad lists) rate", users / lists, "users/s")
-        report.write()
+            for name, secs in out["seconds"].items():
+                report.add(f"{tag}: {name}", secs, "s", note=stage_peak.get(name, ""))
+            if lists := out["seconds"].get("recs"):
+                report.add(
+                    f"{tag}: recs stage (product and ad lists) rate", users / lists, "users/s"
+                )
+            report.write()
     report.finish()
 
 

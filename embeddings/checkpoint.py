@@ -26,8 +26,10 @@ def save_checkpoint(
 ) -> Path:
     """Write `model.pt` and `model.json` into `folder`, each atomically."""
     folder = Path(folder)
-    with atomic_path(folder / WEIGHTS) as tmp:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
+    with atomic_path(folder / WEIGHTS) as tmp, tmp.open("wb") as fh:
+        # to a file object, not a path: torch names the archive after a path's (temporary,
+        # random) file name, and the same weights must give the same bytes in every run
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, fh)
     with atomic_path(folder / META) as tmp:
         tmp.write_text(
             json.dumps({"sizes": asdict(sizes), "model": cfg.model_dump(mode="json")}, indent=2)

@@ -8,6 +8,8 @@ the model and the training loop never branches on the world size.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -54,14 +56,29 @@ class World:
         return self.rank == 0
 
 
+_alone = False
+
+
+@contextmanager
+def one_process() -> Iterator[None]:
+    """Within it, `join_world` opens a one-process group even under `torchrun`: a fit that one
+    rank of a multi-process job makes by itself (the nightly's models are fitted on rank 0)."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
 def join_world() -> World:
     """Join the process group: the one `torchrun` describes in the environment (NCCL on GPU,
-    gloo on CPU), or a one-process gloo group when run on its own."""
+    gloo on CPU), or a one-process gloo group when run on its own (or in `one_process`)."""
     dev = device()
     if dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), dev, owns_group=False)
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    if "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ:
+    if "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ and not _alone:
         dist.init_process_group(backend=backend)
     else:
         dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
@@ -89,7 +106,7 @@ def sharding_plan(model: TwoTower, world: World, batch_size: int) -> ShardingPla
     topology = Topology(
         world_size=world.size,
         compute_device=world.device.type,
-        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world.size)),
+        local_world_size=min(world.size, int(os.environ.get("LOCAL_WORLD_SIZE", world.size))),
     )
     planner = EmbeddingShardingPlanner(
         topology=topology, batch_size=batch_size, constraints=constraints, debug=False

@@ -398,11 +398,19 @@ def _index(cfg: EngineConfig, vectors: Path, out: Path) -> None:
 def _nightly(
     cfg: EngineConfig, artifacts: Path | None, *, force: bool, incremental: bool = False
 ) -> None:
+    from datetime import timedelta
+
     from engine.jobs.nightly import run_nightly
+    from engine.jobs.ranks import Ranks
     from engine.jobs.stages import STAGES
 
-    with steps("nightly", len(STAGES) + 1, console) as report:
-        result = run_nightly(cfg, artifacts, force=force, incremental=incremental, report=report)
+    ranks = Ranks.join(timedelta(minutes=cfg.jobs.rank_wait_minutes))
+    with steps("nightly", len(STAGES) + 1, console, enabled=ranks.is_main) as report:
+        result = run_nightly(
+            cfg, artifacts, force=force, incremental=incremental, report=report, ranks=ranks
+        )
+    if not ranks.is_main:
+        return
     root = result.version
     if result.reason == "unchanged":
         console.print(f"inputs and config unchanged: nothing new published; live version {root}")
@@ -463,8 +471,35 @@ def nightly(
             "runs anyway past [jobs] full_retrain_days)."
         ),
     ] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes on this machine that split the per-user work (runs itself under "
+            "torchrun; on several machines, start it with torchrun yourself).",
+        ),
+    ] = 1,
 ) -> None:
     """Run every stage (resuming an interrupted run), gate and publish a new version."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "engine.cli",
+            "nightly",
+            "--config",
+            str(config.resolve()),
+            *(["--artifacts", str(artifacts.resolve())] if artifacts is not None else []),
+            *(["--force"] if force else []),
+            *(["--incremental"] if incremental else []),
+        ]
+        # rank 0 fits the models alone with every core; torchrun would give each rank one
+        env = {"OMP_NUM_THREADS": str(os.cpu_count() or 1), **os.environ}
+        raise typer.Exit(subprocess.call(cmd, env=env))
     _nightly(load_config(config, Config), artifacts, force=force, incremental=incremental)
 
 

@@ -13,8 +13,9 @@ from pipelines.progress import Report
 
 
 @contextmanager
-def steps(title: str, total: int, console: Console) -> Iterator[Report]:
-    """A bar that advances one step per report; the step's name is shown beside it."""
+def steps(title: str, total: int, console: Console, *, enabled: bool = True) -> Iterator[Report]:
+    """A bar that advances one step per report; the step's name is shown beside it (not shown
+    when not `enabled`: the ranks of a multi-process job other than the first)."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -23,6 +24,7 @@ def steps(title: str, total: int, console: Console) -> Iterator[Report]:
         TextColumn("{task.fields[step]}"),
         console=console,
         transient=False,
+        disable=not enabled,
     ) as bar:
         task = bar.add_task(title, total=total, step="")
         started = False

@@ -60,6 +60,7 @@ class ListScorer:
     facts: ItemFacts
     rules: RulesConfig
     rerank: RerankConfig
+    threads: int | None = None  # blocks scored at once (default: one per core)
 
     @classmethod
     def build(
@@ -70,14 +71,18 @@ class ListScorer:
         rerank: RerankConfig,
         *,
         names: list[str] | None = None,
+        tables: RequestTables | None = None,
+        threads: int | None = None,
     ) -> ListScorer:
+        """`tables` when the version stores them already (else built from `ctx`)."""
         return cls(
-            RequestTables.build(ctx, default_sources(ctx)),
+            RequestTables.build(ctx, default_sources(ctx)) if tables is None else tables,
             ranker,
             ranker.feature_name() if names is None else names,
             ItemFacts.build(ctx.fs, ctx.eligible, ctx.item_vectors),
             rules,
             rerank,
+            threads,
         )
 
     def warm(self) -> None:
@@ -94,7 +99,8 @@ class ListScorer:
         if len(users) <= BLOCK_USERS:
             return [fn(users)]
         blocks = [users[a : a + BLOCK_USERS] for a in range(0, len(users), BLOCK_USERS)]
-        with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
+        threads = self.threads or os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=min(len(blocks), threads)) as pool:
             return list(pool.map(fn, blocks))
 
     def scored(

@@ -134,6 +134,52 @@ def shown_today(log: pl.DataFrame, fs: FeatureSet, when: datetime) -> dict[tuple
     return {(int(u), int(i)): int(n) for u, i, n in today.select("u", "i", "len").iter_rows()}
 
 
+PCTR_SCHEMA = {"user_idx": pl.Int64, "ad": pl.Int32, "pctr": pl.Float64}
+
+
+def ad_pctr(
+    users: np.ndarray,
+    fs: FeatureSet,
+    model: Pctr,
+    log: pl.DataFrame,
+    cfg: AuctionConfig,
+    *,
+    when: datetime,
+    inventory: Inventory | None = None,
+) -> pl.DataFrame:
+    """user_idx, ad (the column in the inventory), pctr: the calibrated pCTR of every ad on
+    each user's shortlist. A row's value depends on its user and ad alone, so users may be
+    scored in any split (the ranks of a nightly each score theirs) and the auction reads the
+    same values."""
+    inv = inventory or Inventory.at(fs, when)
+    users = np.asarray(users, np.int64)
+    if len(inv.item_idx) == 0 or len(users) == 0:
+        return pl.DataFrame(schema=PCTR_SCHEMA)
+    past = log.filter(pl.col("ts") < when)
+    stats = AdStats.of(past, fs)  # once: the shortlist and every chunk of users read it
+    short = Shortlist.build(inv, fs, past, when, cfg.candidates, stats)
+    item_ids = pl.Series(inv.item_id)
+    parts = []
+    for a in range(0, len(users), cfg.chunk):
+        rows = users[a : a + cfg.chunk]
+        r, c = np.nonzero(short.mask(rows))
+        ids = fs.vocabs.user.decode(pl.Series(rows[r])).cast(log["user_id"].dtype)
+        grid = pl.DataFrame({"user_id": ids, "item_id": item_ids.gather(c)}).with_columns(
+            pl.lit(when).alias("ts")
+        )
+        parts.append(
+            pl.DataFrame(
+                {
+                    "user_idx": rows[r],
+                    "ad": c.astype(np.int32),
+                    "pctr": np.asarray(model(ad_features(grid, past, fs, stats)), np.float64),
+                },
+                schema=PCTR_SCHEMA,
+            )
+        )
+    return pl.concat(parts)
+
+
 def ad_lists(
     users: np.ndarray,
     fs: FeatureSet,
@@ -143,31 +189,14 @@ def ad_lists(
     *,
     when: datetime,
     inventory: Inventory | None = None,
+    pctr: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, dict[int, float]]:
     """Each user's ads (user_idx, rank, item_idx, pctr, bid, ecpm, pace) and each campaign's
     expected spend. `log` is the labelled ad impression log before `when` (past click rates
-    and today's impressions come from it); `inventory` defaults to the ads in flight then."""
+    and today's impressions come from it); `inventory` defaults to the ads in flight then;
+    `pctr` (from `ad_pctr`, scored elsewhere) saves scoring the shortlists here. The auction
+    runs over every user in `users`' order: budgets and pacing follow the whole batch."""
     inv = inventory or Inventory.at(fs, when)
-    user_ids = fs.vocabs.user.decode(pl.Series(users)).to_list()
-    past = log.filter(pl.col("ts") < when)
-
-    ids = pl.Series(user_ids, dtype=log["user_id"].dtype)
-    pos = dict(zip(np.asarray(users, np.int64).tolist(), range(len(users)), strict=True))
-    stats = AdStats.of(past, fs)  # once: the shortlist and every chunk of users read it
-    short = Shortlist.build(inv, fs, past, when, cfg.candidates, stats)
-
-    def pctr(rows: np.ndarray, ads: np.ndarray) -> np.ndarray:
-        """(rows, ads) calibrated pCTR on each row's shortlist, 0 elsewhere (below any
-        reserve, so never shown)."""
-        r, c = np.nonzero(short.mask(rows))
-        at = np.array([pos[int(u)] for u in rows], np.int64)[r]
-        grid = pl.DataFrame(
-            {"user_id": ids.gather(at), "item_id": pl.Series(inv.item_id).gather(c)}
-        ).with_columns(pl.lit(when).alias("ts"))
-        out = np.zeros((len(rows), len(ads)))
-        out[r, c] = model(ad_features(grid, past, fs, stats))
-        return out
-
     if len(inv.item_idx) == 0:
         return pl.DataFrame(
             schema={
@@ -180,10 +209,28 @@ def ad_lists(
                 "pace": pl.Float64,
             }
         ), {}
+    users = np.asarray(users, np.int64)
+    if pctr is None:
+        pctr = ad_pctr(users, fs, model, log, cfg, when=when, inventory=inv)
+    scored = pctr.sort("user_idx", "ad")
+    by_user = scored["user_idx"].to_numpy()
+    ad_col = scored["ad"].to_numpy().astype(np.int64)
+    value = scored["pctr"].to_numpy()
+
+    def chunk_pctr(rows: np.ndarray, ads: np.ndarray) -> np.ndarray:
+        """(rows, ads) calibrated pCTR on each row's shortlist, 0 elsewhere (below any
+        reserve, so never shown)."""
+        start = np.searchsorted(by_user, rows, side="left")
+        count = np.searchsorted(by_user, rows, side="right") - start
+        at = np.repeat(start - np.cumsum(count) + count, count) + np.arange(count.sum())
+        out = np.zeros((len(rows), len(ads)))
+        out[np.repeat(np.arange(len(rows)), count), ad_col[at]] = value[at]
+        return out
+
     return rank_ads(
-        np.asarray(users, np.int64),
+        users,
         inv.item_idx,
-        pctr,
+        chunk_pctr,
         bid=inv.bid,
         campaign=inv.campaign,
         budget=inv.budget,

@@ -23,3 +23,6 @@ class JobsConfig(Section):
     """`--incremental` retrains fully anyway once the live models are this many days old."""
     explain: bool = True
     """Write the `why` column (sources, feature contributions, rules) in the product lists."""
+    rank_wait_minutes: float = Field(default=360.0, gt=0)
+    """How long a rank of a multi-process run waits for the others (while rank 0 fits the
+    models alone, the others wait at the next stage's barrier) before it gives up."""

@@ -13,6 +13,7 @@ import hashlib
 import json
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -34,7 +35,8 @@ from engine.jobs.artifacts import (
 )
 from engine.jobs.incremental import STAGES as INCREMENTAL_STAGES
 from engine.jobs.incremental import base_figures
-from engine.jobs.stages import STAGES, Figures, Run
+from engine.jobs.ranks import Ranks
+from engine.jobs.stages import PER_USER, STAGES, Figures, Run
 from pipelines.errors import QualityGateError
 from pipelines.event_log import consume, freeze, log_path
 from pipelines.io import atomic_path, require_file, sha256_file
@@ -169,31 +171,41 @@ def run_nightly(
     force: bool = False,
     incremental: bool = False,
     report: Report = silent,
+    ranks: Ranks | None = None,
 ) -> NightlyResult:
     """Build, gate and publish a version under `root` (default: the config's artifacts root).
 
     `incremental` reuses the live version's models and adds the items and users that came
     since (content vectors, a new index and new lists); it runs in full when there is no live
-    version or its models are older than `[jobs] full_retrain_days`."""
+    version or its models are older than `[jobs] full_retrain_days`. With `ranks` of more than
+    one process (torchrun), every rank calls this: rank 0 takes the lock, freezes the events,
+    runs the whole-catalogue stages and publishes; the per-user work is split between all."""
+    ranks = ranks or Ranks()
     root = Path(root or cfg.artifacts.root).resolve()
     for name in INPUTS:  # a missing input is named before anything is written
         require_file(getattr(cfg.data, name))
+    if ranks.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+    ranks.check_root(root)
     log = cfg.data.events or log_path(root)
-    with run_lock(root):
-        frozen = freeze(log)  # the events so far: this run's fixed input beside the tables
+    with run_lock(root) if ranks.is_main else nullcontext():
+        frozen = freeze(log) if ranks.is_main else None  # the events so far: a fixed input
         if frozen is not None:
             data = cfg.data.model_copy(update={"events": frozen.path})
             cfg = cfg.model_copy(update={"data": data})
+        if ranks.size > 1:  # every rank works from rank 0's config (the frozen events)
+            cfg = EngineConfig.model_validate(ranks.broadcast(cfg.model_dump(mode="json")))
         result = _run(
             cfg,
             root,
-            run_identity(cfg),
+            run_identity(cfg) if ranks.is_main else {},
             force=force,
             incremental=incremental,
             report=report,
             events_through=frozen.through if frozen is not None else 0,
+            ranks=ranks,
         )
-        if result.version is not None:  # published (now or before): the log lets go of them
+        if ranks.is_main and result.version is not None:  # published: the log lets go of them
             consume(log, int_or(read_manifest(result.version).get("events_through"), 0))
         return result
 
@@ -207,47 +219,51 @@ def _run(
     incremental: bool,
     report: Report,
     events_through: int = 0,
+    ranks: Ranks,
 ) -> NightlyResult:
-    live = current_version(root)
-    base = incremental_base(live, cfg) if incremental else None
-    data_key = run_key(identity)
-    if live is not None and read_manifest(live).get("data_key") == data_key and not force:
-        return NightlyResult(live, False, "unchanged", {}, {})
-    key = (
-        data_key
-        if base is None
-        else hashlib.sha256(f"{data_key} incremental on {base.name}".encode()).hexdigest()
-    )
-    done = _published_with(root, key)
-    if done is not None:
-        verify(done)
-        switch_current(root, done)
-        return NightlyResult(done, True, "resumed publish", {}, {})
-
-    staging = staging_dir(root, key)
-    (staging / "stages").mkdir(parents=True, exist_ok=True)
+    plan = _plan(cfg, root, identity, force=force, incremental=incremental) if ranks.is_main else {}
+    plan = ranks.broadcast(plan)
+    if "result" in plan:  # nothing to build: unchanged, or a publish a kill interrupted
+        version, reason = plan["result"]
+        return NightlyResult(Path(version), reason != "unchanged", reason, {}, {})
+    staging, key = Path(plan["staging"]), str(plan["key"])
+    base = Path(plan["base"]) if plan["base"] else None
+    live = Path(plan["live"]) if plan["live"] else None
     run = Run(
         cfg,
         staging,
-        report=report,
+        report=report if ranks.is_main else silent,
         base=base,
         base_figures=base_figures(base) if base is not None else {},
+        ranks=ranks,
     )
     seconds = run.seconds
     for name, stage in INCREMENTAL_STAGES if base is not None else STAGES:
         record = staging / "stages" / f"{name}.json"
-        if record.is_file():
-            saved = json.loads(record.read_text())
+        saved = ranks.broadcast(
+            json.loads(record.read_text()) if ranks.is_main and record.is_file() else None
+        )  # rank 0 alone reads the records: every rank resumes at the same stage
+        if saved is not None:
             run.figures[name], seconds[name] = saved["figures"], saved["seconds"]
             continue
-        report(name)
-        mark_started(staging, name)
+        run.report(name)
+        if ranks.is_main:
+            mark_started(staging, name)
         t0 = time.perf_counter()
-        figures = stage(run)
+        with ranks.cores(name in PER_USER):
+            figures = stage(run) if ranks.is_main or name in PER_USER else {}
+        ranks.barrier()  # recorded only once every rank has finished the stage
         seconds[name] = round(time.perf_counter() - t0, 3)
+        figures = ranks.broadcast(figures)
         run.figures[name] = figures
-        with atomic_path(record) as tmp:
-            tmp.write_text(json.dumps({"figures": figures, "seconds": seconds[name]}, default=str))
+        if ranks.is_main:
+            with atomic_path(record) as tmp:
+                tmp.write_text(
+                    json.dumps({"figures": figures, "seconds": seconds[name]}, default=str)
+                )
+    if not ranks.is_main:  # rank 0 publishes; the others wait to hear that it did
+        version = ranks.broadcast(None)
+        return NightlyResult(Path(version), True, "published", run.figures, seconds)
     report("publish")
     mark_started(staging, "publish")
     worse = check_gate(run.figures, live, cfg.jobs.gate_tolerance)
@@ -266,7 +282,7 @@ def _run(
         {
             "version": version,
             "run_key": key,
-            "data_key": data_key,
+            "data_key": plan["data_key"],
             "created": datetime.now(UTC).isoformat(),
             "inputs": identity["inputs"],
             "config": cfg.model_dump(mode="json"),
@@ -278,9 +294,42 @@ def _run(
             "trained_at": trained_at,
             "incremental_from": base.name if base is not None else None,
             "events_through": events_through,
+            "ranks": ranks.size,
         },
     )
     final = publish(root, staging, version)
     prune(root, cfg.jobs.retention)
     clear_staging(root)
+    ranks.broadcast(str(final))
     return NightlyResult(final, True, "published", run.figures, seconds)
+
+
+def _plan(
+    cfg: EngineConfig, root: Path, identity: dict[str, object], *, force: bool, incremental: bool
+) -> dict[str, object]:
+    """What rank 0 decides before any stage (JSON, for the other ranks): a result when there
+    is nothing to build, else the staging folder, the run key and the versions it builds on."""
+    live = current_version(root)
+    base = incremental_base(live, cfg) if incremental else None
+    data_key = run_key(identity)
+    if live is not None and read_manifest(live).get("data_key") == data_key and not force:
+        return {"result": [str(live), "unchanged"]}
+    key = (
+        data_key
+        if base is None
+        else hashlib.sha256(f"{data_key} incremental on {base.name}".encode()).hexdigest()
+    )
+    done = _published_with(root, key)
+    if done is not None:
+        verify(done)
+        switch_current(root, done)
+        return {"result": [str(done), "resumed publish"]}
+    staging = staging_dir(root, key)
+    (staging / "stages").mkdir(parents=True, exist_ok=True)
+    return {
+        "staging": str(staging),
+        "key": key,
+        "data_key": data_key,
+        "base": str(base) if base is not None else None,
+        "live": str(live) if live is not None else None,
+    }

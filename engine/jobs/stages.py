@@ -23,14 +23,17 @@ import polars as pl
 
 from embeddings.checkpoint import save_checkpoint
 from embeddings.export import export_vectors
-from engine.ads.lists import ad_lists
+from engine.ads.lists import ad_lists, ad_pctr
 from engine.ads.log import ad_windows, logged_ads
 from engine.ads.pctr import Pctr, pctr_report, train_pctr
 from engine.config import EngineConfig
 from engine.evaluation.evaluate import EVALUATION_KEYS, evaluate
 from engine.evaluation.report import write_report
 from engine.index import build_index
+from engine.jobs.ranks import Ranks
 from engine.request.store import (
+    load_item_item,
+    load_tables,
     save_ids,
     save_item_item,
     save_items,
@@ -79,6 +82,7 @@ class Run:
     report: Report = silent
     base: Path | None = None  # the live version an incremental run builds on
     base_figures: dict[str, Figures] = field(default_factory=dict)
+    ranks: Ranks = field(default_factory=Ranks)  # the processes sharing the run
 
     def features(self) -> FeatureSet:
         return FeatureSet.load(self.dir)
@@ -225,14 +229,45 @@ def ads(run: Run) -> Figures:
 
 
 def recs(run: Run) -> Figures:
-    """Top-k products (with `why`) and top ads for every user, in chunks of users."""
-    cfg, fs = run.cfg, run.features()
-    out = run.dir / "recs"
-    shutil.rmtree(out, ignore_errors=True)
-    ctx = version_context(run.dir, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
-    scorer = ListScorer.build(ctx, load_ranker(run.dir / "rerank"), cfg.rules, cfg.rerank)
-    users = fs.users["user_idx"].to_numpy().astype(np.int64)
-    users = users[users > 0]
+    """Top-k products (with `why`) and top ads for every user. Rank 0 builds the request
+    tables and stores them in the run's folder; every rank lists its share of the users from
+    them (`recs/kind=product/part-<rank>-<chunk>.parquet`) and scores its users' ad
+    shortlists; rank 0 then holds the auction over every user, in one order, so that budgets
+    and pacing span the whole batch as in one process."""
+    cfg, ranks = run.cfg, run.ranks
+    out, scratch = run.dir / "recs", run.dir / "ad-pctr"
+    ranker = load_ranker(run.dir / "rerank")
+    figures: Figures = {}
+    if ranks.is_main:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        fs = run.features()
+        ctx = version_context(run.dir, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
+        with ranks.cores(shared=False):  # the others wait: every core builds the tables
+            scorer = ListScorer.build(ctx, ranker, cfg.rules, cfg.rerank, threads=ranks.threads())
+        figures = {
+            "stored_models": ",".join(save_item_item(ctx, run.dir)),
+            "request_tables": save_tables(scorer.tables, run.dir),
+        }
+        save_vectors(run.dir, ctx)
+        save_ids(fs, run.dir)
+        save_items(fs, run.dir)
+    ranks.barrier()  # the tables are stored: the other ranks map them instead of building
+    if not ranks.is_main:  # loaded only now, so as not to hold memory while rank 0 builds
+        fs = run.features()
+        ctx = version_context(run.dir, fs, cfg.candidates, use_gpu=cfg.index.use_gpu)
+        load_item_item(ctx, run.dir)
+        scorer = ListScorer.build(
+            ctx,
+            ranker,
+            cfg.rules,
+            cfg.rerank,
+            tables=load_tables(ctx, run.dir),
+            threads=ranks.threads(),
+        )
+    every = fs.users["user_idx"].to_numpy().astype(np.int64)
+    every = every[every > 0]
+    users = every[ranks.mine(fs.vocabs.user.decode(pl.Series(every)).to_list())]
     n_rows = 0
     for part, a in enumerate(range(0, len(users), cfg.jobs.user_chunk)):
         chunk = users[a : a + cfg.jobs.user_chunk]
@@ -240,30 +275,32 @@ def recs(run: Run) -> Figures:
         lists = scorer.lists(chunk, k=cfg.jobs.k, explain=cfg.jobs.explain)
         write_parquet(
             _with_ids(lists, fs).drop("sources", "rules"),
-            out / "kind=product" / f"part-{part:05d}.parquet",
+            out / "kind=product" / f"part-{ranks.rank:03d}-{part:05d}.parquet",
         )
         n_rows += lists.height
-    figures: Figures = {
-        "users": len(users),
-        "product_rows": n_rows,
-        "stored_models": ",".join(save_item_item(ctx, run.dir)),
-        "request_tables": save_tables(scorer.tables, run.dir),
-    }
-    save_vectors(run.dir, ctx)
-    save_ids(fs, run.dir)
-    save_items(fs, run.dir)
+    figures |= {"users": len(every), "product_rows": int(ranks.total(n_rows))}
     run.report("ad lists")
     ads_frame = pl.DataFrame(schema=AD_SCHEMA)
     spent: dict[int, float] = {}
     if (run.dir / "ads").is_dir():
         # the log is read from the inputs again: an incremental run reuses the ads model,
         # but today's impressions (frequency caps, past click rates) must be the new ones
-        ads_frame, spent = ad_lists(
-            users, fs, Pctr.load(run.dir / "ads"), _ad_log(cfg), cfg.auction, when=fs.as_of
+        model, ad_log = Pctr.load(run.dir / "ads"), _ad_log(cfg)
+        mine = ad_pctr(users, fs, model, ad_log, cfg.auction, when=fs.as_of)
+        if ranks.size > 1:
+            write_parquet(mine, scratch / f"part-{ranks.rank:03d}.parquet")
+        ranks.barrier()
+        if ranks.is_main:
+            scored = pl.read_parquet(scratch / "*.parquet") if ranks.size > 1 else mine
+            ads_frame, spent = ad_lists(
+                every, fs, model, ad_log, cfg.auction, when=fs.as_of, pctr=scored
+            )
+            shutil.rmtree(scratch, ignore_errors=True)  # not part of the version
+    if ranks.is_main:
+        write_parquet(
+            _with_ids(ads_frame.select(list(AD_SCHEMA)), fs),
+            out / "kind=ad" / "part-00000.parquet",
         )
-    write_parquet(
-        _with_ids(ads_frame.select(list(AD_SCHEMA)), fs), out / "kind=ad" / "part-00000.parquet"
-    )
     return figures | {"ad_rows": ads_frame.height, "ad_spend": float(sum(spent.values()))}
 
 
@@ -337,6 +374,9 @@ def evaluation(run: Run) -> Figures:
 
 
 Stage = Callable[[Run], Figures]
+PER_USER = {"recs"}
+"""The stages every rank of a multi-process run takes part in, each listing its share of the
+users; rank 0 runs the others alone (they fit models or read the whole catalogue)."""
 STAGES: list[tuple[str, Stage]] = [
     ("validate", validate),
     ("features", features),
