@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from enum import StrEnum
@@ -108,9 +109,39 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             errors.print(
                 f"[bold red]error ({what}):[/] {escape(str(exc))}", highlight=False, soft_wrap=True
             )
+            _tell_launcher(code)
             raise typer.Exit(code) from None
 
     return run
+
+
+EXIT_FILE = "RECENGINE_EXIT_FILE"
+"""Where a rank of `nightly --nproc` leaves its exit status for the launcher: torchrun ends
+with 1 whatever failed, and a scheduler tells a bad table (3) from a held lock (8)."""
+
+
+def _tell_launcher(code: int) -> None:
+    """Leave `code` in the launcher's exit file (the first rank to fail keeps its status)."""
+    path = os.environ.get(EXIT_FILE)
+    if path:
+        try:
+            with open(path, "x") as fh:
+                fh.write(str(code))
+        except FileExistsError:
+            pass
+
+
+def _under_torchrun(cmd: list[str]) -> int:
+    """Run `cmd` (torchrun) and return the exit status of the first rank that failed with one
+    of recengine's errors, else torchrun's own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        exit_file = Path(tmp) / "status"
+        # rank 0 fits the models alone with every core; torchrun would give each rank one
+        env = {"OMP_NUM_THREADS": str(os.cpu_count() or 1), **os.environ}
+        rc = subprocess.call(cmd, env={**env, EXIT_FILE: str(exit_file)})
+        if rc != 0 and exit_file.is_file():
+            return int(exit_file.read_text())
+        return rc
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -497,9 +528,7 @@ def nightly(
             *(["--force"] if force else []),
             *(["--incremental"] if incremental else []),
         ]
-        # rank 0 fits the models alone with every core; torchrun would give each rank one
-        env = {"OMP_NUM_THREADS": str(os.cpu_count() or 1), **os.environ}
-        raise typer.Exit(subprocess.call(cmd, env=env))
+        raise typer.Exit(_under_torchrun(cmd))
     _nightly(load_config(config, Config), artifacts, force=force, incremental=incremental)
 
 

@@ -25,7 +25,7 @@ from engine.jobs.nightly import run_nightly
 from engine.jobs.ranks import Ranks, user_ranks
 from engine.jobs.stages import STAGES
 from pipelines.config import load_config
-from tests.conftest import copy_root, free_port, nightly_cmd, small_job
+from tests.conftest import copy_root, free_port, nightly_cmd, small_job, tally
 
 TIMING = ("seconds", "build_seconds")
 """Figures that measure time: the only ones two runs may differ in."""
@@ -182,18 +182,16 @@ def rank_pids(root_pid: int) -> dict[int, int]:
 ORDER = [name for name, _ in STAGES]
 
 
-def test_a_rank_killed_in_a_random_stage_leaves_current_and_the_rerun_resumes(
-    published: tuple[EngineConfig, Path], published_config: Path, tmp_path: Path
-) -> None:
-    root = copy_root(published[1], tmp_path / "artifacts")
+def kill_a_rank_and_resume(
+    published: tuple[EngineConfig, Path], config: Path, folder: Path, rng: random.Random
+) -> str:
+    """Run a new version of the published job as two ranks, SIGKILL one of them in a random
+    stage, check that `current` is untouched, rerun it and check that it resumes and publishes
+    the same lists; the stage the kill landed in."""
+    root = copy_root(published[1], folder / "artifacts")
     live = current_version(root)
     assert live is not None
-    # a new version to build, with the same lists (beside the tables its paths name)
-    config = published_config.with_name(f"kill-{tmp_path.name}.toml")
-    config.write_text(published_config.read_text().replace("retention = 2", "retention = 3"))
-    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
     stage, victim = rng.choice(ORDER), rng.randrange(2)
-    print(f"killing rank {victim} in the {stage} stage")
     proc = subprocess.Popen(
         nproc_cmd(config, root),
         stdout=subprocess.DEVNULL,
@@ -221,7 +219,8 @@ def test_a_rank_killed_in_a_random_stage_leaves_current_and_the_rerun_resumes(
     verify(live)
     staging = next(root.glob("staging/*/stages"))
     records = {p.name: p.stat().st_mtime_ns for p in staging.glob("*.json")}
-    print("killed in", next(n for n in ORDER if f"{n}.json" not in records))
+    landed = next(n for n in ORDER if f"{n}.json" not in records)
+    print(f"rank {victim} killed in the {landed} stage")
     run(nproc_cmd(config, root))
     new = current_version(root)
     assert new is not None and new != live
@@ -230,6 +229,34 @@ def test_a_rank_killed_in_a_random_stage_leaves_current_and_the_rerun_resumes(
         assert (new / "stages" / name).stat().st_mtime_ns == mtime, name
     for kind in ("product", "ad"):
         assert lists(live, kind).equals(lists(new, kind))
+    tally(f"nightly ranks: SIGKILLs of a rank in {landed}")
+    tally("nightly ranks: SIGKILLs survived")
+    return landed
+
+
+def retained(published_config: Path, keep: int, name: str) -> Path:
+    """The published job's config with `[jobs] retention = keep`: a new version to build,
+    with the same lists (written beside the tables its paths name)."""
+    config = published_config.with_name(f"{name}.toml")
+    config.write_text(published_config.read_text().replace("retention = 2", f"retention = {keep}"))
+    return config
+
+
+def test_a_rank_killed_in_a_random_stage_leaves_current_and_the_rerun_resumes(
+    published: tuple[EngineConfig, Path], published_config: Path, tmp_path: Path
+) -> None:
+    config = retained(published_config, 3, f"kill-{tmp_path.name}")
+    kill_a_rank_and_resume(published, config, tmp_path, random.Random(os.urandom(8)))
+
+
+@pytest.mark.slow
+def test_ranks_killed_in_many_random_stages(
+    published: tuple[EngineConfig, Path], published_config: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(os.urandom(8))
+    for n in range(8):
+        config = retained(published_config, 3 + n, f"kills-{tmp_path.name}-{n}")
+        kill_a_rank_and_resume(published, config, tmp_path / str(n), rng)
 
 
 def test_a_rank_that_cannot_see_the_root_is_refused(tmp_path: Path) -> None:
@@ -262,3 +289,20 @@ def test_a_rank_that_cannot_see_the_root_is_refused(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [1, 1]
     for err in errs:
         assert "rank 1 on" in err and "cannot see the artifacts root" in err, err[-2000:]
+
+
+def test_a_rank_that_fails_gives_the_launcher_its_exit_status(
+    small_data: Path, tmp_path: Path
+) -> None:
+    """Rank 0 refuses a bad table in the validate stage while rank 1 waits: the run ends
+    with the data error's status (3), as one process would, not torchrun's 1."""
+    config = small_job(small_data, tmp_path / "data")
+    items = tmp_path / "data" / "items.parquet"
+    table = pl.read_parquet(items)
+    pl.concat([table, table.head(1)]).write_parquet(items)  # an item id twice
+    proc = subprocess.run(
+        nproc_cmd(config, tmp_path / "artifacts"), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "error (data)" in proc.stdout + proc.stderr
+    assert current_version(tmp_path / "artifacts") is None
