@@ -184,11 +184,9 @@ def run_nightly(
     root = Path(root or cfg.artifacts.root).resolve()
     for name in INPUTS:  # a missing input is named before anything is written
         require_file(getattr(cfg.data, name))
-    if ranks.is_main:
-        root.mkdir(parents=True, exist_ok=True)
-    ranks.check_root(root)
     log = cfg.data.events or log_path(root)
-    with run_lock(root) if ranks.is_main else nullcontext():
+    with run_lock(root) if ranks.is_main else nullcontext():  # the lock makes the root
+        ranks.check_root(root)
         frozen = freeze(log) if ranks.is_main else None  # the events so far: a fixed input
         if frozen is not None:
             data = cfg.data.model_copy(update={"events": frozen.path})
