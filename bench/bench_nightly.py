@@ -29,6 +29,7 @@ from pathlib import Path
 
 from harness import Report, RssSampler, in_child
 
+from engine.jobs.ranks import rank_pids
 from engine.jobs.stages import STAGES
 
 
@@ -65,34 +66,6 @@ def nightly(config: Path, root: Path) -> dict[str, object]:
         "total": end - t0,
         "peaks": peaks,
     }
-
-
-def rank_pids(root_pid: int) -> dict[int, int]:
-    """rank -> pid of torchrun's workers under `root_pid` (by the RANK in their environment)."""
-    parent = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                parent[int(proc.name)] = int(
-                    (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
-                )
-            except OSError:
-                continue
-    out = {}
-    for pid in parent:
-        up = pid
-        while up in parent and up != root_pid:
-            up = parent[up]
-        if up != root_pid or pid == root_pid:
-            continue
-        try:
-            env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        rank = [kv[5:] for kv in env if kv.startswith(b"RANK=")]
-        if rank:
-            out[int(rank[0])] = pid
-    return out
 
 
 def _status_kib(pid: int, field: str) -> int:

@@ -22,7 +22,7 @@ import torch
 from engine.config import EngineConfig
 from engine.jobs.artifacts import current_version, read_manifest, verify
 from engine.jobs.nightly import run_nightly
-from engine.jobs.ranks import Ranks, user_ranks
+from engine.jobs.ranks import Ranks, rank_pids, user_ranks
 from engine.jobs.stages import STAGES
 from pipelines.config import load_config
 from tests.conftest import copy_root, free_port, nightly_cmd, small_job, tally
@@ -149,34 +149,6 @@ def test_two_torchrun_nodes_on_loopback_publish_what_one_process_publishes(
     assert many is not None
     assert read_manifest(many)["ranks"] == 2
     assert_same_version(current_version(published[1]), many)  # type: ignore[arg-type]
-
-
-def rank_pids(root_pid: int) -> dict[int, int]:
-    """rank -> pid of the nightly's ranks under process `root_pid` (torchrun's workers, each
-    in a session of its own, found by the RANK their environment holds)."""
-    parent = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            parent[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    out = {}
-    for pid in parent:
-        up = pid
-        while up in parent and up != root_pid:
-            up = parent[up]
-        if up != root_pid or pid == root_pid:
-            continue
-        try:
-            env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        rank = [kv[5:] for kv in env if kv.startswith(b"RANK=")]
-        if rank:
-            out[int(rank[0])] = pid
-    return out
 
 
 ORDER = [name for name, _ in STAGES]

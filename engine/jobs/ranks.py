@@ -176,3 +176,32 @@ def user_ranks(ids: Sequence[str], size: int) -> np.ndarray:
         np.int64,
         count=len(ids),
     )
+
+
+def rank_pids(root_pid: int) -> dict[int, int]:
+    """rank -> pid of the ranks `torchrun` started under process `root_pid` (its workers, each
+    in a session of its own, found by the RANK their environment holds; Linux /proc). For
+    watching a run from outside: the benchmarks sample their memory, the tests kill one."""
+    parent = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out = {}
+    for pid in parent:
+        up = pid
+        while up in parent and up != root_pid:
+            up = parent[up]
+        if up != root_pid or pid == root_pid:
+            continue
+        try:
+            env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        rank = [kv[5:] for kv in env if kv.startswith(b"RANK=")]
+        if rank:
+            out[int(rank[0])] = pid
+    return out
