@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_nightly import dataset
 from harness import Report, latencies
 
 
@@ -94,26 +95,7 @@ def main() -> None:
     report = Report("gpu_check", args)
     gpus = torch.cuda.device_count()
     print(f"{gpus} GPU(s): {[torch.cuda.get_device_name(i) for i in range(gpus)]}", flush=True)
-    data = args.out / "data"
-    if not (data / "config.toml").is_file():
-        subprocess.run(
-            [
-                str(Path(sys.executable).with_name("recengine")),
-                "generate",
-                "--out",
-                str(data),
-                "--users",
-                str(args.users),
-                "--items",
-                str(args.items),
-                "--interactions",
-                str(args.users * 20),
-                "--seed",
-                "0",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+    data = dataset(args.out, args.users, args.items, per_user=20, seed=0)
     config = data / "config.toml"
     config.write_text(
         config.read_text().split("\n# gpu-check\n")[0]

@@ -144,6 +144,12 @@ def _under_torchrun(cmd: list[str]) -> int:
         return rc
 
 
+def _under_itself(nproc: int, command: str, *args: str) -> list[str]:
+    """`recengine <command> <args>` as `nproc` ranks of `torchrun` on this machine."""
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*run, f"--nproc-per-node={nproc}", "-m", "engine.cli", command, *args]
+
+
 def _table(title: str, rows: list[tuple[str, str]]) -> Table:
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column(style="bold")
@@ -332,20 +338,14 @@ def train(
     cfg = load_config(config, Config)
     out = (out or cfg.artifacts.root / "work" / "embeddings").resolve()
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            "-m",
-            "engine.cli",
+        cmd = _under_itself(
+            nproc,
             "train",
             "--config",
             str(config.resolve()),
             "--out",
             str(out),
-        ]
+        )
         raise typer.Exit(subprocess.call(cmd))
     _train(cfg, out)
 
@@ -513,21 +513,15 @@ def nightly(
 ) -> None:
     """Run every stage (resuming an interrupted run), gate and publish a new version."""
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={nproc}",
-            "-m",
-            "engine.cli",
+        cmd = _under_itself(
+            nproc,
             "nightly",
             "--config",
             str(config.resolve()),
             *(["--artifacts", str(artifacts.resolve())] if artifacts is not None else []),
             *(["--force"] if force else []),
             *(["--incremental"] if incremental else []),
-        ]
+        )
         raise typer.Exit(_under_torchrun(cmd))
     _nightly(load_config(config, Config), artifacts, force=force, incremental=incremental)
 

@@ -267,7 +267,9 @@ def recs(run: Run) -> Figures:
         )
     every = fs.users["user_idx"].to_numpy().astype(np.int64)
     every = every[every > 0]
-    users = every[ranks.mine(fs.vocabs.user.decode(pl.Series(every)).to_list())]
+    users = every  # one process lists everyone: no ids to decode and hash
+    if ranks.size > 1:
+        users = every[ranks.mine(fs.vocabs.user.decode(pl.Series(every)).to_list())]
     n_rows = 0
     for part, a in enumerate(range(0, len(users), cfg.jobs.user_chunk)):
         chunk = users[a : a + cfg.jobs.user_chunk]
